@@ -1,0 +1,344 @@
+//! Accounts, passwords and sessions.
+//!
+//! Owns: `auth.db` (the `accounts` table: usernames, Argon2id password hashes), the rules for
+//! usernames and passwords, password hashing on a bounded blocking pool, session tokens (issued,
+//! validated, rotated and revoked through the `kv` crate, which keeps them in Redis) and login
+//! throttling per account and per client address.
+//!
+//! Never: stores a session or a token in SQLite, stores a token in clear anywhere (only its
+//! SHA-256), knows about WebSockets, or reaches into another domain. Telling other gateway
+//! processes that a session was revoked is the gateway's job: this crate returns which sessions
+//! ended.
+
+mod error;
+mod passwords;
+mod sessions;
+mod store;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clock::SharedClock;
+use kv::Kv;
+use shard::{Shard, ShardConfig};
+use uuid::Uuid;
+
+pub use error::AuthError;
+pub use sessions::{IssuedSession, Session, SessionKey};
+
+/// Shortest username, in characters.
+pub const USERNAME_MIN_CHARS: usize = 3;
+/// Longest username, in characters.
+pub const USERNAME_MAX_CHARS: usize = 24;
+/// Shortest password, in characters.
+pub const PASSWORD_MIN_CHARS: usize = 8;
+/// Longest password, in bytes.
+pub const PASSWORD_MAX_BYTES: usize = 128;
+
+/// Default idle lifetime of a session: a day without use ends it.
+pub const DEFAULT_SESSION_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Default absolute lifetime of a session: 30 days after login it ends whatever happens.
+pub const DEFAULT_SESSION_MAX_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Default number of failed logins of one account within a window before it is throttled.
+pub const DEFAULT_ACCOUNT_FAILURE_LIMIT: u64 = 10;
+/// Default number of failed logins from one client address within a window before it is throttled.
+pub const DEFAULT_ADDRESS_FAILURE_LIMIT: u64 = 100;
+/// Default length of a throttling window.
+pub const DEFAULT_THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Default bound on password hashes waiting for a thread; past it logins are refused as busy.
+pub const DEFAULT_MAX_QUEUED_HASHES: usize = 4096;
+
+/// Configuration of the auth domain.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// A session unused for this long ends; default [`DEFAULT_SESSION_IDLE_TTL`].
+    pub session_idle_ttl: Duration,
+    /// A session ends this long after login whatever happens; default
+    /// [`DEFAULT_SESSION_MAX_LIFETIME`]; must be at least `session_idle_ttl`.
+    pub session_max_lifetime: Duration,
+    /// Failed logins per account and window before throttling; default [`DEFAULT_ACCOUNT_FAILURE_LIMIT`].
+    pub account_failure_limit: u64,
+    /// Failed logins per client address and window; default [`DEFAULT_ADDRESS_FAILURE_LIMIT`].
+    pub address_failure_limit: u64,
+    /// The throttling window; default [`DEFAULT_THROTTLE_WINDOW`].
+    pub throttle_window: Duration,
+    /// Password hashes computed at once; default: the number of CPUs. Each takes 19 MiB.
+    pub hash_threads: usize,
+    /// Password hashes allowed to wait for a thread; default [`DEFAULT_MAX_QUEUED_HASHES`].
+    pub max_queued_hashes: usize,
+    /// How `auth.db` is opened.
+    pub shard: ShardConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            session_idle_ttl: DEFAULT_SESSION_IDLE_TTL,
+            session_max_lifetime: DEFAULT_SESSION_MAX_LIFETIME,
+            account_failure_limit: DEFAULT_ACCOUNT_FAILURE_LIMIT,
+            address_failure_limit: DEFAULT_ADDRESS_FAILURE_LIMIT,
+            throttle_window: DEFAULT_THROTTLE_WINDOW,
+            hash_threads: std::thread::available_parallelism().map_or(2, usize::from),
+            max_queued_hashes: DEFAULT_MAX_QUEUED_HASHES,
+            shard: ShardConfig::default(),
+        }
+    }
+}
+
+/// An account as other code sees it: never its password hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The account's id (UUID v7).
+    pub account_id: Uuid,
+    /// The username as registered.
+    pub username: String,
+    /// When it was created, in milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+}
+
+/// The auth domain: cheap to clone, one per server.
+#[derive(Clone)]
+pub struct Auth {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shard: Shard,
+    kv: Kv,
+    clock: SharedClock,
+    config: AuthConfig,
+    hasher: passwords::Hasher,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").field("shard", &self.inner.shard.path()).finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    /// Opens `auth.db` at `path` (running its migrations) and readies the hashing pool.
+    ///
+    /// # Errors
+    /// The shard cannot be opened or migrated.
+    pub async fn open(
+        path: impl Into<std::path::PathBuf>,
+        kv: Kv,
+        clock: SharedClock,
+        config: AuthConfig,
+    ) -> Result<Auth, AuthError> {
+        let shard = Shard::open(path, &config.shard, store::MIGRATIONS).await?;
+        let hasher = passwords::Hasher::new(config.hash_threads, config.max_queued_hashes).await?;
+        Ok(Auth { inner: Arc::new(Inner { shard, kv, clock, config, hasher }) })
+    }
+
+    /// The shard this domain owns, for health checks, backup and integrity checks.
+    pub fn shard(&self) -> &Shard {
+        &self.inner.shard
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &AuthConfig {
+        &self.inner.config
+    }
+
+    /// Creates an account.
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidUsername`] or [`AuthError::InvalidPassword`] for values outside the
+    /// rules; [`AuthError::UsernameTaken`] when the name exists in any case.
+    pub async fn register(&self, username: &str, password: &str) -> Result<Account, AuthError> {
+        validate_username(username)?;
+        validate_password(password)?;
+        let password_hash = self.inner.hasher.hash(password.to_owned()).await?;
+        let account = Account {
+            account_id: Uuid::now_v7(),
+            username: username.to_owned(),
+            created_at_ms: self.inner.clock.now_ms(),
+        };
+        store::insert_account(&self.inner.shard, &account, password_hash).await?;
+        tracing::info!(account_id = %account.account_id, "account registered");
+        Ok(account)
+    }
+
+    /// Checks a username and password and issues a new session.
+    ///
+    /// An unknown username and a wrong password fail alike, after about the same time, so the
+    /// answer does not tell which accounts exist.
+    ///
+    /// # Errors
+    /// [`AuthError::BadCredentials`]; [`AuthError::Throttled`] after too many failures for the
+    /// account or the address; [`AuthError::Store`] when Redis is down.
+    pub async fn login(&self, username: &str, password: &str, client: IpAddr) -> Result<IssuedSession, AuthError> {
+        if password.len() > PASSWORD_MAX_BYTES || username.chars().count() > USERNAME_MAX_CHARS {
+            return Err(AuthError::BadCredentials);
+        }
+        let username_key = username.to_ascii_lowercase();
+        let throttle = self.throttle_keys(&username_key, client);
+        self.check_throttle(&throttle).await?;
+
+        let found = store::find_by_username(&self.inner.shard, username_key).await?;
+        let verified = match &found {
+            Some((_, password_hash)) => self.inner.hasher.verify(password.to_owned(), password_hash.clone()).await?,
+            None => {
+                self.inner.hasher.verify_dummy(password.to_owned()).await?;
+                false
+            }
+        };
+        let Some((account, _)) = found.filter(|_| verified) else {
+            self.record_failure(&throttle).await?;
+            return Err(AuthError::BadCredentials);
+        };
+        self.inner.kv.counter_reset(&throttle.account).await?;
+        let issued = sessions::issue(&self.inner.kv, &self.inner.config, self.inner.clock.now_ms(), &account).await?;
+        tracing::info!(account_id = %account.account_id, "logged in");
+        Ok(issued)
+    }
+
+    /// Finds the live session a token stands for and restarts its idle time.
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidSession`] when the token is unknown, revoked or expired.
+    pub async fn validate_token(&self, token: &str) -> Result<Session, AuthError> {
+        self.validate(&SessionKey::of_token(token)).await
+    }
+
+    /// Like [`Auth::validate_token`], for a session already known by its key.
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidSession`] when the session is gone or expired.
+    pub async fn validate(&self, key: &SessionKey) -> Result<Session, AuthError> {
+        sessions::validate(&self.inner.kv, &self.inner.config, self.inner.clock.now_ms(), key).await
+    }
+
+    /// Replaces a session with a new one (new token, same account); the old token stops working.
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidSession`] when the old session is gone or expired.
+    pub async fn refresh(&self, key: &SessionKey) -> Result<IssuedSession, AuthError> {
+        let old = self.validate(key).await?;
+        let account = Account {
+            account_id: old.account_id,
+            username: old.username.clone(),
+            created_at_ms: old.account_created_at_ms,
+        };
+        let issued = sessions::issue(&self.inner.kv, &self.inner.config, self.inner.clock.now_ms(), &account).await?;
+        self.inner.kv.session_delete(key.as_str(), &old.account_id.to_string()).await?;
+        Ok(issued)
+    }
+
+    /// Ends one session. Ending a session that is already gone is not an error.
+    ///
+    /// # Errors
+    /// [`AuthError::Store`] when Redis is down.
+    pub async fn logout(&self, session: &Session) -> Result<(), AuthError> {
+        self.inner.kv.session_delete(session.key.as_str(), &session.account_id.to_string()).await?;
+        Ok(())
+    }
+
+    /// Ends every session of an account and returns the keys of the sessions that ended.
+    ///
+    /// # Errors
+    /// [`AuthError::Store`] when Redis is down.
+    pub async fn logout_everywhere(&self, account_id: Uuid) -> Result<Vec<SessionKey>, AuthError> {
+        let ended = self.inner.kv.sessions_delete_all(&account_id.to_string()).await?;
+        Ok(ended.into_iter().map(SessionKey::from_hash).collect())
+    }
+
+    /// The account with this id.
+    ///
+    /// # Errors
+    /// [`AuthError::UnknownAccount`] when there is none.
+    pub async fn account(&self, account_id: Uuid) -> Result<Account, AuthError> {
+        store::find_by_id(&self.inner.shard, account_id).await?.ok_or(AuthError::UnknownAccount)
+    }
+
+    fn throttle_keys(&self, username_key: &str, client: IpAddr) -> ThrottleKeys {
+        // Fixed windows numbered from the injected clock, so tests move between windows by moving
+        // the clock, and the counters expire by themselves in Redis.
+        let window_ms = u64::try_from(self.inner.config.throttle_window.as_millis()).unwrap_or(u64::MAX).max(1);
+        let window = self.inner.clock.now_ms() / window_ms;
+        ThrottleKeys {
+            account: format!("login-fail:account:{username_key}:{window}"),
+            address: format!("login-fail:addr:{client}:{window}"),
+            retry_after: Duration::from_millis(window_ms - self.inner.clock.now_ms() % window_ms),
+        }
+    }
+
+    async fn check_throttle(&self, keys: &ThrottleKeys) -> Result<(), AuthError> {
+        let kv = &self.inner.kv;
+        let config = &self.inner.config;
+        if kv.counter_get(&keys.account).await? >= config.account_failure_limit
+            || kv.counter_get(&keys.address).await? >= config.address_failure_limit
+        {
+            return Err(AuthError::Throttled { retry_after: keys.retry_after });
+        }
+        Ok(())
+    }
+
+    async fn record_failure(&self, keys: &ThrottleKeys) -> Result<(), AuthError> {
+        let window = self.inner.config.throttle_window;
+        self.inner.kv.counter_hit(&keys.account, window).await?;
+        self.inner.kv.counter_hit(&keys.address, window).await?;
+        Ok(())
+    }
+}
+
+struct ThrottleKeys {
+    account: String,
+    address: String,
+    retry_after: Duration,
+}
+
+fn validate_username(username: &str) -> Result<(), AuthError> {
+    let n_chars = username.chars().count();
+    if !(USERNAME_MIN_CHARS..=USERNAME_MAX_CHARS).contains(&n_chars) {
+        return Err(AuthError::InvalidUsername(format!(
+            "a username has {USERNAME_MIN_CHARS} to {USERNAME_MAX_CHARS} characters"
+        )));
+    }
+    if !username.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(AuthError::InvalidUsername("a username uses only letters a-z, digits, '_' and '-'".into()));
+    }
+    Ok(())
+}
+
+fn validate_password(password: &str) -> Result<(), AuthError> {
+    if password.chars().count() < PASSWORD_MIN_CHARS {
+        return Err(AuthError::InvalidPassword(format!("a password has at least {PASSWORD_MIN_CHARS} characters")));
+    }
+    if password.len() > PASSWORD_MAX_BYTES {
+        return Err(AuthError::InvalidPassword(format!("a password has at most {PASSWORD_MAX_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_follow_the_rules() {
+        let check = |name: &str, ok: bool| assert_eq!(validate_username(name).is_ok(), ok, "{name:?}");
+        check("ada", true);
+        check("Ada_Lovelace-1815", true);
+        check("ab", false);
+        check(&"a".repeat(25), false);
+        check("ada lovelace", false);
+        check("ädä", false);
+        check("ada\0", false);
+        check("", false);
+    }
+
+    #[test]
+    fn passwords_follow_the_rules() {
+        let check = |password: &str, ok: bool| assert_eq!(validate_password(password).is_ok(), ok, "{password:?}");
+        check("12345678", true);
+        check("1234567", false);
+        check(&"x".repeat(128), true);
+        check(&"x".repeat(129), false);
+        // Eight characters of two bytes each: long enough, short enough.
+        check(&"é".repeat(8), true);
+    }
+}

@@ -1,0 +1,158 @@
+//! Session tokens: issued at login, kept in the key-value store under the SHA-256 of the token,
+//! validated on resume and while a connection lives, and revoked by deleting them.
+//!
+//! Expiry is decided here against the injected clock (idle and absolute limits written in the
+//! record), so tests control it; the store's own TTL only collects what nobody uses any more.
+
+use std::time::Duration;
+
+use kv::Kv;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::{Account, AuthConfig, AuthError};
+
+/// Random bytes in a token: 256 bits.
+const TOKEN_BYTES: usize = 32;
+
+/// How stale the recorded last use may grow before it is written again, as a fraction of the idle
+/// lifetime: refreshing on every request would double the store's writes for nothing.
+const LAST_SEEN_REFRESH_DIVISOR: u32 = 8;
+
+/// The name of a session in the store: the hex SHA-256 of its token. Safe to log and to pass
+/// between gateways; it cannot be turned back into the token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey(String);
+
+impl SessionKey {
+    /// The key of `token`.
+    pub fn of_token(token: &str) -> SessionKey {
+        SessionKey(hex::encode(Sha256::digest(token.as_bytes())))
+    }
+
+    /// A key as stored (a hex hash), e.g. from a revocation message.
+    pub fn from_hash(hash: String) -> SessionKey {
+        SessionKey(hash)
+    }
+
+    /// The hex hash.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The session's key in the store.
+    pub key: SessionKey,
+    /// The account it belongs to.
+    pub account_id: Uuid,
+    /// The account's username as registered.
+    pub username: String,
+    /// When the account was created (milliseconds since the Unix epoch).
+    pub account_created_at_ms: u64,
+    /// When the session ends whatever happens (milliseconds since the Unix epoch).
+    pub expires_at_ms: u64,
+}
+
+/// A session just issued, with the token the client must keep. The token exists nowhere else.
+#[derive(Debug, Clone)]
+pub struct IssuedSession {
+    /// The secret token (64 hex characters).
+    pub token: String,
+    /// The session it opens.
+    pub session: Session,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    account_id: Uuid,
+    username: String,
+    account_created_at_ms: u64,
+    created_at_ms: u64,
+    expires_at_ms: u64,
+    last_seen_ms: u64,
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub(crate) async fn issue(
+    kv: &Kv,
+    config: &AuthConfig,
+    now_ms: u64,
+    account: &Account,
+) -> Result<IssuedSession, AuthError> {
+    let mut bytes = [0_u8; TOKEN_BYTES];
+    rand::rng().fill_bytes(&mut bytes);
+    let token = hex::encode(bytes);
+    let key = SessionKey::of_token(&token);
+    let record = Record {
+        account_id: account.account_id,
+        username: account.username.clone(),
+        account_created_at_ms: account.created_at_ms,
+        created_at_ms: now_ms,
+        expires_at_ms: now_ms.saturating_add(millis(config.session_max_lifetime)),
+        last_seen_ms: now_ms,
+    };
+    store(kv, config, &key, &record, now_ms).await?;
+    Ok(IssuedSession { token, session: session_of(key, &record) })
+}
+
+pub(crate) async fn validate(
+    kv: &Kv,
+    config: &AuthConfig,
+    now_ms: u64,
+    key: &SessionKey,
+) -> Result<Session, AuthError> {
+    let Some(bytes) = kv.session_get_touch(key.as_str(), config.session_idle_ttl).await? else {
+        return Err(AuthError::InvalidSession);
+    };
+    let Ok(mut record) = serde_json::from_slice::<Record>(&bytes) else {
+        tracing::warn!(session = key.as_str(), "unreadable session record; treating it as revoked");
+        return Err(AuthError::InvalidSession);
+    };
+    let idle_ms = millis(config.session_idle_ttl);
+    if now_ms >= record.expires_at_ms || now_ms.saturating_sub(record.last_seen_ms) > idle_ms {
+        kv.session_delete(key.as_str(), &record.account_id.to_string()).await?;
+        return Err(AuthError::InvalidSession);
+    }
+    if now_ms.saturating_sub(record.last_seen_ms) > idle_ms / u64::from(LAST_SEEN_REFRESH_DIVISOR) {
+        record.last_seen_ms = now_ms;
+        store(kv, config, key, &record, now_ms).await?;
+    }
+    Ok(session_of(key.clone(), &record))
+}
+
+async fn store(kv: &Kv, config: &AuthConfig, key: &SessionKey, record: &Record, now_ms: u64) -> Result<(), AuthError> {
+    let bytes = serde_json::to_vec(record).map_err(|e| AuthError::Hashing(e.to_string()))?;
+    let remaining = Duration::from_millis(record.expires_at_ms.saturating_sub(now_ms)).max(Duration::from_secs(1));
+    let idle_ttl = config.session_idle_ttl.min(remaining);
+    kv.session_put(key.as_str(), &record.account_id.to_string(), &bytes, idle_ttl, remaining).await?;
+    Ok(())
+}
+
+fn session_of(key: SessionKey, record: &Record) -> Session {
+    Session {
+        key,
+        account_id: record.account_id,
+        username: record.username.clone(),
+        account_created_at_ms: record.account_created_at_ms,
+        expires_at_ms: record.expires_at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_the_sha256_of_the_token_and_not_the_token() {
+        let key = SessionKey::of_token("abc");
+        assert_eq!(key.as_str(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}

@@ -1,0 +1,63 @@
+//! The admin HTTP port: liveness, readiness and metrics for orchestrators and Prometheus. It is
+//! separate from the game port so it can stay private.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::extract::Path;
+use axum::routing::{get, post};
+use uuid::Uuid;
+
+use crate::Shared;
+
+/// The admin routes.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/accounts/{account_id}/notice", post(notice))
+        .with_state(shared)
+}
+
+/// Ready when the key-value store answers and every shard answers a query.
+async fn ready(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
+    let mut problems = Vec::new();
+    if let Err(error) = shared.kv.ping().await {
+        problems.push(format!("kv: {error}"));
+    }
+    if let Err(error) = shared.auth.shard().read(|conn| conn.query_row("SELECT 1", [], |_| Ok(()))).await {
+        problems.push(format!("auth.db: {error}"));
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n".into())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, problems.join("\n") + "\n")
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> String {
+    shared.metrics.render()
+}
+
+/// Sends the request body as a [`proto::Event::Notice`] to every connection of the account, on
+/// whichever gateway process it is connected to. For operators and trusted game servers: the
+/// admin port must not be reachable by players.
+async fn notice(
+    State(shared): State<Arc<Shared>>,
+    Path(account_id): Path<Uuid>,
+    text: String,
+) -> (StatusCode, &'static str) {
+    if text.len() > shared.config.max_frame_bytes / 2 {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "notice too long\n");
+    }
+    match shared.hub.deliver(account_id, proto::Event::Notice { text }).await {
+        Ok(()) => (StatusCode::ACCEPTED, "queued\n"),
+        Err(error) => {
+            tracing::warn!(%error, "could not publish a notice");
+            (StatusCode::SERVICE_UNAVAILABLE, "bus unavailable\n")
+        }
+    }
+}

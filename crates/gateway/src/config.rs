@@ -1,0 +1,237 @@
+//! The gateway's configuration: one typed struct, read from an optional TOML file and overridden
+//! by flags and environment variables in `main`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default address for game clients: localhost only, so a fresh checkout exposes nothing.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// Default address of the admin HTTP port.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7071";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "data";
+/// Default prefix of every Redis key.
+pub const DEFAULT_KEY_PREFIX: &str = "game:";
+/// Default cap on open game connections: below the 20,000 open files a process may hold here.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 19_000;
+/// Default cap on one incoming frame or message.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = proto::DEFAULT_MAX_FRAME_BYTES;
+/// Default number of messages waiting to be written to one connection before it counts as slow.
+pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+/// Default sustained requests per second per connection.
+pub const DEFAULT_REQUESTS_PER_SEC: u32 = 200;
+/// Default burst of requests per connection above the sustained rate.
+pub const DEFAULT_REQUEST_BURST: u32 = 400;
+/// Default interval between server pings.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+/// Default time without any frame from a client before it is disconnected.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+/// Default time shutdown waits for connections and in-flight requests to finish.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default size of each connection's read buffer: a few KiB suffice for game frames, where
+/// tungstenite's 128 KiB default would cost that much memory per idle connection.
+pub const DEFAULT_READ_BUFFER_BYTES: usize = 4096;
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How hard SQLite shards sync on commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// WAL with `synchronous=NORMAL`: durable across process crashes.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: durable across power loss too.
+    Full,
+}
+
+/// Everything a gateway process is told at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Where game clients connect; default [`DEFAULT_LISTEN`].
+    pub listen: SocketAddr,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served; default [`DEFAULT_ADMIN_LISTEN`].
+    pub admin_listen: SocketAddr,
+    /// The directory holding every shard; default [`DEFAULT_DATA_DIR`].
+    pub data_dir: PathBuf,
+    /// Redis URL (`redis://host:port/db`); none runs on the embedded in-process store.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key; default [`DEFAULT_KEY_PREFIX`].
+    pub key_prefix: String,
+    /// Open game connections at most; default [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// Largest frame or message accepted, in bytes; default [`DEFAULT_MAX_FRAME_BYTES`].
+    pub max_frame_bytes: usize,
+    /// Messages queued for one connection before it is closed as slow; default [`DEFAULT_OUTBOUND_QUEUE`].
+    pub outbound_queue: usize,
+    /// Sustained requests per second per connection; default [`DEFAULT_REQUESTS_PER_SEC`].
+    pub requests_per_sec: u32,
+    /// Extra requests a connection may burst; default [`DEFAULT_REQUEST_BURST`].
+    pub request_burst: u32,
+    /// Interval between server pings; default [`DEFAULT_HEARTBEAT_INTERVAL`]; must be below `idle_timeout`.
+    #[serde(with = "seconds")]
+    pub heartbeat_interval: Duration,
+    /// Time without a frame from the client before disconnecting it; default [`DEFAULT_IDLE_TIMEOUT`].
+    #[serde(with = "seconds")]
+    pub idle_timeout: Duration,
+    /// Time shutdown waits for connections to drain; default [`DEFAULT_SHUTDOWN_TIMEOUT`].
+    #[serde(with = "seconds")]
+    pub shutdown_timeout: Duration,
+    /// Read buffer per connection, in bytes; default [`DEFAULT_READ_BUFFER_BYTES`].
+    pub read_buffer_bytes: usize,
+    /// A session unused this long ends; default one day.
+    #[serde(with = "seconds")]
+    pub session_idle_ttl: Duration,
+    /// A session ends this long after login; default 30 days.
+    #[serde(with = "seconds")]
+    pub session_max_lifetime: Duration,
+    /// Failed logins per account and window before throttling; default 10.
+    pub login_failures_per_account: u64,
+    /// Failed logins per client address and window before throttling; default 100.
+    pub login_failures_per_address: u64,
+    /// The login throttling window; default 15 minutes.
+    #[serde(with = "seconds")]
+    pub login_throttle_window: Duration,
+    /// How hard shards sync on commit; default normal.
+    pub synchronous: SyncMode,
+    /// Log format; default text.
+    pub log_format: LogFormat,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        let auth = auth::AuthConfig::default();
+        Self {
+            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7070))),
+            admin_listen: DEFAULT_ADMIN_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7071))),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            redis_url: None,
+            key_prefix: DEFAULT_KEY_PREFIX.into(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            requests_per_sec: DEFAULT_REQUESTS_PER_SEC,
+            request_burst: DEFAULT_REQUEST_BURST,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
+            session_idle_ttl: auth.session_idle_ttl,
+            session_max_lifetime: auth.session_max_lifetime,
+            login_failures_per_account: auth.account_failure_limit,
+            login_failures_per_address: auth.address_failure_limit,
+            login_throttle_window: auth.throttle_window,
+            synchronous: SyncMode::default(),
+            log_format: LogFormat::default(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Reads a TOML file; fields it leaves out keep their defaults.
+    ///
+    /// # Errors
+    /// The file cannot be read, or is not valid TOML for this struct (unknown keys included).
+    pub fn from_toml_file(path: &std::path::Path) -> Result<GatewayConfig, crate::GatewayError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| crate::GatewayError::Config(format!("{}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| crate::GatewayError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Checks the relations between fields.
+    ///
+    /// # Errors
+    /// [`crate::GatewayError::Config`] naming the first broken rule.
+    pub fn validate(&self) -> Result<(), crate::GatewayError> {
+        let fail = |message: &str| Err(crate::GatewayError::Config(message.into()));
+        if self.heartbeat_interval >= self.idle_timeout {
+            return fail("heartbeat_interval must be below idle_timeout");
+        }
+        if self.session_max_lifetime < self.session_idle_ttl {
+            return fail("session_max_lifetime must be at least session_idle_ttl");
+        }
+        if self.max_connections == 0 || self.outbound_queue == 0 || self.requests_per_sec == 0 {
+            return fail("max_connections, outbound_queue and requests_per_sec must be positive");
+        }
+        if self.max_frame_bytes < 256 {
+            return fail("max_frame_bytes must be at least 256");
+        }
+        Ok(())
+    }
+
+    /// The auth domain's configuration derived from this one.
+    pub fn auth_config(&self) -> auth::AuthConfig {
+        auth::AuthConfig {
+            session_idle_ttl: self.session_idle_ttl,
+            session_max_lifetime: self.session_max_lifetime,
+            account_failure_limit: self.login_failures_per_account,
+            address_failure_limit: self.login_failures_per_address,
+            throttle_window: self.login_throttle_window,
+            shard: self.shard_config(),
+            ..auth::AuthConfig::default()
+        }
+    }
+
+    /// How shards are opened.
+    pub fn shard_config(&self) -> shard::ShardConfig {
+        shard::ShardConfig {
+            synchronous: match self.synchronous {
+                SyncMode::Normal => shard::Synchronous::Normal,
+                SyncMode::Full => shard::Synchronous::Full,
+            },
+            ..shard::ShardConfig::default()
+        }
+    }
+}
+
+/// Durations in TOML are whole or fractional seconds.
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(deserializer)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        GatewayConfig::default().validate().expect("defaults validate");
+    }
+
+    #[test]
+    fn toml_overrides_only_what_it_names() {
+        let config: GatewayConfig =
+            toml::from_str("max_connections = 5\nidle_timeout = 2.5\nsynchronous = \"full\"").expect("parse");
+        assert_eq!(config.max_connections, 5);
+        assert_eq!(config.idle_timeout, Duration::from_millis(2500));
+        assert_eq!(config.synchronous, SyncMode::Full);
+        assert_eq!(config.outbound_queue, DEFAULT_OUTBOUND_QUEUE);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_relations_are_refused() {
+        assert!(toml::from_str::<GatewayConfig>("max_conections = 5").is_err());
+        let config = GatewayConfig { heartbeat_interval: Duration::from_secs(60), ..GatewayConfig::default() };
+        assert!(config.validate().is_err());
+    }
+}

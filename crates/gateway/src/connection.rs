@@ -1,0 +1,413 @@
+//! One game connection: the handshake (subprotocol and optional token), then a loop that reads
+//! frames, answers each request in order, sends heartbeats and ends the connection with a close
+//! code when anything goes wrong. Writing happens in [`crate::outbound`]'s writer task.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use proto::{ClientMessage, Encoding, ErrorBody, ErrorCode, Outcome, Reply, Request, Response, ServerMessage, codec};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request as HttpRequest, Response as HttpResponse};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::Shared;
+use crate::errors;
+use crate::hub::ConnectionId;
+use crate::outbound::Outbound;
+
+/// How long a client has to complete the WebSocket handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the server keeps reading after it sent a close frame, so the client can read the
+/// close frame before the socket goes away.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves one accepted TCP connection until it ends. `permit` is `None` when the server is full:
+/// the client then gets a close frame saying so instead of a silently dropped socket.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: ConnectionId,
+    permit: Option<OwnedSemaphorePermit>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let span = tracing::info_span!("connection", id, %peer);
+    async move {
+        let _ = stream.set_nodelay(true);
+        let mut handshake = Handshake::default();
+        let config = WebSocketConfig::default()
+            .read_buffer_size(shared.config.read_buffer_bytes)
+            .write_buffer_size(0)
+            .max_message_size(Some(shared.config.max_frame_bytes))
+            .max_frame_size(Some(shared.config.max_frame_bytes));
+        let accept = tokio_tungstenite::accept_hdr_async_with_config(
+            stream,
+            |request: &HttpRequest, response: HttpResponse| handshake.negotiate(request, response),
+            Some(config),
+        );
+        let socket = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+            Ok(Ok(socket)) => socket,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "handshake refused or failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("handshake timed out");
+                return;
+            }
+        };
+        let Some(encoding) = handshake.encoding else { return };
+        let (sink, stream) = socket.split();
+        let (outbound, queue) = Outbound::new(encoding, shared.config.outbound_queue, shared.metrics.clone());
+        let writer = tokio::spawn(queue.write_to(sink));
+        shared.metrics.connection_opened();
+
+        let mut connection = Connection::new(id, peer, encoding, outbound.clone(), shared.clone());
+        if permit.is_none() {
+            outbound.close(proto::close::TRY_AGAIN_LATER, "server full; retry later", false);
+        } else if let Some(token) = handshake.token {
+            connection.authenticate_at_handshake(&token).await;
+        }
+        connection.run(stream, &shutdown).await;
+        connection.end();
+        shared.metrics.connection_closed();
+        drop(permit);
+        let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+/// What the handshake agreed on.
+#[derive(Default)]
+struct Handshake {
+    encoding: Option<Encoding>,
+    token: Option<String>,
+}
+
+impl Handshake {
+    /// Picks the first offered subprotocol this server speaks and reads the token from the
+    /// `Authorization: Bearer` header or the `token` query parameter (browsers cannot set headers).
+    #[allow(clippy::result_large_err, reason = "the error type is tungstenite's callback contract")]
+    fn negotiate(&mut self, request: &HttpRequest, mut response: HttpResponse) -> Result<HttpResponse, ErrorResponse> {
+        let offered: Vec<&str> = request
+            .headers()
+            .get_all("Sec-WebSocket-Protocol")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .collect();
+        let Some((name, encoding)) =
+            offered.iter().find_map(|name| Encoding::from_subprotocol(name).map(|encoding| (*name, encoding)))
+        else {
+            let message = format!(
+                "unsupported protocol: offered [{}]; this server speaks protocol version {} as {} or {}",
+                offered.join(", "),
+                proto::PROTOCOL_VERSION,
+                proto::SUBPROTOCOL_BINCODE,
+                proto::SUBPROTOCOL_JSON,
+            );
+            let mut refusal = ErrorResponse::new(Some(message));
+            *refusal.status_mut() = StatusCode::BAD_REQUEST;
+            return Err(refusal);
+        };
+        if let Ok(value) = HeaderValue::from_str(name) {
+            response.headers_mut().insert("Sec-WebSocket-Protocol", value);
+        }
+        self.encoding = Some(encoding);
+        self.token = bearer_token(request).or_else(|| query_token(request));
+        Ok(response)
+    }
+}
+
+fn bearer_token(request: &HttpRequest) -> Option<String> {
+    let value = request.headers().get("Authorization")?.to_str().ok()?;
+    value.strip_prefix("Bearer ").map(|token| token.trim().to_owned())
+}
+
+fn query_token(request: &HttpRequest) -> Option<String> {
+    request.uri().query()?.split('&').find_map(|pair| pair.strip_prefix("token=").map(str::to_owned))
+}
+
+/// Requests a connection may send per second, with a burst allowance: a token bucket.
+struct RequestBudget {
+    tokens: f64,
+    capacity: f64,
+    per_sec: f64,
+    updated: Instant,
+}
+
+impl RequestBudget {
+    fn new(per_sec: u32, burst: u32) -> Self {
+        let capacity = f64::from(burst.max(1));
+        Self { tokens: capacity, capacity, per_sec: f64::from(per_sec), updated: Instant::now() }
+    }
+
+    fn try_take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.updated).as_secs_f64() * self.per_sec;
+        self.tokens = (self.tokens + refill).min(self.capacity);
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct Connection {
+    id: ConnectionId,
+    peer: SocketAddr,
+    encoding: Encoding,
+    outbound: Outbound,
+    shared: Arc<Shared>,
+    session: Option<auth::Session>,
+    budget: RequestBudget,
+}
+
+impl Connection {
+    fn new(id: ConnectionId, peer: SocketAddr, encoding: Encoding, outbound: Outbound, shared: Arc<Shared>) -> Self {
+        let budget = RequestBudget::new(shared.config.requests_per_sec, shared.config.request_burst);
+        Connection { id, peer, encoding, outbound, shared, session: None, budget }
+    }
+
+    async fn authenticate_at_handshake(&mut self, token: &str) {
+        match self.shared.auth.validate_token(token).await {
+            Ok(session) => self.authenticate(session),
+            Err(auth::AuthError::InvalidSession) => {
+                self.outbound.close(proto::close::INVALID_TOKEN, "the session token is invalid or expired", false);
+            }
+            Err(error) => {
+                let body = errors::from_auth(&error);
+                self.outbound.close(proto::close::TRY_AGAIN_LATER, &body.message, false);
+            }
+        }
+    }
+
+    async fn run<S>(&mut self, mut stream: S, shutdown: &CancellationToken)
+    where
+        S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+    {
+        let config = &self.shared.config;
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + config.heartbeat_interval, config.heartbeat_interval);
+        let idle_timeout = config.idle_timeout;
+        let mut last_heard = Instant::now();
+        let closing = self.outbound.closing().clone();
+        loop {
+            tokio::select! {
+                () = closing.cancelled() => break,
+                () = shutdown.cancelled() => {
+                    self.outbound.close(proto::close::GOING_AWAY, "server shutting down", true);
+                    break;
+                }
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() >= idle_timeout {
+                        self.outbound.close(proto::close::IDLE_TIMEOUT, "nothing heard within the idle timeout", false);
+                        break;
+                    }
+                    self.outbound.send_frame(Message::Ping(Default::default()));
+                    self.revalidate().await;
+                }
+                frame = stream.next() => {
+                    match frame {
+                        None => break,
+                        Some(Ok(message)) => {
+                            last_heard = Instant::now();
+                            match message {
+                                Message::Binary(bytes) => self.on_frame(&bytes, Encoding::Bincode).await,
+                                Message::Text(text) => self.on_frame(text.as_bytes(), Encoding::Json).await,
+                                Message::Close(_) => break,
+                                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                            }
+                        }
+                        Some(Err(error)) => {
+                            self.on_read_error(&error);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if closing.is_cancelled() {
+            // Keep reading briefly so the client gets our close frame and can answer it.
+            let _ = tokio::time::timeout(CLOSE_GRACE, async { while let Some(Ok(_)) = stream.next().await {} }).await;
+        }
+    }
+
+    fn on_read_error(&self, error: &tungstenite::Error) {
+        match error {
+            tungstenite::Error::Capacity(_) => {
+                tracing::debug!(%error, "oversized frame");
+                self.outbound.close(proto::close::MESSAGE_TOO_BIG, "message exceeds the size limit", false);
+            }
+            tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_) => {
+                tracing::debug!(%error, "websocket protocol violation");
+                self.outbound.close(proto::close::POLICY_VIOLATION, "websocket protocol violation", false);
+            }
+            _ => tracing::debug!(%error, "connection lost"),
+        }
+    }
+
+    /// Checks now and then that the session still stands (revocations missed while the bus was
+    /// down, expiry); a store outage is not the client's fault and does not disconnect.
+    async fn revalidate(&mut self) {
+        let Some(session) = &self.session else { return };
+        match self.shared.auth.validate(&session.key).await {
+            Ok(_) => {}
+            Err(auth::AuthError::InvalidSession) => {
+                self.outbound.kick(proto::close::SESSION_EXPIRED, "the session expired or was revoked");
+            }
+            Err(error) => tracing::warn!(%error, "could not revalidate the session"),
+        }
+    }
+
+    async fn on_frame(&mut self, bytes: &[u8], frame_encoding: Encoding) {
+        let started = Instant::now();
+        if !self.budget.try_take() {
+            let id = codec::peek_request_id(self.encoding, bytes);
+            self.respond(id, Outcome::Error(ErrorBody::new(ErrorCode::RateLimited, "request rate limit exceeded")));
+            self.shared.metrics.request("rejected", ErrorCode::RateLimited.as_str(), started.elapsed());
+            return;
+        }
+        if frame_encoding != self.encoding {
+            let id = codec::peek_request_id(self.encoding, bytes);
+            let message = match self.encoding {
+                Encoding::Bincode => "this connection speaks bincode in binary frames",
+                Encoding::Json => "this connection speaks JSON in text frames",
+            };
+            self.respond(id, Outcome::Error(ErrorBody::new(ErrorCode::BadRequest, message)));
+            self.shared.metrics.request("malformed", ErrorCode::BadRequest.as_str(), started.elapsed());
+            return;
+        }
+        let ClientMessage { id, request } = match codec::decode(self.encoding, bytes) {
+            Ok(message) => message,
+            Err(error) => {
+                let id = codec::peek_request_id(self.encoding, bytes);
+                let body = ErrorBody::new(ErrorCode::BadRequest, format!("malformed or unknown message: {error}"));
+                self.respond(id, Outcome::Error(body));
+                self.shared.metrics.request("malformed", ErrorCode::BadRequest.as_str(), started.elapsed());
+                return;
+            }
+        };
+        let kind = request.kind();
+        let outcome = self.handle(request).await;
+        let label = match &outcome {
+            Outcome::Ok(_) => "ok",
+            Outcome::Error(body) => body.code.as_str(),
+        };
+        self.shared.metrics.request(kind, label, started.elapsed());
+        self.respond(id, outcome);
+    }
+
+    fn respond(&self, id: u64, outcome: Outcome) {
+        self.outbound.send(&ServerMessage::Response(Response { id, outcome }));
+    }
+
+    async fn handle(&mut self, request: Request) -> Outcome {
+        match self.apply(request).await {
+            Ok(reply) => Outcome::Ok(reply),
+            Err(body) => Outcome::Error(body),
+        }
+    }
+
+    async fn apply(&mut self, request: Request) -> Result<Reply, ErrorBody> {
+        let auth = self.shared.auth.clone();
+        // Registering is allowed with or without a session: it does not log in.
+        if let Request::Register { username, password } = request {
+            let account = auth.register(&username, &password).await.map_err(|e| errors::from_auth(&e))?;
+            return Ok(Reply::Registered { account_id: proto::AccountId(account.account_id) });
+        }
+        let Some(session) = self.session.clone() else {
+            return match request {
+                Request::Login { username, password } => {
+                    let issued = auth
+                        .login(&username, &password, self.peer.ip())
+                        .await
+                        .map_err(|e| errors::from_auth(&e))?;
+                    Ok(self.start_session(issued.session, issued.token))
+                }
+                Request::Resume { token } => {
+                    let session = auth.validate_token(&token).await.map_err(|e| errors::from_auth(&e))?;
+                    Ok(self.start_session(session, token))
+                }
+                _ => Err(ErrorBody::new(ErrorCode::Unauthorized, "log in first")),
+            };
+        };
+        match request {
+            Request::Register { .. } | Request::Login { .. } | Request::Resume { .. } => {
+                Err(ErrorBody::new(ErrorCode::Conflict, "this connection is already logged in; log out first"))
+            }
+            Request::Refresh => {
+                let issued = auth.refresh(&session.key).await.map_err(|e| errors::from_auth(&e))?;
+                let reply = self.start_session(issued.session, issued.token);
+                self.shared.hub.revoke(&[session.key]).await.map_err(|e| errors::unavailable(&e))?;
+                Ok(reply)
+            }
+            Request::Logout => {
+                auth.logout(&session).await.map_err(|e| errors::from_auth(&e))?;
+                self.end_session();
+                self.shared.hub.revoke(&[session.key]).await.map_err(|e| errors::unavailable(&e))?;
+                Ok(Reply::LoggedOut)
+            }
+            Request::LogoutEverywhere => {
+                let ended = auth.logout_everywhere(session.account_id).await.map_err(|e| errors::from_auth(&e))?;
+                self.end_session();
+                self.shared.hub.revoke(&ended).await.map_err(|e| errors::unavailable(&e))?;
+                Ok(Reply::LoggedOut)
+            }
+            Request::Whoami => {
+                let account = auth.account(session.account_id).await.map_err(|e| errors::from_auth(&e))?;
+                Ok(Reply::Account(proto::AccountInfo {
+                    account_id: proto::AccountId(account.account_id),
+                    username: account.username,
+                    created_at_ms: account.created_at_ms,
+                }))
+            }
+            Request::Ping => Ok(Reply::Pong { server_time_ms: self.shared.clock.now_ms() }),
+        }
+    }
+
+    /// Authenticates the connection with `session` and answers with what the client must keep.
+    fn start_session(&mut self, session: auth::Session, token: String) -> Reply {
+        let info = proto::SessionInfo {
+            account_id: proto::AccountId(session.account_id),
+            username: session.username.clone(),
+            token,
+            idle_timeout_secs: self.shared.config.session_idle_ttl.as_secs(),
+            expires_at_ms: session.expires_at_ms,
+        };
+        self.authenticate(session);
+        Reply::Session(info)
+    }
+
+    fn authenticate(&mut self, session: auth::Session) {
+        self.end_session();
+        tracing::debug!(account_id = %session.account_id, "authenticated");
+        self.shared.hub.register(self.id, session.account_id, session.key.clone(), self.outbound.clone());
+        self.shared.metrics.authenticated(true);
+        self.session = Some(session);
+    }
+
+    fn end_session(&mut self) {
+        if self.session.take().is_some() {
+            self.shared.hub.unregister(self.id);
+            self.shared.metrics.authenticated(false);
+        }
+    }
+
+    fn end(mut self) {
+        self.end_session();
+        tracing::debug!(encoding = ?self.encoding, "connection ended");
+    }
+}

@@ -1,0 +1,157 @@
+//! Where connections are found: the registry of this process's authenticated connections, and the
+//! bus (Redis pub/sub through `kv`) that carries events and revocations between gateway processes.
+//!
+//! Every message goes through the bus, also when its target is connected to this same process:
+//! one path, so what works in a one-process test works across processes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use auth::SessionKey;
+use kv::Kv;
+use proto::Event;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+use crate::outbound::Outbound;
+
+/// The pub/sub channel every gateway process listens on.
+const BUS_CHANNEL: &str = "bus";
+
+/// A message between gateway processes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum BusMessage {
+    /// Deliver `event` to every connection of `account_id`.
+    ToAccount { account_id: Uuid, event: Event },
+    /// Close every connection authenticated with one of these sessions.
+    SessionsRevoked { keys: Vec<String> },
+}
+
+/// A number naming one connection within this process.
+pub type ConnectionId = u64;
+
+struct Entry {
+    account_id: Uuid,
+    session: SessionKey,
+    outbound: Outbound,
+}
+
+#[derive(Default)]
+struct Registry {
+    connections: HashMap<ConnectionId, Entry>,
+    by_account: HashMap<Uuid, HashSet<ConnectionId>>,
+    by_session: HashMap<String, HashSet<ConnectionId>>,
+}
+
+/// Removes `id` from the set under `key`, and the set once empty.
+fn remove_from<K: std::hash::Hash + Eq>(index: &mut HashMap<K, HashSet<ConnectionId>>, key: &K, id: ConnectionId) {
+    if let Some(ids) = index.get_mut(key) {
+        ids.remove(&id);
+        if ids.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
+/// The registry and the bus. Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    registry: Arc<Mutex<Registry>>,
+    kv: Kv,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    /// A hub publishing through `kv`. Call [`Hub::listen`] to receive.
+    pub fn new(kv: Kv, metrics: Arc<Metrics>) -> Hub {
+        Hub { registry: Arc::default(), kv, metrics }
+    }
+
+    /// Subscribes to the bus and spawns the task that applies its messages to this process's
+    /// connections until `shutdown`.
+    ///
+    /// # Errors
+    /// The first subscription could not be made.
+    pub async fn listen(
+        &self,
+        tracker: &tokio_util::task::TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<(), kv::KvError> {
+        let mut subscription = self.kv.subscribe(BUS_CHANNEL, shutdown).await?;
+        let hub = self.clone();
+        tracker.spawn(async move {
+            while let Some(payload) = subscription.recv().await {
+                hub.metrics.bus_message();
+                match serde_json::from_slice::<BusMessage>(&payload) {
+                    Ok(message) => hub.apply(message),
+                    Err(error) => tracing::warn!(%error, "undecodable bus message"),
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Records that connection `id` is authenticated with `session`.
+    pub fn register(&self, id: ConnectionId, account_id: Uuid, session: SessionKey, outbound: Outbound) {
+        let Ok(mut registry) = self.registry.lock() else { return };
+        registry.by_account.entry(account_id).or_default().insert(id);
+        registry.by_session.entry(session.as_str().to_owned()).or_default().insert(id);
+        registry.connections.insert(id, Entry { account_id, session, outbound });
+    }
+
+    /// Forgets connection `id` (logged out or gone).
+    pub fn unregister(&self, id: ConnectionId) {
+        let Ok(mut registry) = self.registry.lock() else { return };
+        if let Some(entry) = registry.connections.remove(&id) {
+            remove_from(&mut registry.by_account, &entry.account_id, id);
+            remove_from(&mut registry.by_session, &entry.session.as_str().to_owned(), id);
+        }
+    }
+
+    /// Sends `event` to every connection of `account_id`, on whichever gateway process.
+    ///
+    /// # Errors
+    /// The bus (Redis) is unreachable.
+    pub async fn deliver(&self, account_id: Uuid, event: Event) -> Result<(), kv::KvError> {
+        self.publish(&BusMessage::ToAccount { account_id, event }).await
+    }
+
+    /// Closes every connection, on every gateway process, that uses one of these sessions.
+    ///
+    /// # Errors
+    /// The bus (Redis) is unreachable.
+    pub async fn revoke(&self, keys: &[SessionKey]) -> Result<(), kv::KvError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let keys = keys.iter().map(|key| key.as_str().to_owned()).collect();
+        self.publish(&BusMessage::SessionsRevoked { keys }).await
+    }
+
+    async fn publish(&self, message: &BusMessage) -> Result<(), kv::KvError> {
+        // Serialising our own enum of plain fields cannot fail.
+        let payload = serde_json::to_vec(message).unwrap_or_default();
+        self.kv.publish(BUS_CHANNEL, &payload).await.map(drop)
+    }
+
+    fn apply(&self, message: BusMessage) {
+        let Ok(registry) = self.registry.lock() else { return };
+        match message {
+            BusMessage::ToAccount { account_id, event } => {
+                for id in registry.by_account.get(&account_id).into_iter().flatten() {
+                    if let Some(entry) = registry.connections.get(id) {
+                        entry.outbound.send_event(event.clone());
+                    }
+                }
+            }
+            BusMessage::SessionsRevoked { keys } => {
+                let ids = keys.iter().filter_map(|key| registry.by_session.get(key)).flatten();
+                for entry in ids.filter_map(|id| registry.connections.get(id)) {
+                    entry.outbound.kick(proto::close::SESSION_REVOKED, "session revoked");
+                }
+            }
+        }
+    }
+}

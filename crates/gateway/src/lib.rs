@@ -1,0 +1,185 @@
+//! The gateway: the one server binary, and the only crate that knows WebSockets.
+//!
+//! Owns: accepting game connections, the handshake, turning frames into calls on the domain
+//! crates and their results into frames, per-connection limits (frame size, request rate,
+//! outbound queue, heartbeat), the registry of who is connected where and the bus between gateway
+//! processes, the admin HTTP port, configuration, and the one shutdown path.
+//!
+//! Never: holds game rules or SQL of its own. Domains own their shards; this crate wires them.
+
+pub mod config;
+mod admin;
+mod connection;
+mod errors;
+mod hub;
+pub mod metrics;
+mod outbound;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use clock::SharedClock;
+use kv::Kv;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::GatewayConfig;
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The key-value store could not be opened.
+    #[error(transparent)]
+    Kv(#[from] kv::KvError),
+    /// The auth domain could not be opened.
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    /// A file or socket operation failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What every connection task shares: configuration, domains, the hub and metrics.
+pub(crate) struct Shared {
+    config: GatewayConfig,
+    clock: SharedClock,
+    kv: Kv,
+    auth: auth::Auth,
+    hub: hub::Hub,
+    metrics: Arc<metrics::Metrics>,
+}
+
+/// Runs a gateway on already-bound listeners until `shutdown` is cancelled, then drains: stops
+/// accepting, closes every connection with a close frame after its in-flight request, runs the
+/// final flushes and returns, all within `config.shutdown_timeout`.
+///
+/// # Errors
+/// [`GatewayError`] when start-up fails (bad configuration, Redis unreachable, a shard that
+/// cannot be opened, the embedded store already in use).
+pub async fn run(
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    config: GatewayConfig,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)?;
+    let kv = match &config.redis_url {
+        Some(url) => {
+            let kv = Kv::connect_redis(url, &config.key_prefix).await?;
+            tracing::info!(redis = %redact(url), "using Redis");
+            kv
+        }
+        None => {
+            let kv = Kv::embedded(&config.data_dir, &config.key_prefix)?;
+            tracing::warn!(
+                data_dir = %config.data_dir.display(),
+                "no Redis configured: running on the embedded in-process store; sessions do not \
+                 survive a restart and only this one process may use the data directory"
+            );
+            kv
+        }
+    };
+    let auth = auth::Auth::open(config.data_dir.join("auth.db"), kv.clone(), clock.clone(), config.auth_config()).await?;
+
+    let metrics = Arc::new(metrics::Metrics::default());
+    let hub = hub::Hub::new(kv.clone(), metrics.clone());
+    let tracker = TaskTracker::new();
+    // The bus outlives the connections' drain so revocations keep arriving while they close.
+    let bus_shutdown = CancellationToken::new();
+    hub.listen(&tracker, bus_shutdown.clone()).await?;
+
+    let shared = Arc::new(Shared { config: config.clone(), clock, kv, auth, hub, metrics });
+
+    let admin = tracker.spawn({
+        let router = admin::router(shared.clone());
+        let shutdown = shutdown.clone();
+        async move {
+            let serve = axum::serve(admin_listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "admin server failed");
+            }
+        }
+    });
+
+    tracing::info!(listen = %listener.local_addr()?, data_dir = %config.data_dir.display(), "gateway ready");
+    accept_loop(&listener, &shared, &tracker, &shutdown).await;
+    drop(listener);
+
+    tracing::info!(connections = shared.metrics.open_connections(), "shutting down: draining connections");
+    tracker.close();
+    let drained = tokio::time::timeout(config.shutdown_timeout, async {
+        let _ = admin.await;
+        // Connections end on the shutdown token; wait for them but not for the bus.
+        while shared.metrics.open_connections() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(connections = shared.metrics.open_connections(), "shutdown timeout: dropping the rest");
+    }
+    bus_shutdown.cancel();
+    let _ = tokio::time::timeout(config.shutdown_timeout, tracker.wait()).await;
+    final_flush(&shared).await;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, tracker: &TaskTracker, shutdown: &CancellationToken) {
+    let slots = Arc::new(Semaphore::new(shared.config.max_connections));
+    let next_id = AtomicU64::new(1);
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let permit = slots.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            shared.metrics.connection_refused();
+        }
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        tracker.spawn(connection::serve(stream, peer, id, permit, shared.clone(), shutdown.clone()));
+    }
+}
+
+/// The last act of a shutdown: write buffered state to the shards and checkpoint their WAL.
+async fn final_flush(shared: &Shared) {
+    if let Err(error) = shared.auth.shard().checkpoint().await {
+        tracing::warn!(%error, "final checkpoint of auth.db failed");
+    }
+}
+
+/// A Redis URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => format!("{}***{}", &url[..scheme_end + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_passwords_stay_out_of_logs() {
+        assert_eq!(redact("redis://:secret@cache:6379/0"), "redis://***@cache:6379/0");
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+}

@@ -1,0 +1,132 @@
+//! The `gateway` binary: parses flags (with environment fallbacks and an optional TOML file),
+//! sets up logging, binds the ports, and runs the server until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use gateway::GatewayConfig;
+use gateway::config::{LogFormat, SyncMode};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The game backend's gateway. Precedence: flag, then environment variable, then the TOML file,
+/// then the built-in default.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// A TOML file with any of the settings below (snake_case keys).
+    #[arg(long, env = "GAME_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address for game clients [default: 127.0.0.1:7070].
+    #[arg(long, env = "GAME_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Address of the admin HTTP port (/healthz, /readyz, /metrics) [default: 127.0.0.1:7071].
+    #[arg(long, env = "GAME_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// Directory of the SQLite shards [default: ./data].
+    #[arg(long, env = "GAME_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Redis URL; without one the server runs on an embedded in-process store (one process only).
+    #[arg(long, env = "GAME_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Prefix of every Redis key [default: game:].
+    #[arg(long, env = "GAME_KEY_PREFIX")]
+    key_prefix: Option<String>,
+    /// Open game connections at most [default: 19000].
+    #[arg(long, env = "GAME_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Sustained requests per second per connection [default: 200].
+    #[arg(long, env = "GAME_REQUESTS_PER_SEC")]
+    requests_per_sec: Option<u32>,
+    /// Request burst per connection [default: 400].
+    #[arg(long, env = "GAME_REQUEST_BURST")]
+    request_burst: Option<u32>,
+    /// Failed logins per client address and window before throttling [default: 100].
+    #[arg(long, env = "GAME_LOGIN_FAILURES_PER_ADDRESS")]
+    login_failures_per_address: Option<u64>,
+    /// SQLite synchronous mode [default: normal].
+    #[arg(long, env = "GAME_SYNCHRONOUS", value_enum)]
+    synchronous: Option<SyncMode>,
+    /// Log format [default: text]. The level comes from RUST_LOG (default info).
+    #[arg(long, env = "GAME_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+impl Cli {
+    fn into_config(self) -> anyhow::Result<GatewayConfig> {
+        let mut config = match &self.config {
+            Some(path) => GatewayConfig::from_toml_file(path)?,
+            None => GatewayConfig::default(),
+        };
+        macro_rules! take {
+            ($($field:ident),*) => { $( if let Some(value) = self.$field { config.$field = value; } )* };
+        }
+        take!(
+            listen,
+            admin_listen,
+            data_dir,
+            key_prefix,
+            max_connections,
+            requests_per_sec,
+            request_burst,
+            login_failures_per_address,
+            synchronous,
+            log_format
+        );
+        if self.redis_url.is_some() {
+            config.redis_url = self.redis_url;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Cli::parse().into_config()?;
+    init_logging(config.log_format);
+
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let admin = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("binding {}", config.admin_listen))?;
+    tracing::info!(admin = %admin.local_addr()?, "admin HTTP listening");
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    gateway::run(listener, admin, config, Arc::new(clock::SystemClock), shutdown).await?;
+    Ok(())
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,208 @@
+//! The gateway's metrics, kept in plain atomics owned by one [`Metrics`] value that is passed down
+//! (no global recorder, so two gateways in one test process never mix their figures), and rendered
+//! in the Prometheus text format for `/metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the request latency buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// A latency histogram with fixed buckets.
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        if let Some(index) = LATENCY_BUCKETS.iter().position(|bound| secs <= *bound) {
+            self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
+
+/// Per request kind: outcomes counted by code, and a latency histogram.
+#[derive(Debug, Default)]
+struct RequestStats {
+    outcomes: BTreeMap<&'static str, u64>,
+    latency: std::sync::Arc<Histogram>,
+}
+
+/// Every figure the gateway exports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    connections_open: AtomicU64,
+    connections_accepted: AtomicU64,
+    connections_refused: AtomicU64,
+    connections_authenticated: AtomicU64,
+    closes: Mutex<BTreeMap<u16, u64>>,
+    requests: Mutex<BTreeMap<&'static str, RequestStats>>,
+    bus_messages: AtomicU64,
+}
+
+impl Metrics {
+    /// A connection was accepted.
+    pub fn connection_opened(&self) {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.connections_accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection ended.
+    pub fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A connection was refused because the server was full.
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection became (`true`) or stopped being (`false`) authenticated.
+    pub fn authenticated(&self, now_authenticated: bool) {
+        if now_authenticated {
+            self.connections_authenticated.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.connections_authenticated.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The server closed a connection with `code`.
+    pub fn closed_with(&self, code: u16) {
+        if let Ok(mut closes) = self.closes.lock() {
+            *closes.entry(code).or_default() += 1;
+        }
+    }
+
+    /// A message arrived from the bus between gateways.
+    pub fn bus_message(&self) {
+        self.bus_messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request of `kind` finished with `outcome` (`ok` or an error code) after `elapsed`.
+    pub fn request(&self, kind: &'static str, outcome: &'static str, elapsed: Duration) {
+        let latency = {
+            let Ok(mut requests) = self.requests.lock() else { return };
+            let stats = requests.entry(kind).or_default();
+            *stats.outcomes.entry(outcome).or_default() += 1;
+            stats.latency.clone()
+        };
+        latency.observe(elapsed);
+    }
+
+    /// Open connections now.
+    pub fn open_connections(&self) -> u64 {
+        self.connections_open.load(Ordering::Relaxed)
+    }
+
+    /// Renders every figure in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        gauge(&mut out, "gateway_connections", "Open game connections.", "gauge", self.open_connections());
+        gauge(
+            &mut out,
+            "gateway_authenticated_connections",
+            "Open connections that are logged in.",
+            "gauge",
+            self.connections_authenticated.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "gateway_connections_accepted_total",
+            "Connections accepted since start.",
+            "counter",
+            self.connections_accepted.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "gateway_connections_refused_total",
+            "Connections refused because the server was full.",
+            "counter",
+            self.connections_refused.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "gateway_bus_messages_total",
+            "Messages received from the bus between gateway processes.",
+            "counter",
+            self.bus_messages.load(Ordering::Relaxed),
+        );
+        gauge(&mut out, "process_resident_memory_bytes", "Resident memory of the process.", "gauge", resident_bytes());
+
+        let _ = writeln!(out, "# HELP gateway_closes_total Connections closed by the server, by close code.");
+        let _ = writeln!(out, "# TYPE gateway_closes_total counter");
+        if let Ok(closes) = self.closes.lock() {
+            for (code, count) in closes.iter() {
+                let _ = writeln!(out, "gateway_closes_total{{code=\"{code}\"}} {count}");
+            }
+        }
+
+        let Ok(requests) = self.requests.lock() else { return out };
+        let _ = writeln!(out, "# HELP gateway_requests_total Requests answered, by kind and outcome.");
+        let _ = writeln!(out, "# TYPE gateway_requests_total counter");
+        for (kind, stats) in requests.iter() {
+            for (outcome, count) in &stats.outcomes {
+                let _ = writeln!(out, "gateway_requests_total{{request=\"{kind}\",outcome=\"{outcome}\"}} {count}");
+            }
+        }
+        let _ = writeln!(out, "# HELP gateway_request_duration_seconds Time from a request's arrival to its response.");
+        let _ = writeln!(out, "# TYPE gateway_request_duration_seconds histogram");
+        for (kind, stats) in requests.iter() {
+            let histogram = &stats.latency;
+            let mut cumulative = 0;
+            for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&histogram.buckets) {
+                cumulative += bucket.load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "gateway_request_duration_seconds_bucket{{request=\"{kind}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let count = histogram.count.load(Ordering::Relaxed);
+            let sum = histogram.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(out, "gateway_request_duration_seconds_bucket{{request=\"{kind}\",le=\"+Inf\"}} {count}");
+            let _ = writeln!(out, "gateway_request_duration_seconds_sum{{request=\"{kind}\"}} {sum}");
+            let _ = writeln!(out, "gateway_request_duration_seconds_count{{request=\"{kind}\"}} {count}");
+        }
+        out
+    }
+}
+
+/// Resident memory from `/proc/self/statm` (Linux); 0 where that is not available.
+fn resident_bytes() -> u64 {
+    const PAGE_BYTES: u64 = 4096;
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|statm| statm.split_whitespace().nth(1).and_then(|pages| pages.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * PAGE_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_kind_and_outcome() {
+        let metrics = Metrics::default();
+        metrics.request("ping", "ok", Duration::from_micros(50));
+        metrics.request("ping", "ok", Duration::from_millis(3));
+        metrics.request("login", "unauthorized", Duration::from_millis(40));
+        let text = metrics.render();
+        assert!(text.contains("gateway_requests_total{request=\"ping\",outcome=\"ok\"} 2"), "{text}");
+        assert!(text.contains("gateway_requests_total{request=\"login\",outcome=\"unauthorized\"} 1"));
+        assert!(text.contains("gateway_request_duration_seconds_bucket{request=\"ping\",le=\"0.0001\"} 1"));
+        assert!(text.contains("gateway_request_duration_seconds_bucket{request=\"ping\",le=\"0.005\"} 2"));
+        assert!(text.contains("gateway_request_duration_seconds_count{request=\"ping\"} 2"));
+    }
+}

@@ -1,0 +1,96 @@
+//! The two encodings of protocol messages, behind one pair of functions so the binary codec can be
+//! swapped (bincode 2 is unmaintained) without touching the message types.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{Encoding, UNKNOWN_REQUEST_ID};
+
+/// A message could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// Bytes that are not a valid bincode encoding of the expected message.
+    #[error("invalid bincode: {0}")]
+    Bincode(String),
+    /// Text that is not a valid JSON encoding of the expected message.
+    #[error("invalid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Limits decoding so a hostile frame cannot make the decoder allocate more than the frame's size
+/// implies.
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ crate::DEFAULT_MAX_FRAME_BYTES * 4 }>()
+}
+
+/// Encodes `message` in `encoding`: bincode bytes, or JSON text as UTF-8 bytes.
+///
+/// # Errors
+/// Only if serde refuses the value, which the protocol's types never do.
+pub fn encode<T: Serialize>(encoding: Encoding, message: &T) -> Result<Vec<u8>, CodecError> {
+    match encoding {
+        Encoding::Bincode => bincode::serde::encode_to_vec(message, bincode_config())
+            .map_err(|error| CodecError::Bincode(error.to_string())),
+        Encoding::Json => Ok(serde_json::to_vec(message)?),
+    }
+}
+
+/// Decodes one whole message; trailing bytes are an error.
+///
+/// # Errors
+/// [`CodecError`] when the bytes are not exactly one valid message.
+pub fn decode<T: DeserializeOwned>(encoding: Encoding, bytes: &[u8]) -> Result<T, CodecError> {
+    match encoding {
+        Encoding::Bincode => {
+            let (message, read) = bincode::serde::decode_from_slice(bytes, bincode_config())
+                .map_err(|error| CodecError::Bincode(error.to_string()))?;
+            if read != bytes.len() {
+                return Err(CodecError::Bincode(format!("{} trailing bytes", bytes.len() - read)));
+            }
+            Ok(message)
+        }
+        Encoding::Json => Ok(serde_json::from_slice(bytes)?),
+    }
+}
+
+/// Reads just the request id of a client frame that failed to decode, so the error response can
+/// still carry it; [`UNKNOWN_REQUEST_ID`] when even that is unreadable.
+pub fn peek_request_id(encoding: Encoding, bytes: &[u8]) -> u64 {
+    match encoding {
+        // The id is the first field of `ClientMessage`, so it is the leading varint.
+        Encoding::Bincode => bincode::serde::decode_from_slice::<u64, _>(bytes, bincode_config())
+            .map_or(UNKNOWN_REQUEST_ID, |(id, _)| id),
+        Encoding::Json => {
+            #[derive(serde::Deserialize)]
+            struct IdOnly {
+                id: u64,
+            }
+            serde_json::from_slice::<IdOnly>(bytes).map_or(UNKNOWN_REQUEST_ID, |only| only.id)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClientMessage, Request};
+
+    #[test]
+    fn the_id_of_an_unknown_request_can_still_be_read() {
+        assert_eq!(peek_request_id(Encoding::Json, br#"{"id":9,"request":"teleport"}"#), 9);
+        assert_eq!(peek_request_id(Encoding::Json, b"not json"), UNKNOWN_REQUEST_ID);
+        let mut bytes = encode(Encoding::Bincode, &ClientMessage { id: 300, request: Request::Ping }).expect("encode");
+        // Corrupt the variant index that follows the id.
+        let last = bytes.len() - 1;
+        bytes[last] = 200;
+        assert!(decode::<ClientMessage>(Encoding::Bincode, &bytes).is_err());
+        assert_eq!(peek_request_id(Encoding::Bincode, &bytes), 300);
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut bytes = encode(Encoding::Bincode, &ClientMessage { id: 1, request: Request::Ping }).expect("encode");
+        bytes.push(0);
+        assert!(decode::<ClientMessage>(Encoding::Bincode, &bytes).is_err());
+    }
+}
