@@ -79,7 +79,8 @@ mod tests {
     fn the_id_of_an_unknown_request_can_still_be_read() {
         assert_eq!(peek_request_id(Encoding::Json, br#"{"id":9,"request":"teleport"}"#), 9);
         assert_eq!(peek_request_id(Encoding::Json, b"not json"), UNKNOWN_REQUEST_ID);
-        let mut bytes = encode(Encoding::Bincode, &ClientMessage { id: 300, request: Request::Ping }).expect("encode");
+        let mut bytes =
+            encode(Encoding::Bincode, &ClientMessage { id: 300, request: Request::Ping }).expect("encode");
         // Corrupt the variant index that follows the id.
         let last = bytes.len() - 1;
         bytes[last] = 200;
@@ -89,7 +90,8 @@ mod tests {
 
     #[test]
     fn trailing_bytes_are_refused() {
-        let mut bytes = encode(Encoding::Bincode, &ClientMessage { id: 1, request: Request::Ping }).expect("encode");
+        let mut bytes =
+            encode(Encoding::Bincode, &ClientMessage { id: 1, request: Request::Ping }).expect("encode");
         bytes.push(0);
         assert!(decode::<ClientMessage>(Encoding::Bincode, &bytes).is_err());
     }

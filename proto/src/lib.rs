@@ -354,11 +354,7 @@ mod tests {
             Request::Whoami,
             Request::Ping,
         ];
-        requests
-            .into_iter()
-            .zip(1..)
-            .map(|(request, id)| ClientMessage { id, request })
-            .collect()
+        requests.into_iter().zip(1..).map(|(request, id)| ClientMessage { id, request }).collect()
     }
 
     fn every_server_message() -> Vec<ServerMessage> {
@@ -386,7 +382,8 @@ mod tests {
             .zip(1..)
             .map(|(outcome, id)| ServerMessage::Response(Response { id, outcome }))
             .collect();
-        messages.push(ServerMessage::Event(Event::Kicked { code: close::SESSION_REVOKED, reason: "bye".into() }));
+        messages
+            .push(ServerMessage::Event(Event::Kicked { code: close::SESSION_REVOKED, reason: "bye".into() }));
         messages.push(ServerMessage::Event(Event::Notice { text: "hello".into() }));
         messages
     }
@@ -412,7 +409,10 @@ mod tests {
         };
         check(&ClientMessage { id: 7, request: Request::Ping }, r#"{"id":7,"request":"ping"}"#);
         check(
-            &ClientMessage { id: 1, request: Request::Login { username: "ada".into(), password: "pw".into() } },
+            &ClientMessage {
+                id: 1,
+                request: Request::Login { username: "ada".into(), password: "pw".into() },
+            },
             r#"{"id":1,"request":{"login":{"username":"ada","password":"pw"}}}"#,
         );
         let error = ServerMessage::Response(Response {

@@ -170,7 +170,12 @@ impl Auth {
     /// # Errors
     /// [`AuthError::BadCredentials`]; [`AuthError::Throttled`] after too many failures for the
     /// account or the address; [`AuthError::Store`] when Redis is down.
-    pub async fn login(&self, username: &str, password: &str, client: IpAddr) -> Result<IssuedSession, AuthError> {
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<IssuedSession, AuthError> {
         if password.len() > PASSWORD_MAX_BYTES || username.chars().count() > USERNAME_MAX_CHARS {
             return Err(AuthError::BadCredentials);
         }
@@ -180,7 +185,9 @@ impl Auth {
 
         let found = store::find_by_username(&self.inner.shard, username_key).await?;
         let verified = match &found {
-            Some((_, password_hash)) => self.inner.hasher.verify(password.to_owned(), password_hash.clone()).await?,
+            Some((_, password_hash)) => {
+                self.inner.hasher.verify(password.to_owned(), password_hash.clone()).await?
+            }
             None => {
                 self.inner.hasher.verify_dummy(password.to_owned()).await?;
                 false
@@ -191,7 +198,8 @@ impl Auth {
             return Err(AuthError::BadCredentials);
         };
         self.inner.kv.counter_reset(&throttle.account).await?;
-        let issued = sessions::issue(&self.inner.kv, &self.inner.config, self.inner.clock.now_ms(), &account).await?;
+        let issued =
+            sessions::issue(&self.inner.kv, &self.inner.config, self.inner.clock.now_ms(), &account).await?;
         tracing::info!(account_id = %account.account_id, "logged in");
         Ok(issued)
     }
@@ -223,7 +231,8 @@ impl Auth {
             username: old.username.clone(),
             created_at_ms: old.account_created_at_ms,
         };
-        let issued = sessions::issue(&self.inner.kv, &self.inner.config, self.inner.clock.now_ms(), &account).await?;
+        let issued =
+            sessions::issue(&self.inner.kv, &self.inner.config, self.inner.clock.now_ms(), &account).await?;
         self.inner.kv.session_delete(key.as_str(), &old.account_id.to_string()).await?;
         Ok(issued)
     }
@@ -257,7 +266,8 @@ impl Auth {
     fn throttle_keys(&self, username_key: &str, client: IpAddr) -> ThrottleKeys {
         // Fixed windows numbered from the injected clock, so tests move between windows by moving
         // the clock, and the counters expire by themselves in Redis.
-        let window_ms = u64::try_from(self.inner.config.throttle_window.as_millis()).unwrap_or(u64::MAX).max(1);
+        let window_ms =
+            u64::try_from(self.inner.config.throttle_window.as_millis()).unwrap_or(u64::MAX).max(1);
         let window = self.inner.clock.now_ms() / window_ms;
         ThrottleKeys {
             account: format!("login-fail:account:{username_key}:{window}"),
@@ -299,14 +309,18 @@ fn validate_username(username: &str) -> Result<(), AuthError> {
         )));
     }
     if !username.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        return Err(AuthError::InvalidUsername("a username uses only letters a-z, digits, '_' and '-'".into()));
+        return Err(AuthError::InvalidUsername(
+            "a username uses only letters a-z, digits, '_' and '-'".into(),
+        ));
     }
     Ok(())
 }
 
 fn validate_password(password: &str) -> Result<(), AuthError> {
     if password.chars().count() < PASSWORD_MIN_CHARS {
-        return Err(AuthError::InvalidPassword(format!("a password has at least {PASSWORD_MIN_CHARS} characters")));
+        return Err(AuthError::InvalidPassword(format!(
+            "a password has at least {PASSWORD_MIN_CHARS} characters"
+        )));
     }
     if password.len() > PASSWORD_MAX_BYTES {
         return Err(AuthError::InvalidPassword(format!("a password has at most {PASSWORD_MAX_BYTES} bytes")));
@@ -333,7 +347,8 @@ mod tests {
 
     #[test]
     fn passwords_follow_the_rules() {
-        let check = |password: &str, ok: bool| assert_eq!(validate_password(password).is_ok(), ok, "{password:?}");
+        let check =
+            |password: &str, ok: bool| assert_eq!(validate_password(password).is_ok(), ok, "{password:?}");
         check("12345678", true);
         check("1234567", false);
         check(&"x".repeat(128), true);

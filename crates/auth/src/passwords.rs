@@ -29,7 +29,8 @@ pub(crate) struct Hasher {
 }
 
 fn argon2() -> Result<Argon2<'static>, AuthError> {
-    let params = Params::new(MEMORY_KIB, ITERATIONS, LANES, None).map_err(|e| AuthError::Hashing(e.to_string()))?;
+    let params =
+        Params::new(MEMORY_KIB, ITERATIONS, LANES, None).map_err(|e| AuthError::Hashing(e.to_string()))?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
@@ -48,7 +49,9 @@ impl Hasher {
 
     pub(crate) async fn hash(&self, password: String) -> Result<String, AuthError> {
         self.run(move || {
-            let hash = argon2()?.hash_password(password.as_bytes()).map_err(|e| AuthError::Hashing(e.to_string()))?;
+            let hash = argon2()?
+                .hash_password(password.as_bytes())
+                .map_err(|e| AuthError::Hashing(e.to_string()))?;
             Ok(hash.to_string())
         })
         .await

@@ -128,9 +128,16 @@ pub(crate) async fn validate(
     Ok(session_of(key.clone(), &record))
 }
 
-async fn store(kv: &Kv, config: &AuthConfig, key: &SessionKey, record: &Record, now_ms: u64) -> Result<(), AuthError> {
+async fn store(
+    kv: &Kv,
+    config: &AuthConfig,
+    key: &SessionKey,
+    record: &Record,
+    now_ms: u64,
+) -> Result<(), AuthError> {
     let bytes = serde_json::to_vec(record).map_err(|e| AuthError::Hashing(e.to_string()))?;
-    let remaining = Duration::from_millis(record.expires_at_ms.saturating_sub(now_ms)).max(Duration::from_secs(1));
+    let remaining =
+        Duration::from_millis(record.expires_at_ms.saturating_sub(now_ms)).max(Duration::from_secs(1));
     let idle_ttl = config.session_idle_ttl.min(remaining);
     kv.session_put(key.as_str(), &record.account_id.to_string(), &bytes, idle_ttl, remaining).await?;
     Ok(())

@@ -20,7 +20,11 @@ pub(crate) static MIGRATIONS: &[Migration] = &[Migration {
           ) STRICT;",
 }];
 
-pub(crate) async fn insert_account(shard: &Shard, account: &Account, password_hash: String) -> Result<(), AuthError> {
+pub(crate) async fn insert_account(
+    shard: &Shard,
+    account: &Account,
+    password_hash: String,
+) -> Result<(), AuthError> {
     let account = account.clone();
     let inserted = shard
         .write(move |conn| {
@@ -82,8 +86,9 @@ pub(crate) async fn find_by_id(shard: &Shard, account_id: Uuid) -> Result<Option
 
 fn account_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
     let id: String = row.get(0)?;
-    let account_id = Uuid::parse_str(&id)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
+    let account_id = Uuid::parse_str(&id).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })?;
     Ok(Account {
         account_id,
         username: row.get(1)?,

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::{SinkExt, StreamExt};
 use proto::{
-    AccountInfo, ClientMessage, Encoding, ErrorBody, Event, Outcome, Reply, Request, ServerMessage, SessionInfo,
-    codec,
+    AccountInfo, ClientMessage, Encoding, ErrorBody, Event, Outcome, Reply, Request, ServerMessage,
+    SessionInfo, codec,
 };
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -278,9 +278,7 @@ impl Client {
     /// # Errors
     /// As [`Client::request`].
     pub async fn register(&self, username: &str, password: &str) -> Result<proto::AccountId, ClientError> {
-        match self
-            .request(Request::Register { username: username.into(), password: password.into() })
-            .await?
+        match self.request(Request::Register { username: username.into(), password: password.into() }).await?
         {
             Reply::Registered { account_id } => Ok(account_id),
             other => Err(unexpected(&other)),

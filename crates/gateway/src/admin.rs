@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::extract::Path;
 use axum::routing::{get, post};
 use uuid::Uuid;
 

@@ -116,7 +116,9 @@ impl Default for GatewayConfig {
         let auth = auth::AuthConfig::default();
         Self {
             listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7070))),
-            admin_listen: DEFAULT_ADMIN_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7071))),
+            admin_listen: DEFAULT_ADMIN_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7071))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             redis_url: None,
             key_prefix: DEFAULT_KEY_PREFIX.into(),
@@ -231,7 +233,8 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_relations_are_refused() {
         assert!(toml::from_str::<GatewayConfig>("max_conections = 5").is_err());
-        let config = GatewayConfig { heartbeat_interval: Duration::from_secs(60), ..GatewayConfig::default() };
+        let config =
+            GatewayConfig { heartbeat_interval: Duration::from_secs(60), ..GatewayConfig::default() };
         assert!(config.validate().is_err());
     }
 }

@@ -7,11 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use proto::{ClientMessage, Encoding, ErrorBody, ErrorCode, Outcome, Reply, Request, Response, ServerMessage, codec};
+use proto::{
+    ClientMessage, Encoding, ErrorBody, ErrorCode, Outcome, Reply, Request, Response, ServerMessage, codec,
+};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request as HttpRequest, Response as HttpResponse};
+use tokio_tungstenite::tungstenite::handshake::server::{
+    ErrorResponse, Request as HttpRequest, Response as HttpResponse,
+};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -48,6 +52,7 @@ pub(crate) async fn serve(
             .write_buffer_size(0)
             .max_message_size(Some(shared.config.max_frame_bytes))
             .max_frame_size(Some(shared.config.max_frame_bytes));
+        #[allow(clippy::result_large_err, reason = "the error type is tungstenite's callback contract")]
         let accept = tokio_tungstenite::accept_hdr_async_with_config(
             stream,
             |request: &HttpRequest, response: HttpResponse| handshake.negotiate(request, response),
@@ -97,7 +102,11 @@ impl Handshake {
     /// Picks the first offered subprotocol this server speaks and reads the token from the
     /// `Authorization: Bearer` header or the `token` query parameter (browsers cannot set headers).
     #[allow(clippy::result_large_err, reason = "the error type is tungstenite's callback contract")]
-    fn negotiate(&mut self, request: &HttpRequest, mut response: HttpResponse) -> Result<HttpResponse, ErrorResponse> {
+    fn negotiate(
+        &mut self,
+        request: &HttpRequest,
+        mut response: HttpResponse,
+    ) -> Result<HttpResponse, ErrorResponse> {
         let offered: Vec<&str> = request
             .headers()
             .get_all("Sec-WebSocket-Protocol")
@@ -106,8 +115,9 @@ impl Handshake {
             .flat_map(|value| value.split(','))
             .map(str::trim)
             .collect();
-        let Some((name, encoding)) =
-            offered.iter().find_map(|name| Encoding::from_subprotocol(name).map(|encoding| (*name, encoding)))
+        let Some((name, encoding)) = offered
+            .iter()
+            .find_map(|name| Encoding::from_subprotocol(name).map(|encoding| (*name, encoding)))
         else {
             let message = format!(
                 "unsupported protocol: offered [{}]; this server speaks protocol version {} as {} or {}",
@@ -177,7 +187,13 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(id: ConnectionId, peer: SocketAddr, encoding: Encoding, outbound: Outbound, shared: Arc<Shared>) -> Self {
+    fn new(
+        id: ConnectionId,
+        peer: SocketAddr,
+        encoding: Encoding,
+        outbound: Outbound,
+        shared: Arc<Shared>,
+    ) -> Self {
         let budget = RequestBudget::new(shared.config.requests_per_sec, shared.config.request_burst);
         Connection { id, peer, encoding, outbound, shared, session: None, budget }
     }
@@ -186,7 +202,11 @@ impl Connection {
         match self.shared.auth.validate_token(token).await {
             Ok(session) => self.authenticate(session),
             Err(auth::AuthError::InvalidSession) => {
-                self.outbound.close(proto::close::INVALID_TOKEN, "the session token is invalid or expired", false);
+                self.outbound.close(
+                    proto::close::INVALID_TOKEN,
+                    "the session token is invalid or expired",
+                    false,
+                );
             }
             Err(error) => {
                 let body = errors::from_auth(&error);
@@ -200,7 +220,8 @@ impl Connection {
         S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
     {
         let config = &self.shared.config;
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + config.heartbeat_interval, config.heartbeat_interval);
+        let mut heartbeat =
+            tokio::time::interval_at(Instant::now() + config.heartbeat_interval, config.heartbeat_interval);
         let idle_timeout = config.idle_timeout;
         let mut last_heard = Instant::now();
         let closing = self.outbound.closing().clone();
@@ -241,7 +262,9 @@ impl Connection {
         }
         if closing.is_cancelled() {
             // Keep reading briefly so the client gets our close frame and can answer it.
-            let _ = tokio::time::timeout(CLOSE_GRACE, async { while let Some(Ok(_)) = stream.next().await {} }).await;
+            let _ =
+                tokio::time::timeout(CLOSE_GRACE, async { while let Some(Ok(_)) = stream.next().await {} })
+                    .await;
         }
     }
 
@@ -276,7 +299,10 @@ impl Connection {
         let started = Instant::now();
         if !self.budget.try_take() {
             let id = codec::peek_request_id(self.encoding, bytes);
-            self.respond(id, Outcome::Error(ErrorBody::new(ErrorCode::RateLimited, "request rate limit exceeded")));
+            self.respond(
+                id,
+                Outcome::Error(ErrorBody::new(ErrorCode::RateLimited, "request rate limit exceeded")),
+            );
             self.shared.metrics.request("rejected", ErrorCode::RateLimited.as_str(), started.elapsed());
             return;
         }
@@ -294,7 +320,8 @@ impl Connection {
             Ok(message) => message,
             Err(error) => {
                 let id = codec::peek_request_id(self.encoding, bytes);
-                let body = ErrorBody::new(ErrorCode::BadRequest, format!("malformed or unknown message: {error}"));
+                let body =
+                    ErrorBody::new(ErrorCode::BadRequest, format!("malformed or unknown message: {error}"));
                 self.respond(id, Outcome::Error(body));
                 self.shared.metrics.request("malformed", ErrorCode::BadRequest.as_str(), started.elapsed());
                 return;
@@ -345,9 +372,10 @@ impl Connection {
             };
         };
         match request {
-            Request::Register { .. } | Request::Login { .. } | Request::Resume { .. } => {
-                Err(ErrorBody::new(ErrorCode::Conflict, "this connection is already logged in; log out first"))
-            }
+            Request::Register { .. } | Request::Login { .. } | Request::Resume { .. } => Err(ErrorBody::new(
+                ErrorCode::Conflict,
+                "this connection is already logged in; log out first",
+            )),
             Request::Refresh => {
                 let issued = auth.refresh(&session.key).await.map_err(|e| errors::from_auth(&e))?;
                 let reply = self.start_session(issued.session, issued.token);
@@ -361,7 +389,8 @@ impl Connection {
                 Ok(Reply::LoggedOut)
             }
             Request::LogoutEverywhere => {
-                let ended = auth.logout_everywhere(session.account_id).await.map_err(|e| errors::from_auth(&e))?;
+                let ended =
+                    auth.logout_everywhere(session.account_id).await.map_err(|e| errors::from_auth(&e))?;
                 self.end_session();
                 self.shared.hub.revoke(&ended).await.map_err(|e| errors::unavailable(&e))?;
                 Ok(Reply::LoggedOut)

@@ -41,7 +41,10 @@ mod tests {
         check(AuthError::BadCredentials, ErrorCode::Unauthorized);
         check(AuthError::InvalidSession, ErrorCode::Unauthorized);
         check(AuthError::UnknownAccount, ErrorCode::NotFound);
-        check(AuthError::Throttled { retry_after: std::time::Duration::from_secs(3) }, ErrorCode::RateLimited);
+        check(
+            AuthError::Throttled { retry_after: std::time::Duration::from_secs(3) },
+            ErrorCode::RateLimited,
+        );
         check(AuthError::Busy, ErrorCode::Unavailable);
         check(AuthError::Store(kv::KvError::Unavailable("down".into())), ErrorCode::Unavailable);
         check(AuthError::Hashing("bug".into()), ErrorCode::Internal);

@@ -46,7 +46,11 @@ struct Registry {
 }
 
 /// Removes `id` from the set under `key`, and the set once empty.
-fn remove_from<K: std::hash::Hash + Eq>(index: &mut HashMap<K, HashSet<ConnectionId>>, key: &K, id: ConnectionId) {
+fn remove_from<K: std::hash::Hash + Eq>(
+    index: &mut HashMap<K, HashSet<ConnectionId>>,
+    key: &K,
+    id: ConnectionId,
+) {
     if let Some(ids) = index.get_mut(key) {
         ids.remove(&id);
         if ids.is_empty() {

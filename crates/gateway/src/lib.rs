@@ -7,8 +7,8 @@
 //!
 //! Never: holds game rules or SQL of its own. Domains own their shards; this crate wires them.
 
-pub mod config;
 mod admin;
+pub mod config;
 mod connection;
 mod errors;
 mod hub;
@@ -86,7 +86,9 @@ pub async fn run(
             kv
         }
     };
-    let auth = auth::Auth::open(config.data_dir.join("auth.db"), kv.clone(), clock.clone(), config.auth_config()).await?;
+    let auth =
+        auth::Auth::open(config.data_dir.join("auth.db"), kv.clone(), clock.clone(), config.auth_config())
+            .await?;
 
     let metrics = Arc::new(metrics::Metrics::default());
     let hub = hub::Hub::new(kv.clone(), metrics.clone());
@@ -101,7 +103,8 @@ pub async fn run(
         let router = admin::router(shared.clone());
         let shutdown = shutdown.clone();
         async move {
-            let serve = axum::serve(admin_listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+            let serve =
+                axum::serve(admin_listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
             if let Err(error) = serve.await {
                 tracing::error!(%error, "admin server failed");
             }
@@ -123,7 +126,10 @@ pub async fn run(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(connections = shared.metrics.open_connections(), "shutdown timeout: dropping the rest");
+        tracing::warn!(
+            connections = shared.metrics.open_connections(),
+            "shutdown timeout: dropping the rest"
+        );
     }
     bus_shutdown.cancel();
     let _ = tokio::time::timeout(config.shutdown_timeout, tracker.wait()).await;
@@ -132,7 +138,12 @@ pub async fn run(
     Ok(())
 }
 
-async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, tracker: &TaskTracker, shutdown: &CancellationToken) {
+async fn accept_loop(
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
     let next_id = AtomicU64::new(1);
     loop {
@@ -168,7 +179,9 @@ async fn final_flush(shared: &Shared) {
 /// A Redis URL without its password, for logs.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => format!("{}***{}", &url[..scheme_end + 3], &url[at..]),
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}***{}", &url[..scheme_end + 3], &url[at..])
+        }
         _ => url.to_owned(),
     }
 }

@@ -99,7 +99,8 @@ async fn main() -> anyhow::Result<()> {
     let config = Cli::parse().into_config()?;
     init_logging(config.log_format);
 
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let admin = TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("binding {}", config.admin_listen))?;

@@ -139,7 +139,13 @@ impl Metrics {
             "counter",
             self.bus_messages.load(Ordering::Relaxed),
         );
-        gauge(&mut out, "process_resident_memory_bytes", "Resident memory of the process.", "gauge", resident_bytes());
+        gauge(
+            &mut out,
+            "process_resident_memory_bytes",
+            "Resident memory of the process.",
+            "gauge",
+            resident_bytes(),
+        );
 
         let _ = writeln!(out, "# HELP gateway_closes_total Connections closed by the server, by close code.");
         let _ = writeln!(out, "# TYPE gateway_closes_total counter");
@@ -154,10 +160,16 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE gateway_requests_total counter");
         for (kind, stats) in requests.iter() {
             for (outcome, count) in &stats.outcomes {
-                let _ = writeln!(out, "gateway_requests_total{{request=\"{kind}\",outcome=\"{outcome}\"}} {count}");
+                let _ = writeln!(
+                    out,
+                    "gateway_requests_total{{request=\"{kind}\",outcome=\"{outcome}\"}} {count}"
+                );
             }
         }
-        let _ = writeln!(out, "# HELP gateway_request_duration_seconds Time from a request's arrival to its response.");
+        let _ = writeln!(
+            out,
+            "# HELP gateway_request_duration_seconds Time from a request's arrival to its response."
+        );
         let _ = writeln!(out, "# TYPE gateway_request_duration_seconds histogram");
         for (kind, stats) in requests.iter() {
             let histogram = &stats.latency;
@@ -171,7 +183,10 @@ impl Metrics {
             }
             let count = histogram.count.load(Ordering::Relaxed);
             let sum = histogram.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(out, "gateway_request_duration_seconds_bucket{{request=\"{kind}\",le=\"+Inf\"}} {count}");
+            let _ = writeln!(
+                out,
+                "gateway_request_duration_seconds_bucket{{request=\"{kind}\",le=\"+Inf\"}} {count}"
+            );
             let _ = writeln!(out, "gateway_request_duration_seconds_sum{{request=\"{kind}\"}} {sum}");
             let _ = writeln!(out, "gateway_request_duration_seconds_count{{request=\"{kind}\"}} {count}");
         }

@@ -82,7 +82,11 @@ impl Outbound {
         match self.inner.frames.try_send(frame) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(proto::close::SLOW_CONSUMER, "outbound queue full: the client reads too slowly", false);
+                self.close(
+                    proto::close::SLOW_CONSUMER,
+                    "outbound queue full: the client reads too slowly",
+                    false,
+                );
             }
         }
     }

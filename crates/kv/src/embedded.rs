@@ -89,11 +89,7 @@ impl Embedded {
     pub(crate) fn open(lock_dir: &Path, key_prefix: &str) -> Result<Embedded, KvError> {
         std::fs::create_dir_all(lock_dir)?;
         let lock_path = lock_dir.join(LOCK_FILE_NAME);
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)?;
+        let lock_file = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
         match lock_file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(KvError::EmbeddedInUse(lock_path)),
@@ -114,15 +110,11 @@ impl Embedded {
     /// Locks the store. A panic while holding the lock cannot leave a map half-updated in a way later
     /// calls would trip over, so a poisoned lock is used as is.
     fn store(&self) -> MutexGuard<'_, Store> {
-        self.store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn channels(&self) -> MutexGuard<'_, HashMap<String, broadcast::Sender<Vec<u8>>>> {
-        self.channels
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn session_put(
@@ -137,21 +129,15 @@ impl Embedded {
         let mut store = self.store();
         store.sessions.insert(
             token_hash.to_owned(),
-            Expiring {
-                value: record.to_vec(),
-                expires_at: Some(deadline(now, idle_ttl)),
-            },
+            Expiring { value: record.to_vec(), expires_at: Some(deadline(now, idle_ttl)) },
         );
         let index_deadline = deadline(now, index_ttl);
         match live(&mut store.account_sessions, account_id, now) {
             Some(index) => {
                 index.value.insert(token_hash.to_owned());
                 // PEXPIRE NX then PEXPIRE GT: set if none, otherwise only ever raise.
-                index.expires_at = Some(
-                    index
-                        .expires_at
-                        .map_or(index_deadline, |current| current.max(index_deadline)),
-                );
+                index.expires_at =
+                    Some(index.expires_at.map_or(index_deadline, |current| current.max(index_deadline)));
             }
             None => {
                 store.account_sessions.insert(
@@ -194,11 +180,7 @@ impl Embedded {
         let now = Instant::now();
         let mut store = self.store();
         let token_hashes = match live(&mut store.account_sessions, account_id, now) {
-            Some(_) => store
-                .account_sessions
-                .remove(account_id)
-                .map(|index| index.value)
-                .unwrap_or_default(),
+            Some(_) => store.account_sessions.remove(account_id).map(|index| index.value).unwrap_or_default(),
             None => HashSet::new(),
         };
         let mut deleted = Vec::new();
@@ -221,13 +203,9 @@ impl Embedded {
                 counter.value
             }
             None => {
-                store.counters.insert(
-                    key.to_owned(),
-                    Expiring {
-                        value: 1,
-                        expires_at: Some(deadline(now, window)),
-                    },
-                );
+                store
+                    .counters
+                    .insert(key.to_owned(), Expiring { value: 1, expires_at: Some(deadline(now, window)) });
                 1
             }
         };

@@ -16,8 +16,9 @@
 //! - let another crate issue raw Redis commands: no connection, client or command type leaks out of
 //!   this crate, so "only the kv crate speaks Redis" holds by construction.
 //!
-//! The `testing` cargo feature adds [`testing`], a harness that starts and stops a throwaway
-//! `redis-server` for integration tests.
+//! The `testing` cargo feature adds the `kv::testing` module, a harness that starts, stops and
+//! restarts a throwaway `redis-server` for integration tests (other crates enable it in their
+//! `[dev-dependencies]`: `kv = { workspace = true, features = ["testing"] }`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -69,11 +70,9 @@ enum Backend {
 impl fmt::Debug for Kv {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.backend {
-            Backend::Redis(redis) => f
-                .debug_struct("Kv")
-                .field("backend", &"redis")
-                .field("key_prefix", &redis.prefix())
-                .finish(),
+            Backend::Redis(redis) => {
+                f.debug_struct("Kv").field("backend", &"redis").field("key_prefix", &redis.prefix()).finish()
+            }
             Backend::Embedded(embedded) => f
                 .debug_struct("Kv")
                 .field("backend", &"embedded")
@@ -93,9 +92,7 @@ impl Kv {
     /// work again once it is back.
     pub async fn connect_redis(url: &str, key_prefix: &str) -> Result<Kv, KvError> {
         let redis = RedisBackend::connect(url, key_prefix).await?;
-        Ok(Kv {
-            backend: Backend::Redis(Arc::new(redis)),
-        })
+        Ok(Kv { backend: Backend::Redis(Arc::new(redis)) })
     }
 
     /// An in-process store for running without Redis, with the same semantics as the Redis backend.
@@ -111,9 +108,7 @@ impl Kv {
     /// [`KvError::Io`] if the directory or lock file cannot be created.
     pub fn embedded(lock_dir: &Path, key_prefix: &str) -> Result<Kv, KvError> {
         let embedded = Embedded::open(lock_dir, key_prefix)?;
-        Ok(Kv {
-            backend: Backend::Embedded(Arc::new(embedded)),
-        })
+        Ok(Kv { backend: Backend::Embedded(Arc::new(embedded)) })
     }
 
     /// True for the embedded store.
@@ -150,9 +145,7 @@ impl Kv {
     ) -> Result<(), KvError> {
         match &self.backend {
             Backend::Redis(redis) => {
-                redis
-                    .session_put(token_hash, account_id, record, idle_ttl, index_ttl)
-                    .await
+                redis.session_put(token_hash, account_id, record, idle_ttl, index_ttl).await
             }
             Backend::Embedded(embedded) => {
                 embedded.session_put(token_hash, account_id, record, idle_ttl, index_ttl);
@@ -296,9 +289,9 @@ impl Subscription {
     }
 }
 
-/// Hands a received payload to the subscription without waiting: a full buffer drops the payload and
-/// returns `Forward::Dropped`, so one slow consumer cannot stall the connection it shares nothing with
-/// but also cannot grow memory without bound. Shared by both backends.
+/// Hands a received payload to the subscription without waiting. A full buffer drops the payload
+/// (`Forward::Dropped`): a consumer that stopped reading must not make the forwarding task, and with it
+/// the pub/sub connection's unbounded read buffer, grow without limit. Shared by both backends.
 fn forward(sender: &mpsc::Sender<Vec<u8>>, payload: Vec<u8>) -> Forward {
     match sender.try_send(payload) {
         Ok(()) => Forward::Sent,
@@ -316,7 +309,5 @@ enum Forward {
 
 /// Milliseconds for a Redis `PX`/`PEXPIRE` argument: at least 1, since Redis rejects 0.
 fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
 }

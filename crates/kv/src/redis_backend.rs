@@ -1,7 +1,9 @@
 //! The Redis backend: key layout, commands, the Lua script, and the reconnecting pub/sub task.
 //!
 //! Commands go through one `ConnectionManager` (a multiplexed connection that pipelines concurrent
-//! callers and reconnects by itself); every subscription holds its own pub/sub connection.
+//! callers and reconnects by itself); every subscription holds its own pub/sub connection. A
+//! subscription notices an outage when Redis closes the connection (a restart, a crash, a killed
+//! process); a half-open connection with no traffic is not detected, since there is no keepalive ping.
 
 use std::future::Future;
 use std::time::Duration;
@@ -125,9 +127,7 @@ impl RedisBackend {
     {
         let attempts = async {
             match operation(self.connection.clone()).await {
-                Err(error) if error.is_connection_refusal() => {
-                    operation(self.connection.clone()).await
-                }
+                Err(error) if error.is_connection_refusal() => operation(self.connection.clone()).await,
                 result => result,
             }
         };
@@ -143,11 +143,9 @@ impl RedisBackend {
     pub(crate) async fn ping(&self) -> Result<(), KvError> {
         let command = redis::cmd("PING");
         let command = &command;
-        self.run(|mut connection| async move {
-            command.query_async::<String>(&mut connection).await
-        })
-        .await
-        .map(drop)
+        self.run(|mut connection| async move { command.query_async::<String>(&mut connection).await })
+            .await
+            .map(drop)
     }
 
     pub(crate) async fn session_put(
@@ -186,10 +184,7 @@ impl RedisBackend {
             .arg("GT")
             .ignore();
         let pipeline = &pipeline;
-        self.run(|mut connection| async move {
-            pipeline.query_async::<()>(&mut connection).await
-        })
-        .await
+        self.run(|mut connection| async move { pipeline.query_async::<()>(&mut connection).await }).await
     }
 
     pub(crate) async fn session_get_touch(
@@ -198,20 +193,12 @@ impl RedisBackend {
         idle_ttl: Duration,
     ) -> Result<Option<Vec<u8>>, KvError> {
         let mut command = redis::cmd("GETEX");
-        command
-            .arg(self.session_key(token_hash))
-            .arg("PX")
-            .arg(millis(idle_ttl));
+        command.arg(self.session_key(token_hash)).arg("PX").arg(millis(idle_ttl));
         let command = &command;
-        self.run(|mut connection| async move { command.query_async(&mut connection).await })
-            .await
+        self.run(|mut connection| async move { command.query_async(&mut connection).await }).await
     }
 
-    pub(crate) async fn session_delete(
-        &self,
-        token_hash: &str,
-        account_id: &str,
-    ) -> Result<bool, KvError> {
+    pub(crate) async fn session_delete(&self, token_hash: &str, account_id: &str) -> Result<bool, KvError> {
         let mut pipeline = redis::pipe();
         pipeline
             .atomic()
@@ -222,20 +209,16 @@ impl RedisBackend {
             .arg(token_hash)
             .ignore();
         let pipeline = &pipeline;
-        let (n_deleted,): (u64,) = self
-            .run(|mut connection| async move { pipeline.query_async(&mut connection).await })
-            .await?;
+        let (n_deleted,): (u64,) =
+            self.run(|mut connection| async move { pipeline.query_async(&mut connection).await }).await?;
         Ok(n_deleted > 0)
     }
 
     pub(crate) async fn sessions_delete_all(&self, account_id: &str) -> Result<Vec<String>, KvError> {
         let mut invocation = self.delete_all_sessions.prepare_invoke();
-        invocation
-            .key(self.account_sessions_key(account_id))
-            .arg(self.session_key(""));
+        invocation.key(self.account_sessions_key(account_id)).arg(self.session_key(""));
         let invocation = &invocation;
-        self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
-            .await
+        self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await
     }
 
     pub(crate) async fn counter_hit(&self, key: &str, window: Duration) -> Result<u64, KvError> {
@@ -252,9 +235,8 @@ impl RedisBackend {
             .arg("NX")
             .ignore();
         let pipeline = &pipeline;
-        let (count,): (u64,) = self
-            .run(|mut connection| async move { pipeline.query_async(&mut connection).await })
-            .await?;
+        let (count,): (u64,) =
+            self.run(|mut connection| async move { pipeline.query_async(&mut connection).await }).await?;
         Ok(count)
     }
 
@@ -262,9 +244,8 @@ impl RedisBackend {
         let mut command = redis::cmd("GET");
         command.arg(self.counter_key(key));
         let command = &command;
-        let count: Option<u64> = self
-            .run(|mut connection| async move { command.query_async(&mut connection).await })
-            .await?;
+        let count: Option<u64> =
+            self.run(|mut connection| async move { command.query_async(&mut connection).await }).await?;
         Ok(count.unwrap_or(0))
     }
 
@@ -272,18 +253,14 @@ impl RedisBackend {
         let mut command = redis::cmd("DEL");
         command.arg(self.counter_key(key));
         let command = &command;
-        self.run(|mut connection| async move {
-            command.query_async::<()>(&mut connection).await
-        })
-        .await
+        self.run(|mut connection| async move { command.query_async::<()>(&mut connection).await }).await
     }
 
     pub(crate) async fn publish(&self, channel: &str, payload: &[u8]) -> Result<u64, KvError> {
         let mut command = redis::cmd("PUBLISH");
         command.arg(self.channel_name(channel)).arg(payload);
         let command = &command;
-        self.run(|mut connection| async move { command.query_async(&mut connection).await })
-            .await
+        self.run(|mut connection| async move { command.query_async(&mut connection).await }).await
     }
 
     /// Makes the first subscription here (so the caller knows it is confirmed), then hands the
@@ -332,7 +309,9 @@ async fn run_subscription(
         if forward_until_disconnected(&mut pubsub, &sender, &shutdown).await == Ended::Stop {
             return;
         }
-        tracing::warn!("pub/sub connection to Redis lost; reconnecting (messages published meanwhile are lost)");
+        tracing::warn!(
+            "pub/sub connection to Redis lost; reconnecting (messages published meanwhile are lost)"
+        );
         match reconnect(&client, &channel, &sender, &shutdown).await {
             Some(fresh) => {
                 tracing::info!("pub/sub connection to Redis restored");

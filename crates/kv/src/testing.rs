@@ -40,18 +40,11 @@ impl RedisServer {
     pub fn start() -> RedisServer {
         let port = free_port();
         let server_id = NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "kv-redis-{}-{server_id}-{port}",
-            std::process::id()
-        ));
+        let dir = std::env::temp_dir().join(format!("kv-redis-{}-{server_id}-{port}", std::process::id()));
         if let Err(error) = std::fs::create_dir_all(&dir) {
             panic!("cannot create {}: {error}", dir.display());
         }
-        let mut server = RedisServer {
-            child: None,
-            port,
-            dir,
-        };
+        let mut server = RedisServer { child: None, port, dir };
         server.child = Some(server.spawn());
         if !server.wait_ready() {
             panic!("redis-server on port {port} did not answer PING within {READY_TIMEOUT:?}");
@@ -93,10 +86,7 @@ impl RedisServer {
             self.stop();
             std::thread::sleep(RESTART_RETRY_DELAY);
         }
-        panic!(
-            "redis-server did not restart on port {} after {RESTART_ATTEMPTS} attempts",
-            self.port
-        );
+        panic!("redis-server did not restart on port {} after {RESTART_ATTEMPTS} attempts", self.port);
     }
 
     fn spawn(&self) -> Child {
@@ -129,10 +119,11 @@ impl RedisServer {
     fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    return false;
-                }
+            // A server that exited (say, the port was taken) will never answer.
+            if let Some(child) = self.child.as_mut()
+                && matches!(child.try_wait(), Ok(Some(_)))
+            {
+                return false;
             }
             if answers_ping(self.port) {
                 return true;
@@ -164,9 +155,7 @@ fn answers_ping(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(200)) else {
         return false;
     };
-    if stream
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .is_err()
+    if stream.set_read_timeout(Some(Duration::from_millis(500))).is_err()
         || stream.write_all(b"PING\r\n").is_err()
     {
         return false;

@@ -53,23 +53,13 @@ async fn check_ping(kv: &Kv) {
 }
 
 async fn check_session_round_trip(kv: &Kv) {
-    kv.session_put("aa01", "acct-1", b"record-1", LONG, LONG)
-        .await
-        .unwrap();
-    assert_eq!(
-        kv.session_get_touch("aa01", LONG).await.unwrap().as_deref(),
-        Some(&b"record-1"[..])
-    );
+    kv.session_put("aa01", "acct-1", b"record-1", LONG, LONG).await.unwrap();
+    assert_eq!(kv.session_get_touch("aa01", LONG).await.unwrap().as_deref(), Some(&b"record-1"[..]));
     assert_eq!(kv.session_get_touch("ffff", LONG).await.unwrap(), None);
 
     // Putting again replaces the record.
-    kv.session_put("aa01", "acct-1", b"record-2", LONG, LONG)
-        .await
-        .unwrap();
-    assert_eq!(
-        kv.session_get_touch("aa01", LONG).await.unwrap().as_deref(),
-        Some(&b"record-2"[..])
-    );
+    kv.session_put("aa01", "acct-1", b"record-2", LONG, LONG).await.unwrap();
+    assert_eq!(kv.session_get_touch("aa01", LONG).await.unwrap().as_deref(), Some(&b"record-2"[..]));
 
     assert!(kv.session_delete("aa01", "acct-1").await.unwrap());
     assert!(!kv.session_delete("aa01", "acct-1").await.unwrap());
@@ -96,9 +86,7 @@ async fn check_session_touch_slides_expiry(kv: &Kv) {
 async fn check_delete_all_returns_live_sessions(kv: &Kv) {
     kv.session_put("cc01", "acct-3", b"1", LONG, LONG).await.unwrap();
     kv.session_put("cc02", "acct-3", b"2", LONG, LONG).await.unwrap();
-    kv.session_put("cc03", "acct-3", b"3", Duration::from_millis(50), LONG)
-        .await
-        .unwrap();
+    kv.session_put("cc03", "acct-3", b"3", Duration::from_millis(50), LONG).await.unwrap();
     kv.session_put("cc04", "acct-3", b"4", LONG, LONG).await.unwrap();
     assert!(kv.session_delete("cc04", "acct-3").await.unwrap());
     kv.session_put("dd01", "acct-4", b"other", LONG, LONG).await.unwrap();
@@ -177,10 +165,7 @@ async fn check_dropped_subscription_unsubscribes(kv: &Kv) {
 
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while kv.publish("gone", b"x").await.unwrap() != 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "dropping the subscription did not unsubscribe"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "dropping the subscription did not unsubscribe");
         sleep(Duration::from_millis(10)).await;
     }
 }

@@ -20,10 +20,7 @@ fn second_embedded_store_on_one_dir_is_refused_while_the_first_lives() {
     // Any clone keeps the lock.
     let clone = first.clone();
     drop(first);
-    assert!(matches!(
-        Kv::embedded(&data_dir, "t:"),
-        Err(KvError::EmbeddedInUse(_))
-    ));
+    assert!(matches!(Kv::embedded(&data_dir, "t:"), Err(KvError::EmbeddedInUse(_))));
 
     drop(clone);
     let again = Kv::embedded(&data_dir, "t:").unwrap();

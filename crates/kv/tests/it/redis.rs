@@ -20,10 +20,7 @@ async fn commands_fail_while_redis_is_down_and_work_after_restart() {
     server.stop();
     let started = Instant::now();
     assert!(matches!(kv.ping().await, Err(KvError::Unavailable(_))));
-    assert!(matches!(
-        kv.counter_hit("c", Duration::from_secs(60)).await,
-        Err(KvError::Unavailable(_))
-    ));
+    assert!(matches!(kv.counter_hit("c", Duration::from_secs(60)).await, Err(KvError::Unavailable(_))));
     assert!(matches!(
         kv.session_get_touch("aa", Duration::from_secs(60)).await,
         Err(KvError::Unavailable(_))
@@ -81,10 +78,7 @@ async fn connecting_to_nothing_fails_with_unavailable() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(6));
-    assert!(matches!(
-        Kv::connect_redis("not a url", "t:").await,
-        Err(KvError::Unavailable(_))
-    ));
+    assert!(matches!(Kv::connect_redis("not a url", "t:").await, Err(KvError::Unavailable(_))));
 }
 
 #[tokio::test]
@@ -92,8 +86,5 @@ async fn subscribing_to_a_stopped_redis_fails_with_unavailable() {
     let mut server = RedisServer::start();
     let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
     server.stop();
-    assert!(matches!(
-        kv.subscribe("events", CancellationToken::new()).await,
-        Err(KvError::Unavailable(_))
-    ));
+    assert!(matches!(kv.subscribe("events", CancellationToken::new()).await, Err(KvError::Unavailable(_))));
 }

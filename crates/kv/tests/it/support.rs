@@ -12,12 +12,8 @@ pub const PATIENCE: Duration = Duration::from_secs(5);
 /// A `Kv` plus the temporary directory or Redis server it runs on.
 pub struct Fixture {
     pub kv: Kv,
-    _backing: Backing,
-}
-
-enum Backing {
-    Dir(tempfile::TempDir),
-    Redis(RedisServer),
+    _dir: Option<tempfile::TempDir>,
+    _server: Option<RedisServer>,
 }
 
 impl Fixture {
@@ -25,20 +21,14 @@ impl Fixture {
     pub fn embedded() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let kv = Kv::embedded(dir.path(), "t:").unwrap();
-        Fixture {
-            kv,
-            _backing: Backing::Dir(dir),
-        }
+        Fixture { kv, _dir: Some(dir), _server: None }
     }
 
     /// A fresh `redis-server` and a `Kv` connected to it.
     pub async fn redis() -> Fixture {
         let server = RedisServer::start();
         let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
-        Fixture {
-            kv,
-            _backing: Backing::Redis(server),
-        }
+        Fixture { kv, _dir: None, _server: Some(server) }
     }
 }
 

@@ -1,0 +1,144 @@
+//! Register, log in, reconnect, refresh and log out, through both encodings.
+
+use game_client::{Client, ConnectOptions};
+use proto::{Encoding, ErrorCode};
+
+use crate::support::{PASSWORD, World, username};
+
+#[tokio::test]
+async fn a_player_registers_logs_in_and_sees_who_they_are_in_both_encodings() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    for encoding in [Encoding::Bincode, Encoding::Json] {
+        let client = gateway.connect(encoding).await;
+        let name = username("Ada");
+        let account_id = client.register(&name, PASSWORD).await.unwrap();
+        let session = client.login(&name.to_lowercase(), PASSWORD).await.unwrap();
+        assert_eq!(session.account_id, account_id);
+        assert_eq!(session.username, name, "the username keeps the case it was registered with");
+        assert_eq!(session.token.len(), 64, "256 random bits as hex");
+        let me = client.whoami().await.unwrap();
+        assert_eq!((me.account_id, me.username), (account_id, name));
+        assert!(client.ping().await.unwrap() > 0);
+    }
+}
+
+#[tokio::test]
+async fn usernames_are_unique_ignoring_case() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let client = gateway.connect(Encoding::Json).await;
+    let name = username("Grace");
+    client.register(&name, PASSWORD).await.unwrap();
+    let again = client.register(&name.to_uppercase(), PASSWORD).await.unwrap_err();
+    assert_eq!(again.code(), Some(ErrorCode::Conflict));
+}
+
+#[tokio::test]
+async fn registration_rules_are_enforced() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let client = gateway.connect(Encoding::Bincode).await;
+    let check = async |name: &str, password: &str| client.register(name, password).await.unwrap_err().code();
+    assert_eq!(check("ab", PASSWORD).await, Some(ErrorCode::BadRequest));
+    assert_eq!(check("has space", PASSWORD).await, Some(ErrorCode::BadRequest));
+    assert_eq!(check(&"x".repeat(25), PASSWORD).await, Some(ErrorCode::BadRequest));
+    assert_eq!(check("valid_name", "short").await, Some(ErrorCode::BadRequest));
+    assert_eq!(check("valid_name", &"p".repeat(129)).await, Some(ErrorCode::BadRequest));
+}
+
+#[tokio::test]
+async fn a_reconnecting_player_resumes_with_the_token_by_request_header_or_query() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let (first, session) = gateway.player(&username("resumer")).await;
+    first.close().await;
+
+    let by_request = gateway.connect(Encoding::Json).await;
+    let resumed = by_request.resume(&session.token).await.unwrap();
+    assert_eq!((resumed.account_id, &resumed.token), (session.account_id, &session.token));
+    assert_eq!(by_request.whoami().await.unwrap().account_id, session.account_id);
+
+    let options =
+        ConnectOptions { token: Some(session.token.clone()), ..ConnectOptions::new(Encoding::Bincode) };
+    let by_header = Client::connect_with(&gateway.url, options).await.unwrap();
+    assert_eq!(by_header.whoami().await.unwrap().account_id, session.account_id);
+
+    let url = format!("{}?token={}", gateway.url, session.token);
+    let by_query = Client::connect(&url, Encoding::Json).await.unwrap();
+    assert_eq!(by_query.whoami().await.unwrap().account_id, session.account_id);
+}
+
+#[tokio::test]
+async fn only_auth_requests_are_answered_before_login() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let client = gateway.connect(Encoding::Bincode).await;
+    for attempt in [client.ping().await.map(drop), client.whoami().await.map(drop), client.logout().await] {
+        assert_eq!(attempt.unwrap_err().code(), Some(ErrorCode::Unauthorized));
+    }
+    let bogus = client.resume(&"0".repeat(64)).await.unwrap_err();
+    assert_eq!(bogus.code(), Some(ErrorCode::Unauthorized));
+}
+
+#[tokio::test]
+async fn logging_in_twice_on_one_connection_is_a_conflict() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let name = username("twice");
+    let (client, _) = gateway.player(&name).await;
+    assert_eq!(client.login(&name, PASSWORD).await.unwrap_err().code(), Some(ErrorCode::Conflict));
+}
+
+#[tokio::test]
+async fn unknown_users_and_wrong_passwords_get_the_same_answer() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let name = username("known");
+    gateway.player(&name).await;
+    let client = gateway.connect(Encoding::Json).await;
+    let wrong_password = client.login(&name, "not the password").await.unwrap_err();
+    let unknown_user = client.login(&username("nobody"), "not the password").await.unwrap_err();
+    let (game_client::ClientError::Server(a), game_client::ClientError::Server(b)) =
+        (wrong_password, unknown_user)
+    else {
+        panic!("both are server errors");
+    };
+    assert_eq!(a, b);
+    assert_eq!(a.code, ErrorCode::Unauthorized);
+}
+
+#[tokio::test]
+async fn repeated_failed_logins_are_throttled_even_with_the_right_password_afterwards() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let name = username("target");
+    gateway.player(&name).await;
+    let attacker = gateway.connect(Encoding::Bincode).await;
+    for _ in 0..auth::DEFAULT_ACCOUNT_FAILURE_LIMIT {
+        let failure = attacker.login(&name, "guess guess").await.unwrap_err();
+        assert_eq!(failure.code(), Some(ErrorCode::Unauthorized));
+    }
+    let throttled = attacker.login(&name, PASSWORD).await.unwrap_err();
+    assert_eq!(throttled.code(), Some(ErrorCode::RateLimited));
+
+    // The window is measured on the injected clock: once it passes, the right password works.
+    world.clock.advance(auth::DEFAULT_THROTTLE_WINDOW);
+    attacker.login(&name, PASSWORD).await.unwrap();
+}
+
+#[tokio::test]
+async fn failed_logins_from_one_address_are_throttled_across_accounts() {
+    let world = World::new();
+    let config = gateway::GatewayConfig { login_failures_per_address: 3, ..world.config() };
+    let gateway = world.gateway_with(config).await;
+    let victim = username("victim");
+    gateway.player(&victim).await;
+    let sprayer = gateway.connect(Encoding::Json).await;
+    for n in 0..3 {
+        let failure = sprayer.login(&format!("spray{n}"), "guess guess").await.unwrap_err();
+        assert_eq!(failure.code(), Some(ErrorCode::Unauthorized));
+    }
+    let throttled = sprayer.login(&victim, PASSWORD).await.unwrap_err();
+    assert_eq!(throttled.code(), Some(ErrorCode::RateLimited));
+}

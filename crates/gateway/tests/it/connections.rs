@@ -1,0 +1,194 @@
+//! The connection lifecycle: negotiation, caps, heartbeats, slow consumers, shutdown, the admin
+//! port, the embedded store, and a Redis outage.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use game_client::{Client, ClientError, ConnectOptions};
+use proto::{Encoding, ErrorCode, close};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::support::{PASSWORD, PATIENCE, TestGateway, World, closed, username};
+
+#[tokio::test]
+async fn an_unknown_protocol_version_is_refused_at_the_handshake_with_a_reason() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let options = ConnectOptions {
+        subprotocols: Some(vec!["game.v2.json".into()]),
+        ..ConnectOptions::new(Encoding::Json)
+    };
+    let refused = Client::connect_with(&gateway.url, options).await.unwrap_err();
+    let ClientError::WebSocket(tokio_tungstenite::tungstenite::Error::Http(response)) = refused else {
+        panic!("expected an HTTP refusal, got {refused:?}");
+    };
+    assert_eq!(response.status(), 400);
+    let body = String::from_utf8(response.body().clone().unwrap_or_default()).unwrap();
+    assert!(body.contains("game.v1.bincode") && body.contains("game.v2.json"), "{body}");
+}
+
+#[tokio::test]
+async fn the_first_supported_subprotocol_offered_wins() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let options = ConnectOptions {
+        subprotocols: Some(vec!["game.v9.bincode".into(), "game.v1.json".into()]),
+        ..ConnectOptions::new(Encoding::Json)
+    };
+    let client = Client::connect_with(&gateway.url, options).await.unwrap();
+    client.register(&username("negotiator"), PASSWORD).await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_with_try_again_later() {
+    let world = World::new();
+    let gateway = world.gateway_with(gateway::GatewayConfig { max_connections: 2, ..world.config() }).await;
+    let first = gateway.connect(Encoding::Bincode).await;
+    let _second = gateway.connect(Encoding::Bincode).await;
+    let third = gateway.connect(Encoding::Bincode).await;
+    assert_eq!(closed(&third).await.code, Some(close::TRY_AGAIN_LATER));
+    first.close().await;
+    closed(&first).await;
+    // The slot is given back when a connection ends.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let fourth = gateway.connect(Encoding::Bincode).await;
+        if fourth.register(&username("late"), PASSWORD).await.is_ok() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a slot frees up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A WebSocket that completes the handshake and then never reads (so it never answers pings).
+async fn silent_socket(
+    gateway: &TestGateway,
+    token: Option<&str>,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let url = match token {
+        Some(token) => format!("{}?token={token}", gateway.url),
+        None => gateway.url.clone(),
+    };
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", proto::SUBPROTOCOL_BINCODE.parse().unwrap());
+    let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    socket
+}
+
+/// Reads until the close frame and returns its code.
+async fn close_code_of(
+    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+) -> Option<u16> {
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(frame) = socket.next().await {
+            match frame {
+                Ok(Message::Close(frame)) => return frame.map(|frame| u16::from(frame.code)),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("the server closes the connection")
+}
+
+#[tokio::test]
+async fn a_silent_client_is_disconnected_after_the_idle_timeout() {
+    let world = World::new();
+    let config = gateway::GatewayConfig {
+        heartbeat_interval: Duration::from_millis(100),
+        idle_timeout: Duration::from_millis(400),
+        ..world.config()
+    };
+    let gateway = world.gateway_with(config).await;
+    let mut silent = silent_socket(&gateway, None).await;
+    let (talker, _) = gateway.player(&username("talker")).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // A client whose library answers pings stays connected while idle.
+    talker.ping().await.unwrap();
+    assert_eq!(close_code_of(&mut silent).await, Some(close::IDLE_TIMEOUT));
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_as_a_slow_consumer() {
+    let world = World::new();
+    let gateway = world.gateway_with(gateway::GatewayConfig { outbound_queue: 8, ..world.config() }).await;
+    let (_, session) = gateway.player(&username("sluggish")).await;
+    let mut sluggish = silent_socket(&gateway, Some(&session.token)).await;
+    let notice = "x".repeat(30_000);
+    let path = format!("/accounts/{}/notice", session.account_id);
+    for _ in 0..600 {
+        gateway.http("POST", &path, &notice).await.unwrap();
+    }
+    assert_eq!(close_code_of(&mut sluggish).await, Some(close::SLOW_CONSUMER));
+    let closes = gateway.metric(&format!("gateway_closes_total{{code=\"{}\"}}", close::SLOW_CONSUMER)).await;
+    assert_eq!(closes, Some(1.0));
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_connection_with_going_away_and_returns() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let (player, _) = gateway.player(&username("stayer")).await;
+    let fresh = gateway.connect(Encoding::Json).await;
+    gateway.stop().await.unwrap();
+    assert_eq!(closed(&player).await.code, Some(close::GOING_AWAY));
+    assert_eq!(closed(&fresh).await.code, Some(close::GOING_AWAY));
+}
+
+#[tokio::test]
+async fn the_admin_port_reports_health_readiness_and_metrics() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let (player, _) = gateway.player(&username("counted")).await;
+    for _ in 0..3 {
+        player.ping().await.unwrap();
+    }
+    assert_eq!(gateway.http("GET", "/healthz", "").await.unwrap().0, 200);
+    assert_eq!(gateway.http("GET", "/readyz", "").await.unwrap().0, 200);
+    assert_eq!(gateway.metric("gateway_requests_total{request=\"ping\",outcome=\"ok\"}").await, Some(3.0));
+    assert_eq!(gateway.metric("gateway_authenticated_connections").await, Some(1.0));
+    assert!(gateway.metric("process_resident_memory_bytes").await.unwrap() > 0.0);
+}
+
+#[tokio::test]
+async fn a_redis_outage_is_reported_as_unavailable_and_recovered_from() {
+    let mut world = World::new();
+    let gateway = world.gateway().await;
+    let name = username("weathered");
+    let (player, _) = gateway.player(&name).await;
+
+    world.redis.stop();
+    let client = gateway.connect(Encoding::Bincode).await;
+    let refused = client.login(&name, PASSWORD).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::Unavailable));
+    assert_eq!(gateway.http("GET", "/readyz", "").await.unwrap().0, 503);
+    // What needs no Redis keeps working.
+    player.ping().await.unwrap();
+
+    world.redis.restart();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while client.login(&name, PASSWORD).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "logins work again once Redis is back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gateway.http("GET", "/readyz", "").await.unwrap().0, 200);
+}
+
+#[tokio::test]
+async fn without_redis_the_embedded_store_serves_one_process_only() {
+    let world = World::new();
+    let config = gateway::GatewayConfig { redis_url: None, ..world.config() };
+    let gateway = world.gateway_with(config.clone()).await;
+    let (player, session) = gateway.player(&username("offline")).await;
+    player.ping().await.unwrap();
+    gateway.connect(Encoding::Json).await.resume(&session.token).await.unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second = gateway::run(listener, admin, config, world.clock.clone(), Default::default()).await;
+    assert!(matches!(second, Err(gateway::GatewayError::Kv(kv::KvError::EmbeddedInUse(_)))), "{second:?}");
+}

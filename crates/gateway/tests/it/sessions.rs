@@ -1,0 +1,138 @@
+//! Session lifetime: rotation, logout, logout everywhere across gateway processes, expiry under a
+//! controlled clock, and events that find a player on whichever gateway they are connected to.
+
+use std::time::Duration;
+
+use game_client::{Client, ConnectOptions};
+use proto::{Encoding, ErrorCode, Event, close};
+
+use crate::support::{PATIENCE, World, closed, username};
+
+#[tokio::test]
+async fn refresh_rotates_the_token_and_the_old_one_stops_working_everywhere() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let (client, old) = gateway.player(&username("rotor")).await;
+    let elsewhere =
+        Client::connect(&format!("{}?token={}", gateway.url, old.token), Encoding::Json).await.unwrap();
+    elsewhere.whoami().await.unwrap();
+
+    let new = client.refresh().await.unwrap();
+    assert_ne!(new.token, old.token);
+    assert_eq!(new.account_id, old.account_id);
+    client.whoami().await.unwrap();
+
+    assert_eq!(closed(&elsewhere).await.code, Some(close::SESSION_REVOKED));
+    let late = gateway.connect(Encoding::Bincode).await;
+    assert_eq!(late.resume(&old.token).await.unwrap_err().code(), Some(ErrorCode::Unauthorized));
+    late.resume(&new.token).await.unwrap();
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_but_keeps_the_connection() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let (client, session) = gateway.player(&username("leaver")).await;
+    client.logout().await.unwrap();
+    assert_eq!(client.ping().await.unwrap_err().code(), Some(ErrorCode::Unauthorized));
+    assert_eq!(client.resume(&session.token).await.unwrap_err().code(), Some(ErrorCode::Unauthorized));
+}
+
+#[tokio::test]
+async fn logout_everywhere_closes_the_accounts_connections_on_another_gateway() {
+    let world = World::new();
+    let gateway_a = world.gateway().await;
+    let gateway_b = world.gateway().await;
+    let name = username("roamer");
+    let (on_a, _) = gateway_a.player(&name).await;
+    let (on_b, _) = gateway_b.player(&name).await;
+    let (bystander, _) = gateway_b.player(&username("bystander")).await;
+
+    on_a.logout_everywhere().await.unwrap();
+
+    let event = tokio::time::timeout(PATIENCE, on_b.next_event()).await.unwrap();
+    assert!(matches!(event, Some(Event::Kicked { code: close::SESSION_REVOKED, .. })), "{event:?}");
+    assert_eq!(closed(&on_b).await.code, Some(close::SESSION_REVOKED));
+    assert_eq!(on_a.ping().await.unwrap_err().code(), Some(ErrorCode::Unauthorized));
+    bystander.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_event_reaches_a_player_on_whichever_gateway_they_are_connected_to() {
+    let world = World::new();
+    let gateway_a = world.gateway().await;
+    let gateway_b = world.gateway().await;
+    let (player, session) = gateway_b.player(&username("listener")).await;
+
+    let (status, _) = gateway_a
+        .http("POST", &format!("/accounts/{}/notice", session.account_id), "server restarts at noon")
+        .await
+        .unwrap();
+    assert_eq!(status, 202);
+    let event = tokio::time::timeout(PATIENCE, player.next_event()).await.unwrap();
+    assert_eq!(event, Some(Event::Notice { text: "server restarts at noon".into() }));
+}
+
+#[tokio::test]
+async fn an_idle_session_expires_and_a_used_one_slides() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let idle_ttl = gateway::GatewayConfig::default().session_idle_ttl;
+    let (client, session) = gateway.player(&username("sleeper")).await;
+    client.close().await;
+
+    // Used just before each idle period ends, the session lives on.
+    for _ in 0..3 {
+        world.clock.advance(idle_ttl - Duration::from_secs(60));
+        let client = gateway.connect(Encoding::Bincode).await;
+        client.resume(&session.token).await.unwrap();
+        client.close().await;
+    }
+    world.clock.advance(idle_ttl + Duration::from_secs(1));
+    let client = gateway.connect(Encoding::Bincode).await;
+    assert_eq!(client.resume(&session.token).await.unwrap_err().code(), Some(ErrorCode::Unauthorized));
+}
+
+#[tokio::test]
+async fn a_session_ends_at_its_absolute_lifetime_however_much_it_is_used() {
+    let world = World::new();
+    let config = gateway::GatewayConfig {
+        session_idle_ttl: Duration::from_secs(3600),
+        session_max_lifetime: Duration::from_secs(3 * 3600),
+        ..world.config()
+    };
+    let gateway = world.gateway_with(config).await;
+    let (_, session) = gateway.player(&username("veteran")).await;
+    for _ in 0..3 {
+        world.clock.advance(Duration::from_secs(3000));
+        gateway.connect(Encoding::Json).await.resume(&session.token).await.unwrap();
+    }
+    world.clock.advance(Duration::from_secs(3000));
+    let client = gateway.connect(Encoding::Json).await;
+    assert_eq!(client.resume(&session.token).await.unwrap_err().code(), Some(ErrorCode::Unauthorized));
+}
+
+#[tokio::test]
+async fn an_open_connection_is_closed_when_its_session_expires() {
+    let world = World::new();
+    let config = gateway::GatewayConfig {
+        heartbeat_interval: Duration::from_millis(100),
+        idle_timeout: Duration::from_secs(5),
+        session_idle_ttl: Duration::from_secs(3600),
+        session_max_lifetime: Duration::from_secs(7200),
+        ..world.config()
+    };
+    let gateway = world.gateway_with(config).await;
+    let (client, _) = gateway.player(&username("lingerer")).await;
+    world.clock.advance(Duration::from_secs(7201));
+    assert_eq!(closed(&client).await.code, Some(close::SESSION_EXPIRED));
+}
+
+#[tokio::test]
+async fn an_invalid_handshake_token_closes_the_connection_with_its_code() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let options = ConnectOptions { token: Some("f".repeat(64)), ..ConnectOptions::new(Encoding::Bincode) };
+    let client = Client::connect_with(&gateway.url, options).await.unwrap();
+    assert_eq!(closed(&client).await.code, Some(close::INVALID_TOKEN));
+}

@@ -1,0 +1,156 @@
+//! The test harness: a real `redis-server` per test, real gateways started through
+//! `gateway::run` on port 0, and real clients over real WebSockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clock::ManualClock;
+use game_client::{Client, CloseInfo};
+use gateway::{GatewayConfig, GatewayError};
+use kv::testing::RedisServer;
+use proto::{Encoding, SessionInfo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A password that satisfies the rules.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Bounds every wait in the tests: a hang is a failure, not a stuck CI run.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A world for one test: a Redis, a data directory and a clock under the test's control.
+pub struct World {
+    pub redis: RedisServer,
+    pub data_dir: tempfile::TempDir,
+    pub clock: Arc<ManualClock>,
+}
+
+impl World {
+    pub fn new() -> World {
+        World {
+            redis: RedisServer::start(),
+            data_dir: tempfile::tempdir().expect("temp dir"),
+            clock: Arc::new(ManualClock::starting_now()),
+        }
+    }
+
+    /// A configuration for a gateway of this world, on ephemeral ports.
+    pub fn config(&self) -> GatewayConfig {
+        GatewayConfig {
+            data_dir: self.data_dir.path().to_path_buf(),
+            redis_url: Some(self.redis.url()),
+            key_prefix: "test:".into(),
+            shutdown_timeout: Duration::from_secs(5),
+            ..GatewayConfig::default()
+        }
+    }
+
+    /// Starts a gateway of this world with the default test configuration.
+    pub async fn gateway(&self) -> TestGateway {
+        self.gateway_with(self.config()).await
+    }
+
+    /// Starts a gateway of this world with `config`.
+    pub async fn gateway_with(&self, config: GatewayConfig) -> TestGateway {
+        TestGateway::start(config, self.clock.clone()).await
+    }
+}
+
+/// A gateway running in this process.
+pub struct TestGateway {
+    pub url: String,
+    pub admin: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), GatewayError>>>,
+}
+
+impl TestGateway {
+    pub async fn start(config: GatewayConfig, clock: Arc<ManualClock>) -> TestGateway {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let url = format!("ws://{}/", listener.local_addr().expect("addr"));
+        let admin = admin_listener.local_addr().expect("admin addr");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(gateway::run(listener, admin_listener, config, clock, shutdown.clone()));
+        let gateway = TestGateway { url, admin, shutdown, task: Some(task) };
+        gateway.wait_ready().await;
+        gateway
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok((200, _)) = self.http("GET", "/healthz", "").await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("gateway did not become healthy");
+    }
+
+    /// A new client speaking `encoding`.
+    pub async fn connect(&self, encoding: Encoding) -> Client {
+        Client::connect(&self.url, encoding).await.expect("connect")
+    }
+
+    /// A new client logged in as `username` (registered first unless it exists). Registering
+    /// first keeps failed logins, which count towards throttling, out of the tests' way.
+    pub async fn player(&self, username: &str) -> (Client, SessionInfo) {
+        let client = self.connect(Encoding::Bincode).await;
+        if let Err(error) = client.register(username, PASSWORD).await {
+            assert_eq!(error.code(), Some(proto::ErrorCode::Conflict), "register {username}: {error}");
+        }
+        let session = client.login(username, PASSWORD).await.expect("login");
+        (client, session)
+    }
+
+    /// One HTTP/1.1 request to the admin port: (status, body).
+    pub async fn http(&self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+        let mut stream = tokio::net::TcpStream::connect(self.admin).await?;
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        let status = response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+        let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+        Ok((status, body))
+    }
+
+    /// The value of one line of `/metrics`, by its full name with labels.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (_, text) = self.http("GET", "/metrics", "").await.ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|value| value.trim().parse().ok())
+    }
+
+    /// Asks the gateway to stop and waits for `run` to return.
+    pub async fn stop(mut self) -> Result<(), GatewayError> {
+        self.shutdown.cancel();
+        let task = self.task.take().expect("running");
+        tokio::time::timeout(PATIENCE, task).await.expect("gateway stops in time").expect("gateway task")
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Waits for the client's connection to be closed by the server and returns how.
+pub async fn closed(client: &Client) -> CloseInfo {
+    tokio::time::timeout(PATIENCE, client.closed()).await.expect("server closes the connection")
+}
+
+/// A unique username for this test run.
+pub fn username(stem: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{stem}{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
