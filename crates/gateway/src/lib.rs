@@ -92,19 +92,19 @@ pub async fn run(
 
     let metrics = Arc::new(metrics::Metrics::default());
     let hub = hub::Hub::new(kv.clone(), metrics.clone());
-    let tracker = TaskTracker::new();
-    // The bus outlives the connections' drain so revocations keep arriving while they close.
-    let bus_shutdown = CancellationToken::new();
-    hub.listen(&tracker, bus_shutdown.clone()).await?;
+    // Background tasks (bus, admin port) outlive the connections' drain, so revocations keep
+    // arriving and /healthz keeps answering while connections close.
+    let background = TaskTracker::new();
+    let background_shutdown = CancellationToken::new();
+    hub.listen(&background, background_shutdown.clone()).await?;
 
     let shared = Arc::new(Shared { config: config.clone(), clock, kv, auth, hub, metrics });
 
-    let admin = tracker.spawn({
+    background.spawn({
         let router = admin::router(shared.clone());
-        let shutdown = shutdown.clone();
+        let stop = background_shutdown.clone();
         async move {
-            let serve =
-                axum::serve(admin_listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+            let serve = axum::serve(admin_listener, router).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(error) = serve.await {
                 tracing::error!(%error, "admin server failed");
             }
@@ -112,27 +112,22 @@ pub async fn run(
     });
 
     tracing::info!(listen = %listener.local_addr()?, data_dir = %config.data_dir.display(), "gateway ready");
-    accept_loop(&listener, &shared, &tracker, &shutdown).await;
+    let connections = TaskTracker::new();
+    accept_loop(&listener, &shared, &connections, &shutdown).await;
     drop(listener);
 
+    // Every connection task sees `shutdown`, finishes its in-flight request and closes with 1001.
     tracing::info!(connections = shared.metrics.open_connections(), "shutting down: draining connections");
-    tracker.close();
-    let drained = tokio::time::timeout(config.shutdown_timeout, async {
-        let _ = admin.await;
-        // Connections end on the shutdown token; wait for them but not for the bus.
-        while shared.metrics.open_connections() > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    if drained.is_err() {
+    connections.close();
+    if tokio::time::timeout(config.shutdown_timeout, connections.wait()).await.is_err() {
         tracing::warn!(
             connections = shared.metrics.open_connections(),
             "shutdown timeout: dropping the rest"
         );
     }
-    bus_shutdown.cancel();
-    let _ = tokio::time::timeout(config.shutdown_timeout, tracker.wait()).await;
+    background_shutdown.cancel();
+    background.close();
+    let _ = tokio::time::timeout(config.shutdown_timeout, background.wait()).await;
     final_flush(&shared).await;
     tracing::info!("gateway stopped");
     Ok(())

@@ -7,4 +7,5 @@ mod support;
 mod auth_flows;
 mod bad_input;
 mod connections;
+mod processes;
 mod sessions;

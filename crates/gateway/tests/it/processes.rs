@@ -1,0 +1,125 @@
+//! The real `gateway` binary, twice: two processes sharing one Redis and one data directory, and
+//! shutdown on SIGTERM.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use game_client::Client;
+use proto::{Encoding, Event, close};
+
+use crate::support::{PASSWORD, PATIENCE, World, closed, username};
+
+/// A `gateway` process, killed on drop if still running.
+struct GatewayProcess {
+    child: Child,
+    url: String,
+    admin: SocketAddr,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl GatewayProcess {
+    async fn start(world: &World) -> GatewayProcess {
+        let (port, admin_port) = (free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .args(["--data-dir", world.data_dir.path().to_str().unwrap()])
+            .args(["--redis-url", &world.redis.url()])
+            .args(["--key-prefix", "procs:"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the gateway binary starts");
+        let process = GatewayProcess {
+            child,
+            url: format!("ws://127.0.0.1:{port}/"),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+        };
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while tokio::net::TcpStream::connect(process.admin).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "the gateway process listens");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        process
+    }
+
+    async fn player(&self, name: &str) -> (Client, proto::SessionInfo) {
+        let client = Client::connect(&self.url, Encoding::Bincode).await.unwrap();
+        let _ = client.register(name, PASSWORD).await;
+        let session = client.login(name, PASSWORD).await.unwrap();
+        (client, session)
+    }
+
+    async fn post(&self, path: &str, body: &str) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.admin).await.unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the gateway exits after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn two_gateway_processes_share_accounts_events_and_revocations() {
+    let world = World::new();
+    let first = GatewayProcess::start(&world).await;
+    let second = GatewayProcess::start(&world).await;
+    let name = username("traveller");
+
+    // Registered through one process, logged in through both: one auth.db, one Redis.
+    let (on_first, session) = first.player(&name).await;
+    let on_second = Client::connect(&second.url, Encoding::Json).await.unwrap();
+    on_second.resume(&session.token).await.unwrap();
+
+    // An event posted to the first process reaches the connection on the second.
+    let status =
+        first.post(&format!("/accounts/{}/notice", session.account_id), "hello from the first").await;
+    assert_eq!(status, 202);
+    let event = tokio::time::timeout(PATIENCE, on_second.next_event()).await.unwrap();
+    assert_eq!(event, Some(Event::Notice { text: "hello from the first".into() }));
+
+    // Logging out everywhere on the first closes the connection on the second at once.
+    on_first.logout_everywhere().await.unwrap();
+    assert_eq!(closed(&on_second).await.code, Some(close::SESSION_REVOKED));
+}
+
+#[tokio::test]
+async fn sigterm_closes_connections_with_going_away_and_exits_zero() {
+    let world = World::new();
+    let process = GatewayProcess::start(&world).await;
+    let (player, _) = process.player(&username("leaving")).await;
+    let status = process.terminate().await;
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(closed(&player).await.code, Some(close::GOING_AWAY));
+}
