@@ -46,6 +46,14 @@ pub mod limits {
     pub const PASSWORD_MIN_CHARS: usize = 8;
     /// Longest password, in bytes: bounds the work one login can cause.
     pub const PASSWORD_MAX_BYTES: usize = 128;
+    /// Largest absolute value of a position coordinate.
+    pub const COORDINATE_MAX_ABS: f32 = 1.0e6;
+    /// Largest absolute value of a rotation, in degrees.
+    pub const ROTATION_MAX_ABS_DEGREES: f32 = 360.0;
+    /// Largest health value.
+    pub const HEALTH_MAX: u32 = 1_000_000;
+    /// Largest attributes blob of a player's state, in bytes.
+    pub const ATTRIBUTES_MAX_BYTES: usize = 256;
 }
 
 /// WebSocket close codes the gateway uses, besides the standard ones.
@@ -101,7 +109,7 @@ impl Encoding {
 }
 
 /// An account's identity: a UUID (v7, so ids sort by creation time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct AccountId(pub Uuid);
 
@@ -158,6 +166,18 @@ pub enum Request {
     Whoami,
     /// The cheapest authenticated round trip: answered by the gateway alone with [`Reply::Pong`].
     Ping,
+    /// Changes this player's own state; fields left out keep their values. Answered with
+    /// [`Reply::StateAccepted`] once the change is buffered (readable at once, durable in SQLite
+    /// within the server's flush interval).
+    UpdateState(StateUpdate),
+    /// This player's own state, newest acknowledged version. Answered with [`Reply::State`]; a
+    /// player who never stored state gets the default state with version 0.
+    GetState,
+    /// Another player's public state. Answered with [`Reply::PublicState`], or `not_found`.
+    GetPlayerState {
+        /// Whose state.
+        account_id: AccountId,
+    },
 }
 
 impl Request {
@@ -177,6 +197,9 @@ impl Request {
             Request::LogoutEverywhere => "logout_everywhere",
             Request::Whoami => "whoami",
             Request::Ping => "ping",
+            Request::UpdateState(_) => "update_state",
+            Request::GetState => "get_state",
+            Request::GetPlayerState { .. } => "get_player_state",
         }
     }
 }
@@ -230,6 +253,75 @@ pub enum Reply {
         /// The server's clock, in milliseconds since the Unix epoch.
         server_time_ms: u64,
     },
+    /// The state update was accepted.
+    StateAccepted {
+        /// The state's version after this update; versions of one player only grow.
+        version: u64,
+    },
+    /// A player's own full state.
+    State(PlayerState),
+    /// Another player's public state.
+    PublicState(PublicPlayerState),
+}
+
+/// A point in the game world.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Position {
+    /// East-west.
+    pub x: f32,
+    /// Up-down.
+    pub y: f32,
+    /// North-south.
+    pub z: f32,
+}
+
+/// A change to a player's state: each field present replaces the stored one.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StateUpdate {
+    /// New position; each coordinate finite and within ±[`limits::COORDINATE_MAX_ABS`].
+    pub position: Option<Position>,
+    /// New heading in degrees; finite and within ±[`limits::ROTATION_MAX_ABS_DEGREES`].
+    pub rotation: Option<f32>,
+    /// New health, at most [`limits::HEALTH_MAX`].
+    pub health: Option<u32>,
+    /// New game-defined attributes, at most [`limits::ATTRIBUTES_MAX_BYTES`] bytes.
+    pub attributes: Option<Vec<u8>>,
+}
+
+/// A player's full state, as the player sees it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PlayerState {
+    /// Whose state.
+    pub account_id: AccountId,
+    /// Where the player is.
+    pub position: Position,
+    /// Heading in degrees.
+    pub rotation: f32,
+    /// Health.
+    pub health: u32,
+    /// Game-defined attributes.
+    pub attributes: Vec<u8>,
+    /// Grows with every accepted update; 0 before the first.
+    pub version: u64,
+    /// When the last update was accepted (milliseconds since the Unix epoch).
+    pub updated_at_ms: u64,
+}
+
+/// What other players may see of a player's state (no attributes).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PublicPlayerState {
+    /// Whose state.
+    pub account_id: AccountId,
+    /// Where the player is.
+    pub position: Position,
+    /// Heading in degrees.
+    pub rotation: f32,
+    /// Health.
+    pub health: u32,
+    /// The state's version.
+    pub version: u64,
+    /// When the last update was accepted (milliseconds since the Unix epoch).
+    pub updated_at_ms: u64,
 }
 
 /// A session as the client sees it.
@@ -298,10 +390,11 @@ pub enum ErrorCode {
     Conflict,
     /// Too many requests or attempts; retry later.
     RateLimited,
-    /// A dependency of the server is down; retry later.
+    /// A dependency of the server is down or did not answer in time; retry later. A request
+    /// that timed out on its way to Redis may have been applied: state updates are safe to
+    /// retry (the newest wins).
     Unavailable,
-    /// The server failed; the request may or may not have been applied only where the
-    /// request's documentation says so.
+    /// The server failed; a bug, logged on the server.
     Internal,
 }
 
@@ -353,6 +446,14 @@ mod tests {
             Request::LogoutEverywhere,
             Request::Whoami,
             Request::Ping,
+            Request::UpdateState(StateUpdate {
+                position: Some(Position { x: 1.5, y: -2.0, z: 3.25 }),
+                rotation: None,
+                health: Some(90),
+                attributes: Some(vec![1, 2, 3]),
+            }),
+            Request::GetState,
+            Request::GetPlayerState { account_id: AccountId(Uuid::from_u128(7)) },
         ];
         requests.into_iter().zip(1..).map(|(request, id)| ClientMessage { id, request }).collect()
     }
@@ -375,6 +476,21 @@ mod tests {
                 created_at_ms: 1_700_000_000_000,
             })),
             Outcome::Ok(Reply::Pong { server_time_ms: 42 }),
+            Outcome::Ok(Reply::StateAccepted { version: 9 }),
+            Outcome::Ok(Reply::State(PlayerState {
+                account_id,
+                position: Position { x: 1.0, y: 2.0, z: 3.0 },
+                rotation: 90.0,
+                health: 100,
+                attributes: vec![7],
+                version: 9,
+                updated_at_ms: 1_700_000_000_000,
+            })),
+            Outcome::Ok(Reply::PublicState(PublicPlayerState {
+                account_id,
+                version: 9,
+                ..Default::default()
+            })),
             Outcome::Error(ErrorBody::new(ErrorCode::RateLimited, "slow down")),
         ];
         let mut messages: Vec<ServerMessage> = replies

@@ -199,7 +199,7 @@ impl Auth {
         };
         self.inner.kv.counter_reset(&throttle.account).await?;
         let issued =
-            sessions::issue(&self.inner.kv, &self.inner.config, self.inner.clock.now_ms(), &account).await?;
+            sessions::issue(&self.inner.kv, &self.inner.config, self.inner.clock.now_ms(), &account, None).await?;
         tracing::info!(account_id = %account.account_id, "logged in");
         Ok(issued)
     }
@@ -220,7 +220,8 @@ impl Auth {
         sessions::validate(&self.inner.kv, &self.inner.config, self.inner.clock.now_ms(), key).await
     }
 
-    /// Replaces a session with a new one (new token, same account); the old token stops working.
+    /// Replaces a session with a new one (new token, same account, same absolute end); the old
+    /// token stops working.
     ///
     /// # Errors
     /// [`AuthError::InvalidSession`] when the old session is gone or expired.
@@ -232,7 +233,8 @@ impl Auth {
             created_at_ms: old.account_created_at_ms,
         };
         let issued =
-            sessions::issue(&self.inner.kv, &self.inner.config, self.inner.clock.now_ms(), &account).await?;
+            sessions::issue(&self.inner.kv, &self.inner.config, self.inner.clock.now_ms(), &account, Some(old.expires_at_ms))
+                .await?;
         self.inner.kv.session_delete(key.as_str(), &old.account_id.to_string()).await?;
         Ok(issued)
     }

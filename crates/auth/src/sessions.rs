@@ -81,11 +81,14 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Issues a new session. `expires_at_ms` carries the end of the session being replaced (on
+/// rotation), so rotating a token never extends a session's absolute lifetime.
 pub(crate) async fn issue(
     kv: &Kv,
     config: &AuthConfig,
     now_ms: u64,
     account: &Account,
+    expires_at_ms: Option<u64>,
 ) -> Result<IssuedSession, AuthError> {
     let mut bytes = [0_u8; TOKEN_BYTES];
     rand::rng().fill_bytes(&mut bytes);
@@ -96,7 +99,7 @@ pub(crate) async fn issue(
         username: account.username.clone(),
         account_created_at_ms: account.created_at_ms,
         created_at_ms: now_ms,
-        expires_at_ms: now_ms.saturating_add(millis(config.session_max_lifetime)),
+        expires_at_ms: expires_at_ms.unwrap_or_else(|| now_ms.saturating_add(millis(config.session_max_lifetime))),
         last_seen_ms: now_ms,
     };
     store(kv, config, &key, &record, now_ms).await?;

@@ -28,8 +28,10 @@ async fn ready(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
     if let Err(error) = shared.kv.ping().await {
         problems.push(format!("kv: {error}"));
     }
-    if let Err(error) = shared.auth.shard().read(|conn| conn.query_row("SELECT 1", [], |_| Ok(()))).await {
-        problems.push(format!("auth.db: {error}"));
+    for shard in [shared.auth.shard(), shared.players.shard()] {
+        if let Err(error) = shard.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(()))).await {
+            problems.push(format!("{}: {error}", shard.path().display()));
+        }
     }
     if problems.is_empty() {
         (StatusCode::OK, "ready\n".into())
@@ -39,7 +41,12 @@ async fn ready(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> String {
-    shared.metrics.render()
+    let buffer = match shared.players.config().mode {
+        player::WriteMode::Buffered => shared.players.buffer_stats().await.ok(),
+        player::WriteMode::Direct => None,
+    };
+    let player = crate::metrics::render_player(shared.players.stats(), buffer, shared.clock.now_ms());
+    shared.metrics.render() + &player
 }
 
 /// Sends the request body as a [`proto::Event::Notice`] to every connection of the account, on

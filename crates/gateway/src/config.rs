@@ -23,7 +23,7 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = proto::DEFAULT_MAX_FRAME_BYTES;
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
 /// Default sustained requests per second per connection.
 pub const DEFAULT_REQUESTS_PER_SEC: u32 = 200;
-/// Default burst of requests per connection above the sustained rate.
+/// Default number of requests a connection may send at once before the sustained rate applies.
 pub const DEFAULT_REQUEST_BURST: u32 = 400;
 /// Default interval between server pings.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
@@ -57,6 +57,17 @@ pub enum SyncMode {
     Full,
 }
 
+/// How player-state updates reach SQLite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum PlayerWriteMode {
+    /// Buffered in the key-value store, flushed in batches.
+    #[default]
+    Buffered,
+    /// One SQLite transaction per update.
+    Direct,
+}
+
 /// Everything a gateway process is told at start.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -79,7 +90,8 @@ pub struct GatewayConfig {
     pub outbound_queue: usize,
     /// Sustained requests per second per connection; default [`DEFAULT_REQUESTS_PER_SEC`].
     pub requests_per_sec: u32,
-    /// Extra requests a connection may burst; default [`DEFAULT_REQUEST_BURST`].
+    /// Requests a connection may send at once (the size of its token bucket, which refills at
+    /// `requests_per_sec`); default [`DEFAULT_REQUEST_BURST`].
     pub request_burst: u32,
     /// Interval between server pings; default [`DEFAULT_HEARTBEAT_INTERVAL`]; must be below `idle_timeout`.
     #[serde(with = "seconds")]
@@ -107,6 +119,16 @@ pub struct GatewayConfig {
     pub login_throttle_window: Duration,
     /// How hard shards sync on commit; default normal.
     pub synchronous: SyncMode,
+    /// How player-state updates reach SQLite; default buffered.
+    pub player_write_mode: PlayerWriteMode,
+    /// Time between player-state flushes; default 1 s.
+    #[serde(with = "seconds")]
+    pub flush_interval: Duration,
+    /// Players per flush transaction; a buffer holding more wakes the flusher early; default 2,000.
+    pub flush_batch: usize,
+    /// The flusher lease across processes; default 5 s; must exceed `flush_interval`.
+    #[serde(with = "seconds")]
+    pub flush_lease: Duration,
     /// Log format; default text.
     pub log_format: LogFormat,
 }
@@ -114,6 +136,7 @@ pub struct GatewayConfig {
 impl Default for GatewayConfig {
     fn default() -> Self {
         let auth = auth::AuthConfig::default();
+        let player = player::PlayerConfig::default();
         Self {
             listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7070))),
             admin_listen: DEFAULT_ADMIN_LISTEN
@@ -137,6 +160,10 @@ impl Default for GatewayConfig {
             login_failures_per_address: auth.address_failure_limit,
             login_throttle_window: auth.throttle_window,
             synchronous: SyncMode::default(),
+            player_write_mode: PlayerWriteMode::default(),
+            flush_interval: player.flush_interval,
+            flush_batch: player.flush_batch,
+            flush_lease: player.flush_lease,
             log_format: LogFormat::default(),
         }
     }
@@ -168,6 +195,9 @@ impl GatewayConfig {
         if self.max_connections == 0 || self.outbound_queue == 0 || self.requests_per_sec == 0 {
             return fail("max_connections, outbound_queue and requests_per_sec must be positive");
         }
+        if self.flush_lease <= self.flush_interval || self.flush_batch == 0 {
+            return fail("flush_lease must exceed flush_interval, and flush_batch must be positive");
+        }
         if self.max_frame_bytes < 256 {
             return fail("max_frame_bytes must be at least 256");
         }
@@ -184,6 +214,21 @@ impl GatewayConfig {
             throttle_window: self.login_throttle_window,
             shard: self.shard_config(),
             ..auth::AuthConfig::default()
+        }
+    }
+
+    /// The player domain's configuration derived from this one.
+    pub fn player_config(&self) -> player::PlayerConfig {
+        player::PlayerConfig {
+            mode: match self.player_write_mode {
+                PlayerWriteMode::Buffered => player::WriteMode::Buffered,
+                PlayerWriteMode::Direct => player::WriteMode::Direct,
+            },
+            flush_interval: self.flush_interval,
+            flush_batch: self.flush_batch,
+            flush_lease: self.flush_lease,
+            shard: self.shard_config(),
+            ..player::PlayerConfig::default()
         }
     }
 

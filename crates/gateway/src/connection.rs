@@ -26,6 +26,7 @@ use crate::Shared;
 use crate::errors;
 use crate::hub::ConnectionId;
 use crate::outbound::Outbound;
+use crate::player_requests;
 
 /// How long a client has to complete the WebSocket handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,7 +73,7 @@ pub(crate) async fn serve(
         let Some(encoding) = handshake.encoding else { return };
         let (sink, stream) = socket.split();
         let (outbound, queue) = Outbound::new(encoding, shared.config.outbound_queue, shared.metrics.clone());
-        let writer = tokio::spawn(queue.write_to(sink));
+        let mut writer = tokio::spawn(queue.write_to(sink));
         shared.metrics.connection_opened();
 
         let mut connection = Connection::new(id, peer, encoding, outbound.clone(), shared.clone());
@@ -85,7 +86,10 @@ pub(crate) async fn serve(
         connection.end();
         shared.metrics.connection_closed();
         drop(permit);
-        let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
+        // A writer stuck on a client that stopped reading would hold the socket forever.
+        if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
+            writer.abort();
+        }
     }
     .instrument(span)
     .await;
@@ -141,7 +145,8 @@ impl Handshake {
 
 fn bearer_token(request: &HttpRequest) -> Option<String> {
     let value = request.headers().get("Authorization")?.to_str().ok()?;
-    value.strip_prefix("Bearer ").map(|token| token.trim().to_owned())
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
 }
 
 fn query_token(request: &HttpRequest) -> Option<String> {
@@ -248,7 +253,10 @@ impl Connection {
                             match message {
                                 Message::Binary(bytes) => self.on_frame(&bytes, Encoding::Bincode).await,
                                 Message::Text(text) => self.on_frame(text.as_bytes(), Encoding::Json).await,
-                                Message::Close(_) => break,
+                                Message::Close(_) => {
+                                    self.outbound.close(proto::close::NORMAL, "closed by the client", true);
+                                    break;
+                                }
                                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                             }
                         }
@@ -307,7 +315,7 @@ impl Connection {
             return;
         }
         if frame_encoding != self.encoding {
-            let id = codec::peek_request_id(self.encoding, bytes);
+            let id = codec::peek_request_id(frame_encoding, bytes);
             let message = match self.encoding {
                 Encoding::Bincode => "this connection speaks bincode in binary frames",
                 Encoding::Json => "this connection speaks JSON in text frames",
@@ -379,20 +387,20 @@ impl Connection {
             Request::Refresh => {
                 let issued = auth.refresh(&session.key).await.map_err(|e| errors::from_auth(&e))?;
                 let reply = self.start_session(issued.session, issued.token);
-                self.shared.hub.revoke(&[session.key]).await.map_err(|e| errors::unavailable(&e))?;
+                self.announce_revoked(&[session.key]).await;
                 Ok(reply)
             }
             Request::Logout => {
                 auth.logout(&session).await.map_err(|e| errors::from_auth(&e))?;
                 self.end_session();
-                self.shared.hub.revoke(&[session.key]).await.map_err(|e| errors::unavailable(&e))?;
+                self.announce_revoked(&[session.key]).await;
                 Ok(Reply::LoggedOut)
             }
             Request::LogoutEverywhere => {
                 let ended =
                     auth.logout_everywhere(session.account_id).await.map_err(|e| errors::from_auth(&e))?;
                 self.end_session();
-                self.shared.hub.revoke(&ended).await.map_err(|e| errors::unavailable(&e))?;
+                self.announce_revoked(&ended).await;
                 Ok(Reply::LoggedOut)
             }
             Request::Whoami => {
@@ -404,6 +412,22 @@ impl Connection {
                 }))
             }
             Request::Ping => Ok(Reply::Pong { server_time_ms: self.shared.clock.now_ms() }),
+            Request::UpdateState(update) => {
+                player_requests::update(&self.shared.players, session.account_id, update).await
+            }
+            Request::GetState => player_requests::get_own(&self.shared.players, session.account_id).await,
+            Request::GetPlayerState { account_id } => {
+                player_requests::get_public(&self.shared.players, account_id.0).await
+            }
+        }
+    }
+
+    /// Tells every gateway to close connections using these (already deleted) sessions. If the
+    /// bus is down the request has still succeeded: those connections find their session gone at
+    /// their next heartbeat.
+    async fn announce_revoked(&self, keys: &[auth::SessionKey]) {
+        if let Err(error) = self.shared.hub.revoke(keys).await {
+            tracing::warn!(%error, "could not announce revoked sessions; heartbeats will catch them");
         }
     }
 

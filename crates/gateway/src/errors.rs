@@ -22,6 +22,18 @@ pub fn from_auth(error: &AuthError) -> ErrorBody {
     ErrorBody::new(code, error.to_string())
 }
 
+/// The wire error for a player-state failure.
+pub fn from_player(error: &player::PlayerError) -> ErrorBody {
+    match error {
+        player::PlayerError::InvalidValue(_) => ErrorBody::new(ErrorCode::BadRequest, error.to_string()),
+        player::PlayerError::Store(store_error) => unavailable(store_error),
+        player::PlayerError::Shard(_) | player::PlayerError::Config(_) | player::PlayerError::Internal(_) => {
+            tracing::error!(%error, "player state failed");
+            ErrorBody::new(ErrorCode::Internal, "internal error")
+        }
+    }
+}
+
 /// The wire error for a key-value store (Redis) failure.
 pub fn unavailable(error: &kv::KvError) -> ErrorBody {
     tracing::warn!(%error, "key-value store failed");

@@ -14,6 +14,7 @@ mod errors;
 mod hub;
 pub mod metrics;
 mod outbound;
+mod player_requests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +40,9 @@ pub enum GatewayError {
     /// The auth domain could not be opened.
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
+    /// The player domain could not be opened.
+    #[error(transparent)]
+    Player(#[from] player::PlayerError),
     /// A file or socket operation failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -50,6 +54,7 @@ pub(crate) struct Shared {
     clock: SharedClock,
     kv: Kv,
     auth: auth::Auth,
+    players: player::Players,
     hub: hub::Hub,
     metrics: Arc<metrics::Metrics>,
 }
@@ -89,6 +94,13 @@ pub async fn run(
     let auth =
         auth::Auth::open(config.data_dir.join("auth.db"), kv.clone(), clock.clone(), config.auth_config())
             .await?;
+    let players = player::Players::open(
+        config.data_dir.join("player.db"),
+        kv.clone(),
+        clock.clone(),
+        config.player_config(),
+    )
+    .await?;
 
     let metrics = Arc::new(metrics::Metrics::default());
     let hub = hub::Hub::new(kv.clone(), metrics.clone());
@@ -98,7 +110,15 @@ pub async fn run(
     let background_shutdown = CancellationToken::new();
     hub.listen(&background, background_shutdown.clone()).await?;
 
-    let shared = Arc::new(Shared { config: config.clone(), clock, kv, auth, hub, metrics });
+    let shared =
+        Arc::new(Shared { config: config.clone(), clock, kv, auth, players: players.clone(), hub, metrics });
+
+    if config.player_write_mode == config::PlayerWriteMode::Buffered {
+        // The flusher's last act, when `background_shutdown` fires after the connections have
+        // drained, is the final flush.
+        let holder = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
+        background.spawn(player::flusher::run(players, holder, background_shutdown.clone()));
+    }
 
     background.spawn({
         let router = admin::router(shared.clone());
@@ -164,10 +184,12 @@ async fn accept_loop(
     }
 }
 
-/// The last act of a shutdown: write buffered state to the shards and checkpoint their WAL.
+/// The last act of a shutdown, after the flusher's final flush: checkpoint every shard's WAL.
 async fn final_flush(shared: &Shared) {
-    if let Err(error) = shared.auth.shard().checkpoint().await {
-        tracing::warn!(%error, "final checkpoint of auth.db failed");
+    for shard in [shared.auth.shard(), shared.players.shard()] {
+        if let Err(error) = shard.checkpoint().await {
+            tracing::warn!(%error, shard = %shard.path().display(), "final checkpoint failed");
+        }
     }
 }
 

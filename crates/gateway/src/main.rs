@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use gateway::GatewayConfig;
-use gateway::config::{LogFormat, SyncMode};
+use gateway::config::{LogFormat, PlayerWriteMode, SyncMode};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +50,9 @@ struct Cli {
     /// SQLite synchronous mode [default: normal].
     #[arg(long, env = "GAME_SYNCHRONOUS", value_enum)]
     synchronous: Option<SyncMode>,
+    /// How player-state updates reach SQLite [default: buffered].
+    #[arg(long, env = "GAME_PLAYER_WRITE_MODE", value_enum)]
+    player_write_mode: Option<PlayerWriteMode>,
     /// Log format [default: text]. The level comes from RUST_LOG (default info).
     #[arg(long, env = "GAME_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
@@ -74,6 +77,7 @@ impl Cli {
             request_burst,
             login_failures_per_address,
             synchronous,
+            player_write_mode,
             log_format
         );
         if self.redis_url.is_some() {

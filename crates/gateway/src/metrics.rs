@@ -194,6 +194,52 @@ impl Metrics {
     }
 }
 
+/// The player domain's write-path figures. `buffer` is `None` when the store did not answer.
+pub fn render_player(stats: &player::PlayerStats, buffer: Option<kv::BufferStats>, now_ms: u64) -> String {
+    let mut out = String::new();
+    let mut line = |name: &str, help: &str, kind: &str, value: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
+    line(
+        "player_updates_accepted_total",
+        "State updates acknowledged.",
+        "counter",
+        load(&stats.updates_accepted),
+    );
+    line("player_flushes_total", "Flush transactions committed.", "counter", load(&stats.flushes));
+    line(
+        "player_rows_flushed_total",
+        "Rows written to player.db by the flusher.",
+        "counter",
+        load(&stats.rows_flushed),
+    );
+    line(
+        "player_flush_batch_rows",
+        "Players in the last flush transaction.",
+        "gauge",
+        load(&stats.last_flush_rows),
+    );
+    line(
+        "player_flush_duration_seconds",
+        "Duration of the last flush transaction.",
+        "gauge",
+        load(&stats.last_flush_micros) / 1e6,
+    );
+    line("player_seeds_total", "Records loaded into the buffer from SQLite.", "counter", load(&stats.seeds));
+    if let Some(buffer) = buffer {
+        line(
+            "player_buffered",
+            "Players with unflushed state (dirty or being flushed).",
+            "gauge",
+            (buffer.n_dirty + buffer.n_claimed) as f64,
+        );
+        let lag_ms = buffer.oldest_dirty_ms.map_or(0, |oldest| now_ms.saturating_sub(oldest));
+        line("player_flush_lag_seconds", "Age of the oldest unflushed update.", "gauge", lag_ms as f64 / 1e3);
+    }
+    out
+}
+
 /// Resident memory from `/proc/self/statm` (Linux); 0 where that is not available.
 fn resident_bytes() -> u64 {
     const PAGE_BYTES: u64 = 4096;

@@ -2,9 +2,11 @@
 //!
 //! Expiry is checked lazily on access against `Instant::now()`, as Redis does for reads; writes also
 //! sweep out expired entries now and then (amortised O(1) per write) so memory does not grow with keys
-//! nobody reads again. Pub/sub uses one `tokio::sync::broadcast` channel per channel name.
+//! nobody reads again. Pub/sub uses one `tokio::sync::broadcast` channel per channel name. Buffered
+//! records keep Redis's data model (a hash per record, a sorted set of dirty ids, a claim hash), so
+//! both backends answer alike, including the order of equal scores (by id).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Forward, KvError, forward, millis};
+use crate::{BufferStats, BufferUpdate, ClaimedRecord, Field, Forward, KvError, forward, millis};
 
 /// Name of the lock file inside the data directory.
 const LOCK_FILE_NAME: &str = "embedded-kv.lock";
@@ -49,7 +51,68 @@ struct Store {
     sessions: HashMap<String, Expiring<Vec<u8>>>,
     account_sessions: HashMap<String, Expiring<HashSet<String>>>,
     counters: HashMap<String, Expiring<u64>>,
+    /// Buffered records by namespace.
+    buffers: HashMap<String, Buffer>,
+    /// Lease holders by lease name.
+    leases: HashMap<String, Expiring<String>>,
     writes_since_sweep: usize,
+}
+
+/// One namespace of buffered records: on Redis, `{ns}:rec:{id}`, `{ns}:dirty` and `{ns}:claim`.
+#[derive(Default)]
+struct Buffer {
+    records: HashMap<String, Expiring<HashMap<String, String>>>,
+    dirty: DirtySet,
+    /// Claimed id → dirty-since ms.
+    claim: HashMap<String, u64>,
+}
+
+/// A sorted set of ids by score, ordered like a Redis ZSET (score, then id).
+#[derive(Default)]
+struct DirtySet {
+    by_score: BTreeSet<(u64, String)>,
+    scores: HashMap<String, u64>,
+}
+
+impl DirtySet {
+    fn len(&self) -> u64 {
+        u64::try_from(self.scores.len()).unwrap_or(u64::MAX)
+    }
+
+    /// `ZADD NX`: adds `id` unless it is already in the set.
+    fn add_if_absent(&mut self, id: &str, score: u64) {
+        if !self.scores.contains_key(id) {
+            self.scores.insert(id.to_owned(), score);
+            self.by_score.insert((score, id.to_owned()));
+        }
+    }
+
+    /// `ZADD LT`: adds `id`, or lowers its score if it is in the set with a higher one.
+    fn add_or_lower(&mut self, id: &str, score: u64) {
+        match self.scores.get_mut(id) {
+            Some(current) if *current <= score => {}
+            Some(current) => {
+                self.by_score.remove(&(*current, id.to_owned()));
+                *current = score;
+                self.by_score.insert((score, id.to_owned()));
+            }
+            None => {
+                self.scores.insert(id.to_owned(), score);
+                self.by_score.insert((score, id.to_owned()));
+            }
+        }
+    }
+
+    /// Removes and returns the id with the lowest score.
+    fn pop_oldest(&mut self) -> Option<(u64, String)> {
+        let (score, id) = self.by_score.pop_first()?;
+        self.scores.remove(&id);
+        Some((score, id))
+    }
+
+    fn oldest(&self) -> Option<u64> {
+        self.by_score.first().map(|(score, _)| *score)
+    }
 }
 
 /// Removes `key` from `map` if it has expired, then returns the live entry, if any.
@@ -69,11 +132,20 @@ impl Store {
     /// every expired entry.
     fn note_write(&mut self, now: Instant) {
         self.writes_since_sweep += 1;
-        let n_entries = self.sessions.len() + self.account_sessions.len() + self.counters.len();
+        let n_records: usize = self.buffers.values().map(|buffer| buffer.records.len()).sum();
+        let n_entries = self.sessions.len()
+            + self.account_sessions.len()
+            + self.counters.len()
+            + n_records
+            + self.leases.len();
         if self.writes_since_sweep >= n_entries.max(SWEEP_MIN_WRITES) {
             self.sessions.retain(|_, entry| entry.is_live(now));
             self.account_sessions.retain(|_, entry| entry.is_live(now));
             self.counters.retain(|_, entry| entry.is_live(now));
+            for buffer in self.buffers.values_mut() {
+                buffer.records.retain(|_, entry| entry.is_live(now));
+            }
+            self.leases.retain(|_, entry| entry.is_live(now));
             self.writes_since_sweep = 0;
         }
     }
@@ -226,6 +298,156 @@ impl Embedded {
         store.note_write(now);
     }
 
+    pub(crate) fn buffer_update(
+        &self,
+        ns: &str,
+        id: &str,
+        fields: Vec<Field>,
+        now_ms: u64,
+        ttl: Duration,
+    ) -> Result<BufferUpdate, KvError> {
+        let now = Instant::now();
+        let mut store = self.store();
+        let Some(buffer) = store.buffers.get_mut(ns) else {
+            return Ok(BufferUpdate::NotLoaded);
+        };
+        let Some(record) = live(&mut buffer.records, id, now) else {
+            return Ok(BufferUpdate::NotLoaded);
+        };
+        // As HINCRBY: a missing field counts as 0, anything but a 64-bit integer is an error that
+        // changes nothing.
+        let version = match record.value.get("v") {
+            None => 0_i64,
+            Some(text) => text.parse::<i64>().map_err(|_| not_an_integer())?,
+        };
+        let version = version.checked_add(1).ok_or_else(not_an_integer)?;
+        record.value.insert("v".to_owned(), version.to_string());
+        record.value.insert("t".to_owned(), now_ms.to_string());
+        record.value.extend(fields);
+        record.expires_at = Some(deadline(now, ttl));
+        buffer.dirty.add_if_absent(id, now_ms);
+        let n_dirty = buffer.dirty.len();
+        store.note_write(now);
+        let version = u64::try_from(version)
+            .map_err(|_| KvError::Unavailable(format!("negative record version {version}")))?;
+        Ok(BufferUpdate::Applied { version, n_dirty })
+    }
+
+    pub(crate) fn buffer_seed(&self, ns: &str, id: &str, fields: Vec<Field>, ttl: Duration) -> bool {
+        let now = Instant::now();
+        let mut store = self.store();
+        let buffer = store.buffers.entry(ns.to_owned()).or_default();
+        if live(&mut buffer.records, id, now).is_some() {
+            return false;
+        }
+        buffer.records.insert(
+            id.to_owned(),
+            Expiring { value: fields.into_iter().collect(), expires_at: Some(deadline(now, ttl)) },
+        );
+        store.note_write(now);
+        true
+    }
+
+    pub(crate) fn buffer_get(&self, ns: &str, id: &str) -> Option<Vec<Field>> {
+        let now = Instant::now();
+        let mut store = self.store();
+        let buffer = store.buffers.get_mut(ns)?;
+        let record = live(&mut buffer.records, id, now)?;
+        Some(record.value.iter().map(|(name, value)| (name.clone(), value.clone())).collect())
+    }
+
+    pub(crate) fn buffer_claim(&self, ns: &str, max: usize) -> Vec<ClaimedRecord> {
+        let now = Instant::now();
+        let mut store = self.store();
+        let Some(buffer) = store.buffers.get_mut(ns) else {
+            return Vec::new();
+        };
+        let mut claimed = Vec::new();
+        for _ in 0..max {
+            let Some((score, id)) = buffer.dirty.pop_oldest() else {
+                break;
+            };
+            let Some(record) = live(&mut buffer.records, &id, now) else {
+                buffer.claim.remove(&id);
+                continue;
+            };
+            let fields = record.value.iter().map(|(name, value)| (name.clone(), value.clone())).collect();
+            // An id still claimed from an earlier batch keeps the older dirty-since time.
+            let since = buffer.claim.entry(id.clone()).or_insert(score);
+            *since = (*since).min(score);
+            claimed.push(ClaimedRecord { id, fields, dirty_since_ms: *since });
+        }
+        store.note_write(now);
+        claimed
+    }
+
+    pub(crate) fn buffer_release(&self, ns: &str, ids: &[String]) {
+        let mut store = self.store();
+        if let Some(buffer) = store.buffers.get_mut(ns) {
+            for id in ids {
+                buffer.claim.remove(id);
+            }
+        }
+    }
+
+    pub(crate) fn buffer_recover(&self, ns: &str) -> u64 {
+        let mut store = self.store();
+        let Some(buffer) = store.buffers.get_mut(ns) else {
+            return 0;
+        };
+        let n_moved = u64::try_from(buffer.claim.len()).unwrap_or(u64::MAX);
+        for (id, since) in buffer.claim.drain() {
+            buffer.dirty.add_or_lower(&id, since);
+        }
+        n_moved
+    }
+
+    pub(crate) fn buffer_stats(&self, ns: &str) -> BufferStats {
+        let store = self.store();
+        let Some(buffer) = store.buffers.get(ns) else {
+            return BufferStats::default();
+        };
+        let oldest_claimed = buffer.claim.values().copied().min();
+        let oldest_dirty_ms = match (buffer.dirty.oldest(), oldest_claimed) {
+            (Some(dirty), Some(claimed)) => Some(dirty.min(claimed)),
+            (dirty, claimed) => dirty.or(claimed),
+        };
+        BufferStats {
+            n_dirty: buffer.dirty.len(),
+            n_claimed: u64::try_from(buffer.claim.len()).unwrap_or(u64::MAX),
+            oldest_dirty_ms,
+        }
+    }
+
+    pub(crate) fn lease_acquire(&self, name: &str, holder: &str, ttl: Duration) -> bool {
+        let now = Instant::now();
+        let mut store = self.store();
+        let held = match live(&mut store.leases, name, now) {
+            Some(lease) if lease.value == holder => {
+                lease.expires_at = Some(deadline(now, ttl));
+                true
+            }
+            Some(_) => false,
+            None => {
+                store.leases.insert(
+                    name.to_owned(),
+                    Expiring { value: holder.to_owned(), expires_at: Some(deadline(now, ttl)) },
+                );
+                true
+            }
+        };
+        store.note_write(now);
+        held
+    }
+
+    pub(crate) fn lease_release(&self, name: &str, holder: &str) {
+        let now = Instant::now();
+        let mut store = self.store();
+        if live(&mut store.leases, name, now).is_some_and(|lease| lease.value == holder) {
+            store.leases.remove(name);
+        }
+    }
+
     pub(crate) fn publish(&self, channel: &str, payload: &[u8]) -> u64 {
         let name = format!("{}{channel}", self.prefix);
         let mut channels = self.channels();
@@ -260,6 +482,11 @@ impl Embedded {
         };
         tokio::spawn(forward_broadcast(name, receiver, sender, shutdown));
     }
+}
+
+/// What Redis answers when HINCRBY meets a value that is not a 64-bit integer (or would overflow).
+fn not_an_integer() -> KvError {
+    KvError::Unavailable("ERR hash value is not an integer or out of range".to_owned())
 }
 
 /// Moves messages from one channel's broadcast into one subscription until shutdown or until the

@@ -2,16 +2,28 @@
 //! gateway processes, over Redis or over an embedded in-process store.
 //!
 //! This crate owns:
-//! - the key layout in Redis (`{prefix}session:{token_hash}`, `{prefix}account-sessions:{account_id}`,
-//!   `{prefix}counter:{key}`, channels `{prefix}{channel}`) and the commands and scripts run on it;
+//! - the key layout in Redis and the commands and scripts run on it:
+//!   - `{prefix}session:{token_hash}` (STRING: the session record) and
+//!     `{prefix}account-sessions:{account_id}` (SET of token hashes);
+//!   - `{prefix}counter:{key}` (STRING: a fixed-window count);
+//!   - buffered records of namespace `{ns}` (see [`Kv::buffer_update`]): `{prefix}{ns}:rec:{id}` (HASH:
+//!     the record's fields, with its version in `v` and last update time in `t`), `{prefix}{ns}:dirty`
+//!     (ZSET: member id, score = ms when it first became dirty), `{prefix}{ns}:claim` (HASH: id →
+//!     dirty-since ms, the batch a flusher is writing);
+//!   - `{prefix}lease:{name}` (STRING: the holder of a lease, with the lease's TTL);
+//!   - pub/sub channels `{prefix}{channel}`;
 //! - the embedded store ([`Kv::embedded`]) that gives the same semantics in one process, guarded by an
 //!   OS file lock so two processes never run on one data directory with separate embedded stores;
 //! - reconnecting: commands go through `redis::aio::ConnectionManager`, and each [`Subscription`]
 //!   keeps its own pub/sub connection alive in a background task.
 //!
+//! - the gathering of concurrent [`Kv::buffer_update`] calls into one Redis pipeline per batch, done by
+//!   one background task per Redis `Kv` (it ends when the last clone is dropped).
+//!
 //! It never does:
 //! - domain logic: session records are opaque bytes owned by the auth crate, counters are plain
-//!   fixed-window counts, and payloads are opaque bytes;
+//!   fixed-window counts, buffered records are maps of text fields whose meaning (and flushing to
+//!   SQLite) belongs to the domain crates, and payloads are opaque bytes;
 //! - SQLite or any other durable storage;
 //! - let another crate issue raw Redis commands: no connection, client or command type leaks out of
 //!   this crate, so "only the kv crate speaks Redis" holds by construction.
@@ -38,6 +50,50 @@ use redis_backend::RedisBackend;
 
 /// How many messages a [`Subscription`] buffers before newer ones are dropped (with a warning).
 pub const SUBSCRIPTION_BUFFER: usize = 1024;
+
+/// One field of a buffered record: (name, value).
+pub type Field = (String, String);
+
+/// The outcome of a buffered update ([`Kv::buffer_update`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BufferUpdate {
+    /// Applied: the record's new version (its "v" field after increment) and how many records are
+    /// dirty now.
+    Applied {
+        /// The record's `v` field after the increment.
+        version: u64,
+        /// The size of the namespace's dirty set after this update (claimed records not counted).
+        n_dirty: u64,
+    },
+    /// The record is not in the buffer (never seeded, expired, or Redis restarted): nothing was
+    /// changed; seed it and retry.
+    NotLoaded,
+}
+
+/// A record taken by a flusher ([`Kv::buffer_claim`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedRecord {
+    /// The record's id within its namespace.
+    pub id: String,
+    /// The record's fields at the moment of the claim (including `v` and `t`), in no particular order.
+    pub fields: Vec<Field>,
+    /// When the record first became dirty (the `now_ms` of the update that dirtied it).
+    pub dirty_since_ms: u64,
+}
+
+/// Sizes of a buffer ([`Kv::buffer_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BufferStats {
+    /// Records in the dirty set: updated and not yet claimed.
+    pub n_dirty: u64,
+    /// Records in the claim: taken by a flusher and not yet released.
+    pub n_claimed: u64,
+    /// The oldest dirty_since_ms over dirty and claimed records.
+    pub oldest_dirty_ms: Option<u64>,
+}
+
+/// The fields [`Kv::buffer_update`] maintains itself: the version and the time of the last update.
+const RESERVED_FIELDS: [&str; 2] = ["v", "t"];
 
 /// Errors of the key-value store.
 #[derive(Debug, thiserror::Error)]
@@ -267,6 +323,172 @@ impl Kv {
             Backend::Embedded(embedded) => embedded.subscribe(channel, sender, shutdown.clone()),
         }
         Ok(Subscription { receiver, shutdown })
+    }
+}
+
+/// Buffered records: high-frequency small writes (positions, hit points) land here first and are
+/// acknowledged at once; a flusher in a domain crate claims dirty records in batches, writes them to
+/// SQLite, and releases them. Records live in a namespace `ns` (e.g. `"player"`) and are maps of text
+/// fields; the buffer keeps a version in field `v` and the time of the last update in field `t`.
+///
+/// The flush protocol assumes one flusher per namespace at a time (hold a lease, see
+/// [`Kv::lease_acquire`]): [`Kv::buffer_claim`] → write → [`Kv::buffer_release`], with
+/// [`Kv::buffer_recover`] on start-up or on taking the lease.
+impl Kv {
+    /// If the record exists: sets `fields`, increments its `v` field by 1, sets `t` to `now_ms`,
+    /// refreshes its TTL to `ttl`, and marks it dirty with score `now_ms` unless it is dirty already
+    /// (so the dirty set keeps the time it *first* became dirty). Returns
+    /// [`BufferUpdate::Applied`] with the new version and the number of dirty records. If the record
+    /// is absent: [`BufferUpdate::NotLoaded`] and nothing changed.
+    ///
+    /// Atomic, one Lua script. On Redis, concurrent calls are gathered by one background task into one
+    /// pipeline per batch, so thousands of callers cost a few round trips rather than one each.
+    ///
+    /// `fields` must not contain `v` or `t` (checked by a debug assertion).
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer within about 5 s (while Redis is down, at
+    /// once), or if the record's `v` is not an integer. After an error the update may or may not have
+    /// been applied.
+    pub async fn buffer_update(
+        &self,
+        ns: &str,
+        id: &str,
+        fields: Vec<Field>,
+        now_ms: u64,
+        ttl: Duration,
+    ) -> Result<BufferUpdate, KvError> {
+        debug_assert!(
+            fields.iter().all(|(name, _)| !RESERVED_FIELDS.contains(&name.as_str())),
+            "buffer_update fields must not contain the reserved fields {RESERVED_FIELDS:?}"
+        );
+        match &self.backend {
+            Backend::Redis(redis) => redis.buffer_update(ns, id, fields, now_ms, ttl).await,
+            Backend::Embedded(embedded) => embedded.buffer_update(ns, id, fields, now_ms, ttl),
+        }
+    }
+
+    /// Creates the record with `fields` (which include `v`, the version to continue from, and any
+    /// `t`) and TTL `ttl`, only if it is absent; atomic. Does not mark it dirty. Returns whether it
+    /// created it. An empty `fields` creates nothing (Redis has no empty hashes) and returns `false`.
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer.
+    pub async fn buffer_seed(
+        &self,
+        ns: &str,
+        id: &str,
+        fields: Vec<Field>,
+        ttl: Duration,
+    ) -> Result<bool, KvError> {
+        if fields.is_empty() {
+            return Ok(false);
+        }
+        match &self.backend {
+            Backend::Redis(redis) => redis.buffer_seed(ns, id, &fields, ttl).await,
+            Backend::Embedded(embedded) => Ok(embedded.buffer_seed(ns, id, fields, ttl)),
+        }
+    }
+
+    /// The record's fields, in no particular order; `None` if it is absent or expired.
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer.
+    pub async fn buffer_get(&self, ns: &str, id: &str) -> Result<Option<Vec<Field>>, KvError> {
+        match &self.backend {
+            Backend::Redis(redis) => redis.buffer_get(ns, id).await,
+            Backend::Embedded(embedded) => Ok(embedded.buffer_get(ns, id)),
+        }
+    }
+
+    /// Atomically takes up to `max` ids with the lowest dirty scores (oldest first) out of the dirty
+    /// set, records each in the claim with its score, and returns each with its current fields, oldest
+    /// first. An id whose record has vanished (expired) is dropped from the claim and not returned.
+    ///
+    /// Ids that an earlier, unreleased claim still holds stay in the claim (a new claim adds to it);
+    /// an id claimed again keeps the older of its two dirty-since times.
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer.
+    pub async fn buffer_claim(&self, ns: &str, max: usize) -> Result<Vec<ClaimedRecord>, KvError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        match &self.backend {
+            Backend::Redis(redis) => redis.buffer_claim(ns, max).await,
+            Backend::Embedded(embedded) => Ok(embedded.buffer_claim(ns, max)),
+        }
+    }
+
+    /// Removes these ids from the claim, once the flusher has committed them. Ids updated meanwhile
+    /// stay in the dirty set, so their newer fields are flushed by a later claim. Unknown ids are
+    /// ignored.
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer.
+    pub async fn buffer_release(&self, ns: &str, ids: &[String]) -> Result<(), KvError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        match &self.backend {
+            Backend::Redis(redis) => redis.buffer_release(ns, ids).await,
+            Backend::Embedded(embedded) => {
+                embedded.buffer_release(ns, ids);
+                Ok(())
+            }
+        }
+    }
+
+    /// Moves every id in the claim back into the dirty set (an id that is dirty again keeps the
+    /// smaller of its two scores), empties the claim, and returns how many ids it moved. Run it on
+    /// start-up or on taking the flusher lease, so a flusher that crashed mid-flush loses nothing.
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer.
+    pub async fn buffer_recover(&self, ns: &str) -> Result<u64, KvError> {
+        match &self.backend {
+            Backend::Redis(redis) => redis.buffer_recover(ns).await,
+            Backend::Embedded(embedded) => Ok(embedded.buffer_recover(ns)),
+        }
+    }
+
+    /// The number of dirty and claimed records and the oldest dirty-since time over both, read
+    /// atomically in one round trip.
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer.
+    pub async fn buffer_stats(&self, ns: &str) -> Result<BufferStats, KvError> {
+        match &self.backend {
+            Backend::Redis(redis) => redis.buffer_stats(ns).await,
+            Backend::Embedded(embedded) => Ok(embedded.buffer_stats(ns)),
+        }
+    }
+
+    /// Takes the lease `name` for `holder` for `ttl` if it is free, or renews it for `ttl` if
+    /// `holder` already has it; atomic. Returns whether `holder` holds it now.
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer (the caller must then assume it does not
+    /// hold the lease once its previous TTL has run out).
+    pub async fn lease_acquire(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, KvError> {
+        match &self.backend {
+            Backend::Redis(redis) => redis.lease_acquire(name, holder, ttl).await,
+            Backend::Embedded(embedded) => Ok(embedded.lease_acquire(name, holder, ttl)),
+        }
+    }
+
+    /// Releases the lease `name` if `holder` has it; does nothing otherwise. Atomic.
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer.
+    pub async fn lease_release(&self, name: &str, holder: &str) -> Result<(), KvError> {
+        match &self.backend {
+            Backend::Redis(redis) => redis.lease_release(name, holder).await,
+            Backend::Embedded(embedded) => {
+                embedded.lease_release(name, holder);
+                Ok(())
+            }
+        }
     }
 }
 

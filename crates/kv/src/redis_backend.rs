@@ -1,21 +1,27 @@
-//! The Redis backend: key layout, commands, the Lua script, and the reconnecting pub/sub task.
+//! The Redis backend: key layout, commands, the Lua scripts, the buffered-update batcher, and the
+//! reconnecting pub/sub task.
 //!
 //! Commands go through one `ConnectionManager` (a multiplexed connection that pipelines concurrent
 //! callers and reconnects by itself); every subscription holds its own pub/sub connection. A
 //! subscription notices an outage when Redis closes the connection (a restart, a crash, a killed
 //! process); a half-open connection with no traffic is not detected, since there is no keepalive ping.
+//!
+//! Buffered updates do not go through the connection one by one: the redis crate's bookkeeping per
+//! request, not Redis, is what limits many small concurrent commands. Callers hand their update to
+//! one batcher task over a channel; it drains everything waiting, sends it as one pipeline of
+//! `EVALSHA` calls, and answers each caller through a oneshot channel.
 
 use std::future::Future;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
-use redis::{Client, RedisError, RedisResult, Script};
-use tokio::sync::mpsc;
+use redis::{Client, RedisError, RedisResult, Script, ServerErrorKind, Value};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{Forward, KvError, forward, millis};
+use crate::{BufferStats, BufferUpdate, ClaimedRecord, Field, Forward, KvError, forward, millis};
 
 /// How long the first connection (and the first subscription) may take before giving up.
 const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -53,16 +59,154 @@ redis.call('DEL', KEYS[1])
 return deleted
 ";
 
+/// Most buffered updates the batcher sends in one pipeline.
+const UPDATE_BATCH_MAX: usize = 1024;
+/// Updates that may wait for the batcher before callers wait to enqueue theirs (backpressure).
+const UPDATE_QUEUE_CAPACITY: usize = 4 * UPDATE_BATCH_MAX;
+
+/// A buffered update. KEYS: record hash, dirty set. ARGV: now_ms, ttl_ms, id, then field/value
+/// pairs. Returns nil if the record is absent, else {version, n_dirty}. This is the hot path, so it
+/// makes as few calls as it can: PEXPIRE both refreshes the TTL and tells whether the record exists
+/// (0 if not). HINCRBY comes next since it is the only call that can fail (a non-integer `v`), and a
+/// failed script keeps what it already did: then only the TTL was refreshed.
+const UPDATE_LUA: &str = r"
+if redis.call('PEXPIRE', KEYS[1], ARGV[2]) == 0 then
+  return false
+end
+local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('HSET', KEYS[1], 't', ARGV[1], unpack(ARGV, 4))
+redis.call('ZADD', KEYS[2], 'NX', ARGV[1], ARGV[3])
+return {version, redis.call('ZCARD', KEYS[2])}
+";
+
+/// Creates a record if absent. KEYS: record hash. ARGV: ttl_ms, then field/value pairs (at least
+/// one). Returns 1 if it created the record, else 0.
+const SEED_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+";
+
+/// Claims the oldest dirty ids. KEYS: dirty set, claim hash. ARGV: max, record key prefix
+/// (`{prefix}{ns}:rec:`). Returns {id, dirty_since, {field, value, ...}} per live record, oldest
+/// first. Scores stay the strings Redis gives, so no Lua number formatting touches them. The record
+/// keys are built inside the script, fine on one Redis but a cluster would need hash tags.
+const CLAIM_LUA: &str = r"
+local taken = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+local claimed = {}
+for i = 1, #taken, 2 do
+  local id, since = taken[i], taken[i + 1]
+  redis.call('ZREM', KEYS[1], id)
+  local fields = redis.call('HGETALL', ARGV[2] .. id)
+  if #fields == 0 then
+    redis.call('HDEL', KEYS[2], id)
+  else
+    local earlier = redis.call('HGET', KEYS[2], id)
+    if earlier and tonumber(earlier) < tonumber(since) then
+      since = earlier
+    else
+      redis.call('HSET', KEYS[2], id, since)
+    end
+    table.insert(claimed, {id, since, fields})
+  end
+end
+return claimed
+";
+
+/// Moves the claim back into the dirty set. KEYS: claim hash, dirty set. ZADD LT adds absent ids and
+/// lowers (never raises) the score of ids dirty again. Returns how many ids it moved.
+const RECOVER_LUA: &str = r"
+local claimed = redis.call('HGETALL', KEYS[1])
+local n_moved = 0
+for i = 1, #claimed, 2 do
+  redis.call('ZADD', KEYS[2], 'LT', claimed[i + 1], claimed[i])
+  n_moved = n_moved + 1
+end
+redis.call('DEL', KEYS[1])
+return n_moved
+";
+
+/// Buffer sizes. KEYS: dirty set, claim hash. Returns {n_dirty, n_claimed, oldest or nil}, the
+/// oldest as the original score string.
+const STATS_LUA: &str = r"
+local oldest = false
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #first > 0 then
+  oldest = first[2]
+end
+for _, since in ipairs(redis.call('HVALS', KEYS[2])) do
+  if not oldest or tonumber(since) < tonumber(oldest) then
+    oldest = since
+  end
+end
+return {redis.call('ZCARD', KEYS[1]), redis.call('HLEN', KEYS[2]), oldest}
+";
+
+/// Takes or renews a lease. KEYS: lease. ARGV: holder, ttl_ms. Returns 1 if the holder has it now.
+const LEASE_ACQUIRE_LUA: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Releases a lease if the holder has it. KEYS: lease. ARGV: holder.
+const LEASE_RELEASE_LUA: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
 /// A Redis connection plus the key prefix.
 pub(crate) struct RedisBackend {
     client: Client,
     connection: ConnectionManager,
     prefix: String,
     delete_all_sessions: Script,
+    seed: Script,
+    claim: Script,
+    recover: Script,
+    stats: Script,
+    lease_acquire: Script,
+    lease_release: Script,
+    /// Hands buffered updates to the batcher task, which ends once this (the only sender) is dropped.
+    updates: mpsc::Sender<UpdateRequest>,
+}
+
+/// One caller's buffered update, waiting for the batcher.
+struct UpdateRequest {
+    record_key: String,
+    dirty_key: String,
+    id: String,
+    fields: Vec<Field>,
+    now_ms: u64,
+    ttl_ms: u64,
+    reply: oneshot::Sender<Result<BufferUpdate, KvError>>,
 }
 
 fn unavailable(error: RedisError) -> KvError {
     KvError::Unavailable(error.to_string())
+}
+
+fn no_answer() -> KvError {
+    KvError::Unavailable(format!("no answer from Redis within {} s", OPERATION_TIMEOUT.as_secs()))
+}
+
+/// A dirty-set score or claim value: whole milliseconds, as written by `buffer_update`.
+fn parse_score(score: &str) -> Result<u64, KvError> {
+    score
+        .parse()
+        .map_err(|_| KvError::Unavailable(format!("unexpected dirty-since value {score:?} in Redis")))
 }
 
 impl RedisBackend {
@@ -86,11 +230,23 @@ impl RedisBackend {
             ))
         })?
         .map_err(unavailable)?;
+        let (updates, queued) = mpsc::channel(UPDATE_QUEUE_CAPACITY);
+        tokio::spawn(
+            run_update_batcher(connection.clone(), Script::new(UPDATE_LUA), queued)
+                .instrument(tracing::info_span!("kv_update_batcher", prefix = %key_prefix)),
+        );
         Ok(RedisBackend {
             client,
             connection,
             prefix: key_prefix.to_owned(),
             delete_all_sessions: Script::new(DELETE_ALL_SESSIONS_LUA),
+            seed: Script::new(SEED_LUA),
+            claim: Script::new(CLAIM_LUA),
+            recover: Script::new(RECOVER_LUA),
+            stats: Script::new(STATS_LUA),
+            lease_acquire: Script::new(LEASE_ACQUIRE_LUA),
+            lease_release: Script::new(LEASE_RELEASE_LUA),
+            updates,
         })
     }
 
@@ -108,6 +264,22 @@ impl RedisBackend {
 
     fn counter_key(&self, key: &str) -> String {
         format!("{}counter:{key}", self.prefix)
+    }
+
+    fn record_key(&self, ns: &str, id: &str) -> String {
+        format!("{}{ns}:rec:{id}", self.prefix)
+    }
+
+    fn dirty_key(&self, ns: &str) -> String {
+        format!("{}{ns}:dirty", self.prefix)
+    }
+
+    fn claim_key(&self, ns: &str) -> String {
+        format!("{}{ns}:claim", self.prefix)
+    }
+
+    fn lease_key(&self, name: &str) -> String {
+        format!("{}lease:{name}", self.prefix)
     }
 
     fn channel_name(&self, channel: &str) -> String {
@@ -133,10 +305,7 @@ impl RedisBackend {
         };
         match tokio::time::timeout(OPERATION_TIMEOUT, attempts).await {
             Ok(result) => result.map_err(unavailable),
-            Err(_) => Err(KvError::Unavailable(format!(
-                "no answer from Redis within {} s",
-                OPERATION_TIMEOUT.as_secs()
-            ))),
+            Err(_) => Err(no_answer()),
         }
     }
 
@@ -263,6 +432,122 @@ impl RedisBackend {
         self.run(|mut connection| async move { command.query_async(&mut connection).await }).await
     }
 
+    /// Queues the update for the batcher and waits for its answer, for at most the operation timeout
+    /// in all (queueing included), so a caller never hangs behind a backlog.
+    pub(crate) async fn buffer_update(
+        &self,
+        ns: &str,
+        id: &str,
+        fields: Vec<Field>,
+        now_ms: u64,
+        ttl: Duration,
+    ) -> Result<BufferUpdate, KvError> {
+        let (reply, answer) = oneshot::channel();
+        let request = UpdateRequest {
+            record_key: self.record_key(ns, id),
+            dirty_key: self.dirty_key(ns),
+            id: id.to_owned(),
+            fields,
+            now_ms,
+            ttl_ms: millis(ttl),
+            reply,
+        };
+        let round_trip = async {
+            self.updates
+                .send(request)
+                .await
+                .map_err(|_| KvError::Unavailable("the buffered-update batcher has stopped".to_owned()))?;
+            answer.await.map_err(|_| {
+                KvError::Unavailable("the buffered-update batcher dropped the update".to_owned())
+            })?
+        };
+        match tokio::time::timeout(OPERATION_TIMEOUT, round_trip).await {
+            Ok(result) => result,
+            Err(_) => Err(no_answer()),
+        }
+    }
+
+    pub(crate) async fn buffer_seed(
+        &self,
+        ns: &str,
+        id: &str,
+        fields: &[Field],
+        ttl: Duration,
+    ) -> Result<bool, KvError> {
+        let mut invocation = self.seed.prepare_invoke();
+        invocation.key(self.record_key(ns, id)).arg(millis(ttl));
+        for (name, value) in fields {
+            invocation.arg(name).arg(value);
+        }
+        let invocation = &invocation;
+        self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await
+    }
+
+    pub(crate) async fn buffer_get(&self, ns: &str, id: &str) -> Result<Option<Vec<Field>>, KvError> {
+        let mut command = redis::cmd("HGETALL");
+        command.arg(self.record_key(ns, id));
+        let command = &command;
+        let fields: Vec<Field> =
+            self.run(|mut connection| async move { command.query_async(&mut connection).await }).await?;
+        // Redis has no empty hashes: no fields means no record.
+        Ok(if fields.is_empty() { None } else { Some(fields) })
+    }
+
+    pub(crate) async fn buffer_claim(&self, ns: &str, max: usize) -> Result<Vec<ClaimedRecord>, KvError> {
+        let mut invocation = self.claim.prepare_invoke();
+        invocation.key(self.dirty_key(ns)).key(self.claim_key(ns)).arg(max).arg(self.record_key(ns, ""));
+        let invocation = &invocation;
+        let claimed: Vec<(String, String, Vec<Field>)> =
+            self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await?;
+        claimed
+            .into_iter()
+            .map(|(id, since, fields)| Ok(ClaimedRecord { id, fields, dirty_since_ms: parse_score(&since)? }))
+            .collect()
+    }
+
+    pub(crate) async fn buffer_release(&self, ns: &str, ids: &[String]) -> Result<(), KvError> {
+        let mut command = redis::cmd("HDEL");
+        command.arg(self.claim_key(ns)).arg(ids);
+        let command = &command;
+        self.run(|mut connection| async move { command.query_async::<()>(&mut connection).await }).await
+    }
+
+    pub(crate) async fn buffer_recover(&self, ns: &str) -> Result<u64, KvError> {
+        let mut invocation = self.recover.prepare_invoke();
+        invocation.key(self.claim_key(ns)).key(self.dirty_key(ns));
+        let invocation = &invocation;
+        self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await
+    }
+
+    pub(crate) async fn buffer_stats(&self, ns: &str) -> Result<BufferStats, KvError> {
+        let mut invocation = self.stats.prepare_invoke();
+        invocation.key(self.dirty_key(ns)).key(self.claim_key(ns));
+        let invocation = &invocation;
+        let (n_dirty, n_claimed, oldest): (u64, u64, Option<String>) =
+            self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await?;
+        let oldest_dirty_ms = oldest.as_deref().map(parse_score).transpose()?;
+        Ok(BufferStats { n_dirty, n_claimed, oldest_dirty_ms })
+    }
+
+    pub(crate) async fn lease_acquire(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, KvError> {
+        let mut invocation = self.lease_acquire.prepare_invoke();
+        invocation.key(self.lease_key(name)).arg(holder).arg(millis(ttl));
+        let invocation = &invocation;
+        self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await
+    }
+
+    pub(crate) async fn lease_release(&self, name: &str, holder: &str) -> Result<(), KvError> {
+        let mut invocation = self.lease_release.prepare_invoke();
+        invocation.key(self.lease_key(name)).arg(holder);
+        let invocation = &invocation;
+        self.run(|mut connection| async move { invocation.invoke_async::<()>(&mut connection).await }).await
+    }
+
     /// Makes the first subscription here (so the caller knows it is confirmed), then hands the
     /// connection to a spawned task that forwards and reconnects.
     pub(crate) async fn subscribe(
@@ -379,5 +664,133 @@ async fn reconnect(
             },
         }
         delay = (delay * 2).min(SUBSCRIBE_BACKOFF_MAX);
+    }
+}
+
+/// Gathers queued buffered updates into one pipeline per batch until every sender is gone (the last
+/// `Kv` clone was dropped). One batch is in flight at a time; updates queued meanwhile form the next.
+async fn run_update_batcher(
+    mut connection: ConnectionManager,
+    script: Script,
+    mut queued: mpsc::Receiver<UpdateRequest>,
+) {
+    let mut batch = Vec::with_capacity(UPDATE_BATCH_MAX);
+    while queued.recv_many(&mut batch, UPDATE_BATCH_MAX).await > 0 {
+        // A caller that gave up (timed out) gets no answer, so its update is not made either.
+        batch.retain(|request| !request.reply.is_closed());
+        if !batch.is_empty() {
+            run_update_batch(&mut connection, &script, &mut batch).await;
+        }
+        batch.clear();
+    }
+}
+
+/// Sends one batch and answers every caller in it.
+async fn run_update_batch(
+    connection: &mut ConnectionManager,
+    script: &Script,
+    batch: &mut Vec<UpdateRequest>,
+) {
+    match tokio::time::timeout(OPERATION_TIMEOUT, apply_updates(connection, script, batch)).await {
+        Ok(Ok(replies)) if replies.len() == batch.len() => {
+            for (request, reply) in batch.drain(..).zip(replies) {
+                // A caller that stopped waiting is no reason to fail the others.
+                let _ = request.reply.send(parse_update_reply(reply));
+            }
+        }
+        Ok(Ok(replies)) => {
+            let error = format!("{} replies to a pipeline of {} updates", replies.len(), batch.len());
+            answer_all(batch, &KvError::Unavailable(error));
+        }
+        Ok(Err(error)) => answer_all(batch, &unavailable(error)),
+        Err(_) => answer_all(batch, &no_answer()),
+    }
+}
+
+/// Runs the batch's updates and returns one reply per update.
+///
+/// Redis forgets its scripts when it restarts: an `EVALSHA` it does not know fails with `NOSCRIPT`
+/// and does nothing, so exactly those updates are retried once after `SCRIPT LOAD`. Not the whole
+/// batch: another client may load the script while the pipeline runs, and then the updates after
+/// that point have already been applied.
+async fn apply_updates(
+    connection: &mut ConnectionManager,
+    script: &Script,
+    batch: &[UpdateRequest],
+) -> RedisResult<Vec<Value>> {
+    let mut replies = query_updates(connection, script, batch).await?;
+    let unknown_script: Vec<usize> =
+        replies.iter().enumerate().filter(|(_, reply)| is_noscript(reply)).map(|(index, _)| index).collect();
+    if unknown_script.is_empty() {
+        return Ok(replies);
+    }
+    tracing::info!(
+        n_updates = unknown_script.len(),
+        "Redis does not know the buffered-update script (restarted?); loading it and retrying"
+    );
+    script.load_async(connection).await?;
+    let retried =
+        query_updates(connection, script, unknown_script.iter().map(|&index| &batch[index])).await?;
+    for (index, reply) in unknown_script.into_iter().zip(retried) {
+        replies[index] = reply;
+    }
+    Ok(replies)
+}
+
+/// Sends one pipeline of `EVALSHA` calls, keeping each command's error in its reply. Retried once if
+/// the connection was refused (nothing was sent), like [`RedisBackend::run`].
+async fn query_updates<'a>(
+    connection: &mut ConnectionManager,
+    script: &Script,
+    requests: impl IntoIterator<Item = &'a UpdateRequest>,
+) -> RedisResult<Vec<Value>> {
+    let mut pipeline = redis::pipe();
+    pipeline.ignore_errors();
+    for request in requests {
+        pipeline
+            .cmd("EVALSHA")
+            .arg(script.get_hash())
+            .arg(2)
+            .arg(&request.record_key)
+            .arg(&request.dirty_key)
+            .arg(request.now_ms)
+            .arg(request.ttl_ms)
+            .arg(&request.id);
+        for (name, value) in &request.fields {
+            pipeline.arg(name).arg(value);
+        }
+    }
+    match pipeline.query_async(connection).await {
+        Err(error) if error.is_connection_refusal() => pipeline.query_async(connection).await,
+        result => result,
+    }
+}
+
+fn is_noscript(reply: &Value) -> bool {
+    matches!(reply, Value::ServerError(error) if error.kind() == Some(ServerErrorKind::NoScript))
+}
+
+/// Reads the update script's reply: nil (absent record) or {version, n_dirty}.
+fn parse_update_reply(reply: Value) -> Result<BufferUpdate, KvError> {
+    match reply {
+        Value::Nil | Value::Boolean(false) => Ok(BufferUpdate::NotLoaded),
+        Value::ServerError(error) => Err(unavailable(error.into())),
+        reply => match redis::from_redis_value::<(u64, u64)>(reply) {
+            Ok((version, n_dirty)) => Ok(BufferUpdate::Applied { version, n_dirty }),
+            Err(error) => {
+                Err(KvError::Unavailable(format!("unexpected reply to a buffered update: {error}")))
+            }
+        },
+    }
+}
+
+/// Fails every update of the batch with `error`.
+fn answer_all(batch: &mut Vec<UpdateRequest>, error: &KvError) {
+    let message = match error {
+        KvError::Unavailable(message) => message.clone(),
+        other => other.to_string(),
+    };
+    for request in batch.drain(..) {
+        let _ = request.reply.send(Err(KvError::Unavailable(message.clone())));
     }
 }

@@ -1,10 +1,373 @@
-//! Player state: position, rotation, health and small attributes, written at high frequency.
+//! Player state: position, rotation, health and a small attributes blob, written at high
+//! frequency.
 //!
-//! Will own: `player.db`, the write buffer in Redis (through the `kv` crate) that absorbs
-//! frequent small updates, and the flusher that writes them to SQLite in batched transactions so
-//! reads see their own writes at once while SQLite sees one row write per player per flush.
+//! Owns: `player.db` (one row per player in `player_state`), the rules for valid values, and the
+//! two write paths. *Buffered* (the default): an update is one round trip to the key-value store
+//! (through `kv`'s buffered records), acknowledged once the store has it, and a background
+//! [`flusher`] writes the newest state of every changed player to SQLite in batched transactions
+//! — many updates of one player between two flushes become one row write. *Direct*: every update
+//! is its own SQLite transaction, for comparison and for deployments without Redis.
 //!
-//! Never: touches another domain's shard, or writes to SQLite once per update in its buffered
-//! mode.
+//! Reads see their own writes: the buffer first, SQLite when the player is not buffered.
 //!
-//! Empty until the player-state issue lands; the crate exists so the workspace has its final shape.
+//! Never: touches another domain's shard, knows about sockets, or lets anything but the
+//! player's own id reach [`Players::update`] (the gateway passes the authenticated account).
+
+mod error;
+pub mod flusher;
+mod record;
+mod store;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use clock::SharedClock;
+use kv::{BufferUpdate, Kv};
+use shard::{Shard, ShardConfig};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+pub use error::PlayerError;
+
+/// Largest absolute value of a position coordinate.
+pub const COORDINATE_MAX_ABS: f32 = 1.0e6;
+/// Largest absolute value of a rotation, in degrees.
+pub const ROTATION_MAX_ABS_DEGREES: f32 = 360.0;
+/// Largest health value.
+pub const HEALTH_MAX: u32 = 1_000_000;
+/// Largest attributes blob, in bytes.
+pub const ATTRIBUTES_MAX_BYTES: usize = 256;
+
+/// Default time between two flushes.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Default number of players written per SQLite transaction; a buffer holding more dirty players
+/// than this wakes the flusher before its interval ends.
+pub const DEFAULT_FLUSH_BATCH: usize = 2_000;
+/// Default lifetime of a buffered player's record after its last update; far longer than any
+/// flush interval, so only records long flushed expire.
+pub const DEFAULT_RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Default lease of the one flusher across gateway processes; renewed every flush interval.
+pub const DEFAULT_FLUSH_LEASE: Duration = Duration::from_secs(5);
+
+/// The buffer namespace of player records in the key-value store.
+const NAMESPACE: &str = "player";
+
+/// How updates reach SQLite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteMode {
+    /// Through the key-value store and the flusher.
+    #[default]
+    Buffered,
+    /// One SQLite transaction per update.
+    Direct,
+}
+
+/// Configuration of the player domain.
+#[derive(Debug, Clone)]
+pub struct PlayerConfig {
+    /// Write path; default [`WriteMode::Buffered`].
+    pub mode: WriteMode,
+    /// Time between flushes; default [`DEFAULT_FLUSH_INTERVAL`].
+    pub flush_interval: Duration,
+    /// Players per flush transaction; default [`DEFAULT_FLUSH_BATCH`].
+    pub flush_batch: usize,
+    /// Lifetime of a buffered record after its last update; default [`DEFAULT_RECORD_TTL`].
+    pub record_ttl: Duration,
+    /// The flusher lease; default [`DEFAULT_FLUSH_LEASE`]; must exceed `flush_interval`.
+    pub flush_lease: Duration,
+    /// How `player.db` is opened.
+    pub shard: ShardConfig,
+}
+
+impl Default for PlayerConfig {
+    fn default() -> Self {
+        Self {
+            mode: WriteMode::default(),
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+            flush_batch: DEFAULT_FLUSH_BATCH,
+            record_ttl: DEFAULT_RECORD_TTL,
+            flush_lease: DEFAULT_FLUSH_LEASE,
+            shard: ShardConfig::default(),
+        }
+    }
+}
+
+/// A point in the game world.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Position {
+    /// East-west.
+    pub x: f32,
+    /// Up-down.
+    pub y: f32,
+    /// North-south.
+    pub z: f32,
+}
+
+/// A change to a player's state; each field present replaces the stored one.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StateUpdate {
+    /// New position.
+    pub position: Option<Position>,
+    /// New heading in degrees.
+    pub rotation: Option<f32>,
+    /// New health.
+    pub health: Option<u32>,
+    /// New attributes.
+    pub attributes: Option<Vec<u8>>,
+}
+
+/// A player's stored state.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PlayerState {
+    /// Whose state.
+    pub player_id: Uuid,
+    /// Where the player is.
+    pub position: Position,
+    /// Heading in degrees.
+    pub rotation: f32,
+    /// Health.
+    pub health: u32,
+    /// Game-defined attributes.
+    pub attributes: Vec<u8>,
+    /// Grows with every accepted update; 0 before the first.
+    pub version: u64,
+    /// When the last update was accepted (milliseconds since the Unix epoch).
+    pub updated_at_ms: u64,
+}
+
+/// Counters of the write path, for metrics.
+#[derive(Debug, Default)]
+pub struct PlayerStats {
+    /// Updates acknowledged.
+    pub updates_accepted: AtomicU64,
+    /// Flush transactions committed.
+    pub flushes: AtomicU64,
+    /// Rows written by the flusher.
+    pub rows_flushed: AtomicU64,
+    /// Players in the last flush transaction.
+    pub last_flush_rows: AtomicU64,
+    /// Duration of the last flush transaction, in microseconds.
+    pub last_flush_micros: AtomicU64,
+    /// Records seeded into the buffer from SQLite (first update after a cold start).
+    pub seeds: AtomicU64,
+}
+
+/// The player domain: cheap to clone.
+#[derive(Clone)]
+pub struct Players {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shard: Shard,
+    kv: Kv,
+    clock: SharedClock,
+    config: PlayerConfig,
+    stats: PlayerStats,
+    /// Wakes the flusher early when the buffer grows past a batch.
+    flush_wanted: Notify,
+}
+
+impl std::fmt::Debug for Players {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Players").field("mode", &self.inner.config.mode).finish_non_exhaustive()
+    }
+}
+
+impl Players {
+    /// Opens `player.db` at `path`, running its migrations.
+    ///
+    /// # Errors
+    /// The shard cannot be opened or migrated, or the configuration is inconsistent.
+    pub async fn open(
+        path: impl Into<std::path::PathBuf>,
+        kv: Kv,
+        clock: SharedClock,
+        config: PlayerConfig,
+    ) -> Result<Players, PlayerError> {
+        if config.flush_lease <= config.flush_interval || config.flush_batch == 0 {
+            return Err(PlayerError::Config(
+                "flush_lease must exceed flush_interval and flush_batch be positive".into(),
+            ));
+        }
+        let shard = Shard::open(path, &config.shard, store::MIGRATIONS).await?;
+        let inner =
+            Inner { shard, kv, clock, config, stats: PlayerStats::default(), flush_wanted: Notify::new() };
+        Ok(Players { inner: Arc::new(inner) })
+    }
+
+    /// The shard this domain owns.
+    pub fn shard(&self) -> &Shard {
+        &self.inner.shard
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &PlayerConfig {
+        &self.inner.config
+    }
+
+    /// Counters of the write path.
+    pub fn stats(&self) -> &PlayerStats {
+        &self.inner.stats
+    }
+
+    /// Sizes of the buffer (dirty and claimed players, oldest unflushed update).
+    ///
+    /// # Errors
+    /// [`PlayerError::Store`] when the key-value store is down.
+    pub async fn buffer_stats(&self) -> Result<kv::BufferStats, PlayerError> {
+        Ok(self.inner.kv.buffer_stats(NAMESPACE).await?)
+    }
+
+    /// Applies `update` to `player_id`'s state and returns the new version.
+    ///
+    /// # Errors
+    /// [`PlayerError::InvalidValue`] for values outside the rules (nothing changes);
+    /// [`PlayerError::Store`] when the key-value store is down (nothing is acknowledged).
+    pub async fn update(&self, player_id: Uuid, update: StateUpdate) -> Result<u64, PlayerError> {
+        validate(&update)?;
+        let now_ms = self.inner.clock.now_ms();
+        let version = match self.inner.config.mode {
+            WriteMode::Direct => store::update_direct(&self.inner.shard, player_id, update, now_ms).await?,
+            WriteMode::Buffered => self.update_buffered(player_id, &update, now_ms).await?,
+        };
+        self.inner.stats.updates_accepted.fetch_add(1, Ordering::Relaxed);
+        Ok(version)
+    }
+
+    async fn update_buffered(
+        &self,
+        player_id: Uuid,
+        update: &StateUpdate,
+        now_ms: u64,
+    ) -> Result<u64, PlayerError> {
+        let kv = &self.inner.kv;
+        let id = player_id.to_string();
+        let fields = record::update_fields(update);
+        // At most two tries: the second follows seeding the record from SQLite.
+        for _ in 0..2 {
+            match kv
+                .buffer_update(NAMESPACE, &id, fields.clone(), now_ms, self.inner.config.record_ttl)
+                .await?
+            {
+                BufferUpdate::Applied { version, n_dirty } => {
+                    if n_dirty >= self.inner.config.flush_batch as u64 {
+                        self.inner.flush_wanted.notify_one();
+                    }
+                    return Ok(version);
+                }
+                BufferUpdate::NotLoaded => self.seed(player_id).await?,
+            }
+        }
+        Err(PlayerError::Internal("the buffered record vanished right after seeding".into()))
+    }
+
+    /// Loads a player's state from SQLite into the buffer, so buffered versions continue from the
+    /// stored one.
+    async fn seed(&self, player_id: Uuid) -> Result<(), PlayerError> {
+        let stored = store::load(&self.inner.shard, player_id).await?;
+        let state = stored.unwrap_or(PlayerState { player_id, ..PlayerState::default() });
+        let created = self
+            .inner
+            .kv
+            .buffer_seed(
+                NAMESPACE,
+                &player_id.to_string(),
+                record::all_fields(&state),
+                self.inner.config.record_ttl,
+            )
+            .await?;
+        if created {
+            self.inner.stats.seeds.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// `player_id`'s newest acknowledged state, or `None` if nothing was ever stored.
+    ///
+    /// # Errors
+    /// [`PlayerError::Store`] when the key-value store is down (buffered mode).
+    pub async fn get(&self, player_id: Uuid) -> Result<Option<PlayerState>, PlayerError> {
+        if self.inner.config.mode == WriteMode::Buffered
+            && let Some(fields) = self.inner.kv.buffer_get(NAMESPACE, &player_id.to_string()).await?
+        {
+            let state = record::parse(player_id, &fields)?;
+            // A record seeded for a player who never stored anything is not a state.
+            return Ok((state.version > 0).then_some(state));
+        }
+        store::load(&self.inner.shard, player_id).await
+    }
+
+    /// Writes every buffered change to SQLite now, whoever holds the flusher lease, and reports
+    /// what it wrote. For shutdown and ops; safe beside a running flusher (older versions never
+    /// overwrite newer ones).
+    ///
+    /// # Errors
+    /// The store or the shard failed; what was claimed stays claimed and is recovered later.
+    pub async fn flush_now(&self) -> Result<flusher::FlushReport, PlayerError> {
+        flusher::flush_all(self).await
+    }
+}
+
+fn validate(update: &StateUpdate) -> Result<(), PlayerError> {
+    let invalid = |message: String| Err(PlayerError::InvalidValue(message));
+    if let Some(position) = update.position {
+        for (axis, value) in [("x", position.x), ("y", position.y), ("z", position.z)] {
+            if !value.is_finite() || value.abs() > COORDINATE_MAX_ABS {
+                return invalid(format!("position.{axis} must be finite and within ±{COORDINATE_MAX_ABS}"));
+            }
+        }
+    }
+    if let Some(rotation) = update.rotation
+        && (!rotation.is_finite() || rotation.abs() > ROTATION_MAX_ABS_DEGREES)
+    {
+        return invalid(format!("rotation must be finite and within ±{ROTATION_MAX_ABS_DEGREES} degrees"));
+    }
+    if let Some(health) = update.health
+        && health > HEALTH_MAX
+    {
+        return invalid(format!("health must be at most {HEALTH_MAX}"));
+    }
+    if let Some(attributes) = &update.attributes
+        && attributes.len() > ATTRIBUTES_MAX_BYTES
+    {
+        return invalid(format!("attributes must be at most {ATTRIBUTES_MAX_BYTES} bytes"));
+    }
+    if update == &StateUpdate::default() {
+        return invalid("an update changes at least one field".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_outside_the_rules_are_refused() {
+        let check = |update: StateUpdate, ok: bool| assert_eq!(validate(&update).is_ok(), ok, "{update:?}");
+        let at =
+            |x: f32| StateUpdate { position: Some(Position { x, y: 0.0, z: 0.0 }), ..StateUpdate::default() };
+        check(at(1.0), true);
+        check(at(-COORDINATE_MAX_ABS), true);
+        check(at(f32::NAN), false);
+        check(at(f32::INFINITY), false);
+        check(at(f32::NEG_INFINITY), false);
+        check(at(COORDINATE_MAX_ABS * 2.0), false);
+        check(StateUpdate { rotation: Some(f32::NAN), ..StateUpdate::default() }, false);
+        check(StateUpdate { rotation: Some(361.0), ..StateUpdate::default() }, false);
+        check(StateUpdate { rotation: Some(-180.0), ..StateUpdate::default() }, true);
+        check(StateUpdate { health: Some(HEALTH_MAX), ..StateUpdate::default() }, true);
+        check(StateUpdate { health: Some(HEALTH_MAX + 1), ..StateUpdate::default() }, false);
+        check(
+            StateUpdate { attributes: Some(vec![0; ATTRIBUTES_MAX_BYTES]), ..StateUpdate::default() },
+            true,
+        );
+        check(
+            StateUpdate { attributes: Some(vec![0; ATTRIBUTES_MAX_BYTES + 1]), ..StateUpdate::default() },
+            false,
+        );
+        check(StateUpdate::default(), false);
+    }
+}

@@ -192,3 +192,12 @@ async fn without_redis_the_embedded_store_serves_one_process_only() {
     let second = gateway::run(listener, admin, config, world.clock.clone(), Default::default()).await;
     assert!(matches!(second, Err(gateway::GatewayError::Kv(kv::KvError::EmbeddedInUse(_)))), "{second:?}");
 }
+
+#[tokio::test]
+async fn a_client_that_closes_gets_a_normal_close_in_return() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let (player, _) = gateway.player(&username("polite")).await;
+    player.close().await;
+    assert_eq!(closed(&player).await.code, Some(close::NORMAL));
+}

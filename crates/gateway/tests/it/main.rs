@@ -7,5 +7,6 @@ mod support;
 mod auth_flows;
 mod bad_input;
 mod connections;
+mod player_state;
 mod processes;
 mod sessions;

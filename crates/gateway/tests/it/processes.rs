@@ -23,8 +23,13 @@ fn free_port() -> u16 {
 
 impl GatewayProcess {
     async fn start(world: &World) -> GatewayProcess {
+        Self::start_with(world, &[]).await
+    }
+
+    async fn start_with(world: &World, extra_args: &[&str]) -> GatewayProcess {
         let (port, admin_port) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(extra_args)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .args(["--data-dir", world.data_dir.path().to_str().unwrap()])
@@ -66,6 +71,12 @@ impl GatewayProcess {
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+    }
+
+    /// Kills the process with SIGKILL: no shutdown, no final flush.
+    fn kill_hard(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -122,4 +133,86 @@ async fn sigterm_closes_connections_with_going_away_and_exits_zero() {
     let status = process.terminate().await;
     assert!(status.success(), "exit status {status:?}");
     assert_eq!(closed(&player).await.code, Some(close::GOING_AWAY));
+}
+
+#[tokio::test]
+async fn every_acknowledged_update_reaches_sqlite_after_a_kill_9_and_restart() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let world = World::new();
+    // Flush rarely, so the kill finds updates that are acknowledged but only in Redis; a short
+    // lease lets the restarted process take over from the dead one quickly.
+    let config = world.data_dir.path().join("crash.toml");
+    std::fs::write(
+        &config,
+        "flush_interval = 2.0\nflush_lease = 2.5\nrequests_per_sec = 100000\nrequest_burst = 100000\n",
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap().to_owned();
+    let first = GatewayProcess::start_with(&world, &["--config", &config_arg]).await;
+
+    let running = Arc::new(AtomicBool::new(true));
+    let mut writers = Vec::new();
+    for n in 0..20 {
+        let (client, session) = first.player(&username(&format!("crash{n}-"))).await;
+        let running = running.clone();
+        writers.push(tokio::spawn(async move {
+            let mut last_acked = None;
+            let mut x = 0.0_f32;
+            while running.load(Ordering::Relaxed) {
+                x += 1.0;
+                let update = proto::StateUpdate {
+                    position: Some(proto::Position { x, y: 0.0, z: 0.0 }),
+                    ..proto::StateUpdate::default()
+                };
+                match client.request(proto::Request::UpdateState(update)).await {
+                    Ok(proto::Reply::StateAccepted { version }) => last_acked = Some((version, x)),
+                    _ => break,
+                }
+            }
+            (session.account_id, last_acked)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    first.kill_hard();
+    running.store(false, Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        acknowledged.push(writer.await.unwrap());
+    }
+    assert!(acknowledged.iter().all(|(_, last)| last.is_some()), "every writer got updates acknowledged");
+
+    let _second = GatewayProcess::start_with(&world, &["--config", &config_arg]).await;
+    let db = world.data_dir.path().join("player.db");
+    let stored = |account_id: proto::AccountId| -> Option<(u64, f32)> {
+        let conn = shard::rusqlite::Connection::open(&db).ok()?;
+        conn.query_row(
+            "SELECT version, x FROM player_state WHERE player_id = ?1",
+            [account_id.0.as_bytes().as_slice()],
+            |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, f64>(1)? as f32)),
+        )
+        .ok()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for (account_id, last) in acknowledged {
+        let (version, x) = last.unwrap();
+        loop {
+            match stored(account_id) {
+                // Not older than the last acknowledgement; the same version has the same value.
+                Some((stored_version, stored_x))
+                    if stored_version > version || (stored_version, stored_x) == (version, x) =>
+                {
+                    break;
+                }
+                _ => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "acknowledged version {version} of {account_id} reaches SQLite"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
 }

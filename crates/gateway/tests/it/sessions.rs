@@ -20,6 +20,7 @@ async fn refresh_rotates_the_token_and_the_old_one_stops_working_everywhere() {
     let new = client.refresh().await.unwrap();
     assert_ne!(new.token, old.token);
     assert_eq!(new.account_id, old.account_id);
+    assert_eq!(new.expires_at_ms, old.expires_at_ms, "rotation never extends a session's absolute lifetime");
     client.whoami().await.unwrap();
 
     assert_eq!(closed(&elsewhere).await.code, Some(close::SESSION_REVOKED));

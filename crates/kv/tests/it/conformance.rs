@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kv::Kv;
+use kv::{BufferStats, BufferUpdate, ClaimedRecord, Field, Kv};
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +46,286 @@ conformance! {
     two_subscribers_both_receive => check_two_subscribers_both_receive,
     dropped_subscription_stops_counting => check_dropped_subscription_unsubscribes,
     ping_answers => check_ping,
+    update_of_an_absent_record_is_not_loaded_and_changes_nothing => check_update_absent_is_not_loaded,
+    updates_continue_the_seeded_version_and_merge_fields => check_updates_continue_version_and_merge,
+    dirty_set_counts_ids_and_keeps_the_first_dirty_time => check_dirty_keeps_first_time,
+    seed_refuses_to_overwrite => check_seed_refuses_to_overwrite,
+    update_of_a_non_integer_version_fails_and_changes_nothing => check_update_bad_version_fails,
+    claim_takes_the_oldest_first_up_to_max_with_current_fields => check_claim_oldest_first,
+    update_after_claim_redirties_while_still_claimed => check_update_after_claim_redirties,
+    release_removes_from_the_claim_only => check_release_removes_from_claim_only,
+    recover_moves_the_claim_back_keeping_the_older_score => check_recover_keeps_older_score,
+    expired_record_is_gone_and_skipped_by_claim => check_expired_record_skipped,
+    namespaces_are_separate => check_namespaces_are_separate,
+    lease_goes_to_one_holder_renews_and_is_released => check_lease_holder_renew_release,
+    lease_expires_after_its_ttl => check_lease_expires,
+}
+
+fn fields(pairs: &[(&str, &str)]) -> Vec<Field> {
+    pairs.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect()
+}
+
+/// The record's fields sorted by name, so they compare regardless of the backend's order.
+async fn get_sorted(kv: &Kv, ns: &str, id: &str) -> Option<Vec<Field>> {
+    let mut record = kv.buffer_get(ns, id).await.unwrap()?;
+    record.sort();
+    Some(record)
+}
+
+fn sorted(mut record: ClaimedRecord) -> ClaimedRecord {
+    record.fields.sort();
+    record
+}
+
+async fn update(kv: &Kv, id: &str, pairs: &[(&str, &str)], now_ms: u64) -> BufferUpdate {
+    kv.buffer_update("player", id, fields(pairs), now_ms, LONG).await.unwrap()
+}
+
+async fn seed(kv: &Kv, id: &str, pairs: &[(&str, &str)]) -> bool {
+    kv.buffer_seed("player", id, fields(pairs), LONG).await.unwrap()
+}
+
+fn applied(version: u64, n_dirty: u64) -> BufferUpdate {
+    BufferUpdate::Applied { version, n_dirty }
+}
+
+fn stats(n_dirty: u64, n_claimed: u64, oldest_dirty_ms: Option<u64>) -> BufferStats {
+    BufferStats { n_dirty, n_claimed, oldest_dirty_ms }
+}
+
+async fn claimed_ids(kv: &Kv, max: usize) -> Vec<(String, u64)> {
+    let claimed = kv.buffer_claim("player", max).await.unwrap();
+    claimed.into_iter().map(|record| (record.id, record.dirty_since_ms)).collect()
+}
+
+fn ids(pairs: &[(&str, u64)]) -> Vec<(String, u64)> {
+    pairs.iter().map(|(id, since)| ((*id).to_owned(), *since)).collect()
+}
+
+async fn check_update_absent_is_not_loaded(kv: &Kv) {
+    assert_eq!(update(kv, "p1", &[("x", "1")], 1_000).await, BufferUpdate::NotLoaded);
+    assert_eq!(kv.buffer_get("player", "p1").await.unwrap(), None);
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), BufferStats::default());
+    assert_eq!(kv.buffer_claim("player", 10).await.unwrap(), []);
+    // An empty seed creates nothing, so the record stays absent.
+    assert!(!kv.buffer_seed("player", "p1", Vec::new(), LONG).await.unwrap());
+    assert_eq!(update(kv, "p1", &[], 1_000).await, BufferUpdate::NotLoaded);
+}
+
+async fn check_updates_continue_version_and_merge(kv: &Kv) {
+    assert!(seed(kv, "p1", &[("v", "41"), ("t", "5"), ("x", "1"), ("y", "2")]).await);
+    // Seeding does not dirty the record.
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), BufferStats::default());
+
+    assert_eq!(update(kv, "p1", &[("x", "10")], 1_000).await, applied(42, 1));
+    assert_eq!(
+        get_sorted(kv, "player", "p1").await,
+        Some(fields(&[("t", "1000"), ("v", "42"), ("x", "10"), ("y", "2")]))
+    );
+    assert_eq!(update(kv, "p1", &[("y", "20"), ("z", "30")], 2_000).await, applied(43, 1));
+    assert_eq!(update(kv, "p1", &[], 3_000).await, applied(44, 1));
+    assert_eq!(
+        get_sorted(kv, "player", "p1").await,
+        Some(fields(&[("t", "3000"), ("v", "44"), ("x", "10"), ("y", "20"), ("z", "30")]))
+    );
+
+    // A record seeded without "v" starts counting from 0.
+    assert!(seed(kv, "p2", &[("x", "1")]).await);
+    assert_eq!(update(kv, "p2", &[], 4_000).await, applied(1, 2));
+}
+
+async fn check_dirty_keeps_first_time(kv: &Kv) {
+    for id in ["a", "b", "c"] {
+        assert!(seed(kv, id, &[("v", "0")]).await);
+    }
+    assert_eq!(update(kv, "a", &[("x", "1")], 1_000).await, applied(1, 1));
+    assert_eq!(update(kv, "a", &[("x", "2")], 2_000).await, applied(2, 1));
+    assert_eq!(update(kv, "b", &[("x", "1")], 1_500).await, applied(1, 2));
+    assert_eq!(update(kv, "a", &[("x", "3")], 3_000).await, applied(3, 2));
+    assert_eq!(update(kv, "c", &[("x", "1")], 500).await, applied(1, 3));
+    assert_eq!(update(kv, "b", &[("x", "2")], 3_500).await, applied(2, 3));
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(3, 0, Some(500)));
+    // Each id is still dirty since its first update.
+    assert_eq!(claimed_ids(kv, 10).await, ids(&[("c", 500), ("a", 1_000), ("b", 1_500)]));
+}
+
+async fn check_seed_refuses_to_overwrite(kv: &Kv) {
+    assert!(seed(kv, "p1", &[("v", "7"), ("x", "1")]).await);
+    assert!(!seed(kv, "p1", &[("v", "100"), ("x", "2"), ("w", "3")]).await);
+    assert_eq!(get_sorted(kv, "player", "p1").await, Some(fields(&[("v", "7"), ("x", "1")])));
+    assert_eq!(update(kv, "p1", &[], 1_000).await, applied(8, 1));
+    // Not even once updated and dirty.
+    assert!(!seed(kv, "p1", &[("v", "100")]).await);
+    assert_eq!(update(kv, "p1", &[], 2_000).await, applied(9, 1));
+}
+
+async fn check_update_bad_version_fails(kv: &Kv) {
+    assert!(seed(kv, "bad", &[("v", "forty-one"), ("x", "1")]).await);
+    let result = kv.buffer_update("player", "bad", fields(&[("x", "2")]), 1_000, LONG).await;
+    assert!(matches!(result, Err(kv::KvError::Unavailable(_))), "got {result:?}");
+    assert_eq!(get_sorted(kv, "player", "bad").await, Some(fields(&[("v", "forty-one"), ("x", "1")])));
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), BufferStats::default());
+    // Other records are unaffected.
+    assert!(seed(kv, "good", &[("v", "1")]).await);
+    assert_eq!(update(kv, "good", &[], 1_000).await, applied(2, 1));
+}
+
+async fn check_claim_oldest_first(kv: &Kv) {
+    for id in ["a", "b", "c", "d"] {
+        assert!(seed(kv, id, &[("v", "0"), ("name", id)]).await);
+    }
+    update(kv, "c", &[("x", "c1")], 100).await;
+    update(kv, "a", &[("x", "a1")], 200).await;
+    update(kv, "b", &[("x", "b1")], 300).await;
+    update(kv, "a", &[("x", "a2")], 400).await;
+    // "d" was seeded but never updated: not dirty, never claimed.
+
+    let first: Vec<ClaimedRecord> =
+        kv.buffer_claim("player", 2).await.unwrap().into_iter().map(sorted).collect();
+    assert_eq!(
+        first,
+        [
+            ClaimedRecord {
+                id: "c".to_owned(),
+                fields: fields(&[("name", "c"), ("t", "100"), ("v", "1"), ("x", "c1")]),
+                dirty_since_ms: 100,
+            },
+            ClaimedRecord {
+                id: "a".to_owned(),
+                fields: fields(&[("name", "a"), ("t", "400"), ("v", "2"), ("x", "a2")]),
+                dirty_since_ms: 200,
+            },
+        ]
+    );
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(1, 2, Some(100)));
+    assert_eq!(claimed_ids(kv, 10).await, ids(&[("b", 300)]));
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(0, 3, Some(100)));
+    assert_eq!(claimed_ids(kv, 10).await, []);
+    assert_eq!(claimed_ids(kv, 0).await, []);
+    // Claiming leaves the records themselves in place.
+    assert!(kv.buffer_get("player", "c").await.unwrap().is_some());
+}
+
+async fn check_update_after_claim_redirties(kv: &Kv) {
+    assert!(seed(kv, "a", &[("v", "0")]).await);
+    update(kv, "a", &[("x", "1")], 100).await;
+    assert_eq!(claimed_ids(kv, 10).await, ids(&[("a", 100)]));
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(0, 1, Some(100)));
+
+    assert_eq!(update(kv, "a", &[("x", "2")], 500).await, applied(2, 1));
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(1, 1, Some(100)));
+
+    // Claimed again before the first claim was released: one claim entry, the older time.
+    let again = kv.buffer_claim("player", 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].dirty_since_ms, 100);
+    assert!(again[0].fields.contains(&("x".to_owned(), "2".to_owned())));
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(0, 1, Some(100)));
+}
+
+async fn check_release_removes_from_claim_only(kv: &Kv) {
+    for id in ["a", "b", "c"] {
+        assert!(seed(kv, id, &[("v", "0")]).await);
+    }
+    update(kv, "a", &[], 100).await;
+    update(kv, "b", &[], 200).await;
+    update(kv, "c", &[], 300).await;
+    assert_eq!(claimed_ids(kv, 2).await, ids(&[("a", 100), ("b", 200)]));
+    // "a" is updated while the flusher writes it.
+    update(kv, "a", &[("x", "new")], 400).await;
+
+    kv.buffer_release("player", &["a".to_owned(), "b".to_owned(), "unknown".to_owned()]).await.unwrap();
+    kv.buffer_release("player", &[]).await.unwrap();
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(2, 0, Some(300)));
+    // The re-dirtied "a" is flushed again later, with its newer fields; "b" is done.
+    assert_eq!(claimed_ids(kv, 10).await, ids(&[("c", 300), ("a", 400)]));
+    // Records outlive their flush: they stay in the buffer until their TTL ends.
+    assert!(kv.buffer_get("player", "b").await.unwrap().is_some());
+}
+
+async fn check_recover_keeps_older_score(kv: &Kv) {
+    for id in ["a", "b", "c"] {
+        assert!(seed(kv, id, &[("v", "0")]).await);
+    }
+    update(kv, "a", &[], 100).await;
+    update(kv, "b", &[], 200).await;
+    assert_eq!(claimed_ids(kv, 10).await, ids(&[("a", 100), ("b", 200)]));
+    update(kv, "a", &[], 300).await;
+    update(kv, "c", &[], 50).await;
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(2, 2, Some(50)));
+
+    // The flusher "crashed": nothing was released.
+    assert_eq!(kv.buffer_recover("player").await.unwrap(), 2);
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(3, 0, Some(50)));
+    assert_eq!(claimed_ids(kv, 10).await, ids(&[("c", 50), ("a", 100), ("b", 200)]));
+
+    kv.buffer_release("player", &["a".to_owned(), "b".to_owned(), "c".to_owned()]).await.unwrap();
+    assert_eq!(kv.buffer_recover("player").await.unwrap(), 0);
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), BufferStats::default());
+}
+
+async fn check_expired_record_skipped(kv: &Kv) {
+    let short = Duration::from_millis(300);
+    assert!(kv.buffer_seed("player", "brief", fields(&[("v", "0")]), short).await.unwrap());
+    assert!(kv.buffer_seed("player", "dropped", fields(&[("v", "0")]), LONG).await.unwrap());
+    assert!(seed(kv, "kept", &[("v", "0")]).await);
+    assert_eq!(kv.buffer_update("player", "brief", Vec::new(), 100, short).await.unwrap(), applied(1, 1));
+    update(kv, "kept", &[], 200).await;
+    // "dropped" is claimed, then updated with a short TTL while claimed.
+    update(kv, "dropped", &[], 50).await;
+    assert_eq!(claimed_ids(kv, 1).await, ids(&[("dropped", 50)]));
+    assert_eq!(kv.buffer_update("player", "dropped", Vec::new(), 300, short).await.unwrap(), applied(2, 3));
+
+    sleep(Duration::from_millis(600)).await;
+    assert_eq!(kv.buffer_get("player", "brief").await.unwrap(), None);
+    assert_eq!(update(kv, "brief", &[], 700).await, BufferUpdate::NotLoaded);
+    // Vanished records are neither returned nor left in the claim.
+    assert_eq!(claimed_ids(kv, 10).await, ids(&[("kept", 200)]));
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(0, 1, Some(200)));
+    // An expired record can be seeded afresh.
+    assert!(seed(kv, "brief", &[("v", "5")]).await);
+    assert_eq!(update(kv, "brief", &[], 800).await, applied(6, 1));
+}
+
+async fn check_namespaces_are_separate(kv: &Kv) {
+    assert!(kv.buffer_seed("player", "1", fields(&[("v", "0")]), LONG).await.unwrap());
+    assert!(kv.buffer_seed("guild", "1", fields(&[("v", "10")]), LONG).await.unwrap());
+    assert_eq!(kv.buffer_update("guild", "1", Vec::new(), 100, LONG).await.unwrap(), applied(11, 1));
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), BufferStats::default());
+    assert_eq!(kv.buffer_claim("player", 10).await.unwrap(), []);
+    assert_eq!(get_sorted(kv, "player", "1").await, Some(fields(&[("v", "0")])));
+    assert_eq!(kv.buffer_stats("guild").await.unwrap(), stats(1, 0, Some(100)));
+}
+
+async fn check_lease_holder_renew_release(kv: &Kv) {
+    let ttl = Duration::from_millis(500);
+    assert!(kv.lease_acquire("flusher", "node-a", ttl).await.unwrap());
+    assert!(!kv.lease_acquire("flusher", "node-b", ttl).await.unwrap());
+    // Another lease name is independent.
+    assert!(kv.lease_acquire("matchmaker", "node-b", ttl).await.unwrap());
+
+    // Renewing extends the lease: 700 ms after taking it, node-a still holds it.
+    sleep(Duration::from_millis(350)).await;
+    assert!(kv.lease_acquire("flusher", "node-a", ttl).await.unwrap());
+    sleep(Duration::from_millis(350)).await;
+    assert!(!kv.lease_acquire("flusher", "node-b", ttl).await.unwrap());
+
+    // Only the holder can release it.
+    kv.lease_release("flusher", "node-b").await.unwrap();
+    assert!(!kv.lease_acquire("flusher", "node-b", ttl).await.unwrap());
+    kv.lease_release("flusher", "node-a").await.unwrap();
+    assert!(kv.lease_acquire("flusher", "node-b", ttl).await.unwrap());
+    assert!(!kv.lease_acquire("flusher", "node-a", ttl).await.unwrap());
+    // Releasing a free lease is fine.
+    kv.lease_release("never-taken", "node-a").await.unwrap();
+}
+
+async fn check_lease_expires(kv: &Kv) {
+    assert!(kv.lease_acquire("flusher", "node-a", Duration::from_millis(200)).await.unwrap());
+    assert!(!kv.lease_acquire("flusher", "node-b", LONG).await.unwrap());
+    sleep(Duration::from_millis(400)).await;
+    assert!(kv.lease_acquire("flusher", "node-b", LONG).await.unwrap());
+    assert!(!kv.lease_acquire("flusher", "node-a", LONG).await.unwrap());
 }
 
 async fn check_ping(kv: &Kv) {

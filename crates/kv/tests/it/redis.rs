@@ -1,9 +1,11 @@
 //! Behaviour only the Redis backend has: failing while Redis is away and recovering when it is back,
-//! for commands and for subscriptions.
+//! for commands and for subscriptions, and the batcher that gathers concurrent buffered updates into
+//! pipelines.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use kv::{Kv, KvError};
+use kv::{BufferUpdate, Kv, KvError};
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 
@@ -87,4 +89,132 @@ async fn subscribing_to_a_stopped_redis_fails_with_unavailable() {
     let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
     server.stop();
     assert!(matches!(kv.subscribe("events", CancellationToken::new()).await, Err(KvError::Unavailable(_))));
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// A raw connection for what the tests do behind kv's back (flushing the script cache, counting
+/// clients).
+async fn raw_connection(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(server.url()).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
+/// Runs `n_updates` concurrent updates spread evenly over `n_records` records seeded at version 0,
+/// and asserts every one was applied with versions 1..=n per record, none lost or repeated.
+async fn assert_concurrent_updates_all_apply(kv: &Kv, ns: &str, n_records: usize, n_updates: usize) {
+    for record in 0..n_records {
+        let fields = vec![("v".to_owned(), "0".to_owned())];
+        assert!(kv.buffer_seed(ns, &format!("p{record}"), fields, LONG).await.unwrap());
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for update in 0..n_updates {
+        let kv = kv.clone();
+        let ns = ns.to_owned();
+        tasks.spawn(async move {
+            let id = format!("p{}", update % n_records);
+            let fields = vec![("x".to_owned(), update.to_string())];
+            let outcome = kv.buffer_update(&ns, &id, fields, 1_000, LONG).await.unwrap();
+            (id, outcome)
+        });
+    }
+    let mut versions: HashMap<String, Vec<u64>> = HashMap::new();
+    for (id, outcome) in tasks.join_all().await {
+        match outcome {
+            BufferUpdate::Applied { version, n_dirty } => {
+                assert!((1..=n_records as u64).contains(&n_dirty), "n_dirty {n_dirty}");
+                versions.entry(id).or_default().push(version);
+            }
+            BufferUpdate::NotLoaded => panic!("{id} was seeded but not loaded"),
+        }
+    }
+    let per_record = (n_updates / n_records) as u64;
+    assert_eq!(versions.len(), n_records);
+    for (id, mut versions) in versions {
+        versions.sort_unstable();
+        assert_eq!(versions, (1..=per_record).collect::<Vec<_>>(), "versions of {id}");
+        let fields = kv.buffer_get(ns, &id).await.unwrap().unwrap();
+        assert!(fields.contains(&("v".to_owned(), per_record.to_string())), "{id}: {fields:?}");
+    }
+    assert_eq!(kv.buffer_stats(ns).await.unwrap().n_dirty, n_records as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_buffered_updates_are_all_applied_with_distinct_versions() {
+    let server = RedisServer::start();
+    let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
+    assert_concurrent_updates_all_apply(&kv, "player", 20, 2_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_updates_reload_the_script_after_the_script_cache_is_flushed() {
+    let server = RedisServer::start();
+    let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
+    assert_concurrent_updates_all_apply(&kv, "before", 5, 100).await;
+
+    let mut raw = raw_connection(&server).await;
+    redis::cmd("SCRIPT").arg("FLUSH").query_async::<()>(&mut raw).await.unwrap();
+    assert_concurrent_updates_all_apply(&kv, "after", 10, 500).await;
+}
+
+#[tokio::test]
+async fn buffered_update_fails_while_redis_is_down_and_works_after_restart() {
+    let mut server = RedisServer::start();
+    let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
+    let seed = || vec![("v".to_owned(), "0".to_owned())];
+    assert!(kv.buffer_seed("player", "p1", seed(), LONG).await.unwrap());
+    assert_eq!(
+        kv.buffer_update("player", "p1", Vec::new(), 1_000, LONG).await.unwrap(),
+        BufferUpdate::Applied { version: 1, n_dirty: 1 }
+    );
+
+    server.stop();
+    let started = Instant::now();
+    for _ in 0..3 {
+        let result = kv.buffer_update("player", "p1", Vec::new(), 2_000, LONG).await;
+        assert!(matches!(result, Err(KvError::Unavailable(_))), "got {result:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "failing took {:?}", started.elapsed());
+
+    server.restart();
+    // The restarted Redis lost the data and its script cache: the update reloads the script, then
+    // finds no record.
+    assert_eq!(
+        kv.buffer_update("player", "p1", Vec::new(), 3_000, LONG).await.unwrap(),
+        BufferUpdate::NotLoaded
+    );
+    assert!(kv.buffer_seed("player", "p1", seed(), LONG).await.unwrap());
+    assert_eq!(
+        kv.buffer_update("player", "p1", Vec::new(), 4_000, LONG).await.unwrap(),
+        BufferUpdate::Applied { version: 1, n_dirty: 1 }
+    );
+}
+
+/// How many client connections Redis has open.
+async fn n_clients(raw: &mut redis::aio::MultiplexedConnection) -> usize {
+    let list: String = redis::cmd("CLIENT").arg("LIST").query_async(raw).await.unwrap();
+    list.lines().count()
+}
+
+#[tokio::test]
+async fn dropping_every_kv_clone_closes_its_connection() {
+    let server = RedisServer::start();
+    let mut raw = raw_connection(&server).await;
+    let n_before = n_clients(&mut raw).await;
+
+    let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
+    let clone = kv.clone();
+    assert!(kv.buffer_seed("player", "p1", vec![("v".to_owned(), "0".to_owned())], LONG).await.unwrap());
+    clone.buffer_update("player", "p1", Vec::new(), 1_000, LONG).await.unwrap();
+    assert!(n_clients(&mut raw).await > n_before);
+
+    drop(kv);
+    clone.buffer_update("player", "p1", Vec::new(), 2_000, LONG).await.unwrap();
+    drop(clone);
+    // The batcher task, which holds a handle on the command connection, ends with the last clone.
+    let deadline = Instant::now() + PATIENCE;
+    while n_clients(&mut raw).await > n_before {
+        assert!(Instant::now() < deadline, "the connection outlived every Kv clone");
+        sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -1,0 +1,152 @@
+//! The flusher: moves buffered player states into `player.db` in batched transactions.
+//!
+//! Exactly one flusher runs at a time across the gateway processes sharing a store: each process
+//! runs [`run`], and only the holder of the lease flushes. A batch is *claimed* in the store
+//! before it is written (moved from the dirty set to the claim), and released only after its
+//! transaction commits; a flusher that dies in between leaves the claim behind, and whoever takes
+//! the lease next puts it back into the dirty set first. So a crash loses nothing, and writing a
+//! batch twice is harmless because an older version never overwrites a newer one.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{NAMESPACE, PlayerError, PlayerState, Players, record, store};
+
+/// The lease that elects the one flusher.
+const LEASE: &str = "player-flusher";
+
+/// What one flush wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Rows written to SQLite.
+    pub rows_written: u64,
+    /// Rows not written because SQLite already held that version or a newer one.
+    pub rows_skipped: u64,
+    /// Transactions committed.
+    pub batches: u64,
+}
+
+/// Runs the flusher until `shutdown`, then makes the final flush and gives up the lease.
+/// `holder` names this process in the lease (unique per process).
+pub async fn run(players: Players, holder: String, shutdown: CancellationToken) {
+    let inner = &players.inner;
+    let kv = &inner.kv;
+    let mut ticks = tokio::time::interval(inner.config.flush_interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut holding = false;
+    let mut store_was_down = false;
+    loop {
+        // The first tick fires at once: start-up flushes what a crashed process left behind.
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = ticks.tick() => {}
+            () = inner.flush_wanted.notified() => {}
+        }
+        match kv.lease_acquire(LEASE, &holder, inner.config.flush_lease).await {
+            Ok(true) => {
+                if store_was_down {
+                    tracing::info!("flusher reaches the store again");
+                    store_was_down = false;
+                }
+                if !holding {
+                    holding = true;
+                    recover(&players).await;
+                    tracing::info!(holder, "this process is the player-state flusher");
+                }
+                if let Err(error) = flush_all(&players).await {
+                    tracing::warn!(%error, "player-state flush failed; the batch will be retried");
+                    recover(&players).await;
+                }
+            }
+            Ok(false) => {
+                if holding {
+                    tracing::info!("another process took the player-state flusher lease");
+                }
+                holding = false;
+            }
+            Err(error) => {
+                if !store_was_down {
+                    tracing::warn!(%error, "flusher cannot reach the store");
+                    store_was_down = true;
+                }
+                holding = false;
+            }
+        }
+    }
+    final_flush(&players, &holder).await;
+}
+
+async fn final_flush(players: &Players, holder: &str) {
+    let kv = &players.inner.kv;
+    match kv.lease_acquire(LEASE, holder, players.inner.config.flush_lease).await {
+        Ok(true) => {
+            recover(players).await;
+            match flush_all(players).await {
+                Ok(report) => tracing::info!(rows = report.rows_written, "final player-state flush done"),
+                Err(error) => {
+                    tracing::error!(%error, "final player-state flush failed; Redis still holds the data")
+                }
+            }
+            if let Err(error) = kv.lease_release(LEASE, holder).await {
+                tracing::warn!(%error, "could not release the flusher lease; it expires by itself");
+            }
+        }
+        Ok(false) => tracing::info!("another process holds the flusher lease and will flush"),
+        Err(error) => tracing::error!(%error, "final flush impossible: the store is unreachable"),
+    }
+}
+
+/// Puts a claim left by an interrupted flush back into the dirty set.
+async fn recover(players: &Players) {
+    match players.inner.kv.buffer_recover(NAMESPACE).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(players = n, "recovered an interrupted flush"),
+        Err(error) => tracing::warn!(%error, "could not recover claimed player states"),
+    }
+}
+
+/// Claims and writes batches until the buffer has no dirty player left.
+pub(crate) async fn flush_all(players: &Players) -> Result<FlushReport, PlayerError> {
+    let batch = players.inner.config.flush_batch;
+    let mut report = FlushReport::default();
+    loop {
+        let claimed = players.inner.kv.buffer_claim(NAMESPACE, batch).await?;
+        let n_claimed = claimed.len();
+        if n_claimed == 0 {
+            return Ok(report);
+        }
+        let ids: Vec<String> = claimed.iter().map(|record| record.id.clone()).collect();
+        let states: Vec<PlayerState> = claimed
+            .into_iter()
+            .filter_map(|record| {
+                let parsed = Uuid::parse_str(&record.id)
+                    .map_err(|e| PlayerError::Internal(e.to_string()))
+                    .and_then(|player_id| record::parse(player_id, &record.fields));
+                parsed
+                    .map_err(|error| tracing::error!(id = record.id, %error, "dropping an unreadable record"))
+                    .ok()
+            })
+            .collect();
+        let started = Instant::now();
+        let (written, skipped) = store::write_batch(&players.inner.shard, states).await?;
+        players.inner.kv.buffer_release(NAMESPACE, &ids).await?;
+
+        let stats = &players.inner.stats;
+        stats.flushes.fetch_add(1, Ordering::Relaxed);
+        stats.rows_flushed.fetch_add(written, Ordering::Relaxed);
+        stats.last_flush_rows.store(n_claimed as u64, Ordering::Relaxed);
+        stats
+            .last_flush_micros
+            .store(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        report.rows_written += written;
+        report.rows_skipped += skipped;
+        report.batches += 1;
+        if n_claimed < batch {
+            return Ok(report);
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! How a player's state is laid out as a buffered record in the key-value store: one text field
+//! per value (`x`, `y`, `z`, `r`, `h`, `a` as hex, and the store's own `v` version and `t` time).
+//!
+//! Floats are written with Rust's shortest round-trip formatting, so a value read back is the
+//! exact `f32` that was written.
+
+use kv::Field;
+use uuid::Uuid;
+
+use crate::{PlayerError, PlayerState, Position, StateUpdate};
+
+/// The fields an update sets; absent values are left out, so the store keeps the old ones.
+pub(crate) fn update_fields(update: &StateUpdate) -> Vec<Field> {
+    let mut fields = Vec::with_capacity(6);
+    if let Some(position) = update.position {
+        fields.push(("x".to_owned(), position.x.to_string()));
+        fields.push(("y".to_owned(), position.y.to_string()));
+        fields.push(("z".to_owned(), position.z.to_string()));
+    }
+    if let Some(rotation) = update.rotation {
+        fields.push(("r".to_owned(), rotation.to_string()));
+    }
+    if let Some(health) = update.health {
+        fields.push(("h".to_owned(), health.to_string()));
+    }
+    if let Some(attributes) = &update.attributes {
+        fields.push(("a".to_owned(), hex::encode(attributes)));
+    }
+    fields
+}
+
+/// Every field of a state, including its version and time: what seeding writes.
+pub(crate) fn all_fields(state: &PlayerState) -> Vec<Field> {
+    let mut fields = update_fields(&StateUpdate {
+        position: Some(state.position),
+        rotation: Some(state.rotation),
+        health: Some(state.health),
+        attributes: Some(state.attributes.clone()),
+    });
+    fields.push(("v".to_owned(), state.version.to_string()));
+    fields.push(("t".to_owned(), state.updated_at_ms.to_string()));
+    fields
+}
+
+/// Reads a record back; absent fields take their defaults.
+pub(crate) fn parse(player_id: Uuid, fields: &[Field]) -> Result<PlayerState, PlayerError> {
+    fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, PlayerError> {
+        value
+            .parse()
+            .map_err(|_| PlayerError::Internal(format!("buffered field {name}={value:?} is not a number")))
+    }
+    let mut state = PlayerState { player_id, ..PlayerState::default() };
+    let mut position = Position::default();
+    for (name, value) in fields {
+        match name.as_str() {
+            "x" => position.x = number(name, value)?,
+            "y" => position.y = number(name, value)?,
+            "z" => position.z = number(name, value)?,
+            "r" => state.rotation = number(name, value)?,
+            "h" => state.health = number(name, value)?,
+            "a" => {
+                state.attributes = hex::decode(value).map_err(|_| {
+                    PlayerError::Internal(format!("buffered attributes {value:?} are not hex"))
+                })?;
+            }
+            "v" => state.version = number(name, value)?,
+            "t" => state.updated_at_ms = number(name, value)?,
+            _ => {}
+        }
+    }
+    state.position = position;
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_survives_the_round_trip_through_fields_exactly() {
+        let state = PlayerState {
+            player_id: Uuid::from_u128(1),
+            position: Position { x: 0.1, y: -123_456.79, z: f32::MIN_POSITIVE },
+            rotation: 359.99,
+            health: 1_000_000,
+            attributes: vec![0, 255, 16],
+            version: 42,
+            updated_at_ms: 1_700_000_000_123,
+        };
+        assert_eq!(parse(state.player_id, &all_fields(&state)).expect("parse"), state);
+    }
+
+    #[test]
+    fn an_update_names_only_what_it_changes() {
+        let fields = update_fields(&StateUpdate { health: Some(5), ..StateUpdate::default() });
+        assert_eq!(fields, vec![("h".to_owned(), "5".to_owned())]);
+    }
+}

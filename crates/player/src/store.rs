@@ -1,0 +1,140 @@
+//! The `player_state` table of `player.db` and the SQL that touches it.
+
+use shard::rusqlite::{self, OptionalExtension, params};
+use shard::{Migration, Shard};
+use uuid::Uuid;
+
+use crate::{PlayerError, PlayerState, Position, StateUpdate};
+
+pub(crate) static MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "player_state",
+    sql: "CREATE TABLE player_state (
+              player_id     BLOB PRIMARY KEY,   -- the account's UUID, 16 bytes
+              x             REAL NOT NULL,
+              y             REAL NOT NULL,
+              z             REAL NOT NULL,
+              rotation      REAL NOT NULL,
+              health        INTEGER NOT NULL,
+              attributes    BLOB NOT NULL,
+              version       INTEGER NOT NULL,
+              updated_at_ms INTEGER NOT NULL
+          ) STRICT, WITHOUT ROWID;",
+}];
+
+/// Writes a flushed state unless the stored one is as new or newer: an older version never
+/// overwrites a newer one, whatever order flushes run in.
+const UPSERT_IF_NEWER: &str = "
+    INSERT INTO player_state (player_id, x, y, z, rotation, health, attributes, version, updated_at_ms)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+    ON CONFLICT (player_id) DO UPDATE SET
+        x = excluded.x, y = excluded.y, z = excluded.z, rotation = excluded.rotation,
+        health = excluded.health, attributes = excluded.attributes,
+        version = excluded.version, updated_at_ms = excluded.updated_at_ms
+    WHERE excluded.version > player_state.version";
+
+/// One update as its own transaction (direct mode): absent values keep the stored ones.
+const UPDATE_DIRECT: &str = "
+    INSERT INTO player_state (player_id, x, y, z, rotation, health, attributes, version, updated_at_ms)
+    VALUES (?1, coalesce(?2, 0), coalesce(?3, 0), coalesce(?4, 0), coalesce(?5, 0), coalesce(?6, 0),
+            coalesce(?7, x''), 1, ?8)
+    ON CONFLICT (player_id) DO UPDATE SET
+        x = coalesce(?2, x), y = coalesce(?3, y), z = coalesce(?4, z), rotation = coalesce(?5, rotation),
+        health = coalesce(?6, health), attributes = coalesce(?7, attributes),
+        version = version + 1, updated_at_ms = ?8
+    RETURNING version";
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+pub(crate) async fn update_direct(
+    shard: &Shard,
+    player_id: Uuid,
+    update: StateUpdate,
+    now_ms: u64,
+) -> Result<u64, PlayerError> {
+    let version: i64 = shard
+        .write(move |conn| {
+            let position = update.position;
+            conn.prepare_cached(UPDATE_DIRECT)?.query_row(
+                params![
+                    player_id.as_bytes().as_slice(),
+                    position.map(|p| f64::from(p.x)),
+                    position.map(|p| f64::from(p.y)),
+                    position.map(|p| f64::from(p.z)),
+                    update.rotation.map(f64::from),
+                    update.health,
+                    update.attributes,
+                    to_i64(now_ms),
+                ],
+                |row| row.get(0),
+            )
+        })
+        .await?;
+    Ok(u64::try_from(version).unwrap_or(0))
+}
+
+pub(crate) async fn load(shard: &Shard, player_id: Uuid) -> Result<Option<PlayerState>, PlayerError> {
+    Ok(shard
+        .read(move |conn| {
+            conn.prepare_cached(
+                "SELECT x, y, z, rotation, health, attributes, version, updated_at_ms
+                 FROM player_state WHERE player_id = ?1",
+            )?
+            .query_row(params![player_id.as_bytes().as_slice()], |row| {
+                #[allow(clippy::cast_possible_truncation, reason = "stored from f32, so exact")]
+                let position = Position {
+                    x: row.get::<_, f64>(0)? as f32,
+                    y: row.get::<_, f64>(1)? as f32,
+                    z: row.get::<_, f64>(2)? as f32,
+                };
+                #[allow(clippy::cast_possible_truncation, reason = "stored from f32, so exact")]
+                let rotation = row.get::<_, f64>(3)? as f32;
+                Ok(PlayerState {
+                    player_id,
+                    position,
+                    rotation,
+                    health: row.get(4)?,
+                    attributes: row.get(5)?,
+                    version: u64::try_from(row.get::<_, i64>(6)?).unwrap_or(0),
+                    updated_at_ms: u64::try_from(row.get::<_, i64>(7)?).unwrap_or(0),
+                })
+            })
+            .optional()
+        })
+        .await?)
+}
+
+/// Writes `states` in one transaction; returns (rows written, rows skipped as not newer).
+pub(crate) async fn write_batch(shard: &Shard, states: Vec<PlayerState>) -> Result<(u64, u64), PlayerError> {
+    Ok(shard
+        .write(move |conn| {
+            let tx = conn.transaction()?;
+            let (mut written, mut stale) = (0, 0);
+            {
+                let mut upsert = tx.prepare_cached(UPSERT_IF_NEWER)?;
+                for state in &states {
+                    let changed = upsert.execute(params![
+                        state.player_id.as_bytes().as_slice(),
+                        f64::from(state.position.x),
+                        f64::from(state.position.y),
+                        f64::from(state.position.z),
+                        f64::from(state.rotation),
+                        state.health,
+                        state.attributes,
+                        to_i64(state.version),
+                        to_i64(state.updated_at_ms),
+                    ])?;
+                    if changed == 1 {
+                        written += 1;
+                    } else {
+                        stale += 1;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok::<_, rusqlite::Error>((written, stale))
+        })
+        .await?)
+}

@@ -1,0 +1,196 @@
+//! The player domain against a real Redis and a real `player.db`: read-your-writes, coalescing,
+//! ordering, crash recovery of a claimed batch, a Redis that loses everything, and direct mode.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clock::ManualClock;
+use kv::Kv;
+use kv::testing::RedisServer;
+use player::{PlayerConfig, PlayerState, Players, Position, StateUpdate, WriteMode};
+use shard::rusqlite;
+use uuid::Uuid;
+
+struct World {
+    redis: RedisServer,
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            redis: RedisServer::start(),
+            dir: tempfile::tempdir().unwrap(),
+            clock: Arc::new(ManualClock::at(1_000)),
+        }
+    }
+
+    async fn players(&self, mode: WriteMode) -> Players {
+        let kv = Kv::connect_redis(&self.redis.url(), "t:").await.unwrap();
+        let config = PlayerConfig { mode, flush_batch: 100, ..PlayerConfig::default() };
+        Players::open(self.dir.path().join("player.db"), kv, self.clock.clone(), config).await.unwrap()
+    }
+
+    /// The row in `player.db` as SQLite holds it: (version, x, health).
+    fn row(&self, player_id: Uuid) -> Option<(u64, f64, u32)> {
+        let conn = rusqlite::Connection::open(self.dir.path().join("player.db")).unwrap();
+        conn.query_row(
+            "SELECT version, x, health FROM player_state WHERE player_id = ?1",
+            [player_id.as_bytes().as_slice()],
+            |row| Ok((row.get::<_, i64>(0)? as u64, row.get(1)?, row.get(2)?)),
+        )
+        .ok()
+    }
+}
+
+fn at(x: f32) -> StateUpdate {
+    StateUpdate { position: Some(Position { x, y: 0.0, z: 0.0 }), ..StateUpdate::default() }
+}
+
+fn health(value: u32) -> StateUpdate {
+    StateUpdate { health: Some(value), ..StateUpdate::default() }
+}
+
+#[tokio::test]
+async fn a_read_sees_the_newest_acknowledged_write_before_any_flush() {
+    let world = World::new();
+    let players = world.players(WriteMode::Buffered).await;
+    let id = Uuid::new_v4();
+    assert_eq!(players.get(id).await.unwrap(), None);
+    assert_eq!(players.update(id, at(1.0)).await.unwrap(), 1);
+    assert_eq!(players.update(id, health(70)).await.unwrap(), 2);
+    let state = players.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (state.position.x, state.health, state.version),
+        (1.0, 70, 2),
+        "a partial update keeps the rest"
+    );
+    assert_eq!(world.row(id), None, "nothing reached SQLite yet");
+}
+
+#[tokio::test]
+async fn a_thousand_updates_of_one_player_become_one_row_write_with_the_last_value() {
+    let world = World::new();
+    let players = world.players(WriteMode::Buffered).await;
+    let id = Uuid::new_v4();
+    for n in 1..=1000 {
+        players.update(id, at(n as f32)).await.unwrap();
+    }
+    let report = players.flush_now().await.unwrap();
+    assert_eq!((report.rows_written, report.batches), (1, 1));
+    assert_eq!(world.row(id), Some((1000, 1000.0, 0)));
+    assert_eq!(players.flush_now().await.unwrap().rows_written, 0, "a flushed player is clean");
+}
+
+#[tokio::test]
+async fn an_older_version_never_overwrites_a_newer_one() {
+    let world = World::new();
+    let buffered = world.players(WriteMode::Buffered).await;
+    let id = Uuid::new_v4();
+    for n in 1..=5 {
+        buffered.update(id, at(n as f32)).await.unwrap();
+    }
+    buffered.flush_now().await.unwrap();
+    // Direct writes move SQLite ahead to version 7 while the buffer still counts from 5; its next
+    // update (version 6) is older than what SQLite holds, so the flush must leave SQLite alone.
+    let direct = world.players(WriteMode::Direct).await;
+    assert_eq!(direct.update(id, at(99.0)).await.unwrap(), 6);
+    direct.update(id, at(100.0)).await.unwrap();
+    buffered.update(id, at(6.0)).await.unwrap();
+    let report = buffered.flush_now().await.unwrap();
+    assert_eq!((report.rows_written, report.rows_skipped), (0, 1));
+    assert_eq!(world.row(id), Some((7, 100.0, 0)));
+}
+
+#[tokio::test]
+async fn a_batch_claimed_by_a_flusher_that_died_is_recovered_by_the_next() {
+    let world = World::new();
+    let players = world.players(WriteMode::Buffered).await;
+    let ids: Vec<Uuid> = (0..250).map(|_| Uuid::new_v4()).collect();
+    for (n, id) in ids.iter().enumerate() {
+        players.update(*id, health(n as u32)).await.unwrap();
+    }
+    // A flusher claims a batch, then "crashes" before writing it: the claim stays in Redis.
+    let kv = Kv::connect_redis(&world.redis.url(), "t:").await.unwrap();
+    let claimed = kv.buffer_claim("player", 100).await.unwrap();
+    assert_eq!(claimed.len(), 100);
+
+    // The next flusher to take the lease recovers the claim first and writes everything.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let flusher = tokio::spawn(player::flusher::run(players.clone(), "next".into(), shutdown.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ids.iter().any(|id| world.row(*id).is_none()) {
+        assert!(tokio::time::Instant::now() < deadline, "every player reaches SQLite");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    flusher.await.unwrap();
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(world.row(*id), Some((1, 0.0, n as u32)));
+    }
+    let stats = kv.buffer_stats("player").await.unwrap();
+    assert_eq!((stats.n_dirty, stats.n_claimed), (0, 0));
+}
+
+#[tokio::test]
+async fn after_redis_loses_everything_reads_fall_back_to_sqlite_and_versions_continue() {
+    let mut world = World::new();
+    let players = world.players(WriteMode::Buffered).await;
+    let id = Uuid::new_v4();
+    for n in 1..=3 {
+        players.update(id, at(n as f32)).await.unwrap();
+    }
+    players.flush_now().await.unwrap();
+    world.redis.stop();
+    assert!(matches!(players.update(id, at(4.0)).await, Err(player::PlayerError::Store(_))));
+    world.redis.restart();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let state = loop {
+        match players.get(id).await {
+            Ok(state) => break state.unwrap(),
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(error) => panic!("{error}"),
+        }
+    };
+    assert_eq!((state.position.x, state.version), (3.0, 3), "read from SQLite");
+    assert_eq!(players.update(id, health(10)).await.unwrap(), 4, "the version continues from SQLite's");
+    let state = players.get(id).await.unwrap().unwrap();
+    assert_eq!((state.position.x, state.health), (3.0, 10), "seeded from SQLite, then updated");
+}
+
+#[tokio::test]
+async fn direct_mode_writes_every_update_to_sqlite_at_once() {
+    let world = World::new();
+    let players = world.players(WriteMode::Direct).await;
+    let id = Uuid::new_v4();
+    assert_eq!(players.update(id, at(5.0)).await.unwrap(), 1);
+    assert_eq!(world.row(id), Some((1, 5.0, 0)));
+    assert_eq!(players.update(id, health(9)).await.unwrap(), 2);
+    assert_eq!(world.row(id), Some((2, 5.0, 9)));
+    let state: PlayerState = players.get(id).await.unwrap().unwrap();
+    assert_eq!((state.position.x, state.health, state.version), (5.0, 9, 2));
+}
+
+#[tokio::test]
+async fn invalid_values_change_nothing() {
+    let world = World::new();
+    let players = world.players(WriteMode::Buffered).await;
+    let id = Uuid::new_v4();
+    players.update(id, at(1.0)).await.unwrap();
+    for bad in [
+        at(f32::NAN),
+        at(f32::INFINITY),
+        at(2.0e6),
+        StateUpdate { attributes: Some(vec![0; 257]), ..StateUpdate::default() },
+    ] {
+        assert!(matches!(players.update(id, bad).await, Err(player::PlayerError::InvalidValue(_))));
+    }
+    let state = players.get(id).await.unwrap().unwrap();
+    assert_eq!((state.position.x, state.version), (1.0, 1));
+}

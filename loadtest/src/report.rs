@@ -1,0 +1,227 @@
+//! The final report: per request kind, count, throughput and latency percentiles, errors by code;
+//! the gateways' own figures (memory, connections, and their request counters' deltas, so a test
+//! can check that both sides counted the same); a text table for people and JSON for programs.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::metrics::Snapshot;
+use crate::stats::{CONNECT, KindStats, Stats};
+
+/// The result of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The scenario or blend that ran.
+    pub scenario: String,
+    /// Simulated clients.
+    pub clients: usize,
+    /// Wall time from the first connection to the last answer, in seconds.
+    pub elapsed_secs: f64,
+    /// Per request kind (plus `connect` for handshakes).
+    pub kinds: BTreeMap<String, KindReport>,
+    /// Errors of every kind.
+    pub total_errors: u64,
+    /// Requests the gateways counted during the run, summed over gateways, by kind.
+    pub server_requests: BTreeMap<String, u64>,
+    /// Each gateway's figures, in `--admin` order.
+    pub gateways: Vec<GatewayReport>,
+}
+
+/// Figures for one request kind.
+#[derive(Debug, Clone, Serialize)]
+pub struct KindReport {
+    /// Requests answered (successes and error responses).
+    pub count: u64,
+    /// Answers per second over the run.
+    pub per_sec: f64,
+    /// Latency percentiles and maximum, in milliseconds.
+    pub p50_ms: f64,
+    /// 90th percentile, ms.
+    pub p90_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// 99.9th percentile, ms.
+    pub p999_ms: f64,
+    /// Maximum, ms.
+    pub max_ms: f64,
+    /// Mean, ms.
+    pub mean_ms: f64,
+    /// Errors by code.
+    pub errors: BTreeMap<String, u64>,
+    /// Error answers that were part of the plan (first login of a new account), by code.
+    pub expected: BTreeMap<String, u64>,
+}
+
+impl KindReport {
+    /// Errors of every code.
+    pub fn n_errors(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// The latency at quantile `q` (0..=1), in ms, from the fixed percentiles kept.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        [
+            (0.5, self.p50_ms),
+            (0.9, self.p90_ms),
+            (0.99, self.p99_ms),
+            (0.999, self.p999_ms),
+            (1.0, self.max_ms),
+        ]
+        .into_iter()
+        .find(|(kept, _)| (kept - q).abs() < 1e-9)
+        .map(|(_, ms)| ms)
+    }
+}
+
+/// One gateway's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayReport {
+    /// The admin address scraped.
+    pub admin: String,
+    /// Before any client connected.
+    pub before: Snapshot,
+    /// When every connection-holding client was connected (or at the last moment before the end).
+    pub peak: Option<Snapshot>,
+    /// After every client finished.
+    pub after: Snapshot,
+    /// (resident memory at the peak − before) ÷ connections at the peak, in bytes.
+    pub memory_per_connection_bytes: Option<f64>,
+    /// Requests this gateway counted during the run, by kind.
+    pub requests: BTreeMap<String, u64>,
+    /// The same by kind and outcome.
+    pub outcomes: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl GatewayReport {
+    /// The report of a gateway scraped `before`, at the `peak` and `after`.
+    pub fn new(admin: String, before: Snapshot, peak: Option<Snapshot>, after: Snapshot) -> GatewayReport {
+        let memory_per_connection_bytes = peak.as_ref().filter(|peak| peak.connections > 0).map(|peak| {
+            (peak.resident_bytes as f64 - before.resident_bytes as f64) / peak.connections as f64
+        });
+        GatewayReport {
+            requests: after.requests_since(&before),
+            outcomes: after.outcomes_since(&before),
+            admin,
+            before,
+            peak,
+            after,
+            memory_per_connection_bytes,
+        }
+    }
+}
+
+impl Report {
+    /// Builds the report from the clients' stats and the gateways' figures.
+    pub fn new(
+        scenario: String,
+        clients: usize,
+        elapsed_secs: f64,
+        stats: &Stats,
+        gateways: Vec<GatewayReport>,
+    ) -> Report {
+        let kinds: BTreeMap<String, KindReport> = stats
+            .kinds
+            .iter()
+            .map(|(kind, stats)| ((*kind).to_owned(), kind_report(stats, elapsed_secs)))
+            .collect();
+        let total_errors = kinds.values().map(KindReport::n_errors).sum();
+        let mut server_requests = BTreeMap::new();
+        for gateway in &gateways {
+            for (kind, count) in &gateway.requests {
+                *server_requests.entry(kind.clone()).or_default() += count;
+            }
+        }
+        Report { scenario, clients, elapsed_secs, kinds, total_errors, server_requests, gateways }
+    }
+
+    /// Requests the clients had answered, by kind (without handshakes): what the server should
+    /// have counted.
+    pub fn client_requests(&self) -> BTreeMap<String, u64> {
+        self.kinds
+            .iter()
+            .filter(|(kind, report)| kind.as_str() != CONNECT && report.count > 0)
+            .map(|(kind, report)| (kind.clone(), report.count))
+            .collect()
+    }
+
+    /// Attempts of every kind (answers and failures), for error rates.
+    pub fn total_attempts(&self) -> u64 {
+        self.kinds.values().map(|kind| kind.count + kind.n_errors()).sum()
+    }
+
+    /// The report as a text table.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "scenario {}  clients {}  elapsed {:.1} s  errors {}",
+            self.scenario, self.clients, self.elapsed_secs, self.total_errors
+        );
+        let _ = writeln!(
+            out,
+            "{:<12} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}  errors",
+            "request", "count", "per s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
+        );
+        for (kind, report) in &self.kinds {
+            let mut errors: Vec<String> =
+                report.errors.iter().map(|(code, count)| format!("{code}={count}")).collect();
+            errors.extend(report.expected.iter().map(|(code, count)| format!("({code}={count} expected)")));
+            let _ = writeln!(
+                out,
+                "{kind:<12} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}  {}",
+                report.count,
+                report.per_sec,
+                report.p50_ms,
+                report.p90_ms,
+                report.p99_ms,
+                report.p999_ms,
+                report.max_ms,
+                if errors.is_empty() { "-".to_owned() } else { errors.join(" ") }
+            );
+        }
+        for gateway in &self.gateways {
+            let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+            let _ = write!(
+                out,
+                "gateway {}: rss before {:.1} MiB",
+                gateway.admin,
+                mib(gateway.before.resident_bytes)
+            );
+            if let Some(peak) = &gateway.peak {
+                let _ = write!(
+                    out,
+                    ", at peak {:.1} MiB with {} connections",
+                    mib(peak.resident_bytes),
+                    peak.connections
+                );
+            }
+            if let Some(per_connection) = gateway.memory_per_connection_bytes {
+                let _ = write!(out, " = {:.2} KiB per connection", per_connection / 1024.0);
+            }
+            let counted: Vec<String> =
+                gateway.requests.iter().map(|(kind, count)| format!("{kind}={count}")).collect();
+            let _ = writeln!(out, "; counted {}", counted.join(" "));
+        }
+        out
+    }
+}
+
+fn kind_report(stats: &KindStats, elapsed_secs: f64) -> KindReport {
+    let histogram = &stats.latency;
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    let at = |q: f64| if histogram.is_empty() { 0.0 } else { ms(histogram.value_at_quantile(q)) };
+    KindReport {
+        count: stats.answered(),
+        per_sec: if elapsed_secs > 0.0 { stats.answered() as f64 / elapsed_secs } else { 0.0 },
+        p50_ms: at(0.5),
+        p90_ms: at(0.9),
+        p99_ms: at(0.99),
+        p999_ms: at(0.999),
+        max_ms: if histogram.is_empty() { 0.0 } else { ms(histogram.max()) },
+        mean_ms: if histogram.is_empty() { 0.0 } else { histogram.mean() / 1000.0 },
+        errors: stats.errors.clone(),
+        expected: stats.expected.clone(),
+    }
+}

@@ -1,0 +1,285 @@
+//! The scenarios: what one simulated client does, one file each, and the registry that names them.
+//!
+//! Adding a scenario: a variant in [`ScenarioKind`], its name in [`ScenarioKind::ALL`] and
+//! [`ScenarioKind::name`], whether it holds a connection ([`ScenarioKind::holds_connection`]),
+//! and a `run(ctx)` in its own file dispatched from [`run_client`]. Everything a client needs
+//! (connecting, authenticating, timing and recording a request) is on [`ClientContext`].
+
+pub mod idle;
+pub mod login_storm;
+pub mod mixed;
+pub mod ping;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use proto::{Encoding, ErrorCode, Outcome, Reply, Request};
+use tokio::time::Instant;
+
+use crate::conn::{ConnError, Connection};
+use crate::stats::Recorder;
+
+pub use mixed::Mix;
+
+/// A request with no answer after this long counts as a `timeout` error.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// After the end of the run, how long clients wait for the answers still on their way.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a failed connect or login before a looping client tries again, so a refusing server
+/// is not hammered in a tight loop.
+pub const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// The kinds of simulated client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ScenarioKind {
+    /// Connects, authenticates, and holds the connection open doing nothing.
+    Idle,
+    /// Repeatedly connects, logs in with the password, and disconnects.
+    LoginStorm,
+    /// Authenticates once, then sends pings (closed loop or paced).
+    Ping,
+}
+
+impl ScenarioKind {
+    /// Every scenario, in the order help texts list them.
+    pub const ALL: [ScenarioKind; 3] = [ScenarioKind::Idle, ScenarioKind::LoginStorm, ScenarioKind::Ping];
+
+    /// The scenario's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScenarioKind::Idle => "idle",
+            ScenarioKind::LoginStorm => "login-storm",
+            ScenarioKind::Ping => "ping",
+        }
+    }
+
+    /// The scenario named `name`.
+    pub fn from_name(name: &str) -> Option<ScenarioKind> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name.trim())
+    }
+
+    /// Whether a client of this kind keeps one connection open for the whole run (it then counts
+    /// towards the peak the idle memory figure is taken at).
+    pub fn holds_connection(self) -> bool {
+        match self {
+            ScenarioKind::Idle | ScenarioKind::Ping => true,
+            ScenarioKind::LoginStorm => false,
+        }
+    }
+}
+
+/// Per-client request rates by scenario: `10` for every scenario, or `ping=10` for one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rates {
+    /// The rate of scenarios not named in `by_kind`; `None` is closed loop.
+    pub default: Option<f64>,
+    /// Rates of named scenarios.
+    pub by_kind: BTreeMap<ScenarioKind, f64>,
+}
+
+impl Rates {
+    /// Adds one `--rate` value: `R` or `scenario=R`; 0 means closed loop.
+    ///
+    /// # Errors
+    /// An unknown scenario or a rate that is not a non-negative number.
+    pub fn add(&mut self, spec: &str) -> Result<(), String> {
+        let (kind, rate) = match spec.split_once('=') {
+            Some((name, rate)) => (
+                Some(ScenarioKind::from_name(name).ok_or_else(|| format!("unknown scenario {name:?}"))?),
+                rate,
+            ),
+            None => (None, spec),
+        };
+        let rate: f64 = rate.trim().parse().map_err(|_| format!("bad rate {rate:?}"))?;
+        if !rate.is_finite() || rate < 0.0 {
+            return Err(format!("bad rate {rate}"));
+        }
+        match kind {
+            Some(kind) => {
+                self.by_kind.insert(kind, rate);
+            }
+            None => self.default = Some(rate),
+        }
+        Ok(())
+    }
+
+    /// The paced rate of `kind`, or `None` for closed loop.
+    pub fn of(&self, kind: ScenarioKind) -> Option<f64> {
+        self.by_kind.get(&kind).copied().or(self.default).filter(|rate| *rate > 0.0)
+    }
+}
+
+/// What every client of a run shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// Where the clients record.
+    pub recorder: Recorder,
+    /// Connections open now.
+    pub connected: AtomicU64,
+    /// Clients holding an authenticated connection now.
+    pub ready: AtomicU64,
+    /// When clients stop sending.
+    pub deadline: Instant,
+    /// The password of every load-test account.
+    pub password: String,
+}
+
+/// One simulated client: who it is, where it connects, and what it shares.
+#[derive(Debug, Clone)]
+pub struct ClientContext {
+    /// The client's number, from 0.
+    pub index: usize,
+    /// The gateway to connect to.
+    pub target: String,
+    /// The local address to connect from.
+    pub source: Option<IpAddr>,
+    /// The encoding to speak.
+    pub encoding: Encoding,
+    /// The account of this client.
+    pub username: String,
+    /// A session token to authenticate with instead of the password.
+    pub token: Option<String>,
+    /// Requests per second, or `None` for closed loop.
+    pub rate: Option<f64>,
+    /// The run's shared state.
+    pub shared: Arc<Shared>,
+}
+
+/// Runs one client of `kind` until the deadline.
+pub async fn run_client(kind: ScenarioKind, ctx: ClientContext) {
+    match kind {
+        ScenarioKind::Idle => idle::run(ctx).await,
+        ScenarioKind::LoginStorm => login_storm::run(ctx).await,
+        ScenarioKind::Ping => ping::run(ctx).await,
+    }
+}
+
+/// An open connection, counted in [`Shared::connected`] while it lives.
+pub struct Open {
+    /// The connection.
+    pub conn: Connection,
+    shared: Arc<Shared>,
+}
+
+impl Open {
+    /// Closes the connection.
+    pub async fn close(self) {
+        let Open { conn, shared } = self;
+        conn.close().await;
+        shared.connected.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a client in [`Shared::ready`] while it lives.
+pub struct Ready(Arc<Shared>);
+
+impl Ready {
+    /// Counts the client as ready until dropped.
+    pub fn new(shared: &Arc<Shared>) -> Ready {
+        shared.ready.fetch_add(1, Ordering::Relaxed);
+        Ready(shared.clone())
+    }
+}
+
+impl Drop for Ready {
+    fn drop(&mut self) {
+        self.0.ready.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ClientContext {
+    /// Opens a connection, recording the handshake's latency or failure.
+    pub async fn connect(&self) -> Option<Open> {
+        let started = Instant::now();
+        let opened =
+            tokio::time::timeout(REQUEST_TIMEOUT, Connection::open(&self.target, self.source, self.encoding))
+                .await
+                .unwrap_or(Err(ConnError::Timeout));
+        match opened {
+            Ok(conn) => {
+                self.shared.recorder.connected(self.index, started.elapsed());
+                self.shared.connected.fetch_add(1, Ordering::Relaxed);
+                Some(Open { conn, shared: self.shared.clone() })
+            }
+            Err(error) => {
+                tracing::debug!(%error, client = self.index, "connect failed");
+                self.shared.recorder.failed(self.index, crate::stats::CONNECT, &error);
+                None
+            }
+        }
+    }
+
+    /// Opens a connection and authenticates it: with the token if the client has one (`resume`),
+    /// else with the password. `None` (recorded) when either fails.
+    pub async fn connect_authenticated(&self) -> Option<Open> {
+        let mut open = self.connect().await?;
+        let authenticated = match &self.token {
+            Some(token) => self
+                .call(&mut open.conn, Request::Resume { token: token.clone() })
+                .await
+                .is_some_and(|outcome| matches!(outcome, Outcome::Ok(Reply::Session(_)))),
+            None => self.login(&mut open.conn).await.is_some(),
+        };
+        if authenticated {
+            Some(open)
+        } else {
+            open.close().await;
+            None
+        }
+    }
+
+    /// Logs in with the password, registering the account first if the login says it does not
+    /// exist; returns the session token.
+    pub async fn login(&self, conn: &mut Connection) -> Option<String> {
+        let login =
+            || Request::Login { username: self.username.clone(), password: self.shared.password.clone() };
+        match self.call_expecting(conn, login(), Some(ErrorCode::Unauthorized)).await? {
+            Outcome::Ok(Reply::Session(session)) => return Some(session.token),
+            Outcome::Ok(_) => return None,
+            Outcome::Error(_) => {}
+        }
+        let register =
+            Request::Register { username: self.username.clone(), password: self.shared.password.clone() };
+        // Conflict: another run registered it meanwhile; the login below settles it.
+        self.call_expecting(conn, register, Some(ErrorCode::Conflict)).await?;
+        match self.call(conn, login()).await? {
+            Outcome::Ok(Reply::Session(session)) => Some(session.token),
+            _ => None,
+        }
+    }
+
+    /// Sends `request`, waits for its answer and records it; `None` when no answer came.
+    pub async fn call(&self, conn: &mut Connection, request: Request) -> Option<Outcome> {
+        self.call_expecting(conn, request, None).await
+    }
+
+    /// As [`ClientContext::call`], recording an error answer with code `expected` as part of the
+    /// plan rather than as an error.
+    pub async fn call_expecting(
+        &self,
+        conn: &mut Connection,
+        request: Request,
+        expected: Option<ErrorCode>,
+    ) -> Option<Outcome> {
+        let kind = request.kind();
+        let started = Instant::now();
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, conn.call(request))
+            .await
+            .unwrap_or(Err(ConnError::Timeout));
+        match answer {
+            Ok(outcome) => {
+                let is_expected = matches!(&outcome, Outcome::Error(body) if Some(body.code) == expected);
+                self.shared.recorder.answered(self.index, kind, started.elapsed(), &outcome, is_expected);
+                Some(outcome)
+            }
+            Err(error) => {
+                tracing::debug!(%error, client = self.index, request = kind, "request failed");
+                self.shared.recorder.failed(self.index, kind, &error);
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Service level objectives a run must meet: `p99<20ms`, `p99.9<50ms`, `max<1s`, `errors<0.1%`,
+//! each optionally scoped to one request kind (`ping:p99<5ms`). Unscoped latency objectives apply
+//! to every request kind in the report (not to `connect`); unscoped error objectives to all
+//! attempts together.
+
+use std::fmt;
+
+use crate::report::Report;
+use crate::stats::CONNECT;
+
+/// One objective.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slo {
+    /// The request kind it applies to; `None` for all.
+    pub scope: Option<String>,
+    /// What is measured.
+    pub metric: Metric,
+    /// The bound the measurement must stay below: milliseconds, or a fraction for errors.
+    pub below: f64,
+    text: String,
+}
+
+/// What an objective measures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Metric {
+    /// A latency quantile (0.99 for p99), in ms.
+    Quantile(f64),
+    /// The error rate, as a fraction of attempts.
+    Errors,
+}
+
+/// The outcome of checking one objective.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    /// The objective as written.
+    pub slo: String,
+    /// What was measured (ms or fraction); for unscoped latency the worst kind.
+    pub measured: f64,
+    /// Where the worst measurement came from.
+    pub kind: String,
+    /// Whether the objective was met.
+    pub met: bool,
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = if self.met { "met" } else { "MISSED" };
+        if self.slo.contains("errors") {
+            write!(f, "{verdict}: {} (measured {:.4}% in {})", self.slo, self.measured * 100.0, self.kind)
+        } else {
+            write!(f, "{verdict}: {} (measured {:.3} ms in {})", self.slo, self.measured, self.kind)
+        }
+    }
+}
+
+impl Slo {
+    /// Parses `[kind:]metric<value`.
+    ///
+    /// # Errors
+    /// Says what is wrong with the text.
+    pub fn parse(text: &str) -> Result<Slo, String> {
+        let (scope, rest) = match text.split_once(':') {
+            Some((scope, rest)) => (Some(scope.trim().to_owned()), rest),
+            None => (None, text),
+        };
+        let (metric, value) =
+            rest.split_once('<').ok_or_else(|| format!("{text:?}: expected metric<value"))?;
+        let metric = match metric.trim() {
+            "errors" => Metric::Errors,
+            "max" => Metric::Quantile(1.0),
+            name => {
+                let percent: f64 = name
+                    .strip_prefix('p')
+                    .and_then(|p| p.parse().ok())
+                    .filter(|p| (0.0..=100.0).contains(p))
+                    .ok_or_else(|| {
+                        format!("{text:?}: unknown metric {name:?} (p50, p99, p99.9, max, errors)")
+                    })?;
+                Metric::Quantile(percent / 100.0)
+            }
+        };
+        let value = value.trim();
+        let below = match metric {
+            Metric::Errors => match value.strip_suffix('%') {
+                Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
+                None => value.parse::<f64>(),
+            }
+            .map_err(|_| format!("{text:?}: bad error rate {value:?}"))?,
+            Metric::Quantile(_) => {
+                parse_ms(value).ok_or_else(|| format!("{text:?}: bad duration {value:?}"))?
+            }
+        };
+        Ok(Slo { scope, metric, below, text: text.to_owned() })
+    }
+
+    /// Checks the objective against `report`.
+    pub fn check(&self, report: &Report) -> Check {
+        let in_scope = |kind: &str| match &self.scope {
+            Some(scope) => kind == scope,
+            None => kind != CONNECT,
+        };
+        let (measured, kind) = match self.metric {
+            Metric::Errors => {
+                let (errors, attempts) = report
+                    .kinds
+                    .iter()
+                    .filter(|(kind, _)| self.scope.is_none() || in_scope(kind))
+                    .fold((0, 0), |(e, a), (_, k)| (e + k.n_errors(), a + k.count + k.n_errors()));
+                let rate = if attempts == 0 { 0.0 } else { errors as f64 / attempts as f64 };
+                (rate, self.scope.clone().unwrap_or_else(|| "all".into()))
+            }
+            Metric::Quantile(q) => report
+                .kinds
+                .iter()
+                .filter(|(kind, _)| in_scope(kind))
+                .map(|(kind, k)| (k.quantile_ms(q).unwrap_or(f64::INFINITY), kind.clone()))
+                .fold((0.0, "none".to_owned()), |worst, next| if next.0 > worst.0 { next } else { worst }),
+        };
+        // A scoped latency objective over a kind that never ran cannot be met.
+        let ran = self.scope.as_ref().is_none_or(|scope| report.kinds.contains_key(scope));
+        Check { slo: self.text.clone(), measured, kind, met: ran && measured < self.below }
+    }
+}
+
+/// `20ms`, `500us`, `1.5s` or a bare number of ms, in ms.
+fn parse_ms(value: &str) -> Option<f64> {
+    let (number, scale) = if let Some(n) = value.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = value.strip_suffix("us").or_else(|| value.strip_suffix("µs")) {
+        (n, 0.001)
+    } else if let Some(n) = value.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (value, 1.0)
+    };
+    number.trim().parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0).map(|n| n * scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str, scope: Option<&str>, metric: Metric, below: f64) {
+        let slo = Slo::parse(text).expect(text);
+        assert_eq!(slo.scope.as_deref(), scope, "{text}");
+        assert_eq!(slo.metric, metric, "{text}");
+        assert!((slo.below - below).abs() < 1e-12, "{text}: {}", slo.below);
+    }
+
+    #[test]
+    fn objectives_parse_with_units_and_scopes() {
+        check("p99<20ms", None, Metric::Quantile(0.99), 20.0);
+        check("p99.9<50ms", None, Metric::Quantile(0.999), 50.0);
+        check("ping:p99<500us", Some("ping"), Metric::Quantile(0.99), 0.5);
+        check("max<1.5s", None, Metric::Quantile(1.0), 1500.0);
+        check("errors<0.1%", None, Metric::Errors, 0.001);
+        check("login:errors<0.01", Some("login"), Metric::Errors, 0.01);
+    }
+
+    #[test]
+    fn malformed_objectives_are_refused() {
+        for text in ["p99>20ms", "q99<20ms", "p99<fast", "errors<lots%", "p101<1ms"] {
+            assert!(Slo::parse(text).is_err(), "{text}");
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! What the clients measured: per request kind, an HDR histogram of latencies (microseconds, up to
+//! 60 s), the count of answers, and errors by code. Clients record into a few sharded stats so
+//! thousands of tasks do not contend on one lock; the shards merge at the end.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use proto::Outcome;
+
+use crate::conn::ConnError;
+
+/// The largest latency a histogram records exactly; longer ones are recorded as this.
+pub const MAX_LATENCY_MICROS: u64 = 60_000_000;
+/// Significant decimal digits the histograms keep.
+const SIGNIFICANT_DIGITS: u8 = 3;
+/// Independent stats the clients record into (client `i` uses shard `i % SHARDS`).
+const SHARDS: usize = 16;
+/// The pseudo request kind under which connection handshakes are recorded; the server does not
+/// count it as a request.
+pub const CONNECT: &str = "connect";
+
+/// Figures for one request kind.
+#[derive(Debug, Clone)]
+pub struct KindStats {
+    /// Latency of every answered request (successes and error responses), in microseconds.
+    pub latency: Histogram<u64>,
+    /// Errors by code: the server's error codes, and client-side failures (`timeout`, `closed`, ...).
+    pub errors: BTreeMap<String, u64>,
+    /// Error responses that are part of the plan, by code (the failed first login of an account
+    /// that does not exist yet): answered and counted, but not errors.
+    pub expected: BTreeMap<String, u64>,
+}
+
+impl KindStats {
+    fn new() -> KindStats {
+        KindStats {
+            // The bounds are constants that hdrhistogram accepts.
+            latency: Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, SIGNIFICANT_DIGITS)
+                .expect("valid histogram bounds"),
+            errors: BTreeMap::new(),
+            expected: BTreeMap::new(),
+        }
+    }
+
+    /// Requests answered by the server, whatever the outcome.
+    pub fn answered(&self) -> u64 {
+        self.latency.len()
+    }
+
+    /// Errors of every code.
+    pub fn n_errors(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    fn merge(&mut self, other: &KindStats) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.latency.add(&other.latency);
+        for (code, count) in &other.errors {
+            *self.errors.entry(code.clone()).or_default() += count;
+        }
+        for (code, count) in &other.expected {
+            *self.expected.entry(code.clone()).or_default() += count;
+        }
+    }
+}
+
+/// Figures for every request kind.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// By request kind ([`proto::Request::kind`], or [`CONNECT`]).
+    pub kinds: BTreeMap<&'static str, KindStats>,
+}
+
+impl Stats {
+    fn kind(&mut self, kind: &'static str) -> &mut KindStats {
+        self.kinds.entry(kind).or_insert_with(KindStats::new)
+    }
+
+    fn merge(&mut self, other: &Stats) {
+        for (kind, stats) in &other.kinds {
+            self.kind(kind).merge(stats);
+        }
+    }
+}
+
+/// Where every client records; cheap live totals for the progress line.
+#[derive(Debug)]
+pub struct Recorder {
+    shards: Vec<Mutex<Stats>>,
+    answered: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            shards: (0..SHARDS).map(|_| Mutex::new(Stats::default())).collect(),
+            answered: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Recorder {
+    /// Records an answer to a request of `kind` after `latency`; an error outcome counts as an
+    /// error unless `expected`.
+    pub fn answered(
+        &self,
+        client: usize,
+        kind: &'static str,
+        latency: Duration,
+        outcome: &Outcome,
+        expected: bool,
+    ) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_MICROS);
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        self.with_shard(client, |stats| {
+            let kind = stats.kind(kind);
+            kind.latency.saturating_record(micros);
+            if let Outcome::Error(body) = outcome {
+                let bucket = if expected { &mut kind.expected } else { &mut kind.errors };
+                *bucket.entry(body.code.as_str().to_owned()).or_default() += 1;
+            }
+        });
+        if matches!(outcome, Outcome::Error(_)) && !expected {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a successful connection handshake.
+    pub fn connected(&self, client: usize, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_MICROS);
+        self.with_shard(client, |stats| stats.kind(CONNECT).latency.saturating_record(micros));
+    }
+
+    /// Records a request of `kind` (or a connect) that got no answer.
+    pub fn failed(&self, client: usize, kind: &'static str, error: &ConnError) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.with_shard(client, |stats| *stats.kind(kind).errors.entry(error.label()).or_default() += 1);
+    }
+
+    /// (answers, errors) so far, for progress.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.answered.load(Ordering::Relaxed), self.errors.load(Ordering::Relaxed))
+    }
+
+    /// Every shard merged.
+    pub fn snapshot(&self) -> Stats {
+        let mut merged = Stats::default();
+        for shard in &self.shards {
+            if let Ok(stats) = shard.lock() {
+                merged.merge(&stats);
+            }
+        }
+        merged
+    }
+
+    fn with_shard(&self, client: usize, record: impl FnOnce(&mut Stats)) {
+        if let Ok(mut stats) = self.shards[client % SHARDS].lock() {
+            record(&mut stats);
+        }
+    }
+}

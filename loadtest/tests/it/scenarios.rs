@@ -1,0 +1,71 @@
+//! One test per scenario, plus the token path and the blend.
+
+use loadtest::Rates;
+use loadtest::slo::Slo;
+
+use crate::support::{N_CLIENTS, TestGateway, assert_clean_and_counted};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_closed_loop_is_counted_alike_by_client_and_server() {
+    let gateway = TestGateway::start().await;
+    let report = loadtest::run(gateway.options("ping")).await.expect("run");
+    assert_clean_and_counted(&report);
+    let ping = &report.kinds["ping"];
+    assert!(ping.count > 100, "only {} pings:\n{}", ping.count, report.render());
+    // Every client registered on its first login, which the report keeps apart from errors.
+    assert_eq!(report.kinds["login"].expected.get("unauthorized"), Some(&(N_CLIENTS as u64)));
+    assert!(Slo::parse("errors<0.1%").expect("slo").check(&report).met);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_ping_sends_at_the_asked_rate() {
+    let gateway = TestGateway::start().await;
+    let mut rates = Rates::default();
+    rates.add("ping=20").expect("rate");
+    let report = loadtest::run(loadtest::Options { rates, ..gateway.options("ping") }).await.expect("run");
+    assert_clean_and_counted(&report);
+    // 10 clients × 20/s over the 2 s after a 0.2 s ramp-up, give or take the phases.
+    let pings = report.kinds["ping"].count;
+    assert!((350..=460).contains(&pings), "{pings} pings:\n{}", report.render());
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_hold_connections_and_the_gateway_memory_is_reported() {
+    let gateway = TestGateway::start().await;
+    let report = loadtest::run(gateway.options("idle")).await.expect("run");
+    assert_clean_and_counted(&report);
+    let peak = report.gateways[0].peak.as_ref().expect("peak scraped");
+    assert_eq!(peak.connections, N_CLIENTS as u64, "{}", report.render());
+    assert!(report.gateways[0].memory_per_connection_bytes.is_some());
+    assert_eq!(report.gateways[0].after.connections, 0, "connections left open");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_storm_logs_in_over_and_over() {
+    let gateway = TestGateway::start().await;
+    let report = loadtest::run(gateway.options("login-storm")).await.expect("run");
+    assert_clean_and_counted(&report);
+    let logins = &report.kinds["login"];
+    // Each client's first login fails (new account) and is followed by a successful one.
+    assert!(logins.count > 2 * N_CLIENTS as u64, "only {} logins:\n{}", logins.count, report.render());
+    assert!(report.kinds["connect"].count > N_CLIENTS as u64);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_sessions_resume_instead_of_logging_in_in_a_blend() {
+    let gateway = TestGateway::start().await;
+    let (tokens, _) =
+        loadtest::prepare_sessions(gateway.options("login-storm"), 4).await.expect("prepare sessions");
+    assert_eq!(tokens.len(), N_CLIENTS);
+    let options = loadtest::Options { tokens, ..gateway.options("ping=3,idle=1") };
+    let report = loadtest::run(options).await.expect("run");
+    assert_clean_and_counted(&report);
+    assert!(!report.kinds.contains_key("login"), "clients logged in again:\n{}", report.render());
+    assert_eq!(report.kinds["resume"].count, N_CLIENTS as u64);
+    assert!(report.kinds["ping"].count > 0);
+    gateway.stop().await;
+}

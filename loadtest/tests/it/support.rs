@@ -1,0 +1,98 @@
+//! The harness: a real `redis-server`, a real gateway started through `gateway::run` on port 0 with
+//! a temporary data directory, and load-test options pointed at it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway::{GatewayConfig, GatewayError};
+use kv::testing::RedisServer;
+use loadtest::{Mix, Options, Report};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Every scenario runs this long.
+pub const RUN_FOR: Duration = Duration::from_secs(2);
+/// Clients per run.
+pub const N_CLIENTS: usize = 10;
+/// Bounds waits: a hang is a failure.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A gateway with its own Redis and data directory, stopped on drop.
+pub struct TestGateway {
+    pub url: String,
+    pub admin: String,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), GatewayError>>>,
+    _redis: RedisServer,
+    _data_dir: tempfile::TempDir,
+}
+
+impl TestGateway {
+    pub async fn start() -> TestGateway {
+        let redis = RedisServer::start();
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let config = GatewayConfig {
+            data_dir: data_dir.path().to_path_buf(),
+            redis_url: Some(redis.url()),
+            key_prefix: "lt-test:".into(),
+            // Closed-loop clients send as fast as they are answered: far above a player's budget.
+            requests_per_sec: 1_000_000,
+            request_burst: 1_000_000,
+            shutdown_timeout: Duration::from_secs(5),
+            ..GatewayConfig::default()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let url = format!("ws://{}/", listener.local_addr().expect("addr"));
+        let admin = format!("http://{}", admin_listener.local_addr().expect("admin addr"));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(gateway::run(
+            listener,
+            admin_listener,
+            config,
+            Arc::new(clock::SystemClock),
+            shutdown.clone(),
+        ));
+        let gateway =
+            TestGateway { url, admin, shutdown, task: Some(task), _redis: redis, _data_dir: data_dir };
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while loadtest::metrics::scrape(&gateway.admin).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "gateway did not come up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        gateway
+    }
+
+    /// Options for a short run of `mix` against this gateway, with its admin port scraped.
+    pub fn options(&self, mix: &str) -> Options {
+        Options {
+            admins: vec![self.admin.clone()],
+            duration: RUN_FOR,
+            ramp_up: Duration::from_millis(200),
+            ..Options::new(self.url.clone(), Mix::parse(mix).expect("mix"), N_CLIENTS)
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let task = self.task.take().expect("running");
+        tokio::time::timeout(PATIENCE, task)
+            .await
+            .expect("gateway stops")
+            .expect("join")
+            .expect("clean stop");
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The report had no errors, and the clients' counts per request kind are the gateway's.
+pub fn assert_clean_and_counted(report: &Report) {
+    assert_eq!(report.total_errors, 0, "errors:\n{}", report.render());
+    assert_eq!(report.client_requests(), report.server_requests, "counts differ:\n{}", report.render());
+}
