@@ -23,8 +23,8 @@ pub struct Slo {
 /// What an objective measures.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Metric {
-    /// A latency quantile (0.99 for p99), in ms.
-    Quantile(f64),
+    /// A latency percentile (99.0 for p99), in ms; kept as written so 99.9 stays exactly 99.9.
+    Percentile(f64),
     /// The error rate, as a fraction of attempts.
     Errors,
 }
@@ -67,7 +67,7 @@ impl Slo {
             rest.split_once('<').ok_or_else(|| format!("{text:?}: expected metric<value"))?;
         let metric = match metric.trim() {
             "errors" => Metric::Errors,
-            "max" => Metric::Quantile(1.0),
+            "max" => Metric::Percentile(100.0),
             name => {
                 let percent: f64 = name
                     .strip_prefix('p')
@@ -76,7 +76,7 @@ impl Slo {
                     .ok_or_else(|| {
                         format!("{text:?}: unknown metric {name:?} (p50, p99, p99.9, max, errors)")
                     })?;
-                Metric::Quantile(percent / 100.0)
+                Metric::Percentile(percent)
             }
         };
         let value = value.trim();
@@ -86,7 +86,7 @@ impl Slo {
                 None => value.parse::<f64>(),
             }
             .map_err(|_| format!("{text:?}: bad error rate {value:?}"))?,
-            Metric::Quantile(_) => {
+            Metric::Percentile(_) => {
                 parse_ms(value).ok_or_else(|| format!("{text:?}: bad duration {value:?}"))?
             }
         };
@@ -109,11 +109,11 @@ impl Slo {
                 let rate = if attempts == 0 { 0.0 } else { errors as f64 / attempts as f64 };
                 (rate, self.scope.clone().unwrap_or_else(|| "all".into()))
             }
-            Metric::Quantile(q) => report
+            Metric::Percentile(percent) => report
                 .kinds
                 .iter()
                 .filter(|(kind, _)| in_scope(kind))
-                .map(|(kind, k)| (k.quantile_ms(q).unwrap_or(f64::INFINITY), kind.clone()))
+                .map(|(kind, k)| (k.quantile_ms(percent / 100.0).unwrap_or(f64::INFINITY), kind.clone()))
                 .fold((0.0, "none".to_owned()), |worst, next| if next.0 > worst.0 { next } else { worst }),
         };
         // A scoped latency objective over a kind that never ran cannot be met.
@@ -149,10 +149,10 @@ mod tests {
 
     #[test]
     fn objectives_parse_with_units_and_scopes() {
-        check("p99<20ms", None, Metric::Quantile(0.99), 20.0);
-        check("p99.9<50ms", None, Metric::Quantile(0.999), 50.0);
-        check("ping:p99<500us", Some("ping"), Metric::Quantile(0.99), 0.5);
-        check("max<1.5s", None, Metric::Quantile(1.0), 1500.0);
+        check("p99<20ms", None, Metric::Percentile(99.0), 20.0);
+        check("p99.9<50ms", None, Metric::Percentile(99.9), 50.0);
+        check("ping:p99<500us", Some("ping"), Metric::Percentile(99.0), 0.5);
+        check("max<1.5s", None, Metric::Percentile(100.0), 1500.0);
         check("errors<0.1%", None, Metric::Errors, 0.001);
         check("login:errors<0.01", Some("login"), Metric::Errors, 0.01);
     }

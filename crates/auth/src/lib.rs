@@ -199,7 +199,8 @@ impl Auth {
         };
         self.inner.kv.counter_reset(&throttle.account).await?;
         let issued =
-            sessions::issue(&self.inner.kv, &self.inner.config, self.inner.clock.now_ms(), &account, None).await?;
+            sessions::issue(&self.inner.kv, &self.inner.config, self.inner.clock.now_ms(), &account, None)
+                .await?;
         tracing::info!(account_id = %account.account_id, "logged in");
         Ok(issued)
     }
@@ -232,9 +233,14 @@ impl Auth {
             username: old.username.clone(),
             created_at_ms: old.account_created_at_ms,
         };
-        let issued =
-            sessions::issue(&self.inner.kv, &self.inner.config, self.inner.clock.now_ms(), &account, Some(old.expires_at_ms))
-                .await?;
+        let issued = sessions::issue(
+            &self.inner.kv,
+            &self.inner.config,
+            self.inner.clock.now_ms(),
+            &account,
+            Some(old.expires_at_ms),
+        )
+        .await?;
         self.inner.kv.session_delete(key.as_str(), &old.account_id.to_string()).await?;
         Ok(issued)
     }

@@ -1,16 +1,18 @@
-//! Argon2id password hashing on a bounded pool of blocking threads.
+//! Argon2id password hashing on a fixed set of dedicated threads.
 //!
 //! A hash takes tens of milliseconds of CPU and 19 MiB of memory, so hashing on the async runtime
 //! would stall every socket, and hashing without a bound would let a login storm exhaust memory.
-//! A semaphore bounds the hashes running at once, a counter bounds the ones waiting.
+//! A few long-lived threads do all the hashing: each reuses the memory of its previous hash (on
+//! Tokio's blocking pool, every fresh thread would keep 19 MiB of its own, and the gateway grew
+//! by gigabytes under a login storm). A counter bounds the hashes waiting for a thread.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 use crate::AuthError;
 
@@ -19,10 +21,13 @@ const MEMORY_KIB: u32 = 19 * 1024;
 const ITERATIONS: u32 = 2;
 const LANES: u32 = 1;
 
+type Job = Box<dyn FnOnce() + Send>;
+
 pub(crate) struct Hasher {
-    running: Arc<Semaphore>,
-    queued: Arc<AtomicUsize>,
-    max_queued: usize,
+    jobs: Mutex<mpsc::Sender<Job>>,
+    /// Hashes submitted and not finished; at most `threads + max_queued`.
+    in_flight: Arc<AtomicUsize>,
+    capacity: usize,
     /// The hash of a random password, verified against when the username is unknown so that the
     /// answer takes as long as for a known one.
     dummy_hash: String,
@@ -35,11 +40,34 @@ fn argon2() -> Result<Argon2<'static>, AuthError> {
 }
 
 impl Hasher {
+    /// Starts `threads` hashing threads; they end when the hasher is dropped.
     pub(crate) async fn new(threads: usize, max_queued: usize) -> Result<Self, AuthError> {
+        let (jobs, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        let threads = threads.max(1);
+        for n in 0..threads {
+            let receiver = receiver.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for the next job, never while hashing.
+                        let job = match receiver.lock() {
+                            Ok(receiver) => receiver.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|e| AuthError::Hashing(format!("cannot start a hashing thread: {e}")))?;
+        }
         let mut hasher = Hasher {
-            running: Arc::new(Semaphore::new(threads.max(1))),
-            queued: Arc::default(),
-            max_queued,
+            jobs: Mutex::new(jobs),
+            in_flight: Arc::default(),
+            capacity: threads + max_queued,
             dummy_hash: String::new(),
         };
         let random_password: [u8; 16] = rand::random();
@@ -73,32 +101,33 @@ impl Hasher {
         &self,
         work: impl FnOnce() -> Result<T, AuthError> + Send + 'static,
     ) -> Result<T, AuthError> {
-        let waiting = QueueSlot::take(&self.queued, self.max_queued)?;
-        let permit = self.running.clone().acquire_owned().await.map_err(|_| AuthError::Busy)?;
-        drop(waiting);
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work()
-        })
-        .await
-        .map_err(|e| AuthError::Hashing(e.to_string()))?
+        let slot = Slot::take(&self.in_flight, self.capacity)?;
+        let (done, result) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _slot = slot;
+            // The caller may have gone (its connection closed); the result is then dropped.
+            let _ = done.send(work());
+        });
+        let sent = self.jobs.lock().map_err(|_| AuthError::Hashing("hasher poisoned".into()))?.send(job);
+        sent.map_err(|_| AuthError::Hashing("the hashing threads have stopped".into()))?;
+        result.await.map_err(|_| AuthError::Hashing("a hashing thread died".into()))?
     }
 }
 
-/// A place in the hashing queue, given back when dropped (also when the caller gives up waiting).
-struct QueueSlot(Arc<AtomicUsize>);
+/// A place among the hashes in flight, given back when the job that holds it ends.
+struct Slot(Arc<AtomicUsize>);
 
-impl QueueSlot {
-    fn take(queued: &Arc<AtomicUsize>, max_queued: usize) -> Result<QueueSlot, AuthError> {
-        if queued.fetch_add(1, Ordering::SeqCst) >= max_queued {
-            queued.fetch_sub(1, Ordering::SeqCst);
+impl Slot {
+    fn take(in_flight: &Arc<AtomicUsize>, capacity: usize) -> Result<Slot, AuthError> {
+        if in_flight.fetch_add(1, Ordering::SeqCst) >= capacity {
+            in_flight.fetch_sub(1, Ordering::SeqCst);
             return Err(AuthError::Busy);
         }
-        Ok(QueueSlot(queued.clone()))
+        Ok(Slot(in_flight.clone()))
     }
 }
 
-impl Drop for QueueSlot {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
@@ -117,10 +146,25 @@ mod tests {
         assert!(!hasher.verify("wrong horse".into(), hash).await.expect("verify"));
     }
 
+    #[test]
+    fn a_full_queue_refuses_instead_of_growing() {
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let first = Slot::take(&in_flight, 2).expect("room");
+        let _second = Slot::take(&in_flight, 2).expect("room");
+        assert!(matches!(Slot::take(&in_flight, 2), Err(AuthError::Busy)));
+        drop(first);
+        assert!(Slot::take(&in_flight, 2).is_ok(), "a finished hash frees its place");
+    }
+
     #[tokio::test]
-    async fn a_full_queue_refuses_instead_of_growing() {
-        let hasher = Hasher::new(1, 0).await;
-        // With no room to wait, even the first hash (the dummy) is refused.
-        assert!(matches!(hasher, Err(AuthError::Busy)));
+    async fn many_concurrent_hashes_all_complete_on_few_threads() {
+        let hasher = Arc::new(Hasher::new(2, 64).await.expect("hasher"));
+        let hashes = (0..8).map(|n| {
+            let hasher = hasher.clone();
+            tokio::spawn(async move { hasher.hash(format!("password {n}")).await })
+        });
+        for hash in hashes {
+            assert!(hash.await.expect("task").is_ok());
+        }
     }
 }

@@ -99,7 +99,8 @@ pub(crate) async fn issue(
         username: account.username.clone(),
         account_created_at_ms: account.created_at_ms,
         created_at_ms: now_ms,
-        expires_at_ms: expires_at_ms.unwrap_or_else(|| now_ms.saturating_add(millis(config.session_max_lifetime))),
+        expires_at_ms: expires_at_ms
+            .unwrap_or_else(|| now_ms.saturating_add(millis(config.session_max_lifetime))),
         last_seen_ms: now_ms,
     };
     store(kv, config, &key, &record, now_ms).await?;

@@ -20,7 +20,8 @@ use proto::{
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 /// Why a request or connection failed.
@@ -268,9 +269,10 @@ impl Client {
         }
     }
 
-    /// Closes the connection with a normal close frame.
+    /// Closes the connection with a normal close frame (code 1000); the server answers in kind.
     pub async fn close(&self) {
-        let _ = self.outgoing.send(Message::Close(None));
+        let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+        let _ = self.outgoing.send(Message::Close(Some(frame)));
     }
 
     /// Registers an account.

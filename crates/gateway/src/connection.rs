@@ -59,7 +59,9 @@ pub(crate) async fn serve(
             |request: &HttpRequest, response: HttpResponse| handshake.negotiate(request, response),
             Some(config),
         );
-        let socket = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+        // Boxed for the same reason as request handling: the handshake's state is large and
+        // short-lived, and would otherwise be reserved inside every connection's task.
+        let socket = match tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(accept)).await {
             Ok(Ok(socket)) => socket,
             Ok(Err(error)) => {
                 tracing::debug!(%error, "handshake refused or failed");
@@ -80,7 +82,7 @@ pub(crate) async fn serve(
         if permit.is_none() {
             outbound.close(proto::close::TRY_AGAIN_LATER, "server full; retry later", false);
         } else if let Some(token) = handshake.token {
-            connection.authenticate_at_handshake(&token).await;
+            Box::pin(connection.authenticate_at_handshake(&token)).await;
         }
         connection.run(stream, &shutdown).await;
         connection.end();
@@ -243,7 +245,7 @@ impl Connection {
                         break;
                     }
                     self.outbound.send_frame(Message::Ping(Default::default()));
-                    self.revalidate().await;
+                    Box::pin(self.revalidate()).await;
                 }
                 frame = stream.next() => {
                     match frame {
@@ -336,7 +338,9 @@ impl Connection {
             }
         };
         let kind = request.kind();
-        let outcome = self.handle(request).await;
+        // Boxed: the largest request future (a login) would otherwise be part of every idle
+        // connection's task, costing its size in memory for each of thousands of connections.
+        let outcome = Box::pin(self.handle(request)).await;
         let label = match &outcome {
             Outcome::Ok(_) => "ok",
             Outcome::Error(body) => body.code.as_str(),

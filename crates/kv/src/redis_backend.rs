@@ -199,7 +199,11 @@ fn unavailable(error: RedisError) -> KvError {
 }
 
 fn no_answer() -> KvError {
-    KvError::Unavailable(format!("no answer from Redis within {} s", OPERATION_TIMEOUT.as_secs()))
+    KvError::Unavailable(no_answer_message())
+}
+
+fn no_answer_message() -> String {
+    format!("no answer from Redis within {} s", OPERATION_TIMEOUT.as_secs())
 }
 
 /// A dirty-set score or claim value: whole milliseconds, as written by `buffer_update`.
@@ -700,10 +704,10 @@ async fn run_update_batch(
         }
         Ok(Ok(replies)) => {
             let error = format!("{} replies to a pipeline of {} updates", replies.len(), batch.len());
-            answer_all(batch, &KvError::Unavailable(error));
+            answer_all(batch, &error);
         }
-        Ok(Err(error)) => answer_all(batch, &unavailable(error)),
-        Err(_) => answer_all(batch, &no_answer()),
+        Ok(Err(error)) => answer_all(batch, &error.to_string()),
+        Err(_) => answer_all(batch, &no_answer_message()),
     }
 }
 
@@ -785,12 +789,8 @@ fn parse_update_reply(reply: Value) -> Result<BufferUpdate, KvError> {
 }
 
 /// Fails every update of the batch with `error`.
-fn answer_all(batch: &mut Vec<UpdateRequest>, error: &KvError) {
-    let message = match error {
-        KvError::Unavailable(message) => message.clone(),
-        other => other.to_string(),
-    };
+fn answer_all(batch: &mut Vec<UpdateRequest>, error: &str) {
     for request in batch.drain(..) {
-        let _ = request.reply.send(Err(KvError::Unavailable(message.clone())));
+        let _ = request.reply.send(Err(KvError::Unavailable(error.to_owned())));
     }
 }

