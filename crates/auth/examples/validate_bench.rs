@@ -34,7 +34,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let run_for = Duration::try_from_secs_f64(seconds)?;
 
     let dir = tempfile::tempdir()?;
-    let kv = kv::Kv::connect_redis(&url, "bench:").await?;
+    let kv = kv::Kv::connect_redis(&url, "validate-bench:").await?;
     let auth =
         Auth::open(dir.path().join("auth.db"), kv, Arc::new(clock::SystemClock), AuthConfig::default())
             .await?;

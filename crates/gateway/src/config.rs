@@ -31,9 +31,10 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 /// Default time shutdown waits for connections and in-flight requests to finish.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default size of each connection's read buffer: a few KiB suffice for game frames, where
-/// tungstenite's 128 KiB default would cost that much memory per idle connection.
-pub const DEFAULT_READ_BUFFER_BYTES: usize = 4096;
+/// Default size of each connection's read buffer: game frames are a few hundred bytes at most,
+/// and tungstenite's 128 KiB default would cost that much memory per idle connection. A larger
+/// frame still arrives whole; it just takes more than one read.
+pub const DEFAULT_READ_BUFFER_BYTES: usize = 2048;
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]

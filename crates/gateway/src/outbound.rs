@@ -33,7 +33,9 @@ pub struct Outbound {
 }
 
 struct Inner {
-    frames: mpsc::Sender<Message>,
+    /// Boxed: the channel keeps blocks of 32 slots per connection once used, and a slot of a
+    /// bare `Message` is 64 bytes where a box is 8.
+    frames: mpsc::Sender<Box<Message>>,
     encoding: Encoding,
     close: Mutex<Option<oneshot::Sender<CloseRequest>>>,
     closing: CancellationToken,
@@ -42,7 +44,7 @@ struct Inner {
 
 /// The receiving half, owned by the writer task.
 pub struct OutboundQueue {
-    frames: mpsc::Receiver<Message>,
+    frames: mpsc::Receiver<Box<Message>>,
     close: oneshot::Receiver<CloseRequest>,
 }
 
@@ -79,7 +81,7 @@ impl Outbound {
 
     /// Queues a frame that is already encoded (or a control frame such as a ping).
     pub fn send_frame(&self, frame: Message) {
-        match self.inner.frames.try_send(frame) {
+        match self.inner.frames.try_send(Box::new(frame)) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.close(
@@ -132,7 +134,7 @@ impl OutboundQueue {
                     if let Ok(request) = request {
                         if request.flush {
                             while let Ok(frame) = self.frames.try_recv() {
-                                if sink.feed(frame).await.is_err() {
+                                if sink.feed(*frame).await.is_err() {
                                     return;
                                 }
                             }
@@ -144,11 +146,11 @@ impl OutboundQueue {
                 }
                 frame = self.frames.recv() => {
                     let Some(frame) = frame else { return };
-                    if sink.feed(frame).await.is_err() {
+                    if sink.feed(*frame).await.is_err() {
                         return;
                     }
                     while let Ok(frame) = self.frames.try_recv() {
-                        if sink.feed(frame).await.is_err() {
+                        if sink.feed(*frame).await.is_err() {
                             return;
                         }
                     }
