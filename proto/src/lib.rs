@@ -15,7 +15,9 @@
 //! - `PROTOCOL.md` documents every message with a JSON example: update it in the same change;
 //! - the round-trip tests at the bottom of this file list one value of every message.
 
+pub mod chat;
 pub mod codec;
+pub mod inventory;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -178,6 +180,10 @@ pub enum Request {
         /// Whose state.
         account_id: AccountId,
     },
+    /// A chat request (see [`chat`]).
+    Chat(chat::ChatRequest),
+    /// An inventory request (see [`inventory`]).
+    Inventory(inventory::InventoryRequest),
 }
 
 impl Request {
@@ -200,6 +206,8 @@ impl Request {
             Request::UpdateState(_) => "update_state",
             Request::GetState => "get_state",
             Request::GetPlayerState { .. } => "get_player_state",
+            Request::Chat(request) => request.kind(),
+            Request::Inventory(request) => request.kind(),
         }
     }
 }
@@ -262,6 +270,10 @@ pub enum Reply {
     State(PlayerState),
     /// Another player's public state.
     PublicState(PublicPlayerState),
+    /// A chat result (see [`chat`]).
+    Chat(chat::ChatReply),
+    /// An inventory result (see [`inventory`]).
+    Inventory(inventory::InventoryReply),
 }
 
 /// A point in the game world.
@@ -430,6 +442,10 @@ pub enum Event {
         /// The text.
         text: String,
     },
+    /// A chat event (see [`chat`]).
+    Chat(chat::ChatEvent),
+    /// An inventory event (see [`inventory`]).
+    Inventory(inventory::InventoryEvent),
 }
 
 #[cfg(test)]
