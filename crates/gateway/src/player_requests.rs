@@ -60,3 +60,19 @@ pub(crate) async fn get_public(players: &Players, player_id: Uuid) -> Result<Rep
         updated_at_ms: state.updated_at_ms,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    /// The protocol publishes the player domain's limits for clients; they must be the same numbers.
+    #[test]
+    fn the_published_limits_are_the_domains() {
+        assert_eq!(proto::limits::COORDINATE_MAX_ABS, player::COORDINATE_MAX_ABS);
+        assert_eq!(proto::limits::ROTATION_MAX_ABS_DEGREES, player::ROTATION_MAX_ABS_DEGREES);
+        assert_eq!(proto::limits::HEALTH_MAX, player::HEALTH_MAX);
+        assert_eq!(proto::limits::ATTRIBUTES_MAX_BYTES, player::ATTRIBUTES_MAX_BYTES);
+        assert_eq!(proto::limits::USERNAME_MAX_CHARS, auth::USERNAME_MAX_CHARS);
+        assert_eq!(proto::limits::USERNAME_MIN_CHARS, auth::USERNAME_MIN_CHARS);
+        assert_eq!(proto::limits::PASSWORD_MIN_CHARS, auth::PASSWORD_MIN_CHARS);
+        assert_eq!(proto::limits::PASSWORD_MAX_BYTES, auth::PASSWORD_MAX_BYTES);
+    }
+}
