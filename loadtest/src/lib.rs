@@ -2,12 +2,14 @@
 //! scenario, with latency histograms, live progress, the gateways' own figures scraped from their
 //! admin ports, a text and JSON report, and SLO checks.
 //!
-//! Entry points: [`run`] (one run of a scenario or blend, returning a [`Report`]) and
-//! [`prepare_sessions`] (log many accounts in once, for token files). The `loadtest` binary is a
-//! thin CLI over both; tests call them directly.
+//! Entry points: [`run`] (one run of a scenario or blend, returning a [`Report`]),
+//! [`prepare_sessions`] (log many accounts in once, for token files) and
+//! [`postgres_baseline::run`] (the player-state workload as plain PostgreSQL upserts, for
+//! comparison). The `loadtest` binary is a thin CLI over them; tests call them directly.
 
 pub mod conn;
 pub mod metrics;
+pub mod postgres_baseline;
 pub mod report;
 pub mod scenario;
 pub mod slo;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use loadtest::postgres_baseline::{self, BaselineOptions, BaselineOutcome};
 use loadtest::slo::Slo;
 use loadtest::{Mix, Options, Rates};
 use proto::Encoding;
@@ -38,6 +39,34 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+    /// The player-state workload of the `state` scenario as plain PostgreSQL upserts (one prepared
+    /// autocommit statement per update), swept over concurrency levels, for comparison.
+    PostgresBaseline(BaselineArgs),
+}
+
+#[derive(Debug, Args)]
+struct BaselineArgs {
+    /// `postgres://user@host:port/database`; without one the baseline is skipped.
+    #[arg(long, env = "LOADTEST_POSTGRES_URL")]
+    postgres_url: Option<String>,
+    /// Concurrent connections of each level, run in this order.
+    #[arg(long, value_delimiter = ',', default_values_t = postgres_baseline::DEFAULT_CONCURRENCY)]
+    concurrency: Vec<usize>,
+    /// Seconds each level runs.
+    #[arg(long, default_value_t = postgres_baseline::DEFAULT_DURATION.as_secs_f64())]
+    duration: f64,
+    /// Distinct players the updates are spread over.
+    #[arg(long, default_value_t = postgres_baseline::DEFAULT_N_PLAYERS)]
+    players: usize,
+    /// The table to write; dropped and created again at the start.
+    #[arg(long, default_value = postgres_baseline::DEFAULT_TABLE)]
+    table: String,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Do not print a line as each level ends.
+    #[arg(long)]
+    no_progress: bool,
 }
 
 /// Where and how clients connect.
@@ -73,8 +102,8 @@ struct RunArgs {
     /// A gateway's admin URL, matched to the targets in order, for its metrics.
     #[arg(long = "admin")]
     admins: Vec<String>,
-    /// `idle`, `login-storm`, `ping`, a blend such as `ping=8,idle=1,login-storm=1`, or `mixed`
-    /// with `--mix`.
+    /// `idle`, `login-storm`, `ping`, `state`, a blend such as `ping=8,idle=1,login-storm=1`, or
+    /// `mixed` with `--mix`.
     #[arg(long, default_value = "ping")]
     scenario: String,
     /// The blend for `--scenario mixed`.
@@ -141,8 +170,34 @@ async fn main() -> anyhow::Result<()> {
             writeln!(stdout, "wrote {} tokens to {}", tokens.len(), out.display())?;
             Ok(())
         }
+        Some(Command::PostgresBaseline(args)) => postgres_baseline(args).await,
         None => run(cli.run).await,
     }
+}
+
+async fn postgres_baseline(args: BaselineArgs) -> anyhow::Result<()> {
+    let options = BaselineOptions {
+        concurrency: args.concurrency,
+        duration: Duration::try_from_secs_f64(args.duration).context("--duration")?,
+        n_players: args.players,
+        table: args.table,
+        progress: !args.no_progress,
+        ..BaselineOptions::new(args.postgres_url)
+    };
+    let mut stdout = std::io::stdout().lock();
+    let report = match postgres_baseline::run(options).await? {
+        BaselineOutcome::Skipped(reason) => {
+            writeln!(stdout, "{reason}")?;
+            return Ok(());
+        }
+        BaselineOutcome::Ran(report) => report,
+    };
+    write!(stdout, "{}", report.render())?;
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

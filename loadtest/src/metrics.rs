@@ -20,6 +20,10 @@ pub struct Snapshot {
     pub connections: u64,
     /// `gateway_requests_total` by request kind, then outcome.
     pub requests: BTreeMap<String, BTreeMap<String, u64>>,
+    /// `player_updates_accepted_total`: player-state updates acknowledged.
+    pub player_updates_accepted: u64,
+    /// `player_rows_flushed_total`: player-state rows the flusher wrote to SQLite.
+    pub player_rows_flushed: u64,
 }
 
 impl Snapshot {
@@ -78,6 +82,8 @@ pub fn parse(text: &str) -> Snapshot {
         match name {
             "process_resident_memory_bytes" => snapshot.resident_bytes = value,
             "gateway_connections" => snapshot.connections = value,
+            "player_updates_accepted_total" => snapshot.player_updates_accepted = value,
+            "player_rows_flushed_total" => snapshot.player_rows_flushed = value,
             "gateway_requests_total" => {
                 let label = |key: &str| {
                     labels.split(',').find_map(|pair| {
@@ -139,9 +145,11 @@ mod tests {
                     gateway_connections 12\nprocess_resident_memory_bytes 4096000\n\
                     gateway_requests_total{request=\"ping\",outcome=\"ok\"} 70\n\
                     gateway_requests_total{request=\"login\",outcome=\"unauthorized\"} 2\n\
-                    gateway_requests_total{request=\"login\",outcome=\"ok\"} 3\n";
+                    gateway_requests_total{request=\"login\",outcome=\"ok\"} 3\n\
+                    player_updates_accepted_total 1200\nplayer_rows_flushed_total 60\n";
         let after = parse(text);
         assert_eq!(after.connections, 12);
+        assert_eq!((after.player_updates_accepted, after.player_rows_flushed), (1200, 60));
         assert_eq!(after.resident_bytes, 4_096_000);
         let before = parse("gateway_requests_total{request=\"ping\",outcome=\"ok\"} 20\n");
         let deltas = after.requests_since(&before);

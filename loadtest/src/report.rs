@@ -92,6 +92,11 @@ pub struct GatewayReport {
     pub requests: BTreeMap<String, u64>,
     /// The same by kind and outcome.
     pub outcomes: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Player-state updates this gateway acknowledged during the run.
+    pub player_updates_accepted: u64,
+    /// Player-state rows its flusher wrote to SQLite during the run (buffered mode; the last
+    /// flush of the run may land after the scrape).
+    pub player_rows_flushed: u64,
 }
 
 impl GatewayReport {
@@ -103,6 +108,10 @@ impl GatewayReport {
         GatewayReport {
             requests: after.requests_since(&before),
             outcomes: after.outcomes_since(&before),
+            player_updates_accepted: after
+                .player_updates_accepted
+                .saturating_sub(before.player_updates_accepted),
+            player_rows_flushed: after.player_rows_flushed.saturating_sub(before.player_rows_flushed),
             admin,
             before,
             peak,
@@ -202,7 +211,17 @@ impl Report {
             }
             let counted: Vec<String> =
                 gateway.requests.iter().map(|(kind, count)| format!("{kind}={count}")).collect();
-            let _ = writeln!(out, "; counted {}", counted.join(" "));
+            let _ = write!(out, "; counted {}", counted.join(" "));
+            if gateway.player_updates_accepted > 0 {
+                let _ = write!(
+                    out,
+                    "; player updates accepted {}, rows flushed {} ({:.4} rows per update)",
+                    gateway.player_updates_accepted,
+                    gateway.player_rows_flushed,
+                    gateway.player_rows_flushed as f64 / gateway.player_updates_accepted as f64
+                );
+            }
+            let _ = writeln!(out);
         }
         out
     }

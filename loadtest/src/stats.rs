@@ -138,8 +138,14 @@ impl Recorder {
 
     /// Records a request of `kind` (or a connect) that got no answer.
     pub fn failed(&self, client: usize, kind: &'static str, error: &ConnError) {
+        self.failed_with(client, kind, error.label());
+    }
+
+    /// Records a request of `kind` that failed with an error labelled `label` (for requests that
+    /// are not sent over a [`crate::conn::Connection`]).
+    pub fn failed_with(&self, client: usize, kind: &'static str, label: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        self.with_shard(client, |stats| *stats.kind(kind).errors.entry(error.label()).or_default() += 1);
+        self.with_shard(client, |stats| *stats.kind(kind).errors.entry(label).or_default() += 1);
     }
 
     /// (answers, errors) so far, for progress.

@@ -470,6 +470,15 @@ mod tests {
             }),
             Request::GetState,
             Request::GetPlayerState { account_id: AccountId(Uuid::from_u128(7)) },
+            Request::Chat(chat::ChatRequest::History {
+                channel_id: chat::ChannelId(Uuid::from_u128(8)),
+                before: Some(chat::MessageId(Uuid::from_u128(9))),
+                limit: 50,
+            }),
+            Request::Chat(chat::ChatRequest::SendDirect {
+                to: AccountId(Uuid::from_u128(7)),
+                text: "hi".into(),
+            }),
         ];
         requests.into_iter().zip(1..).map(|(request, id)| ClientMessage { id, request }).collect()
     }
@@ -517,6 +526,13 @@ mod tests {
         messages
             .push(ServerMessage::Event(Event::Kicked { code: close::SESSION_REVOKED, reason: "bye".into() }));
         messages.push(ServerMessage::Event(Event::Notice { text: "hello".into() }));
+        messages.push(ServerMessage::Event(Event::Chat(chat::ChatEvent::Message(chat::ChatMessage {
+            message_id: chat::MessageId(Uuid::from_u128(9)),
+            channel_id: chat::ChannelId(Uuid::from_u128(8)),
+            sender: account_id,
+            text: "hello\nworld".into(),
+            sent_at_ms: 1_700_000_000_000,
+        }))));
         messages
     }
 

@@ -1,11 +1,566 @@
 //! Chat: public rooms, private groups and direct messages, with history in one SQLite shard per
 //! year (`chat-2026.db`, `chat-2027.db`, ...).
 //!
-//! Will own: the yearly chat shards and their lifecycle (provision ahead of the year boundary,
-//! retire into an archive), message validation and per-player send limits, group-committed
-//! writes, and cursor-paged history that crosses year boundaries.
+//! Owns:
+//! - `chat.db` (`channels.rs`): channels and their members. Channels span years, so they are
+//!   kept apart from the yearly message shards.
+//! - `chat-YYYY.db`: the messages sent in year YYYY (UTC, by the injected clock). A message's id
+//!   ([`MessageId`], a UUID v7) carries its timestamp, so the id names its shard. The current
+//!   year's and the next year's shards are provisioned at start-up, and the next one again after
+//!   the first commit of each year; writes switch shards by each message's own timestamp, with
+//!   no restart.
+//! - the rules: text cleaning and length, room and group names, who may read, post, invite and
+//!   delete, and the per-player send rate (a fixed-window counter in the key-value store, its
+//!   window numbered by the injected clock).
+//! - group commit ([`writer`]): a send is acknowledged only after the transaction holding it
+//!   commits, and one transaction holds every message queued meanwhile.
+//! - history: newest first, paged by a message-id cursor, crossing from one year's shard into
+//!   the previous one within a page; a retired year ends the history with an `archived` marker
+//!   rather than being served.
+//! - shard lifecycle ([`lifecycle`]): provision, retire into an archive directory, list.
 //!
-//! Never: reads or writes another domain's shard, or knows how a message reaches a socket: it
-//! returns who should receive what, and the gateway delivers it.
-//!
-//! Empty until the chat issue lands; the crate exists so the workspace has its final shape.
+//! Never: reads or writes another domain's shard, knows whether an account exists (the gateway
+//! checks before a first direct message), or knows how a message reaches a socket: every
+//! operation that others should hear about returns the members to tell, and the gateway
+//! delivers it.
+
+mod channels;
+mod error;
+mod ids;
+pub mod lifecycle;
+mod messages;
+mod text;
+pub mod writer;
+mod years;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use clock::SharedClock;
+use kv::Kv;
+use shard::{Shard, ShardConfig};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+pub use error::ChatError;
+pub use ids::{ChannelId, MessageId, direct_channel_id, year_of_ms, year_start_ms};
+pub use text::{GROUP_NAME_MAX_CHARS, ROOM_NAME_MAX_CHARS};
+pub use writer::GroupCommitter;
+pub use years::shard_file_name;
+
+/// Longest message, in characters (Unicode scalar values), after cleaning.
+pub const MAX_TEXT_CHARS: usize = 1_000;
+/// Most messages in one history page; larger requests get this many.
+pub const MAX_PAGE_SIZE: usize = 100;
+/// Default messages one player may send per window.
+pub const DEFAULT_SENDS_PER_WINDOW: u64 = 10;
+/// Default length of the send-rate window.
+pub const DEFAULT_SEND_WINDOW: Duration = Duration::from_secs(5);
+/// Default number of messages waiting for the writer before senders wait for room.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 16_384;
+/// Default largest number of messages in one group commit.
+pub const DEFAULT_MAX_BATCH: usize = 2_048;
+/// The name of the channels shard in the data directory.
+pub const CHANNELS_FILE: &str = "chat.db";
+/// The archive directory's name inside the data directory, unless configured.
+pub const DEFAULT_ARCHIVE_DIR_NAME: &str = "chat-archive";
+
+/// Configuration of the chat domain.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    /// Messages one player may send per `send_window`; default [`DEFAULT_SENDS_PER_WINDOW`];
+    /// must be positive.
+    pub sends_per_window: u64,
+    /// The send-rate window; default [`DEFAULT_SEND_WINDOW`]; at least 1 ms.
+    pub send_window: Duration,
+    /// Messages queued for the writer at most; default [`DEFAULT_QUEUE_CAPACITY`].
+    pub queue_capacity: usize,
+    /// Messages per group commit at most; default [`DEFAULT_MAX_BATCH`].
+    pub max_batch: usize,
+    /// Where retired years go; default `DATA_DIR/`[`DEFAULT_ARCHIVE_DIR_NAME`].
+    pub archive_dir: Option<PathBuf>,
+    /// How every chat shard is opened.
+    pub shard: ShardConfig,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            sends_per_window: DEFAULT_SENDS_PER_WINDOW,
+            send_window: DEFAULT_SEND_WINDOW,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            max_batch: DEFAULT_MAX_BATCH,
+            archive_dir: None,
+            shard: ShardConfig::default(),
+        }
+    }
+}
+
+impl ChatConfig {
+    /// The archive directory for a data directory.
+    pub fn archive_dir(&self, data_dir: &Path) -> PathBuf {
+        self.archive_dir.clone().unwrap_or_else(|| data_dir.join(DEFAULT_ARCHIVE_DIR_NAME))
+    }
+}
+
+/// What kind of channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChannelKind {
+    /// A public room: anyone joins and leaves by name, anyone reads, members post.
+    Room,
+    /// A private group: the owner adds and removes members; only members read and post.
+    Group,
+    /// Two players' direct messages: only they read and post.
+    Direct,
+}
+
+/// A channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    /// Its id.
+    pub id: ChannelId,
+    /// Room, group or direct.
+    pub kind: ChannelKind,
+    /// A room's or group's name; empty for direct channels.
+    pub name: String,
+    /// A group's owner.
+    pub owner: Option<Uuid>,
+    /// When it was created (milliseconds since the Unix epoch).
+    pub created_at_ms: u64,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Its id; sorts by time and names the year's shard.
+    pub id: MessageId,
+    /// Where it was sent.
+    pub channel_id: ChannelId,
+    /// Who sent it.
+    pub sender: Uuid,
+    /// The cleaned text.
+    pub text: String,
+    /// Server time of the send (milliseconds since the Unix epoch); the id's timestamp.
+    pub sent_at_ms: u64,
+}
+
+/// Something that happened, and the accounts to tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery<T> {
+    /// What happened.
+    pub value: T,
+    /// Every member of the channel (the actor included: their other connections want it too).
+    pub recipients: Vec<Uuid>,
+}
+
+/// One page of a channel's history.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HistoryPage {
+    /// Newest first.
+    pub messages: Vec<Message>,
+    /// The cursor of the next (older) page; `None` when there is nothing older to serve.
+    pub next_before: Option<MessageId>,
+    /// True when older history exists in a retired (archived) year and is not served.
+    pub archived: bool,
+}
+
+/// Counters of the write path, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct ChatStats {
+    /// Messages stored (committed).
+    pub messages_stored: AtomicU64,
+    /// Group commits (transactions) made.
+    pub commits: AtomicU64,
+    /// Messages in the last group commit.
+    pub last_batch: AtomicU64,
+}
+
+/// The chat domain: cheap to clone.
+#[derive(Clone)]
+pub struct Chat {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    channels: Shard,
+    years: Arc<years::Years>,
+    queue: mpsc::Sender<writer::Pending>,
+    ids: ids::IdGenerator,
+    kv: Kv,
+    clock: SharedClock,
+    config: ChatConfig,
+    stats: Arc<ChatStats>,
+}
+
+impl std::fmt::Debug for Chat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chat").field("config", &self.inner.config).finish_non_exhaustive()
+    }
+}
+
+impl Chat {
+    /// Opens `DATA_DIR/chat.db` and the yearly shards, provisioning the current year's and the
+    /// next year's. Returns the domain and its writer, which the caller must run (on its task
+    /// tracker, with its shutdown token) for sends to complete.
+    ///
+    /// # Errors
+    /// A shard cannot be opened or migrated, or the configuration is invalid.
+    pub async fn open(
+        data_dir: &Path,
+        kv: Kv,
+        clock: SharedClock,
+        config: ChatConfig,
+    ) -> Result<(Chat, GroupCommitter), ChatError> {
+        if config.sends_per_window == 0
+            || config.send_window.as_millis() == 0
+            || config.queue_capacity == 0
+            || config.max_batch == 0
+        {
+            return Err(ChatError::InvalidRequest(
+                "sends_per_window, send_window, queue_capacity and max_batch must be positive".into(),
+            ));
+        }
+        let channels = Shard::open(data_dir.join(CHANNELS_FILE), &config.shard, channels::MIGRATIONS).await?;
+        let current_year = year_of_ms(clock.now_ms());
+        let years = Arc::new(
+            years::Years::open(
+                data_dir.to_path_buf(),
+                config.archive_dir(data_dir),
+                config.shard.clone(),
+                current_year,
+            )
+            .await?,
+        );
+        let (queue, receiver) = mpsc::channel(config.queue_capacity);
+        let stats = Arc::new(ChatStats::default());
+        let committer = GroupCommitter {
+            receiver,
+            years: years.clone(),
+            stats: stats.clone(),
+            max_batch: config.max_batch,
+        };
+        let inner =
+            Inner { channels, years, queue, ids: ids::IdGenerator::default(), kv, clock, config, stats };
+        Ok((Chat { inner: Arc::new(inner) }, committer))
+    }
+
+    /// Counters of the write path.
+    pub fn stats(&self) -> &ChatStats {
+        &self.inner.stats
+    }
+
+    /// `chat.db` and every open yearly shard, for checkpoints and readiness checks.
+    pub fn shards(&self) -> Vec<Shard> {
+        let mut shards = vec![self.inner.channels.clone()];
+        shards.extend(self.inner.years.open_shards());
+        shards
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    async fn channel(&self, channel_id: ChannelId) -> Result<Channel, ChatError> {
+        channels::channel(&self.inner.channels, channel_id).await?.ok_or(ChatError::UnknownChannel)
+    }
+
+    /// Joins the public room called `name` (case-insensitive), creating it if needed. Joining a
+    /// room one is in changes nothing.
+    ///
+    /// # Errors
+    /// [`ChatError::InvalidName`]; storage errors.
+    pub async fn join_room(&self, account_id: Uuid, name: &str) -> Result<Channel, ChatError> {
+        let name = text::room_name(name)?;
+        let new_id = ChannelId(Uuid::now_v7());
+        channels::join_room(&self.inner.channels, name, new_id, account_id, self.now_ms()).await
+    }
+
+    /// Leaves the public room called `name`. Leaving a room one is not in changes nothing.
+    ///
+    /// # Errors
+    /// [`ChatError::UnknownChannel`] when no room has that name; [`ChatError::InvalidName`].
+    pub async fn leave_room(&self, account_id: Uuid, name: &str) -> Result<Channel, ChatError> {
+        let name = text::room_name(name)?;
+        let room =
+            channels::room_by_name(&self.inner.channels, name).await?.ok_or(ChatError::UnknownChannel)?;
+        channels::remove_member(&self.inner.channels, room.id, account_id).await?;
+        Ok(room)
+    }
+
+    /// Creates a private group owned (and so far only joined) by `owner`.
+    ///
+    /// # Errors
+    /// [`ChatError::InvalidName`]; storage errors.
+    pub async fn create_group(&self, owner: Uuid, name: &str) -> Result<Channel, ChatError> {
+        let name = text::group_name(name)?;
+        let group = Channel {
+            id: ChannelId(Uuid::now_v7()),
+            kind: ChannelKind::Group,
+            name,
+            owner: Some(owner),
+            created_at_ms: self.now_ms(),
+        };
+        channels::create(&self.inner.channels, group, vec![owner]).await
+    }
+
+    /// The owner adds `account_id` to a group. The result goes to the new member (so they learn
+    /// the group exists) and every other member.
+    ///
+    /// # Errors
+    /// [`ChatError::UnknownChannel`]; [`ChatError::NotAllowed`] unless `actor` owns the group.
+    pub async fn add_member(
+        &self,
+        actor: Uuid,
+        channel_id: ChannelId,
+        account_id: Uuid,
+    ) -> Result<Delivery<Channel>, ChatError> {
+        let group = self.owned_group(actor, channel_id).await?;
+        channels::add_member(&self.inner.channels, channel_id, account_id, self.now_ms()).await?;
+        let recipients = channels::members(&self.inner.channels, channel_id).await?;
+        Ok(Delivery { value: group, recipients })
+    }
+
+    /// Removes `account_id` from a group: the owner removes anyone else, a member removes
+    /// themselves (leaves). The recipients are the remaining members and the removed one.
+    ///
+    /// # Errors
+    /// [`ChatError::UnknownChannel`]; [`ChatError::NotAllowed`] for anyone else;
+    /// [`ChatError::InvalidRequest`] when the owner tries to leave their own group.
+    pub async fn remove_member(
+        &self,
+        actor: Uuid,
+        channel_id: ChannelId,
+        account_id: Uuid,
+    ) -> Result<Delivery<Channel>, ChatError> {
+        let group = self.channel(channel_id).await?;
+        if group.kind != ChannelKind::Group {
+            return Err(ChatError::InvalidRequest(
+                "only group members are removed; leave a room by name".into(),
+            ));
+        }
+        if group.owner == Some(account_id) {
+            return Err(ChatError::InvalidRequest("the owner cannot leave their own group".into()));
+        }
+        if actor != account_id && group.owner != Some(actor) {
+            return Err(if channels::is_member(&self.inner.channels, channel_id, actor).await? {
+                ChatError::NotAllowed("only the owner removes other members".into())
+            } else {
+                ChatError::NotMember
+            });
+        }
+        let was_member = channels::remove_member(&self.inner.channels, channel_id, account_id).await?;
+        let mut recipients = channels::members(&self.inner.channels, channel_id).await?;
+        if was_member {
+            recipients.push(account_id);
+        }
+        Ok(Delivery { value: group, recipients })
+    }
+
+    async fn owned_group(&self, actor: Uuid, channel_id: ChannelId) -> Result<Channel, ChatError> {
+        let group = self.channel(channel_id).await?;
+        if group.kind != ChannelKind::Group {
+            return Err(ChatError::InvalidRequest("members are added to groups only".into()));
+        }
+        if group.owner != Some(actor) {
+            return Err(if channels::is_member(&self.inner.channels, channel_id, actor).await? {
+                ChatError::NotAllowed("only the owner adds members".into())
+            } else {
+                ChatError::NotMember
+            });
+        }
+        Ok(group)
+    }
+
+    /// Every channel the account belongs to (rooms joined, groups, direct channels).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn channels_of(&self, account_id: Uuid) -> Result<Vec<Channel>, ChatError> {
+        channels::channels_of(&self.inner.channels, account_id).await
+    }
+
+    /// Sends `text` to a channel the sender is a member of. Returns once the message is
+    /// committed to its year's shard, with the stored message and the members to deliver it to.
+    ///
+    /// # Errors
+    /// [`ChatError::InvalidText`]; [`ChatError::UnknownChannel`]; [`ChatError::NotMember`];
+    /// [`ChatError::RateLimited`]; [`ChatError::Store`] when the rate counter is unreachable;
+    /// [`ChatError::ShuttingDown`] or [`ChatError::Write`] when it was not stored.
+    pub async fn send(
+        &self,
+        sender: Uuid,
+        channel_id: ChannelId,
+        text: &str,
+    ) -> Result<Delivery<Message>, ChatError> {
+        let text = text::clean_text(text, MAX_TEXT_CHARS)?;
+        self.channel(channel_id).await?;
+        let recipients = channels::members(&self.inner.channels, channel_id).await?;
+        if !recipients.contains(&sender) {
+            return Err(ChatError::NotMember);
+        }
+        self.store(sender, channel_id, text, recipients).await
+    }
+
+    /// Sends `text` to the direct channel of `sender` and `to`, creating it on the first message.
+    /// The caller has checked that `to` is an account.
+    ///
+    /// # Errors
+    /// As [`Chat::send`]; [`ChatError::InvalidRequest`] for a message to oneself.
+    pub async fn send_direct(
+        &self,
+        sender: Uuid,
+        to: Uuid,
+        text: &str,
+    ) -> Result<Delivery<Message>, ChatError> {
+        let text = text::clean_text(text, MAX_TEXT_CHARS)?;
+        if sender == to {
+            return Err(ChatError::InvalidRequest("a direct message goes to someone else".into()));
+        }
+        let channel_id = direct_channel_id(sender, to);
+        if channels::channel(&self.inner.channels, channel_id).await?.is_none() {
+            let direct = Channel {
+                id: channel_id,
+                kind: ChannelKind::Direct,
+                name: String::new(),
+                owner: None,
+                created_at_ms: self.now_ms(),
+            };
+            channels::create(&self.inner.channels, direct, vec![sender, to]).await?;
+        }
+        self.store(sender, channel_id, text, vec![sender, to]).await
+    }
+
+    /// Counts the send against the sender's rate, stamps it and waits for its group commit.
+    async fn store(
+        &self,
+        sender: Uuid,
+        channel_id: ChannelId,
+        text: String,
+        recipients: Vec<Uuid>,
+    ) -> Result<Delivery<Message>, ChatError> {
+        let now_ms = self.now_ms();
+        self.count_send(sender, now_ms).await?;
+        let message =
+            Message { id: self.inner.ids.next(now_ms), channel_id, sender, text, sent_at_ms: now_ms };
+        let (done, acknowledged) = oneshot::channel();
+        let pending = writer::Pending { message: message.clone(), done };
+        self.inner.queue.send(pending).await.map_err(|_| ChatError::ShuttingDown)?;
+        acknowledged.await.map_err(|_| ChatError::ShuttingDown)??;
+        Ok(Delivery { value: message, recipients })
+    }
+
+    /// A fixed window per player, numbered by the injected clock so tests move it by hand.
+    async fn count_send(&self, sender: Uuid, now_ms: u64) -> Result<(), ChatError> {
+        let window = &self.inner.config.send_window;
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        let key = format!("chat-send:{sender}:{}", now_ms / window_ms);
+        let count = self.inner.kv.counter_hit(&key, *window).await?;
+        if count > self.inner.config.sends_per_window { Err(ChatError::RateLimited) } else { Ok(()) }
+    }
+
+    /// Up to `limit` (at most [`MAX_PAGE_SIZE`]) visible messages older than `before` (newest
+    /// first when `None`), crossing into earlier years' shards as needed. Rooms are readable by
+    /// anyone; groups and direct channels by members only.
+    ///
+    /// # Errors
+    /// [`ChatError::UnknownChannel`]; [`ChatError::NotMember`]; storage errors.
+    pub async fn history(
+        &self,
+        reader: Uuid,
+        channel_id: ChannelId,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Result<HistoryPage, ChatError> {
+        let channel = self.channel(channel_id).await?;
+        if channel.kind != ChannelKind::Room
+            && !channels::is_member(&self.inner.channels, channel_id, reader).await?
+        {
+            return Err(ChatError::NotMember);
+        }
+        let limit = limit.clamp(1, MAX_PAGE_SIZE);
+        let years = &self.inner.years;
+        let newest = years.newest_open().unwrap_or_else(|| year_of_ms(self.now_ms()));
+        // A cursor from the future (or not a message id at all) starts at the newest shard.
+        let (mut cursor, start_year) = match before {
+            Some(before) => (before, before.year().min(newest)),
+            None => (ids::first_id_at(year_start_ms(newest + 1)), newest),
+        };
+        let mut page = HistoryPage::default();
+        for year in (years.oldest()..=start_year).rev() {
+            match years.for_read(year).await? {
+                years::YearState::Live(shard) => {
+                    let remaining = limit - page.messages.len();
+                    let found = messages::page(&shard, channel_id, cursor, remaining).await?;
+                    page.messages.extend(found);
+                }
+                years::YearState::Archived => {
+                    page.archived = true;
+                    break;
+                }
+                years::YearState::Missing => {}
+            }
+            if page.messages.len() == limit {
+                break;
+            }
+            cursor = ids::first_id_at(year_start_ms(year));
+        }
+        if page.messages.len() == limit {
+            page.next_before = page.messages.last().map(|message| message.id);
+        }
+        Ok(page)
+    }
+
+    /// Soft-deletes the sender's own message: it disappears from history (the row stays, for
+    /// moderation). Returns the deletion and the members to tell.
+    ///
+    /// # Errors
+    /// [`ChatError::UnknownChannel`]; [`ChatError::UnknownMessage`] when the channel holds no
+    /// such visible message; [`ChatError::NotAllowed`] for someone else's message;
+    /// [`ChatError::Archived`] when its year was retired.
+    pub async fn delete(
+        &self,
+        actor: Uuid,
+        channel_id: ChannelId,
+        message_id: MessageId,
+    ) -> Result<Delivery<(ChannelId, MessageId)>, ChatError> {
+        self.channel(channel_id).await?;
+        let shard = match self.inner.years.for_read(message_id.year()).await? {
+            years::YearState::Live(shard) => shard,
+            years::YearState::Archived => return Err(ChatError::Archived(message_id.year())),
+            years::YearState::Missing => return Err(ChatError::UnknownMessage),
+        };
+        match messages::sender(&shard, channel_id, message_id).await? {
+            None => return Err(ChatError::UnknownMessage),
+            Some(sender) if sender != actor => {
+                return Err(ChatError::NotAllowed("only the sender deletes a message".into()));
+            }
+            Some(_) => {}
+        }
+        if !messages::soft_delete(&shard, channel_id, message_id, self.now_ms()).await? {
+            return Err(ChatError::UnknownMessage);
+        }
+        let recipients = channels::members(&self.inner.channels, channel_id).await?;
+        Ok(Delivery { value: (channel_id, message_id), recipients })
+    }
+
+    /// Checkpoints every open chat shard (the last act of a shutdown).
+    ///
+    /// # Errors
+    /// The first shard that failed.
+    pub async fn checkpoint(&self) -> Result<(), ChatError> {
+        for shard in self.shards() {
+            shard.checkpoint().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Counters are read with relaxed ordering: they are statistics, not synchronisation.
+impl ChatStats {
+    /// (messages stored, commits).
+    pub fn snapshot(&self) -> (u64, u64) {
+        (self.messages_stored.load(Ordering::Relaxed), self.commits.load(Ordering::Relaxed))
+    }
+}

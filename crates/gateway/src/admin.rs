@@ -19,6 +19,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/accounts/{account_id}/notice", post(notice))
+        .route("/inventory/grant", post(crate::inventory_requests::grant_http))
+        .route("/inventory/{account_id}/ledger", get(crate::inventory_requests::ledger_http))
         .with_state(shared)
 }
 
@@ -28,7 +30,7 @@ async fn ready(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
     if let Err(error) = shared.kv.ping().await {
         problems.push(format!("kv: {error}"));
     }
-    for shard in [shared.auth.shard(), shared.players.shard()] {
+    for shard in [shared.auth.shard(), shared.players.shard(), shared.inventory.shard()] {
         if let Err(error) = shard.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(()))).await {
             problems.push(format!("{}: {error}", shard.path().display()));
         }

@@ -36,6 +36,11 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// frame still arrives whole; it just takes more than one read.
 pub const DEFAULT_READ_BUFFER_BYTES: usize = 2048;
 
+/// Default chat messages one player may send per window.
+pub const DEFAULT_CHAT_SENDS_PER_WINDOW: u64 = chat::DEFAULT_SENDS_PER_WINDOW;
+/// Default length of the chat send-rate window.
+pub const DEFAULT_CHAT_SEND_WINDOW: Duration = chat::DEFAULT_SEND_WINDOW;
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -125,13 +130,54 @@ pub struct GatewayConfig {
     /// Time between player-state flushes; default 1 s.
     #[serde(with = "seconds")]
     pub flush_interval: Duration,
-    /// Players per flush transaction; a buffer holding more wakes the flusher early; default 2,000.
+    /// Players per flush transaction; default 2,000.
     pub flush_batch: usize,
+    /// Dirty players that wake the flusher before its interval ends; default 50,000.
+    pub flush_threshold: usize,
     /// The flusher lease across processes; default 5 s; must exceed `flush_interval`.
     #[serde(with = "seconds")]
     pub flush_lease: Duration,
     /// Log format; default text.
     pub log_format: LogFormat,
+    /// The inventory's item catalogue (TOML); none: an empty catalogue, so every grant is refused.
+    pub inventory_catalogue: Option<PathBuf>,
+    /// How hard `inventory.db` syncs on commit; default full (group commit keeps it fast).
+    pub inventory_synchronous: SyncMode,
+    /// Lifetime of an open trade offer; default 10 minutes; must be positive.
+    #[serde(with = "seconds")]
+    pub offer_ttl: Duration,
+    /// The credential of trusted callers (game servers, ops tools) on the admin port's service
+    /// endpoints (grants, ledgers); none turns those endpoints off; at least 16 bytes.
+    pub service_token: Option<ServiceToken>,
+    /// Chat messages one player may send per `chat_send_window`; default
+    /// [`DEFAULT_CHAT_SENDS_PER_WINDOW`]; must be positive.
+    pub chat_sends_per_window: u64,
+    /// The chat send-rate window; default [`DEFAULT_CHAT_SEND_WINDOW`]; at least 1 ms.
+    #[serde(with = "seconds")]
+    pub chat_send_window: Duration,
+}
+
+/// A secret that never appears in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct ServiceToken(String);
+
+impl ServiceToken {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> ServiceToken {
+        ServiceToken(token.into())
+    }
+
+    /// The token itself, for comparing with what a caller presents.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ServiceToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServiceToken(***)")
+    }
 }
 
 impl Default for GatewayConfig {
@@ -164,8 +210,15 @@ impl Default for GatewayConfig {
             player_write_mode: PlayerWriteMode::default(),
             flush_interval: player.flush_interval,
             flush_batch: player.flush_batch,
+            flush_threshold: player.flush_threshold,
             flush_lease: player.flush_lease,
             log_format: LogFormat::default(),
+            inventory_catalogue: None,
+            inventory_synchronous: SyncMode::Full,
+            offer_ttl: inventory::DEFAULT_OFFER_TTL,
+            service_token: None,
+            chat_sends_per_window: DEFAULT_CHAT_SENDS_PER_WINDOW,
+            chat_send_window: DEFAULT_CHAT_SEND_WINDOW,
         }
     }
 }
@@ -199,6 +252,14 @@ impl GatewayConfig {
         if self.flush_lease <= self.flush_interval || self.flush_batch == 0 {
             return fail("flush_lease must exceed flush_interval, and flush_batch must be positive");
         }
+        if self.chat_sends_per_window == 0 || self.chat_send_window.as_millis() == 0 {
+            return fail("chat_sends_per_window and chat_send_window must be positive");
+        }
+        if self.service_token.as_ref().is_some_and(|token| token.expose().len() < 16)
+            || self.offer_ttl.is_zero()
+        {
+            return fail("service_token must be at least 16 bytes, and offer_ttl positive");
+        }
         if self.max_frame_bytes < 256 {
             return fail("max_frame_bytes must be at least 256");
         }
@@ -227,9 +288,33 @@ impl GatewayConfig {
             },
             flush_interval: self.flush_interval,
             flush_batch: self.flush_batch,
+            flush_threshold: self.flush_threshold,
             flush_lease: self.flush_lease,
             shard: self.shard_config(),
             ..player::PlayerConfig::default()
+        }
+    }
+
+    /// The chat domain's configuration derived from this one.
+    pub fn chat_config(&self) -> chat::ChatConfig {
+        chat::ChatConfig {
+            sends_per_window: self.chat_sends_per_window,
+            send_window: self.chat_send_window,
+            shard: self.shard_config(),
+            ..chat::ChatConfig::default()
+        }
+    }
+
+    /// The inventory domain's configuration derived from this one.
+    pub fn inventory_config(&self) -> inventory::InventoryConfig {
+        let synchronous = match self.inventory_synchronous {
+            SyncMode::Normal => shard::Synchronous::Normal,
+            SyncMode::Full => shard::Synchronous::Full,
+        };
+        inventory::InventoryConfig {
+            offer_ttl: self.offer_ttl,
+            shard: shard::ShardConfig { synchronous, ..shard::ShardConfig::default() },
+            ..inventory::InventoryConfig::default()
         }
     }
 

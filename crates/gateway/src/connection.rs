@@ -23,8 +23,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::Shared;
+use crate::chat_requests;
 use crate::errors;
 use crate::hub::ConnectionId;
+use crate::inventory_requests;
 use crate::outbound::Outbound;
 use crate::player_requests;
 
@@ -422,6 +424,10 @@ impl Connection {
             Request::GetState => player_requests::get_own(&self.shared.players, session.account_id).await,
             Request::GetPlayerState { account_id } => {
                 player_requests::get_public(&self.shared.players, account_id.0).await
+            }
+            Request::Chat(request) => chat_requests::apply(&self.shared, session.account_id, request).await,
+            Request::Inventory(request) => {
+                inventory_requests::handle(&self.shared, session.account_id, request).await
             }
         }
     }

@@ -34,6 +34,54 @@ pub fn from_player(error: &player::PlayerError) -> ErrorBody {
     }
 }
 
+/// The wire error for a chat failure.
+pub fn from_chat(error: &chat::ChatError) -> ErrorBody {
+    use chat::ChatError;
+    let code = match error {
+        ChatError::InvalidText(_) | ChatError::InvalidName(_) | ChatError::InvalidRequest(_) => {
+            ErrorCode::BadRequest
+        }
+        ChatError::UnknownChannel | ChatError::UnknownMessage => ErrorCode::NotFound,
+        ChatError::NotMember | ChatError::NotAllowed(_) => ErrorCode::Forbidden,
+        ChatError::RateLimited => ErrorCode::RateLimited,
+        ChatError::Archived(_) => ErrorCode::Conflict,
+        ChatError::ShuttingDown => ErrorCode::Unavailable,
+        ChatError::Store(store_error) => return unavailable(store_error),
+        ChatError::Refused(_)
+        | ChatError::Verification(_)
+        | ChatError::Write(_)
+        | ChatError::Shard(_)
+        | ChatError::Io(_) => {
+            tracing::error!(%error, "chat failed");
+            return ErrorBody::new(ErrorCode::Internal, "internal error");
+        }
+    };
+    ErrorBody::new(code, error.to_string())
+}
+
+/// The wire error for an inventory failure. An expired offer is `conflict`: it exists, but can
+/// no longer be acted on.
+pub fn from_inventory(error: &inventory::InventoryError) -> ErrorBody {
+    use inventory::InventoryError as E;
+    let code = match error {
+        E::UnknownItem(_) | E::InvalidQuantity(_) | E::InvalidRequest(_) => ErrorCode::BadRequest,
+        E::NotAllowed(_) => ErrorCode::Forbidden,
+        E::UnknownOffer(_) => ErrorCode::NotFound,
+        E::Insufficient { .. }
+        | E::StackFull { .. }
+        | E::OfferClosed(_)
+        | E::OfferExpired
+        | E::TooManyOpenOffers(_)
+        | E::KeyReused => ErrorCode::Conflict,
+        E::ShuttingDown => ErrorCode::Unavailable,
+        E::Catalogue(_) | E::Config(_) | E::Shard(_) | E::Internal(_) => {
+            tracing::error!(%error, "inventory failed");
+            return ErrorBody::new(ErrorCode::Internal, "internal error");
+        }
+    };
+    ErrorBody::new(code, error.to_string())
+}
+
 /// The wire error for a key-value store (Redis) failure.
 pub fn unavailable(error: &kv::KvError) -> ErrorBody {
     tracing::warn!(%error, "key-value store failed");
@@ -60,6 +108,23 @@ mod tests {
         check(AuthError::Busy, ErrorCode::Unavailable);
         check(AuthError::Store(kv::KvError::Unavailable("down".into())), ErrorCode::Unavailable);
         check(AuthError::Hashing("bug".into()), ErrorCode::Internal);
+    }
+
+    #[test]
+    fn every_inventory_error_has_its_code() {
+        use inventory::InventoryError as E;
+        let check = |error: E, code: ErrorCode| assert_eq!(from_inventory(&error).code, code, "{error:?}");
+        check(E::UnknownItem("x".into()), ErrorCode::BadRequest);
+        check(E::InvalidQuantity("x".into()), ErrorCode::BadRequest);
+        check(E::InvalidRequest("x".into()), ErrorCode::BadRequest);
+        check(E::NotAllowed("x"), ErrorCode::Forbidden);
+        check(E::UnknownOffer(uuid::Uuid::nil()), ErrorCode::NotFound);
+        check(E::Insufficient { item_id: "x".into(), held: 0, needed: 1 }, ErrorCode::Conflict);
+        check(E::OfferExpired, ErrorCode::Conflict);
+        check(E::KeyReused, ErrorCode::Conflict);
+        check(E::ShuttingDown, ErrorCode::Unavailable);
+        check(E::Internal("secret detail".into()), ErrorCode::Internal);
+        assert!(!from_inventory(&E::Internal("secret detail".into())).message.contains("secret"));
     }
 
     #[test]

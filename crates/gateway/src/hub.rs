@@ -27,6 +27,8 @@ enum BusMessage {
     ToAccount { account_id: Uuid, event: Event },
     /// Close every connection authenticated with one of these sessions.
     SessionsRevoked { keys: Vec<String> },
+    /// Deliver `event` to every connection of each of `account_ids` (one bus message for many).
+    ToAccounts { account_ids: Vec<Uuid>, event: Event },
 }
 
 /// A number naming one connection within this process.
@@ -122,6 +124,18 @@ impl Hub {
         self.publish(&BusMessage::ToAccount { account_id, event }).await
     }
 
+    /// Sends `event` to every connection of each of `account_ids`, on whichever gateway
+    /// process, with one bus message.
+    ///
+    /// # Errors
+    /// The bus (Redis) is unreachable.
+    pub async fn deliver_many(&self, account_ids: Vec<Uuid>, event: Event) -> Result<(), kv::KvError> {
+        if account_ids.is_empty() {
+            return Ok(());
+        }
+        self.publish(&BusMessage::ToAccounts { account_ids, event }).await
+    }
+
     /// Closes every connection, on every gateway process, that uses one of these sessions.
     ///
     /// # Errors
@@ -148,6 +162,12 @@ impl Hub {
                     if let Some(entry) = registry.connections.get(id) {
                         entry.outbound.send_event(event.clone());
                     }
+                }
+            }
+            BusMessage::ToAccounts { account_ids, event } => {
+                let ids = account_ids.iter().filter_map(|account_id| registry.by_account.get(account_id));
+                for entry in ids.flatten().filter_map(|id| registry.connections.get(id)) {
+                    entry.outbound.send_event(event.clone());
                 }
             }
             BusMessage::SessionsRevoked { keys } => {

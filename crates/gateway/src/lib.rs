@@ -8,10 +8,12 @@
 //! Never: holds game rules or SQL of its own. Domains own their shards; this crate wires them.
 
 mod admin;
+mod chat_requests;
 pub mod config;
 mod connection;
 mod errors;
 mod hub;
+mod inventory_requests;
 pub mod metrics;
 mod outbound;
 mod player_requests;
@@ -43,6 +45,12 @@ pub enum GatewayError {
     /// The player domain could not be opened.
     #[error(transparent)]
     Player(#[from] player::PlayerError),
+    /// The chat domain could not be opened.
+    #[error(transparent)]
+    Chat(#[from] chat::ChatError),
+    /// The inventory domain could not be opened (catalogue or shard).
+    #[error(transparent)]
+    Inventory(#[from] inventory::InventoryError),
     /// A file or socket operation failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -55,6 +63,8 @@ pub(crate) struct Shared {
     kv: Kv,
     auth: auth::Auth,
     players: player::Players,
+    inventory: inventory::Inventory,
+    chat: chat::Chat,
     hub: hub::Hub,
     metrics: Arc<metrics::Metrics>,
 }
@@ -102,6 +112,11 @@ pub async fn run(
     )
     .await?;
 
+    let (chat, chat_writer) =
+        chat::Chat::open(&config.data_dir, kv.clone(), clock.clone(), config.chat_config()).await?;
+
+    let (inventory, inventory_committer) = inventory_requests::open(&config, clock.clone()).await?;
+
     let metrics = Arc::new(metrics::Metrics::default());
     let hub = hub::Hub::new(kv.clone(), metrics.clone());
     // Background tasks (bus, admin port) outlive the connections' drain, so revocations keep
@@ -110,8 +125,22 @@ pub async fn run(
     let background_shutdown = CancellationToken::new();
     hub.listen(&background, background_shutdown.clone()).await?;
 
-    let shared =
-        Arc::new(Shared { config: config.clone(), clock, kv, auth, players: players.clone(), hub, metrics });
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        clock,
+        kv,
+        auth,
+        players: players.clone(),
+        inventory,
+        chat,
+        hub,
+        metrics,
+    });
+    // Chat's group-commit writer: after the connections drain, it commits what is still queued.
+    background.spawn(chat_writer.run(background_shutdown.clone()));
+
+    // Inventory's group committer: after the connections drain, it commits what is still queued.
+    background.spawn(inventory_committer.run(background_shutdown.clone()));
 
     if config.player_write_mode == config::PlayerWriteMode::Buffered {
         // The flusher's last act, when `background_shutdown` fires after the connections have
@@ -186,10 +215,13 @@ async fn accept_loop(
 
 /// The last act of a shutdown, after the flusher's final flush: checkpoint every shard's WAL.
 async fn final_flush(shared: &Shared) {
-    for shard in [shared.auth.shard(), shared.players.shard()] {
+    for shard in [shared.auth.shard(), shared.players.shard(), shared.inventory.shard()] {
         if let Err(error) = shard.checkpoint().await {
             tracing::warn!(%error, shard = %shard.path().display(), "final checkpoint failed");
         }
+    }
+    if let Err(error) = shared.chat.checkpoint().await {
+        tracing::warn!(%error, "final checkpoint of the chat shards failed");
     }
 }
 

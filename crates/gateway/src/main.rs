@@ -56,6 +56,13 @@ struct Cli {
     /// Log format [default: text]. The level comes from RUST_LOG (default info).
     #[arg(long, env = "GAME_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// The inventory's item catalogue, a TOML file [default: none, an empty catalogue].
+    #[arg(long, env = "GAME_INVENTORY_CATALOGUE")]
+    inventory_catalogue: Option<PathBuf>,
+    /// The service credential for the admin port's inventory endpoints (at least 16 bytes);
+    /// prefer the environment variable, flags show in `ps` [default: none, endpoints off].
+    #[arg(long, env = "GAME_SERVICE_TOKEN", hide_env_values = true)]
+    service_token: Option<String>,
 }
 
 impl Cli {
@@ -80,6 +87,12 @@ impl Cli {
             player_write_mode,
             log_format
         );
+        if self.inventory_catalogue.is_some() {
+            config.inventory_catalogue = self.inventory_catalogue;
+        }
+        if let Some(token) = self.service_token {
+            config.service_token = Some(gateway::config::ServiceToken::new(token));
+        }
         if self.redis_url.is_some() {
             config.redis_url = self.redis_url;
         }

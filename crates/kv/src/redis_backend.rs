@@ -61,6 +61,8 @@ return deleted
 
 /// Most buffered updates the batcher sends in one pipeline.
 const UPDATE_BATCH_MAX: usize = 1024;
+/// Pipelines of buffered updates in flight at once.
+const UPDATE_BATCHES_IN_FLIGHT: usize = 4;
 /// Updates that may wait for the batcher before callers wait to enqueue theirs (backpressure).
 const UPDATE_QUEUE_CAPACITY: usize = 4 * UPDATE_BATCH_MAX;
 
@@ -672,21 +674,41 @@ async fn reconnect(
 }
 
 /// Gathers queued buffered updates into one pipeline per batch until every sender is gone (the last
-/// `Kv` clone was dropped). One batch is in flight at a time; updates queued meanwhile form the next.
+/// `Kv` clone was dropped). Up to [`UPDATE_BATCHES_IN_FLIGHT`] batches run at once, so encoding the
+/// next batch and parsing the last one's replies overlap with Redis executing the current one.
+///
+/// Batches in flight may complete in any order. That is safe because one connection's requests
+/// are answered in order by the gateway: a player's next update is sent only after the previous
+/// one was acknowledged, so no two batches in flight hold updates from the same connection.
 async fn run_update_batcher(
-    mut connection: ConnectionManager,
+    connection: ConnectionManager,
     script: Script,
     mut queued: mpsc::Receiver<UpdateRequest>,
 ) {
-    let mut batch = Vec::with_capacity(UPDATE_BATCH_MAX);
-    while queued.recv_many(&mut batch, UPDATE_BATCH_MAX).await > 0 {
-        // A caller that gave up (timed out) gets no answer, so its update is not made either.
-        batch.retain(|request| !request.reply.is_closed());
-        if !batch.is_empty() {
-            run_update_batch(&mut connection, &script, &mut batch).await;
+    let mut in_flight = tokio::task::JoinSet::new();
+    loop {
+        if in_flight.len() >= UPDATE_BATCHES_IN_FLIGHT {
+            in_flight.join_next().await;
+            continue;
         }
-        batch.clear();
+        let mut batch = Vec::with_capacity(UPDATE_BATCH_MAX);
+        tokio::select! {
+            received = queued.recv_many(&mut batch, UPDATE_BATCH_MAX) => {
+                if received == 0 {
+                    break;
+                }
+                // A caller that gave up (timed out) gets no answer, so its update is not made either.
+                batch.retain(|request| !request.reply.is_closed());
+                if !batch.is_empty() {
+                    let mut connection = connection.clone();
+                    let script = script.clone();
+                    in_flight.spawn(async move { run_update_batch(&mut connection, &script, &mut batch).await });
+                }
+            }
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+        }
     }
+    while in_flight.join_next().await.is_some() {}
 }
 
 /// Sends one batch and answers every caller in it.

@@ -41,9 +41,12 @@ pub const ATTRIBUTES_MAX_BYTES: usize = 256;
 
 /// Default time between two flushes.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-/// Default number of players written per SQLite transaction; a buffer holding more dirty players
-/// than this wakes the flusher before its interval ends.
+/// Default number of players written per SQLite transaction.
 pub const DEFAULT_FLUSH_BATCH: usize = 2_000;
+/// Default number of dirty players that wakes the flusher before its interval ends. Far above
+/// what one interval normally gathers (2,000 players at 25 Hz dirty 2,000, not 50,000): it bounds
+/// the buffer under a surge without turning every busy second into many small flushes.
+pub const DEFAULT_FLUSH_THRESHOLD: usize = 50_000;
 /// Default lifetime of a buffered player's record after its last update; far longer than any
 /// flush interval, so only records long flushed expire.
 pub const DEFAULT_RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -72,6 +75,8 @@ pub struct PlayerConfig {
     pub flush_interval: Duration,
     /// Players per flush transaction; default [`DEFAULT_FLUSH_BATCH`].
     pub flush_batch: usize,
+    /// Dirty players that wake the flusher early; default [`DEFAULT_FLUSH_THRESHOLD`].
+    pub flush_threshold: usize,
     /// Lifetime of a buffered record after its last update; default [`DEFAULT_RECORD_TTL`].
     pub record_ttl: Duration,
     /// The flusher lease; default [`DEFAULT_FLUSH_LEASE`]; must exceed `flush_interval`.
@@ -86,6 +91,7 @@ impl Default for PlayerConfig {
             mode: WriteMode::default(),
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             flush_batch: DEFAULT_FLUSH_BATCH,
+            flush_threshold: DEFAULT_FLUSH_THRESHOLD,
             record_ttl: DEFAULT_RECORD_TTL,
             flush_lease: DEFAULT_FLUSH_LEASE,
             shard: ShardConfig::default(),
@@ -244,15 +250,12 @@ impl Players {
     ) -> Result<u64, PlayerError> {
         let kv = &self.inner.kv;
         let id = player_id.to_string();
-        let fields = record::update_fields(update);
         // At most two tries: the second follows seeding the record from SQLite.
         for _ in 0..2 {
-            match kv
-                .buffer_update(NAMESPACE, &id, fields.clone(), now_ms, self.inner.config.record_ttl)
-                .await?
-            {
+            let fields = record::update_fields(update);
+            match kv.buffer_update(NAMESPACE, &id, fields, now_ms, self.inner.config.record_ttl).await? {
                 BufferUpdate::Applied { version, n_dirty } => {
-                    if n_dirty >= self.inner.config.flush_batch as u64 {
+                    if n_dirty >= self.inner.config.flush_threshold as u64 {
                         self.inner.flush_wanted.notify_one();
                     }
                     return Ok(version);

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use deadpool_sqlite::{Hook, HookError, Pool, Runtime};
 use rusqlite::backup::{Backup, StepResult};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
@@ -384,7 +384,12 @@ fn migrate(conn: &mut Connection, path: &Path, migrations: &[Migration]) -> Resu
     for migration in migrations.iter().filter(|m| m.version > current) {
         let fail =
             |source| ShardError::Migration { path: path.to_path_buf(), version: migration.version, source };
-        let tx = conn.transaction().map_err(fail)?;
+        // IMMEDIATE takes the write lock before re-reading the version: another process opening
+        // the same file at the same moment may have applied this migration meanwhile.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail)?;
+        if user_version(&tx).map_err(fail)? >= migration.version {
+            continue;
+        }
         tx.execute_batch(migration.sql).map_err(fail)?;
         tx.pragma_update(None, "user_version", migration.version).map_err(fail)?;
         tx.commit().map_err(fail)?;

@@ -3,12 +3,16 @@
 //! Adding a scenario: a variant in [`ScenarioKind`], its name in [`ScenarioKind::ALL`] and
 //! [`ScenarioKind::name`], whether it holds a connection ([`ScenarioKind::holds_connection`]),
 //! and a `run(ctx)` in its own file dispatched from [`run_client`]. Everything a client needs
-//! (connecting, authenticating, timing and recording a request) is on [`ClientContext`].
+//! (connecting, authenticating, timing and recording a request) is on [`ClientContext`]; a
+//! scenario that sends one kind of request over and over builds it and hands the rest to
+//! [`request_loop`].
 
 pub mod idle;
 pub mod login_storm;
 pub mod mixed;
 pub mod ping;
+pub mod request_loop;
+pub mod state;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -41,11 +45,15 @@ pub enum ScenarioKind {
     LoginStorm,
     /// Authenticates once, then sends pings (closed loop or paced).
     Ping,
+    /// Authenticates once, then sends player-state updates of a walking player (closed loop or
+    /// paced).
+    State,
 }
 
 impl ScenarioKind {
     /// Every scenario, in the order help texts list them.
-    pub const ALL: [ScenarioKind; 3] = [ScenarioKind::Idle, ScenarioKind::LoginStorm, ScenarioKind::Ping];
+    pub const ALL: [ScenarioKind; 4] =
+        [ScenarioKind::Idle, ScenarioKind::LoginStorm, ScenarioKind::Ping, ScenarioKind::State];
 
     /// The scenario's name on the command line.
     pub fn name(self) -> &'static str {
@@ -53,6 +61,7 @@ impl ScenarioKind {
             ScenarioKind::Idle => "idle",
             ScenarioKind::LoginStorm => "login-storm",
             ScenarioKind::Ping => "ping",
+            ScenarioKind::State => "state",
         }
     }
 
@@ -65,7 +74,7 @@ impl ScenarioKind {
     /// towards the peak the idle memory figure is taken at).
     pub fn holds_connection(self) -> bool {
         match self {
-            ScenarioKind::Idle | ScenarioKind::Ping => true,
+            ScenarioKind::Idle | ScenarioKind::Ping | ScenarioKind::State => true,
             ScenarioKind::LoginStorm => false,
         }
     }
@@ -154,6 +163,7 @@ pub async fn run_client(kind: ScenarioKind, ctx: ClientContext) {
         ScenarioKind::Idle => idle::run(ctx).await,
         ScenarioKind::LoginStorm => login_storm::run(ctx).await,
         ScenarioKind::Ping => ping::run(ctx).await,
+        ScenarioKind::State => state::run(ctx).await,
     }
 }
 

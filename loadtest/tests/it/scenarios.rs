@@ -1,4 +1,4 @@
-//! One test per scenario, plus the token path and the blend.
+//! One test per scenario, plus the token path and the blends.
 
 use loadtest::Rates;
 use loadtest::slo::Slo;
@@ -68,5 +68,35 @@ async fn prepared_sessions_resume_instead_of_logging_in_in_a_blend() {
     assert!(!report.kinds.contains_key("login"), "clients logged in again:\n{}", report.render());
     assert_eq!(report.kinds["resume"].count, N_CLIENTS as u64);
     assert!(report.kinds["ping"].count > 0);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_updates_are_counted_alike_by_client_server_and_player_store() {
+    let gateway = TestGateway::start().await;
+    let report = loadtest::run(gateway.options("state")).await.expect("run");
+    assert_clean_and_counted(&report);
+    let updates = report.kinds["update_state"].count;
+    assert!(updates > 100, "only {updates} updates:\n{}", report.render());
+    // Every acknowledged update reached the player domain, and nothing else did.
+    assert_eq!(report.gateways[0].player_updates_accepted, updates, "{}", report.render());
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_state_and_ping_in_a_blend_are_recorded_under_their_own_kinds() {
+    let gateway = TestGateway::start().await;
+    let mut rates = Rates::default();
+    rates.add("state=20").expect("rate");
+    rates.add("ping=20").expect("rate");
+    let report =
+        loadtest::run(loadtest::Options { rates, ..gateway.options("state=1,ping=1") }).await.expect("run");
+    assert_clean_and_counted(&report);
+    // 5 clients of each × 20/s over about 2 s is 200 apiece; never more than the schedule.
+    for kind in ["update_state", "ping"] {
+        let count = report.kinds[kind].count;
+        assert!((100..=230).contains(&count), "{count} {kind}:\n{}", report.render());
+    }
+    assert_eq!(report.gateways[0].player_updates_accepted, report.kinds["update_state"].count);
     gateway.stop().await;
 }

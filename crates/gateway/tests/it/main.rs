@@ -6,7 +6,9 @@ mod support;
 
 mod auth_flows;
 mod bad_input;
+mod chat;
 mod connections;
+mod inventory;
 mod player_state;
 mod processes;
 mod sessions;

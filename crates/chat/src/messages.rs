@@ -1,0 +1,134 @@
+//! `chat-YYYY.db`: one year's messages, and the SQL that touches them.
+//!
+//! The table is clustered by (channel, message id), so a history page is one range scan of one
+//! channel's newest rows.
+
+use shard::rusqlite::{self, OptionalExtension, params};
+use shard::{Migration, Shard};
+
+use crate::{ChannelId, ChatError, Message, MessageId};
+
+pub(crate) static MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "messages",
+    sql: "CREATE TABLE messages (
+              channel_id    BLOB NOT NULL,      -- ChannelId (its row is in chat.db)
+              id            BLOB NOT NULL,      -- MessageId: UUID v7, sorts by time
+              sender_id     BLOB NOT NULL,
+              text          TEXT NOT NULL,
+              sent_at_ms    INTEGER NOT NULL,
+              deleted_at_ms INTEGER,            -- soft delete: hidden from history when set
+              PRIMARY KEY (channel_id, id)
+          ) STRICT, WITHOUT ROWID;",
+}];
+
+const INSERT: &str =
+    "INSERT INTO messages (channel_id, id, sender_id, text, sent_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)";
+const PAGE: &str = "SELECT id, sender_id, text, sent_at_ms FROM messages
+                    WHERE channel_id = ?1 AND id < ?2 AND deleted_at_ms IS NULL
+                    ORDER BY id DESC LIMIT ?3";
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn uuid_of(bytes: &[u8]) -> rusqlite::Result<uuid::Uuid> {
+    uuid::Uuid::from_slice(bytes)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e)))
+}
+
+/// Inserts `messages` in one transaction: one commit (one fsync at most) for the whole batch.
+pub(crate) fn insert_batch(conn: &mut rusqlite::Connection, messages: &[Message]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(INSERT)?;
+        for message in messages {
+            insert.execute(params![
+                message.channel_id.0.as_bytes().as_slice(),
+                message.id.0.as_bytes().as_slice(),
+                message.sender.as_bytes().as_slice(),
+                message.text,
+                to_i64(message.sent_at_ms),
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+/// Up to `limit` visible messages of the channel older than `before`, newest first.
+pub(crate) async fn page(
+    shard: &Shard,
+    channel_id: ChannelId,
+    before: MessageId,
+    limit: usize,
+) -> Result<Vec<Message>, ChatError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    Ok(shard
+        .read(move |conn| {
+            let mut stmt = conn.prepare_cached(PAGE)?;
+            let rows = stmt.query_map(
+                params![channel_id.0.as_bytes().as_slice(), before.0.as_bytes().as_slice(), limit],
+                |row| {
+                    Ok(Message {
+                        id: MessageId(uuid_of(row.get_ref(0)?.as_blob()?)?),
+                        channel_id,
+                        sender: uuid_of(row.get_ref(1)?.as_blob()?)?,
+                        text: row.get(2)?,
+                        sent_at_ms: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+                    })
+                },
+            )?;
+            rows.collect()
+        })
+        .await?)
+}
+
+/// The sender of a visible message, if the channel holds it.
+pub(crate) async fn sender(
+    shard: &Shard,
+    channel_id: ChannelId,
+    message_id: MessageId,
+) -> Result<Option<uuid::Uuid>, ChatError> {
+    Ok(shard
+        .read(move |conn| {
+            conn.prepare_cached(
+                "SELECT sender_id FROM messages WHERE channel_id = ?1 AND id = ?2 AND deleted_at_ms IS NULL",
+            )?
+            .query_row(
+                params![channel_id.0.as_bytes().as_slice(), message_id.0.as_bytes().as_slice()],
+                |row| uuid_of(row.get_ref(0)?.as_blob()?),
+            )
+            .optional()
+        })
+        .await?)
+}
+
+/// Hides a message from history; false if it was already hidden or never there.
+pub(crate) async fn soft_delete(
+    shard: &Shard,
+    channel_id: ChannelId,
+    message_id: MessageId,
+    now_ms: u64,
+) -> Result<bool, ChatError> {
+    Ok(shard
+        .write(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE messages SET deleted_at_ms = ?3
+                     WHERE channel_id = ?1 AND id = ?2 AND deleted_at_ms IS NULL",
+                )?
+                .execute(params![
+                    channel_id.0.as_bytes().as_slice(),
+                    message_id.0.as_bytes().as_slice(),
+                    to_i64(now_ms)
+                ])?;
+            Ok(changed == 1)
+        })
+        .await?)
+}
+
+/// Number of messages (deleted ones included) in a shard file, read on `conn`.
+pub(crate) fn count(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
+    conn.query_row("SELECT count(*) FROM messages", [], |row| row.get::<_, i64>(0))
+        .map(|n| u64::try_from(n).unwrap_or(0))
+}

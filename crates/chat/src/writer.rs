@@ -1,0 +1,120 @@
+//! Group commit: one task writes every queued message, many per transaction.
+//!
+//! [`crate::Chat::send`] queues a message with a one-shot reply and waits. The writer takes the
+//! first queued message, then everything else already queued (up to `max_batch`), splits the
+//! batch by year and writes each year's part in one transaction; only then does it answer each
+//! sender. While one transaction commits the next batch gathers in the queue, so under load the
+//! cost of a commit (an fsync with `synchronous=FULL`) is shared by many messages, and when idle
+//! a lone message is written at once. After a commit it provisions the following year's shard
+//! if that is not open yet, so the shard exists well before the boundary.
+//!
+//! On shutdown it stops taking new messages, writes everything still queued and answers it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::years::Years;
+use crate::{ChatError, ChatStats, Message, messages};
+
+/// A message waiting for its transaction, and where to say how it went.
+pub(crate) struct Pending {
+    pub(crate) message: Message,
+    pub(crate) done: oneshot::Sender<Result<(), ChatError>>,
+}
+
+/// The writer task's state; run it with [`GroupCommitter::run`] (exactly one per [`crate::Chat`]).
+pub struct GroupCommitter {
+    pub(crate) receiver: mpsc::Receiver<Pending>,
+    pub(crate) years: Arc<Years>,
+    pub(crate) stats: Arc<ChatStats>,
+    pub(crate) max_batch: usize,
+}
+
+impl std::fmt::Debug for GroupCommitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommitter").field("max_batch", &self.max_batch).finish_non_exhaustive()
+    }
+}
+
+impl GroupCommitter {
+    /// Writes queued messages until `shutdown`, then writes what is still queued and returns.
+    /// Sends after that fail with [`ChatError::ShuttingDown`].
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                first = self.receiver.recv() => first,
+            };
+            let Some(first) = first else { return };
+            let batch = self.gather(first);
+            self.commit(batch).await;
+        }
+        self.receiver.close();
+        let mut drained = 0;
+        while let Some(first) = self.receiver.recv().await {
+            let batch = self.gather(first);
+            drained += batch.len();
+            self.commit(batch).await;
+        }
+        tracing::info!(drained, "chat writer stopped");
+    }
+
+    fn gather(&mut self, first: Pending) -> Vec<Pending> {
+        let mut batch = vec![first];
+        while batch.len() < self.max_batch {
+            match self.receiver.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    async fn commit(&self, batch: Vec<Pending>) {
+        let mut by_year: BTreeMap<i32, Vec<Pending>> = BTreeMap::new();
+        for pending in batch {
+            by_year.entry(pending.message.id.year()).or_default().push(pending);
+        }
+        for (year, pending) in by_year {
+            let (batch, done): (Vec<Message>, Vec<_>) =
+                pending.into_iter().map(|pending| (pending.message, pending.done)).unzip();
+            let n_messages = batch.len() as u64;
+            let result = match self.years.writable(year).await {
+                Ok(shard) => shard
+                    .write(move |conn| messages::insert_batch(conn, &batch))
+                    .await
+                    .map_err(ChatError::from),
+                Err(error) => Err(error),
+            };
+            match &result {
+                Ok(()) => {
+                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                    self.stats.messages_stored.fetch_add(n_messages, Ordering::Relaxed);
+                    self.stats.last_batch.store(n_messages, Ordering::Relaxed);
+                }
+                Err(error) => tracing::error!(%error, year, n_messages, "chat group commit failed"),
+            }
+            // Before answering, so the next year exists by the time anyone hears of this year's
+            // first commit (a map lookup once the shard is open).
+            if result.is_ok()
+                && let Err(error) = self.years.writable(year + 1).await
+            {
+                tracing::warn!(%error, year = year + 1, "could not provision the next chat shard");
+            }
+            for done in done {
+                let answer = match &result {
+                    Ok(()) => Ok(()),
+                    Err(ChatError::Archived(year)) => Err(ChatError::Archived(*year)),
+                    Err(error) => Err(ChatError::Write(error.to_string())),
+                };
+                // A sender that stopped waiting does not need the answer.
+                let _ = done.send(answer);
+            }
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The chat domain against real shards in a temporary directory, with the embedded key-value
+//! store and a clock moved by hand: group commit, the drain at shutdown, the year boundary,
+//! permissions, soft delete, the send rate, and the shard lifecycle.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat::lifecycle::{self, ShardState};
+use chat::{ChannelKind, Chat, ChatConfig, ChatError, GroupCommitter, year_start_ms};
+use clock::{Clock, ManualClock};
+use kv::Kv;
+use shard::ShardConfig;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Mid-2026: far from any year boundary.
+const JUNE_2026_MS: u64 = 1_780_000_000_000;
+
+struct World {
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    kv: Kv,
+    shutdown: CancellationToken,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = Kv::embedded(&dir.path().join("kv"), "t:").unwrap();
+        World { dir, clock: Arc::new(ManualClock::at(JUNE_2026_MS)), kv, shutdown: CancellationToken::new() }
+    }
+
+    fn config() -> ChatConfig {
+        ChatConfig { sends_per_window: 1_000_000, ..ChatConfig::default() }
+    }
+
+    /// A chat domain with its writer not yet running.
+    async fn open_idle(&self, config: ChatConfig) -> (Chat, GroupCommitter) {
+        Chat::open(self.dir.path(), self.kv.clone(), self.clock.clone(), config).await.unwrap()
+    }
+
+    /// A chat domain with its writer running until the world ends.
+    async fn chat_with(&self, config: ChatConfig) -> Chat {
+        let (chat, committer) = self.open_idle(config).await;
+        tokio::spawn(committer.run(self.shutdown.clone()));
+        chat
+    }
+
+    async fn chat(&self) -> Chat {
+        self.chat_with(World::config()).await
+    }
+
+    fn archive_dir(&self) -> std::path::PathBuf {
+        World::config().archive_dir(self.dir.path())
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn texts(page: &chat::HistoryPage) -> Vec<&str> {
+    page.messages.iter().map(|message| message.text.as_str()).collect()
+}
+
+#[tokio::test]
+async fn concurrent_sends_share_group_commits_and_all_reach_history() {
+    let world = World::new();
+    let chat = world.chat().await;
+    let players: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
+    let mut room = None;
+    for &player in &players {
+        room = Some(chat.join_room(player, "lobby").await.unwrap().id);
+    }
+    let room = room.unwrap();
+    let mut sends = tokio::task::JoinSet::new();
+    for (n, &player) in players.iter().enumerate() {
+        for k in 0..20 {
+            let chat = chat.clone();
+            sends.spawn(async move { chat.send(player, room, &format!("{n}-{k}")).await });
+        }
+    }
+    while let Some(sent) = sends.join_next().await {
+        let delivery = sent.unwrap().unwrap();
+        assert_eq!(delivery.recipients.len(), players.len(), "every member is told");
+    }
+    let (stored, commits) = chat.stats().snapshot();
+    assert_eq!(stored, 400);
+    assert!(commits < 400, "400 messages in {commits} commits: batching did not happen");
+
+    let mut seen = 0;
+    let mut before = None;
+    loop {
+        let page = chat.history(players[0], room, before, 100).await.unwrap();
+        assert!(page.messages.windows(2).all(|pair| pair[0].id > pair[1].id), "newest first");
+        seen += page.messages.len();
+        match page.next_before {
+            Some(cursor) => before = Some(cursor),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 400);
+}
+
+#[tokio::test]
+async fn shutdown_commits_every_queued_message_before_the_writer_returns() {
+    let world = World::new();
+    let (chat, committer) = world.open_idle(World::config()).await;
+    let sender = Uuid::now_v7();
+    let room = chat.join_room(sender, "lobby").await.unwrap().id;
+    let mut sends = tokio::task::JoinSet::new();
+    for n in 0..50 {
+        let chat = chat.clone();
+        sends.spawn(async move { chat.send(sender, room, &format!("queued {n}")).await });
+    }
+    // Let every send reach the queue while no writer runs.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    world.shutdown.cancel();
+    committer.run(world.shutdown.clone()).await;
+    while let Some(sent) = sends.join_next().await {
+        sent.unwrap().unwrap();
+    }
+    assert_eq!(chat.stats().snapshot().0, 50);
+    let late = chat.send(sender, room, "too late").await.unwrap_err();
+    assert!(matches!(late, ChatError::ShuttingDown), "{late:?}");
+}
+
+#[tokio::test]
+async fn messages_go_to_the_shard_of_their_year_and_history_pages_across_the_boundary() {
+    let world = World::new();
+    let new_year = year_start_ms(2027);
+    world.clock.set(new_year - 1);
+    let chat = world.chat().await;
+    let files = |year: i32| world.dir.path().join(chat::shard_file_name(year)).exists();
+    assert!(files(2026) && files(2027), "the current and the next year are provisioned at start-up");
+    assert!(!files(2028));
+
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    let last_of_2026 = chat.send_direct(ada, bob, "23:59:59.999").await.unwrap().value;
+    world.clock.set(new_year);
+    let first_of_2027 = chat.send_direct(bob, ada, "00:00:00.000").await.unwrap().value;
+    assert_eq!((last_of_2026.id.year(), first_of_2027.id.year()), (2026, 2027));
+    assert_eq!(first_of_2027.sent_at_ms, new_year);
+    assert!(files(2028), "the first commit of 2027 provisions 2028");
+
+    let shards = lifecycle::list(world.dir.path(), &world.archive_dir()).await.unwrap();
+    let counts: Vec<(i32, u64)> = shards.iter().map(|shard| (shard.year, shard.messages)).collect();
+    assert_eq!(counts, [(2026, 1), (2027, 1), (2028, 0)]);
+
+    let channel = last_of_2026.channel_id;
+    let both = chat.history(ada, channel, None, 10).await.unwrap();
+    assert_eq!(texts(&both), ["00:00:00.000", "23:59:59.999"]);
+    assert_eq!((both.next_before, both.archived), (None, false));
+
+    let first = chat.history(ada, channel, None, 1).await.unwrap();
+    assert_eq!(texts(&first), ["00:00:00.000"]);
+    let second = chat.history(bob, channel, first.next_before, 1).await.unwrap();
+    assert_eq!(texts(&second), ["23:59:59.999"]);
+    let rest = chat.history(bob, channel, second.next_before, 1).await.unwrap();
+    assert!(rest.messages.is_empty());
+}
+
+#[tokio::test]
+async fn a_retired_year_is_archived_verified_and_ends_history_with_a_marker() {
+    let world = World::new();
+    world.clock.set(year_start_ms(2026) + 1000);
+    let chat = world.chat().await;
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    for n in 0..3 {
+        chat.send_direct(ada, bob, &format!("old {n}")).await.unwrap();
+    }
+    let config = ShardConfig::default();
+    let (data, archive) = (world.dir.path(), world.archive_dir());
+    let refused = lifecycle::retire(data, &archive, 2026, world.clock.now_ms(), &config).await.unwrap_err();
+    assert!(matches!(refused, ChatError::Refused(_)), "the current year is refused: {refused:?}");
+
+    world.clock.set(year_start_ms(2027) + 5);
+    chat.send_direct(bob, ada, "new").await.unwrap();
+    let report = lifecycle::retire(data, &archive, 2026, world.clock.now_ms(), &config).await.unwrap();
+    assert_eq!(report.messages, 3);
+    assert!(!data.join("chat-2026.db").exists() && !data.join("chat-2026.db-wal").exists());
+    assert!(std::fs::metadata(&report.archive_path).unwrap().permissions().readonly());
+
+    let shards = lifecycle::list(data, &archive).await.unwrap();
+    let states: Vec<(i32, ShardState, u64)> = shards.iter().map(|s| (s.year, s.state, s.messages)).collect();
+    assert_eq!(
+        states,
+        [(2026, ShardState::Archived, 3), (2027, ShardState::Live, 1), (2028, ShardState::Live, 0)]
+    );
+
+    let channel = chat::direct_channel_id(ada, bob);
+    let page = chat.history(ada, channel, None, 10).await.unwrap();
+    assert_eq!(texts(&page), ["new"]);
+    assert!(page.archived, "older history is in the archive");
+    assert!(matches!(
+        lifecycle::retire(data, &archive, 2026, world.clock.now_ms(), &config).await,
+        Err(ChatError::Refused(_))
+    ));
+    assert!(matches!(lifecycle::provision(data, &archive, 2026, &config).await, Err(ChatError::Refused(_))));
+    let provisioned = lifecycle::provision(data, &archive, 2030, &config).await.unwrap();
+    assert!(provisioned.exists());
+}
+
+#[tokio::test]
+async fn only_members_read_and_post_and_only_the_owner_manages_a_group() {
+    let world = World::new();
+    let chat = world.chat().await;
+    let (owner, member, outsider) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let group = chat.create_group(owner, "Raid night").await.unwrap();
+    assert_eq!((group.kind, group.owner), (ChannelKind::Group, Some(owner)));
+    let added = chat.add_member(owner, group.id, member).await.unwrap();
+    assert!(added.recipients.contains(&member));
+    chat.send(member, group.id, "hi").await.unwrap();
+
+    let check = |result: Result<_, ChatError>, expected: &str| {
+        let error = result.map(drop).unwrap_err();
+        assert!(format!("{error:?}").starts_with(expected), "{error:?} is not {expected}");
+    };
+    check(chat.send(outsider, group.id, "let me in").await.map(drop), "NotMember");
+    check(chat.history(outsider, group.id, None, 10).await.map(drop), "NotMember");
+    check(chat.add_member(outsider, group.id, outsider).await.map(drop), "NotMember");
+    check(chat.add_member(member, group.id, outsider).await.map(drop), "NotAllowed");
+    check(chat.remove_member(member, group.id, owner).await.map(drop), "InvalidRequest");
+    check(chat.send(owner, chat::ChannelId(Uuid::now_v7()), "void").await.map(drop), "UnknownChannel");
+
+    chat.remove_member(owner, group.id, member).await.unwrap();
+    check(chat.send(member, group.id, "still here?").await.map(drop), "NotMember");
+
+    // Rooms: anyone reads, members post.
+    let room = chat.join_room(owner, "Plaza").await.unwrap();
+    assert_eq!(chat.join_room(member, "plaza").await.unwrap().id, room.id, "names ignore case");
+    chat.send(member, room.id, "hello plaza").await.unwrap();
+    assert_eq!(texts(&chat.history(outsider, room.id, None, 10).await.unwrap()), ["hello plaza"]);
+    check(chat.send(outsider, room.id, "lurker").await.map(drop), "NotMember");
+    chat.leave_room(member, "plaza").await.unwrap();
+    check(chat.send(member, room.id, "gone").await.map(drop), "NotMember");
+    let mine: Vec<_> = chat.channels_of(owner).await.unwrap().into_iter().map(|c| c.id).collect();
+    assert_eq!(mine, [group.id, room.id]);
+}
+
+#[tokio::test]
+async fn a_deleted_message_leaves_history_and_only_its_sender_deletes_it() {
+    let world = World::new();
+    let chat = world.chat().await;
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    let keep = chat.send_direct(ada, bob, "keep").await.unwrap().value;
+    let oops = chat.send_direct(ada, bob, "oops").await.unwrap().value;
+    let channel = oops.channel_id;
+    assert!(matches!(chat.delete(bob, channel, oops.id).await, Err(ChatError::NotAllowed(_))));
+    let deleted = chat.delete(ada, channel, oops.id).await.unwrap();
+    assert_eq!(deleted.value, (channel, oops.id));
+    assert_eq!(deleted.recipients.len(), 2);
+    assert_eq!(texts(&chat.history(bob, channel, None, 10).await.unwrap()), ["keep"]);
+    assert!(matches!(chat.delete(ada, channel, oops.id).await, Err(ChatError::UnknownMessage)));
+    assert!(matches!(
+        chat.delete(ada, channel, chat::MessageId(Uuid::now_v7())).await,
+        Err(ChatError::UnknownMessage)
+    ));
+    assert_eq!(keep.text, "keep");
+}
+
+#[tokio::test]
+async fn the_send_rate_is_per_player_and_per_window_of_the_clock() {
+    let world = World::new();
+    let config =
+        ChatConfig { sends_per_window: 2, send_window: Duration::from_secs(10), ..ChatConfig::default() };
+    let chat = world.chat_with(config).await;
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    world.clock.set(JUNE_2026_MS / 10_000 * 10_000);
+    chat.send_direct(ada, bob, "1").await.unwrap();
+    chat.send_direct(ada, bob, "2").await.unwrap();
+    assert!(matches!(chat.send_direct(ada, bob, "3").await, Err(ChatError::RateLimited)));
+    chat.send_direct(bob, ada, "bob is not limited by ada's sends").await.unwrap();
+    world.clock.advance(Duration::from_secs(10));
+    chat.send_direct(ada, bob, "next window").await.unwrap();
+    let history = chat.history(ada, chat::direct_channel_id(ada, bob), None, 10).await.unwrap();
+    assert_eq!(history.messages.len(), 4, "a refused send stores nothing");
+}
+
+#[tokio::test]
+async fn text_is_cleaned_before_it_is_stored_and_bad_text_is_refused() {
+    let world = World::new();
+    let chat = world.chat().await;
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    let sent = chat.send_direct(ada, bob, "  two\u{0}\nlines\u{7}\r ").await.unwrap().value;
+    assert_eq!(sent.text, "two\nlines");
+    for bad in ["", " \u{1}\r\n ", &"x".repeat(chat::MAX_TEXT_CHARS + 1)] {
+        assert!(matches!(chat.send_direct(ada, bob, bad).await, Err(ChatError::InvalidText(_))), "{bad:?}");
+    }
+    assert!(
+        chat.send_direct(ada, bob, &"é".repeat(chat::MAX_TEXT_CHARS)).await.is_ok(),
+        "characters, not bytes"
+    );
+    assert!(matches!(chat.send_direct(ada, ada, "me").await, Err(ChatError::InvalidRequest(_))));
+}

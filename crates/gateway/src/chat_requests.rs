@@ -1,0 +1,115 @@
+//! Chat requests: wire types in, `chat` domain calls, wire types out, and the events the domain
+//! says to deliver published on the bus. The domain holds the rules; this file converts.
+
+use chat::{Channel, ChannelKind, Delivery, Message};
+use proto::chat::{ChatEvent, ChatReply, ChatRequest};
+use proto::{AccountId, ErrorBody, Event, Reply};
+use uuid::Uuid;
+
+use crate::{Shared, errors};
+
+fn channel_id(id: proto::chat::ChannelId) -> chat::ChannelId {
+    chat::ChannelId(id.0)
+}
+
+fn channel_to_wire(channel: &Channel) -> proto::chat::ChannelInfo {
+    proto::chat::ChannelInfo {
+        channel_id: proto::chat::ChannelId(channel.id.0),
+        kind: match channel.kind {
+            ChannelKind::Room => proto::chat::ChannelKind::Room,
+            ChannelKind::Group => proto::chat::ChannelKind::Group,
+            ChannelKind::Direct => proto::chat::ChannelKind::Direct,
+        },
+        name: channel.name.clone(),
+        owner: channel.owner.map(AccountId),
+    }
+}
+
+fn message_to_wire(message: Message) -> proto::chat::ChatMessage {
+    proto::chat::ChatMessage {
+        message_id: proto::chat::MessageId(message.id.0),
+        channel_id: proto::chat::ChannelId(message.channel_id.0),
+        sender: AccountId(message.sender),
+        text: message.text,
+        sent_at_ms: message.sent_at_ms,
+    }
+}
+
+/// Publishes `event` to `recipients`. The request already succeeded (the change is stored), so
+/// a bus outage only costs the live delivery; members still see it in history.
+async fn announce(shared: &Shared, recipients: Vec<Uuid>, event: ChatEvent) {
+    if let Err(error) = shared.hub.deliver_many(recipients, Event::Chat(event)).await {
+        tracing::warn!(%error, "could not publish a chat event; members will see it in history");
+    }
+}
+
+/// Applies one chat request of the authenticated account `own_id`.
+pub(crate) async fn apply(shared: &Shared, own_id: Uuid, request: ChatRequest) -> Result<Reply, ErrorBody> {
+    let chat = &shared.chat;
+    let fail = |error: chat::ChatError| errors::from_chat(&error);
+    let reply = match request {
+        ChatRequest::JoinRoom { name } => {
+            ChatReply::Channel(channel_to_wire(&chat.join_room(own_id, &name).await.map_err(fail)?))
+        }
+        ChatRequest::LeaveRoom { name } => {
+            let room = chat.leave_room(own_id, &name).await.map_err(fail)?;
+            ChatReply::Left { channel_id: proto::chat::ChannelId(room.id.0) }
+        }
+        ChatRequest::CreateGroup { name } => {
+            ChatReply::Channel(channel_to_wire(&chat.create_group(own_id, &name).await.map_err(fail)?))
+        }
+        ChatRequest::AddMember { channel_id: group, account_id } => {
+            let Delivery { value, .. } =
+                chat.add_member(own_id, channel_id(group), account_id.0).await.map_err(fail)?;
+            announce(shared, vec![account_id.0], ChatEvent::Added(channel_to_wire(&value))).await;
+            ChatReply::MemberAdded { channel_id: group, account_id }
+        }
+        ChatRequest::RemoveMember { channel_id: group, account_id } => {
+            chat.remove_member(own_id, channel_id(group), account_id.0).await.map_err(fail)?;
+            announce(shared, vec![account_id.0], ChatEvent::Removed { channel_id: group }).await;
+            ChatReply::MemberRemoved { channel_id: group, account_id }
+        }
+        ChatRequest::Send { channel_id: to, text } => {
+            sent(shared, chat.send(own_id, channel_id(to), &text).await.map_err(fail)?).await
+        }
+        ChatRequest::SendDirect { to, text } => {
+            // The chat domain does not know accounts: make sure this one exists.
+            shared.auth.account(to.0).await.map_err(|e| errors::from_auth(&e))?;
+            sent(shared, chat.send_direct(own_id, to.0, &text).await.map_err(fail)?).await
+        }
+        ChatRequest::History { channel_id: id, before, limit } => {
+            let before = before.map(|before| chat::MessageId(before.0));
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            let page = chat.history(own_id, channel_id(id), before, limit).await.map_err(fail)?;
+            ChatReply::History(proto::chat::HistoryPage {
+                channel_id: id,
+                messages: page.messages.into_iter().map(message_to_wire).collect(),
+                next_before: page.next_before.map(|next| proto::chat::MessageId(next.0)),
+                archived: page.archived,
+            })
+        }
+        ChatRequest::Delete { channel_id: id, message_id } => {
+            let deleted =
+                chat.delete(own_id, channel_id(id), chat::MessageId(message_id.0)).await.map_err(fail)?;
+            announce(shared, deleted.recipients, ChatEvent::Deleted { channel_id: id, message_id }).await;
+            ChatReply::Deleted { channel_id: id, message_id }
+        }
+        ChatRequest::Channels => {
+            let channels = chat.channels_of(own_id).await.map_err(fail)?;
+            ChatReply::Channels(channels.iter().map(channel_to_wire).collect())
+        }
+    };
+    Ok(Reply::Chat(reply))
+}
+
+/// Announces a stored message to its channel's members and acknowledges it.
+async fn sent(shared: &Shared, delivery: Delivery<Message>) -> ChatReply {
+    let message = message_to_wire(delivery.value);
+    let reply = ChatReply::Sent {
+        channel_id: message.channel_id,
+        message_id: message.message_id,
+        sent_at_ms: message.sent_at_ms,
+    };
+    announce(shared, delivery.recipients, ChatEvent::Message(message)).await;
+    reply
+}

@@ -1,0 +1,98 @@
+//! The loop `ping` and `state` share: authenticate once, then send one request after another until
+//! the end; the scenarios differ only in the request they build.
+//!
+//! Closed loop (no rate): the next request leaves when the last is answered; latency is the round
+//! trip. Paced (a rate): requests leave on a fixed schedule whether or not earlier ones were
+//! answered, a late client catches up in a burst, and latency is measured from each request's
+//! *scheduled* send time, so a stalled server shows up in the percentiles instead of slowing the
+//! load down (no coordinated omission). Answers are recorded under [`Request::kind`], the label
+//! the gateway counts them under.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use proto::Request;
+use tokio::time::{Instant, sleep_until};
+
+use super::{ClientContext, DRAIN_TIMEOUT, Open, Ready};
+use crate::conn::ConnError;
+
+/// Runs one client that sends the requests `next_request` builds, one per call, until the end.
+pub async fn run(ctx: ClientContext, mut next_request: impl FnMut() -> Request) {
+    let Some(mut open) = ctx.connect_authenticated().await else { return };
+    let ready = Ready::new(&ctx.shared);
+    match ctx.rate {
+        None => closed_loop(&ctx, &mut open, &mut next_request).await,
+        Some(rate) => paced(&ctx, &mut open, rate, &mut next_request).await,
+    }
+    drop(ready);
+    open.close().await;
+}
+
+async fn closed_loop(ctx: &ClientContext, open: &mut Open, next_request: &mut impl FnMut() -> Request) {
+    while Instant::now() < ctx.shared.deadline {
+        if ctx.call(&mut open.conn, next_request()).await.is_none() {
+            return;
+        }
+    }
+}
+
+async fn paced(ctx: &ClientContext, open: &mut Open, rate: f64, next_request: &mut impl FnMut() -> Request) {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    // Spread the clients' phases over one interval (golden-ratio steps) so they do not send in lockstep.
+    let phase = (ctx.index as f64 * 0.618_033_988_7).fract();
+    let mut next = Instant::now() + interval.mul_f64(phase);
+    let deadline = ctx.shared.deadline;
+    let drain_deadline = deadline + DRAIN_TIMEOUT;
+    // Built one ahead, so a connection lost before the first send is still recorded under the
+    // right kind.
+    let mut request = next_request();
+    let kind = request.kind();
+    // (request id, scheduled send time) of requests not answered yet, oldest first.
+    let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
+    let recorder = &ctx.shared.recorder;
+    loop {
+        let sending = next < deadline;
+        if !sending && pending.is_empty() {
+            return;
+        }
+        tokio::select! {
+            () = sleep_until(next), if sending => {
+                match open.conn.send(std::mem::replace(&mut request, next_request())).await {
+                    Ok(id) => pending.push_back((id, next)),
+                    Err(error) => return fail_all(ctx, kind, &mut pending, &error),
+                }
+                next += interval;
+            }
+            response = open.conn.recv() => match response {
+                Ok(response) => {
+                    let position = pending.iter().position(|(id, _)| *id == response.id);
+                    if let Some((_, scheduled)) = position.and_then(|position| pending.remove(position)) {
+                        recorder.answered(ctx.index, kind, scheduled.elapsed(), &response.outcome, false);
+                    }
+                }
+                Err(error) => return fail_all(ctx, kind, &mut pending, &error),
+            },
+            () = sleep_until(drain_deadline), if !sending => {
+                return fail_all(ctx, kind, &mut pending, &ConnError::Timeout);
+            }
+        }
+    }
+}
+
+/// Records every unanswered request (at least one) as failed with `error`.
+fn fail_all(
+    ctx: &ClientContext,
+    kind: &'static str,
+    pending: &mut VecDeque<(u64, Instant)>,
+    error: &ConnError,
+) {
+    // A connection lost between requests still counts once.
+    for _ in 0..pending.len().max(1) {
+        ctx.shared.recorder.failed(ctx.index, kind, error);
+    }
+    pending.clear();
+    if !matches!(error, ConnError::Timeout) && Instant::now() < ctx.shared.deadline {
+        tracing::debug!(%error, client = ctx.index, request = kind, "connection lost");
+    }
+}
