@@ -18,6 +18,7 @@
 pub mod chat;
 pub mod codec;
 pub mod inventory;
+pub mod matchmaking;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -184,6 +185,8 @@ pub enum Request {
     Chat(chat::ChatRequest),
     /// An inventory request (see [`inventory`]).
     Inventory(inventory::InventoryRequest),
+    /// A matchmaking request (see [`matchmaking`]).
+    Match(matchmaking::MatchRequest),
 }
 
 impl Request {
@@ -208,6 +211,7 @@ impl Request {
             Request::GetPlayerState { .. } => "get_player_state",
             Request::Chat(request) => request.kind(),
             Request::Inventory(request) => request.kind(),
+            Request::Match(request) => request.kind(),
         }
     }
 }
@@ -274,6 +278,8 @@ pub enum Reply {
     Chat(chat::ChatReply),
     /// An inventory result (see [`inventory`]).
     Inventory(inventory::InventoryReply),
+    /// A matchmaking result (see [`matchmaking`]).
+    Match(matchmaking::MatchReply),
 }
 
 /// A point in the game world.
@@ -446,6 +452,8 @@ pub enum Event {
     Chat(chat::ChatEvent),
     /// An inventory event (see [`inventory`]).
     Inventory(inventory::InventoryEvent),
+    /// A matchmaking event (see [`matchmaking`]).
+    Match(matchmaking::MatchEvent),
 }
 
 #[cfg(test)]

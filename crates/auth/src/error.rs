@@ -23,6 +23,9 @@ pub enum AuthError {
     /// No account has this id.
     #[error("no such account")]
     UnknownAccount,
+    /// The account was disabled by an operator: the credentials were right, but it may not log in.
+    #[error("this account is disabled")]
+    AccountDisabled,
     /// Too many failed logins for this account or address; retry after the given time.
     #[error("too many failed logins; retry in {} s", retry_after.as_secs().max(1))]
     Throttled {

@@ -185,7 +185,7 @@ impl Auth {
 
         let found = store::find_by_username(&self.inner.shard, username_key).await?;
         let verified = match &found {
-            Some((_, password_hash)) => {
+            Some((_, password_hash, _)) => {
                 self.inner.hasher.verify(password.to_owned(), password_hash.clone()).await?
             }
             None => {
@@ -193,14 +193,27 @@ impl Auth {
                 false
             }
         };
-        let Some((account, _)) = found.filter(|_| verified) else {
+        let Some((account, _, disabled)) = found.filter(|_| verified) else {
             self.record_failure(&throttle).await?;
             return Err(AuthError::BadCredentials);
         };
+        if disabled {
+            return Err(AuthError::AccountDisabled);
+        }
         self.inner.kv.counter_reset(&throttle.account).await?;
         let issued =
             sessions::issue(&self.inner.kv, &self.inner.config, self.inner.clock.now_ms(), &account, None)
                 .await?;
+        // An operator may have disabled the account while the password was being verified. The
+        // disable commits before it ends the account's sessions, so either that ends this session
+        // too, or this second look sees the flag.
+        if store::is_disabled(&self.inner.shard, account.account_id).await? != Some(false) {
+            self.inner
+                .kv
+                .session_delete(issued.session.key.as_str(), &account.account_id.to_string())
+                .await?;
+            return Err(AuthError::AccountDisabled);
+        }
         tracing::info!(account_id = %account.account_id, "logged in");
         Ok(issued)
     }
@@ -269,6 +282,38 @@ impl Auth {
     /// [`AuthError::UnknownAccount`] when there is none.
     pub async fn account(&self, account_id: Uuid) -> Result<Account, AuthError> {
         store::find_by_id(&self.inner.shard, account_id).await?.ok_or(AuthError::UnknownAccount)
+    }
+
+    /// The account with this username (in any case).
+    ///
+    /// # Errors
+    /// [`AuthError::UnknownAccount`] when there is none.
+    pub async fn account_by_username(&self, username: &str) -> Result<Account, AuthError> {
+        let found = store::find_by_username(&self.inner.shard, username.to_ascii_lowercase()).await?;
+        found.map(|(account, _, _)| account).ok_or(AuthError::UnknownAccount)
+    }
+
+    /// Whether an operator disabled the account.
+    ///
+    /// # Errors
+    /// [`AuthError::UnknownAccount`] when there is none.
+    pub async fn is_disabled(&self, account_id: Uuid) -> Result<bool, AuthError> {
+        store::is_disabled(&self.inner.shard, account_id).await?.ok_or(AuthError::UnknownAccount)
+    }
+
+    /// Disables or re-enables an account. A disabled account cannot log in; its existing sessions
+    /// are not touched here: the caller ends them ([`Auth::logout_everywhere`]) *after* this
+    /// returns, which together with the check at the end of [`Auth::login`] leaves no session
+    /// behind.
+    ///
+    /// # Errors
+    /// [`AuthError::UnknownAccount`] when there is none.
+    pub async fn set_disabled(&self, account_id: Uuid, disabled: bool) -> Result<(), AuthError> {
+        if !store::set_disabled(&self.inner.shard, account_id, disabled).await? {
+            return Err(AuthError::UnknownAccount);
+        }
+        tracing::info!(%account_id, disabled, "account disabled flag set");
+        Ok(())
     }
 
     fn throttle_keys(&self, username_key: &str, client: IpAddr) -> ThrottleKeys {

@@ -53,22 +53,50 @@ pub(crate) async fn insert_account(
     if inserted { Ok(()) } else { Err(AuthError::UsernameTaken) }
 }
 
-/// The account with this lower-cased username, with its password hash.
+/// The account with this lower-cased username, with its password hash and whether it is
+/// disabled.
 pub(crate) async fn find_by_username(
     shard: &Shard,
     username_key: String,
-) -> Result<Option<(Account, String)>, AuthError> {
+) -> Result<Option<(Account, String, bool)>, AuthError> {
     Ok(shard
         .read(move |conn| {
             conn.query_row(
-                "SELECT account_id, username, created_at_ms, password_hash
+                "SELECT account_id, username, created_at_ms, password_hash, disabled
                  FROM accounts WHERE username_key = ?1",
                 params![username_key],
-                |row| Ok((account_of(row)?, row.get::<_, String>(3)?)),
+                |row| Ok((account_of(row)?, row.get::<_, String>(3)?, row.get::<_, i64>(4)? != 0)),
             )
             .optional()
         })
         .await?)
+}
+
+/// Whether the account is disabled; `None` when there is no such account.
+pub(crate) async fn is_disabled(shard: &Shard, account_id: Uuid) -> Result<Option<bool>, AuthError> {
+    Ok(shard
+        .read(move |conn| {
+            conn.query_row(
+                "SELECT disabled FROM accounts WHERE account_id = ?1",
+                params![account_id.to_string()],
+                |row| Ok(row.get::<_, i64>(0)? != 0),
+            )
+            .optional()
+        })
+        .await?)
+}
+
+/// Sets the `disabled` flag; returns whether the account exists.
+pub(crate) async fn set_disabled(shard: &Shard, account_id: Uuid, disabled: bool) -> Result<bool, AuthError> {
+    Ok(shard
+        .write(move |conn| {
+            conn.execute(
+                "UPDATE accounts SET disabled = ?2 WHERE account_id = ?1",
+                params![account_id.to_string(), i64::from(disabled)],
+            )
+        })
+        .await?
+        == 1)
 }
 
 pub(crate) async fn find_by_id(shard: &Shard, account_id: Uuid) -> Result<Option<Account>, AuthError> {

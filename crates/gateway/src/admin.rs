@@ -21,6 +21,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/accounts/{account_id}/notice", post(notice))
         .route("/inventory/grant", post(crate::inventory_requests::grant_http))
         .route("/inventory/{account_id}/ledger", get(crate::inventory_requests::ledger_http))
+        .route("/match/{match_id}/result", post(crate::matchmaking_requests::result_http))
         .with_state(shared)
 }
 

@@ -155,6 +155,10 @@ pub struct GatewayConfig {
     /// The chat send-rate window; default [`DEFAULT_CHAT_SEND_WINDOW`]; at least 1 ms.
     #[serde(with = "seconds")]
     pub chat_send_window: Duration,
+    /// Matchmaking (`[matchmaking]` in TOML): modes (default `duel` 1v1 and `team` 2v2), the
+    /// rating window, the pass interval, lease and disconnect grace; see
+    /// [`matchmaking::MatchmakingConfig`].
+    pub matchmaking: matchmaking::MatchmakingConfig,
 }
 
 /// A secret that never appears in `Debug` output or logs.
@@ -219,6 +223,7 @@ impl Default for GatewayConfig {
             service_token: None,
             chat_sends_per_window: DEFAULT_CHAT_SENDS_PER_WINDOW,
             chat_send_window: DEFAULT_CHAT_SEND_WINDOW,
+            matchmaking: matchmaking::MatchmakingConfig::default(),
         }
     }
 }
@@ -260,6 +265,7 @@ impl GatewayConfig {
         {
             return fail("service_token must be at least 16 bytes, and offer_ttl positive");
         }
+        self.matchmaking.validate().map_err(|e| crate::GatewayError::Config(e.to_string()))?;
         if self.max_frame_bytes < 256 {
             return fail("max_frame_bytes must be at least 256");
         }

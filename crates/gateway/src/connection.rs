@@ -27,6 +27,7 @@ use crate::chat_requests;
 use crate::errors;
 use crate::hub::ConnectionId;
 use crate::inventory_requests;
+use crate::matchmaking_requests;
 use crate::outbound::Outbound;
 use crate::player_requests;
 
@@ -87,7 +88,11 @@ pub(crate) async fn serve(
             Box::pin(connection.authenticate_at_handshake(&token)).await;
         }
         connection.run(stream, &shutdown).await;
+        let account_id = connection.session.as_ref().map(|session| session.account_id);
         connection.end();
+        if let Some(account_id) = account_id {
+            matchmaking_requests::disconnected(&shared, account_id).await;
+        }
         shared.metrics.connection_closed();
         drop(permit);
         // A writer stuck on a client that stopped reading would hold the socket forever.
@@ -209,7 +214,10 @@ impl Connection {
 
     async fn authenticate_at_handshake(&mut self, token: &str) {
         match self.shared.auth.validate_token(token).await {
-            Ok(session) => self.authenticate(session),
+            Ok(session) => {
+                matchmaking_requests::connected(&self.shared, session.account_id).await;
+                self.authenticate(session);
+            }
             Err(auth::AuthError::InvalidSession) => {
                 self.outbound.close(
                     proto::close::INVALID_TOKEN,
@@ -356,7 +364,12 @@ impl Connection {
     }
 
     async fn handle(&mut self, request: Request) -> Outcome {
-        match self.apply(request).await {
+        let was_authenticated = self.session.is_some();
+        let result = self.apply(request).await;
+        if let (false, Some(session)) = (was_authenticated, &self.session) {
+            matchmaking_requests::connected(&self.shared, session.account_id).await;
+        }
+        match result {
             Ok(reply) => Outcome::Ok(reply),
             Err(body) => Outcome::Error(body),
         }
@@ -428,6 +441,9 @@ impl Connection {
             Request::Chat(request) => chat_requests::apply(&self.shared, session.account_id, request).await,
             Request::Inventory(request) => {
                 inventory_requests::handle(&self.shared, session.account_id, request).await
+            }
+            Request::Match(request) => {
+                matchmaking_requests::handle(&self.shared, session.account_id, request).await
             }
         }
     }

@@ -11,6 +11,7 @@ pub fn from_auth(error: &AuthError) -> ErrorBody {
         AuthError::UsernameTaken => ErrorCode::Conflict,
         AuthError::BadCredentials | AuthError::InvalidSession => ErrorCode::Unauthorized,
         AuthError::UnknownAccount => ErrorCode::NotFound,
+        AuthError::AccountDisabled => ErrorCode::Forbidden,
         AuthError::Throttled { .. } => ErrorCode::RateLimited,
         AuthError::Busy => ErrorCode::Unavailable,
         AuthError::Store(store_error) => return unavailable(store_error),
@@ -76,6 +77,24 @@ pub fn from_inventory(error: &inventory::InventoryError) -> ErrorBody {
         E::ShuttingDown => ErrorCode::Unavailable,
         E::Catalogue(_) | E::Config(_) | E::Shard(_) | E::Internal(_) => {
             tracing::error!(%error, "inventory failed");
+            return ErrorBody::new(ErrorCode::Internal, "internal error");
+        }
+    };
+    ErrorBody::new(code, error.to_string())
+}
+
+/// The wire error for a matchmaking failure. Reporting on a match one was not in is
+/// `forbidden`; a second, different result is `conflict`.
+pub fn from_match(error: &matchmaking::MatchError) -> ErrorBody {
+    use matchmaking::MatchError as E;
+    let code = match error {
+        E::UnknownMode(_) | E::InvalidRequest(_) => ErrorCode::BadRequest,
+        E::NotParticipant => ErrorCode::Forbidden,
+        E::UnknownMatch(_) => ErrorCode::NotFound,
+        E::AlreadyQueued { .. } | E::ResultConflict(_) => ErrorCode::Conflict,
+        E::Store(store_error) => return unavailable(store_error),
+        E::Config(_) | E::Shard(_) | E::Internal(_) => {
+            tracing::error!(%error, "matchmaking failed");
             return ErrorBody::new(ErrorCode::Internal, "internal error");
         }
     };

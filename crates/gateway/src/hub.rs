@@ -116,6 +116,11 @@ impl Hub {
         }
     }
 
+    /// Whether `account_id` has an authenticated connection on this process.
+    pub fn is_connected(&self, account_id: Uuid) -> bool {
+        self.registry.lock().is_ok_and(|registry| registry.by_account.contains_key(&account_id))
+    }
+
     /// Sends `event` to every connection of `account_id`, on whichever gateway process.
     ///
     /// # Errors

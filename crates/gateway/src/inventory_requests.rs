@@ -186,15 +186,15 @@ struct LedgerLine {
     at_ms: u64,
 }
 
-type HttpAnswer = (StatusCode, [(header::HeaderName, &'static str); 1], String);
+pub(crate) type HttpAnswer = (StatusCode, [(header::HeaderName, &'static str); 1], String);
 
-fn json_answer(status: StatusCode, body: &impl Serialize) -> HttpAnswer {
+pub(crate) fn json_answer(status: StatusCode, body: &impl Serialize) -> HttpAnswer {
     // Serialising our own structs of plain fields cannot fail.
     let text = serde_json::to_string(body).unwrap_or_default() + "\n";
     (status, [(header::CONTENT_TYPE, "application/json")], text)
 }
 
-fn error_answer(body: &ErrorBody) -> HttpAnswer {
+pub(crate) fn error_answer(body: &ErrorBody) -> HttpAnswer {
     let status = match body.code {
         ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -210,7 +210,7 @@ fn error_answer(body: &ErrorBody) -> HttpAnswer {
 
 /// Whether the request carries `Authorization: Bearer <service token>`. Answers 404 when no
 /// service token is configured (the endpoints are off) and 401 for a missing or wrong token.
-fn authorise(shared: &Shared, headers: &HeaderMap) -> Result<(), HttpAnswer> {
+pub(crate) fn authorise(shared: &Shared, headers: &HeaderMap) -> Result<(), HttpAnswer> {
     let Some(expected) = &shared.config.service_token else {
         return Err(error_answer(&ErrorBody::new(
             ErrorCode::NotFound,

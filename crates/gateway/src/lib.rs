@@ -14,7 +14,9 @@ mod connection;
 mod errors;
 mod hub;
 mod inventory_requests;
+mod matchmaking_requests;
 pub mod metrics;
+pub mod ops;
 mod outbound;
 mod player_requests;
 
@@ -51,6 +53,9 @@ pub enum GatewayError {
     /// The inventory domain could not be opened (catalogue or shard).
     #[error(transparent)]
     Inventory(#[from] inventory::InventoryError),
+    /// The matchmaking domain could not be opened (configuration or shard).
+    #[error(transparent)]
+    Match(#[from] matchmaking::MatchError),
     /// A file or socket operation failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -65,6 +70,7 @@ pub(crate) struct Shared {
     players: player::Players,
     inventory: inventory::Inventory,
     chat: chat::Chat,
+    matchmaking: matchmaking::Matchmaking,
     hub: hub::Hub,
     metrics: Arc<metrics::Metrics>,
 }
@@ -85,6 +91,7 @@ pub async fn run(
 ) -> Result<(), GatewayError> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)?;
+    let _data_dir_lock = ops::lock_data_dir_shared(&config.data_dir)?;
     let kv = match &config.redis_url {
         Some(url) => {
             let kv = Kv::connect_redis(url, &config.key_prefix).await?;
@@ -117,6 +124,15 @@ pub async fn run(
 
     let (inventory, inventory_committer) = inventory_requests::open(&config, clock.clone()).await?;
 
+    let matchmaking = matchmaking::Matchmaking::open(
+        config.data_dir.join("match.db"),
+        kv.clone(),
+        clock.clone(),
+        config.matchmaking.clone(),
+        &config.shard_config(),
+    )
+    .await?;
+
     let metrics = Arc::new(metrics::Metrics::default());
     let hub = hub::Hub::new(kv.clone(), metrics.clone());
     // Background tasks (bus, admin port) outlive the connections' drain, so revocations keep
@@ -133,6 +149,7 @@ pub async fn run(
         players: players.clone(),
         inventory,
         chat,
+        matchmaking,
         hub,
         metrics,
     });
@@ -148,6 +165,13 @@ pub async fn run(
         let holder = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
         background.spawn(player::flusher::run(players, holder, background_shutdown.clone()));
     }
+
+    // The matchmaker: every process runs the loop; the lease holder forms the matches.
+    background.spawn(matchmaking_requests::run_matchmaker(
+        shared.clone(),
+        format!("{}-{}", std::process::id(), uuid::Uuid::new_v4()),
+        background_shutdown.clone(),
+    ));
 
     background.spawn({
         let router = admin::router(shared.clone());
@@ -215,7 +239,9 @@ async fn accept_loop(
 
 /// The last act of a shutdown, after the flusher's final flush: checkpoint every shard's WAL.
 async fn final_flush(shared: &Shared) {
-    for shard in [shared.auth.shard(), shared.players.shard(), shared.inventory.shard()] {
+    for shard in
+        [shared.auth.shard(), shared.players.shard(), shared.inventory.shard(), shared.matchmaking.shard()]
+    {
         if let Err(error) = shard.checkpoint().await {
             tracing::warn!(%error, shard = %shard.path().display(), "final checkpoint failed");
         }

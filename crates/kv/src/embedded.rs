@@ -55,6 +55,8 @@ struct Store {
     buffers: HashMap<String, Buffer>,
     /// Lease holders by lease name.
     leases: HashMap<String, Expiring<String>>,
+    /// Waiting queues by queue name (see `crate::queue`); they never expire.
+    queues: crate::queue::EmbeddedQueues,
     writes_since_sweep: usize,
 }
 
@@ -183,6 +185,12 @@ impl Embedded {
     /// calls would trip over, so a poisoned lock is used as is.
     fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `f` on the waiting queues under the store's lock (the queue operations live in
+    /// `crate::queue`).
+    pub(crate) fn with_queues<T>(&self, f: impl FnOnce(&mut crate::queue::EmbeddedQueues) -> T) -> T {
+        f(&mut self.store().queues)
     }
 
     fn channels(&self) -> MutexGuard<'_, HashMap<String, broadcast::Sender<Vec<u8>>>> {

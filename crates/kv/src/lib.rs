@@ -11,6 +11,8 @@
 //!     (ZSET: member id, score = ms when it first became dirty), `{prefix}{ns}:claim` (HASH: id →
 //!     dirty-since ms, the batch a flusher is writing);
 //!   - `{prefix}lease:{name}` (STRING: the holder of a lease, with the lease's TTL);
+//!   - waiting queues `{prefix}{queue}:tickets`, `{prefix}{queue}:q:{mode}` and
+//!     `{prefix}{queue}:away` (see [`Kv::queue_join`] and the `queue` module);
 //!   - pub/sub channels `{prefix}{channel}`;
 //! - the embedded store ([`Kv::embedded`]) that gives the same semantics in one process, guarded by an
 //!   OS file lock so two processes never run on one data directory with separate embedded stores;
@@ -41,11 +43,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 mod embedded;
+mod queue;
 mod redis_backend;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 use embedded::Embedded;
+pub use queue::{QueueJoin, QueueStats, QueueTicket};
 use redis_backend::RedisBackend;
 
 /// How many messages a [`Subscription`] buffers before newer ones are dropped (with a warning).

@@ -12,6 +12,7 @@
 //! `EVALSHA` calls, and answers each caller through a oneshot channel.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -61,24 +62,52 @@ return deleted
 
 /// Most buffered updates the batcher sends in one pipeline.
 const UPDATE_BATCH_MAX: usize = 1024;
+/// Most buffered updates in one run of the update script. Redis runs nothing else during a script,
+/// so this bounds how long one blocks it (a few microseconds per update).
+const UPDATE_CHUNK_MAX: usize = 128;
 /// Pipelines of buffered updates in flight at once.
 const UPDATE_BATCHES_IN_FLIGHT: usize = 4;
 /// Updates that may wait for the batcher before callers wait to enqueue theirs (backpressure).
 const UPDATE_QUEUE_CAPACITY: usize = 4 * UPDATE_BATCH_MAX;
 
-/// A buffered update. KEYS: record hash, dirty set. ARGV: now_ms, ttl_ms, id, then field/value
-/// pairs. Returns nil if the record is absent, else {version, n_dirty}. This is the hot path, so it
-/// makes as few calls as it can: PEXPIRE both refreshes the TTL and tells whether the record exists
-/// (0 if not). HINCRBY comes next since it is the only call that can fail (a non-integer `v`), and a
-/// failed script keeps what it already did: then only the TTL was refreshed.
+/// Buffered updates of one namespace, many per run: a script run costs Redis several times what
+/// one update's commands do, so it is paid once per chunk rather than once per update. KEYS: dirty
+/// set. ARGV: record key prefix (`{prefix}{ns}:rec:`), ttl_ms, then per update: id, now_ms, the
+/// number of field/value pairs, the pairs. Returns two values per update, in order: nil, 0 if the
+/// record is absent (nothing changed), else the new version and the size of the dirty set after
+/// that update; or, if the record's `v` is not an integer, that error and 0 (only the TTL was
+/// refreshed). Each update, like the whole run, is atomic.
+///
+/// This is the hot path, so each update makes as few calls as it can: PEXPIRE both refreshes the
+/// TTL and tells whether the record exists (0 if not); ZCARD runs once per run, and ZADD NX's
+/// answer (1 if it added the id) keeps the count. The record keys are built inside the script,
+/// fine on one Redis but a cluster would need hash tags.
 const UPDATE_LUA: &str = r"
-if redis.call('PEXPIRE', KEYS[1], ARGV[2]) == 0 then
-  return false
+local dirty, prefix, ttl = KEYS[1], ARGV[1], ARGV[2]
+local n_dirty = redis.call('ZCARD', dirty)
+local replies = {}
+local n_replies = 0
+local a = 3
+local n_args = #ARGV
+while a <= n_args do
+  local id, now = ARGV[a], ARGV[a + 1]
+  local first = a + 3
+  a = first + 2 * tonumber(ARGV[a + 2])
+  local key = prefix .. id
+  local version, dirty_now = false, 0
+  if redis.call('PEXPIRE', key, ttl) == 1 then
+    version = redis.pcall('HINCRBY', key, 'v', 1)
+    if type(version) == 'number' then
+      redis.call('HSET', key, 't', now, unpack(ARGV, first, a - 1))
+      n_dirty = n_dirty + redis.call('ZADD', dirty, 'NX', now, id)
+      dirty_now = n_dirty
+    end
+  end
+  replies[n_replies + 1] = version
+  replies[n_replies + 2] = dirty_now
+  n_replies = n_replies + 2
 end
-local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('HSET', KEYS[1], 't', ARGV[1], unpack(ARGV, 4))
-redis.call('ZADD', KEYS[2], 'NX', ARGV[1], ARGV[3])
-return {version, redis.call('ZCARD', KEYS[2])}
+return replies
 ";
 
 /// Creates a record if absent. KEYS: record hash. ARGV: ttl_ms, then field/value pairs (at least
@@ -183,17 +212,27 @@ pub(crate) struct RedisBackend {
     lease_release: Script,
     /// Hands buffered updates to the batcher task, which ends once this (the only sender) is dropped.
     updates: mpsc::Sender<UpdateRequest>,
+    /// The namespaces buffered updates have used (a handful), so their keys are built once.
+    namespaces: Mutex<Vec<Arc<Namespace>>>,
 }
 
 /// One caller's buffered update, waiting for the batcher.
 struct UpdateRequest {
-    record_key: String,
-    dirty_key: String,
+    namespace: Arc<Namespace>,
     id: String,
     fields: Vec<Field>,
     now_ms: u64,
     ttl_ms: u64,
     reply: oneshot::Sender<Result<BufferUpdate, KvError>>,
+}
+
+/// The keys of one buffer namespace, built once.
+struct Namespace {
+    name: String,
+    /// `{prefix}{ns}:rec:`
+    record_prefix: String,
+    /// `{prefix}{ns}:dirty`
+    dirty_key: String,
 }
 
 fn unavailable(error: RedisError) -> KvError {
@@ -253,6 +292,7 @@ impl RedisBackend {
             lease_acquire: Script::new(LEASE_ACQUIRE_LUA),
             lease_release: Script::new(LEASE_RELEASE_LUA),
             updates,
+            namespaces: Mutex::new(Vec::new()),
         })
     }
 
@@ -274,6 +314,21 @@ impl RedisBackend {
 
     fn record_key(&self, ns: &str, id: &str) -> String {
         format!("{}{ns}:rec:{id}", self.prefix)
+    }
+
+    /// The keys of namespace `ns`, built on its first use.
+    fn namespace(&self, ns: &str) -> Arc<Namespace> {
+        let mut namespaces = self.namespaces.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(namespace) = namespaces.iter().find(|namespace| namespace.name == ns) {
+            return Arc::clone(namespace);
+        }
+        let namespace = Arc::new(Namespace {
+            name: ns.to_owned(),
+            record_prefix: self.record_key(ns, ""),
+            dirty_key: self.dirty_key(ns),
+        });
+        namespaces.push(Arc::clone(&namespace));
+        namespace
     }
 
     fn dirty_key(&self, ns: &str) -> String {
@@ -298,7 +353,7 @@ impl RedisBackend {
     /// just started a fresh reconnect, and that makes the first command after Redis comes back succeed
     /// instead of reporting the outage that already ended. Other failures are not retried, since the
     /// command may have run.
-    async fn run<T, F, Fut>(&self, mut operation: F) -> Result<T, KvError>
+    pub(crate) async fn run<T, F, Fut>(&self, mut operation: F) -> Result<T, KvError>
     where
         F: FnMut(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
@@ -450,8 +505,7 @@ impl RedisBackend {
     ) -> Result<BufferUpdate, KvError> {
         let (reply, answer) = oneshot::channel();
         let request = UpdateRequest {
-            record_key: self.record_key(ns, id),
-            dirty_key: self.dirty_key(ns),
+            namespace: self.namespace(ns),
             id: id.to_owned(),
             fields,
             now_ms,
@@ -691,7 +745,9 @@ async fn run_update_batcher(
             in_flight.join_next().await;
             continue;
         }
-        let mut batch = Vec::with_capacity(UPDATE_BATCH_MAX);
+        // Sized by what is waiting: a full-size buffer per batch would make every small batch pay
+        // for a large allocation.
+        let mut batch = Vec::with_capacity(queued.len().clamp(1, UPDATE_BATCH_MAX));
         tokio::select! {
             received = queued.recv_many(&mut batch, UPDATE_BATCH_MAX) => {
                 if received == 0 {
@@ -702,7 +758,7 @@ async fn run_update_batcher(
                 if !batch.is_empty() {
                     let mut connection = connection.clone();
                     let script = script.clone();
-                    in_flight.spawn(async move { run_update_batch(&mut connection, &script, &mut batch).await });
+                    in_flight.spawn(async move { run_update_batch(&mut connection, &script, batch).await });
                 }
             }
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
@@ -712,78 +768,108 @@ async fn run_update_batcher(
 }
 
 /// Sends one batch and answers every caller in it.
-async fn run_update_batch(
-    connection: &mut ConnectionManager,
-    script: &Script,
-    batch: &mut Vec<UpdateRequest>,
-) {
-    match tokio::time::timeout(OPERATION_TIMEOUT, apply_updates(connection, script, batch)).await {
-        Ok(Ok(replies)) if replies.len() == batch.len() => {
-            for (request, reply) in batch.drain(..).zip(replies) {
-                // A caller that stopped waiting is no reason to fail the others.
-                let _ = request.reply.send(parse_update_reply(reply));
-            }
-        }
+async fn run_update_batch(connection: &mut ConnectionManager, script: &Script, batch: Vec<UpdateRequest>) {
+    let chunks = chunks(&batch);
+    match tokio::time::timeout(OPERATION_TIMEOUT, apply_updates(connection, script, &batch, &chunks)).await {
         Ok(Ok(replies)) => {
-            let error = format!("{} replies to a pipeline of {} updates", replies.len(), batch.len());
-            answer_all(batch, &error);
+            let mut requests = batch.into_iter();
+            for (chunk, reply) in chunks.iter().zip(replies) {
+                answer_chunk(requests.by_ref().take(chunk.len()), reply);
+            }
         }
         Ok(Err(error)) => answer_all(batch, &error.to_string()),
         Err(_) => answer_all(batch, &no_answer_message()),
     }
 }
 
-/// Runs the batch's updates and returns one reply per update.
+/// Splits a batch into runs of the update script: consecutive updates of one namespace and TTL, at
+/// most [`UPDATE_CHUNK_MAX`] each.
+fn chunks(batch: &[UpdateRequest]) -> Vec<std::ops::Range<usize>> {
+    let mut chunks = Vec::with_capacity(batch.len().div_ceil(UPDATE_CHUNK_MAX));
+    let mut start = 0;
+    for index in 1..=batch.len() {
+        let ends = index == batch.len()
+            || index - start == UPDATE_CHUNK_MAX
+            || !Arc::ptr_eq(&batch[index].namespace, &batch[start].namespace)
+            || batch[index].ttl_ms != batch[start].ttl_ms;
+        if ends {
+            chunks.push(start..index);
+            start = index;
+        }
+    }
+    chunks
+}
+
+/// Runs the batch's chunks and returns one reply per chunk.
 ///
 /// Redis forgets its scripts when it restarts: an `EVALSHA` it does not know fails with `NOSCRIPT`
-/// and does nothing, so exactly those updates are retried once after `SCRIPT LOAD`. Not the whole
-/// batch: another client may load the script while the pipeline runs, and then the updates after
+/// and does nothing, so exactly those chunks are retried once after `SCRIPT LOAD`. Not the whole
+/// batch: another client may load the script while the pipeline runs, and then the chunks after
 /// that point have already been applied.
 async fn apply_updates(
     connection: &mut ConnectionManager,
     script: &Script,
     batch: &[UpdateRequest],
+    chunks: &[std::ops::Range<usize>],
 ) -> RedisResult<Vec<Value>> {
-    let mut replies = query_updates(connection, script, batch).await?;
+    let mut replies = query_updates(connection, script, batch, chunks.iter()).await?;
+    if replies.len() != chunks.len() {
+        return Err(unexpected_reply_count(replies.len(), chunks.len()));
+    }
     let unknown_script: Vec<usize> =
         replies.iter().enumerate().filter(|(_, reply)| is_noscript(reply)).map(|(index, _)| index).collect();
     if unknown_script.is_empty() {
         return Ok(replies);
     }
     tracing::info!(
-        n_updates = unknown_script.len(),
+        n_chunks = unknown_script.len(),
         "Redis does not know the buffered-update script (restarted?); loading it and retrying"
     );
     script.load_async(connection).await?;
     let retried =
-        query_updates(connection, script, unknown_script.iter().map(|&index| &batch[index])).await?;
+        query_updates(connection, script, batch, unknown_script.iter().map(|&index| &chunks[index])).await?;
+    if retried.len() != unknown_script.len() {
+        return Err(unexpected_reply_count(retried.len(), unknown_script.len()));
+    }
     for (index, reply) in unknown_script.into_iter().zip(retried) {
         replies[index] = reply;
     }
     Ok(replies)
 }
 
-/// Sends one pipeline of `EVALSHA` calls, keeping each command's error in its reply. Retried once if
-/// the connection was refused (nothing was sent), like [`RedisBackend::run`].
+fn unexpected_reply_count(n_replies: usize, n_commands: usize) -> RedisError {
+    RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "wrong number of replies",
+        format!("{n_replies} replies to a pipeline of {n_commands} update scripts"),
+    ))
+}
+
+/// Sends one pipeline with an `EVALSHA` per chunk, keeping each command's error in its reply.
+/// Retried once if the connection was refused (nothing was sent), like [`RedisBackend::run`].
 async fn query_updates<'a>(
     connection: &mut ConnectionManager,
     script: &Script,
-    requests: impl IntoIterator<Item = &'a UpdateRequest>,
+    batch: &[UpdateRequest],
+    chunks: impl Iterator<Item = &'a std::ops::Range<usize>>,
 ) -> RedisResult<Vec<Value>> {
     let mut pipeline = redis::pipe();
     pipeline.ignore_errors();
-    for request in requests {
-        pipeline
+    for chunk in chunks {
+        let requests = &batch[chunk.clone()];
+        let first = &requests[0];
+        let command = pipeline
             .cmd("EVALSHA")
             .arg(script.get_hash())
-            .arg(2)
-            .arg(&request.record_key)
-            .arg(&request.dirty_key)
-            .arg(request.now_ms)
-            .arg(request.ttl_ms)
-            .arg(&request.id);
-        for (name, value) in &request.fields {
-            pipeline.arg(name).arg(value);
+            .arg(1)
+            .arg(&first.namespace.dirty_key)
+            .arg(&first.namespace.record_prefix)
+            .arg(first.ttl_ms);
+        for request in requests {
+            command.arg(&request.id).arg(request.now_ms).arg(request.fields.len());
+            for (name, value) in &request.fields {
+                command.arg(name).arg(value);
+            }
         }
     }
     match pipeline.query_async(connection).await {
@@ -796,23 +882,41 @@ fn is_noscript(reply: &Value) -> bool {
     matches!(reply, Value::ServerError(error) if error.kind() == Some(ServerErrorKind::NoScript))
 }
 
-/// Reads the update script's reply: nil (absent record) or {version, n_dirty}.
-fn parse_update_reply(reply: Value) -> Result<BufferUpdate, KvError> {
+/// Answers the updates of one chunk from the script's reply: two values per update (see
+/// [`UPDATE_LUA`]), or one error for all.
+fn answer_chunk(requests: impl ExactSizeIterator<Item = UpdateRequest>, reply: Value) {
+    let n_requests = requests.len();
     match reply {
-        Value::Nil | Value::Boolean(false) => Ok(BufferUpdate::NotLoaded),
-        Value::ServerError(error) => Err(unavailable(error.into())),
-        reply => match redis::from_redis_value::<(u64, u64)>(reply) {
-            Ok((version, n_dirty)) => Ok(BufferUpdate::Applied { version, n_dirty }),
-            Err(error) => {
-                Err(KvError::Unavailable(format!("unexpected reply to a buffered update: {error}")))
+        Value::Array(values) if values.len() == 2 * n_requests => {
+            let mut values = values.into_iter();
+            for request in requests {
+                let outcome = match (values.next(), values.next()) {
+                    (Some(Value::Nil), Some(_)) => Ok(BufferUpdate::NotLoaded),
+                    (Some(Value::Int(version)), Some(Value::Int(n_dirty))) => Ok(BufferUpdate::Applied {
+                        version: u64::try_from(version).unwrap_or_default(),
+                        n_dirty: u64::try_from(n_dirty).unwrap_or_default(),
+                    }),
+                    (Some(Value::ServerError(error)), _) => Err(unavailable(error.into())),
+                    other => Err(KvError::Unavailable(format!("unexpected reply to a buffered update: {other:?}"))),
+                };
+                // A caller that stopped waiting is no reason to fail the others.
+                let _ = request.reply.send(outcome);
             }
-        },
+        }
+        Value::ServerError(error) => {
+            let error = RedisError::from(error).to_string();
+            answer_all(requests, &error);
+        }
+        reply => {
+            let error = format!("unexpected reply to {n_requests} buffered updates: {reply:?}");
+            answer_all(requests, &error);
+        }
     }
 }
 
 /// Fails every update of the batch with `error`.
-fn answer_all(batch: &mut Vec<UpdateRequest>, error: &str) {
-    for request in batch.drain(..) {
+fn answer_all(batch: impl IntoIterator<Item = UpdateRequest>, error: &str) {
+    for request in batch {
         let _ = request.reply.send(Err(KvError::Unavailable(error.to_owned())));
     }
 }

@@ -306,9 +306,14 @@ impl Players {
     /// what it wrote. For shutdown and ops; safe beside a running flusher (older versions never
     /// overwrite newer ones).
     ///
+    /// Changes another flusher has claimed but not yet committed are put back and written here
+    /// too, so once this returns every update acknowledged before the call is in SQLite (what an
+    /// online backup relies on).
+    ///
     /// # Errors
     /// The store or the shard failed; what was claimed stays claimed and is recovered later.
     pub async fn flush_now(&self) -> Result<flusher::FlushReport, PlayerError> {
+        self.inner.kv.buffer_recover(NAMESPACE).await?;
         flusher::flush_all(self).await
     }
 }

@@ -202,6 +202,41 @@ impl Shard {
         Ok(Shard { inner: Arc::new(Inner { path, config, writer: Arc::new(Mutex::new(writer)), readers }) })
     }
 
+    /// Opens an existing shard for maintenance (ops tooling): like [`Shard::open`], but never
+    /// creates the file and runs no migrations, so pointing a tool at a wrong directory cannot
+    /// leave empty shards behind, and a file of any schema version can be inspected.
+    ///
+    /// # Errors
+    /// [`ShardError::Open`] when `path` is not a file; [`ShardError::Sqlite`] when it is not a
+    /// SQLite database (or is too damaged to read its schema).
+    pub async fn open_existing(path: impl Into<PathBuf>, config: &ShardConfig) -> Result<Shard, ShardError> {
+        let path = path.into();
+        let config = config.clone();
+        if config.read_pool_size == 0 {
+            return Err(ShardError::Open { path, message: "read_pool_size must be at least 1".to_owned() });
+        }
+        if !path.is_file() {
+            return Err(ShardError::Open { path, message: "no such shard file".to_owned() });
+        }
+        let writer = {
+            let path = path.clone();
+            let config = config.clone();
+            run_blocking(move || -> Result<Connection, ShardError> {
+                let conn = Connection::open_with_flags(
+                    &path,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                apply_connection_pragmas(&conn, &config)?;
+                // Reading the schema fails at once on a file that is not a database.
+                conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+                Ok(conn)
+            })
+            .await??
+        };
+        let readers = build_read_pool(&path, &config)?;
+        Ok(Shard { inner: Arc::new(Inner { path, config, writer: Arc::new(Mutex::new(writer)), readers }) })
+    }
+
     /// The single writer: runs `f` on the shard's one write connection on a blocking thread.
     ///
     /// Writers queue (first come, first served); two never run at once. If an earlier writer

@@ -9,6 +9,8 @@ mod bad_input;
 mod chat;
 mod connections;
 mod inventory;
+mod matchmaking;
+mod ops;
 mod player_state;
 mod processes;
 mod sessions;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kv::{BufferStats, BufferUpdate, ClaimedRecord, Field, Kv};
+use kv::{BufferStats, BufferUpdate, ClaimedRecord, Field, Kv, QueueJoin, QueueStats, QueueTicket};
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +59,11 @@ conformance! {
     namespaces_are_separate => check_namespaces_are_separate,
     lease_goes_to_one_holder_renews_and_is_released => check_lease_holder_renew_release,
     lease_expires_after_its_ttl => check_lease_expires,
+    queue_holds_one_ticket_per_player_oldest_first => check_queue_one_ticket_per_player,
+    queue_leave_returns_the_ticket_once => check_queue_leave,
+    queue_claim_takes_whole_groups_only => check_queue_claim_whole_groups,
+    queue_away_players_are_not_claimed_and_removed_after_grace => check_queue_away,
+    queue_stats_count_and_median => check_queue_stats,
 }
 
 fn fields(pairs: &[(&str, &str)]) -> Vec<Field> {
@@ -473,4 +478,107 @@ async fn prefixes_isolate_keys_and_channels_on_one_redis() {
     assert_eq!(b.publish("news", b"b's").await.unwrap(), 0);
     assert_silent(&mut a_subscription).await;
     shutdown.cancel();
+}
+
+// --- Waiting queues (kv::queue) ---
+
+fn ticket(player_id: &str, mode: &str, rating: f64, enqueued_at_ms: u64) -> QueueTicket {
+    QueueTicket {
+        player_id: player_id.to_owned(),
+        mode: mode.to_owned(),
+        rating,
+        enqueued_at_ms,
+        away_since_ms: None,
+    }
+}
+
+fn group(players: &[&str]) -> Vec<String> {
+    players.iter().map(|player| (*player).to_owned()).collect()
+}
+
+async fn check_queue_one_ticket_per_player(kv: &Kv) {
+    assert_eq!(kv.queue_join("mm", "b", "duel", 1500.0, 20).await.unwrap(), QueueJoin::Joined);
+    assert_eq!(kv.queue_join("mm", "a", "duel", 1516.5, 10).await.unwrap(), QueueJoin::Joined);
+    assert_eq!(kv.queue_join("mm", "c", "team", 1400.0, 5).await.unwrap(), QueueJoin::Joined);
+    // A player waits in one mode at a time, whichever they ask for next.
+    let again = kv.queue_join("mm", "a", "team", 1516.5, 30).await.unwrap();
+    assert_eq!(again, QueueJoin::AlreadyQueued { mode: "duel".into() });
+    assert_eq!(
+        kv.queue_tickets("mm", "duel").await.unwrap(),
+        vec![ticket("a", "duel", 1516.5, 10), ticket("b", "duel", 1500.0, 20)]
+    );
+    assert_eq!(kv.queue_tickets("mm", "team").await.unwrap(), vec![ticket("c", "team", 1400.0, 5)]);
+    assert_eq!(kv.queue_ticket("mm", "a").await.unwrap(), Some(ticket("a", "duel", 1516.5, 10)));
+    assert_eq!(kv.queue_ticket("mm", "zz").await.unwrap(), None);
+    // Queues are separate by name.
+    assert!(kv.queue_tickets("other", "duel").await.unwrap().is_empty());
+}
+
+async fn check_queue_leave(kv: &Kv) {
+    kv.queue_join("mm", "a", "duel", 1500.0, 10).await.unwrap();
+    assert_eq!(kv.queue_leave("mm", "a").await.unwrap(), Some(ticket("a", "duel", 1500.0, 10)));
+    assert_eq!(kv.queue_leave("mm", "a").await.unwrap(), None);
+    assert!(kv.queue_tickets("mm", "duel").await.unwrap().is_empty());
+    // Having left, the player may join another mode.
+    assert_eq!(kv.queue_join("mm", "a", "team", 1500.0, 11).await.unwrap(), QueueJoin::Joined);
+}
+
+async fn check_queue_claim_whole_groups(kv: &Kv) {
+    for (player, at) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+        kv.queue_join("mm", player, "duel", 1500.0, at).await.unwrap();
+    }
+    kv.queue_join("mm", "t", "team", 1500.0, 5).await.unwrap();
+    kv.queue_leave("mm", "d").await.unwrap();
+    let claimed = kv
+        .queue_claim(
+            "mm",
+            "duel",
+            &[group(&["a", "b"]), group(&["c", "d"]), group(&["b", "c"]), group(&["c", "t"])],
+        )
+        .await
+        .unwrap();
+    // (a, b) is taken; (c, d) fails on the departed d; (b, c) fails on b, claimed just before;
+    // (c, t) fails since t waits in another mode. c keeps waiting.
+    assert_eq!(claimed, [true, false, false, false]);
+    assert_eq!(kv.queue_tickets("mm", "duel").await.unwrap(), vec![ticket("c", "duel", 1500.0, 3)]);
+    assert_eq!(kv.queue_ticket("mm", "a").await.unwrap(), None);
+    assert_eq!(kv.queue_ticket("mm", "t").await.unwrap(), Some(ticket("t", "team", 1500.0, 5)));
+    assert!(kv.queue_claim("mm", "duel", &[]).await.unwrap().is_empty());
+}
+
+async fn check_queue_away(kv: &Kv) {
+    kv.queue_join("mm", "a", "duel", 1500.0, 1).await.unwrap();
+    kv.queue_join("mm", "b", "duel", 1500.0, 2).await.unwrap();
+    kv.queue_join("mm", "c", "duel", 1500.0, 3).await.unwrap();
+    assert!(kv.queue_set_away("mm", "a", Some(100)).await.unwrap());
+    // A later mark keeps the first.
+    assert!(kv.queue_set_away("mm", "a", Some(150)).await.unwrap());
+    assert!(kv.queue_set_away("mm", "b", Some(120)).await.unwrap());
+    assert!(!kv.queue_set_away("mm", "nobody", Some(100)).await.unwrap());
+    let tickets = kv.queue_tickets("mm", "duel").await.unwrap();
+    let away: Vec<Option<u64>> = tickets.iter().map(|t| t.away_since_ms).collect();
+    assert_eq!(away, [Some(100), Some(120), None]);
+    // An away player is not claimed.
+    assert_eq!(kv.queue_claim("mm", "duel", &[group(&["a", "c"])]).await.unwrap(), [false]);
+    // b comes back before the grace ends; a does not.
+    assert!(kv.queue_set_away("mm", "b", None).await.unwrap());
+    let removed = kv.queue_remove_away("mm", 110).await.unwrap();
+    assert_eq!(removed, vec![QueueTicket { away_since_ms: Some(100), ..ticket("a", "duel", 1500.0, 1) }]);
+    assert!(kv.queue_remove_away("mm", 1_000).await.unwrap().is_empty());
+    let left: Vec<String> =
+        kv.queue_tickets("mm", "duel").await.unwrap().into_iter().map(|t| t.player_id).collect();
+    assert_eq!(left, ["b", "c"]);
+    assert_eq!(kv.queue_claim("mm", "duel", &[group(&["b", "c"])]).await.unwrap(), [true]);
+}
+
+async fn check_queue_stats(kv: &Kv) {
+    assert_eq!(kv.queue_stats("mm", "duel").await.unwrap(), QueueStats::default());
+    for (player, at) in [("a", 10), ("b", 20), ("c", 30)] {
+        kv.queue_join("mm", player, "duel", 1500.0, at).await.unwrap();
+    }
+    let stats = kv.queue_stats("mm", "duel").await.unwrap();
+    assert_eq!(stats, QueueStats { n_waiting: 3, median_enqueued_at_ms: Some(20) });
+    kv.queue_join("mm", "d", "duel", 1500.0, 40).await.unwrap();
+    let stats = kv.queue_stats("mm", "duel").await.unwrap();
+    assert_eq!(stats, QueueStats { n_waiting: 4, median_enqueued_at_ms: Some(30) });
 }

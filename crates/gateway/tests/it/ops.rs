@@ -1,0 +1,274 @@
+//! The real `gamectl` binary against real gateways and a real Redis: an online backup under load
+//! restores every acknowledged write, restore refuses over a running gateway, `integrity` finds
+//! a damaged shard, clear errors, and disabling an account ends its live session.
+
+use std::path::Path;
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use proto::chat::{ChatReply, ChatRequest, MessageId};
+use proto::{ErrorCode, Reply, Request, close};
+
+use crate::support::{PASSWORD, World, closed, username};
+
+/// Runs `gamectl` with `args` against the data directory and the world's Redis.
+async fn gamectl(world: &World, data_dir: &Path, args: &[&str]) -> Output {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gamectl"))
+        .args(["--data-dir", data_dir.to_str().unwrap()])
+        .args(["--redis-url", &world.redis.url()])
+        .args(["--key-prefix", "test:"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("gamectl finishes")
+        .expect("gamectl runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_success(output: &Output) {
+    assert!(output.status.success(), "gamectl failed: {}\n{}", stderr(output), stdout(output));
+}
+
+/// What the writers had acknowledged: per player (account, version, x), and chat messages.
+#[derive(Clone, Default)]
+struct Acknowledged {
+    states: Vec<(proto::AccountId, u64, f32)>,
+    messages: Vec<(MessageId, u64)>,
+}
+
+#[tokio::test]
+async fn backup_under_load_restores_every_acknowledged_write() {
+    let world = World::new();
+    // Flush rarely: at backup time the newest states are only in Redis, so the backup must
+    // force the flush itself.
+    let config = gateway::GatewayConfig {
+        flush_interval: Duration::from_secs(30),
+        flush_lease: Duration::from_secs(60),
+        chat_sends_per_window: 1_000_000,
+        requests_per_sec: 100_000,
+        request_burst: 100_000,
+        ..world.config()
+    };
+    let gateway = world.gateway_with(config).await;
+
+    let n_players = 6;
+    let acked: Arc<Mutex<Vec<Acknowledged>>> = Arc::new(Mutex::new(vec![Acknowledged::default(); n_players]));
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut writers = Vec::new();
+    for n in 0..n_players {
+        let (client, session) = gateway.player(&username(&format!("backup{n}-"))).await;
+        let room = match client.request(Request::Chat(ChatRequest::JoinRoom { name: "lobby".into() })).await {
+            Ok(Reply::Chat(ChatReply::Channel(channel))) => channel.channel_id,
+            other => panic!("join: {other:?}"),
+        };
+        let (acked, running) = (acked.clone(), running.clone());
+        writers.push(tokio::spawn(async move {
+            let mut x = 0.0_f32;
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                x += 1.0;
+                let update = proto::StateUpdate {
+                    position: Some(proto::Position { x, y: 0.0, z: 0.0 }),
+                    ..proto::StateUpdate::default()
+                };
+                let Ok(Reply::StateAccepted { version }) = client.request(Request::UpdateState(update)).await
+                else {
+                    panic!("update refused");
+                };
+                acked.lock().unwrap()[n].states = vec![(session.account_id, version, x)];
+                let send = ChatRequest::Send { channel_id: room, text: format!("{x}") };
+                let Ok(Reply::Chat(ChatReply::Sent { message_id, sent_at_ms, .. })) =
+                    client.request(Request::Chat(send)).await
+                else {
+                    panic!("send refused");
+                };
+                acked.lock().unwrap()[n].messages.push((message_id, sent_at_ms));
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Everything acknowledged before the backup starts must be in it.
+    let before: Vec<Acknowledged> = acked.lock().unwrap().clone();
+    let backup_dir = tempfile::tempdir().unwrap();
+    let backup_path = backup_dir.path().join("backup-1");
+    let output =
+        gamectl(&world, world.data_dir.path(), &["backup", "--to", backup_path.to_str().unwrap()]).await;
+    assert_success(&output);
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(backup_path.join("manifest.json")).unwrap()).unwrap();
+    let rows_flushed = manifest["player_flush"]["rows_written"].as_u64().unwrap();
+    assert!(rows_flushed > 0, "the backup flushed buffered states first: {manifest}");
+
+    let restored = tempfile::tempdir().unwrap();
+    let output =
+        gamectl(&world, restored.path(), &["restore", "--from", backup_path.to_str().unwrap()]).await;
+    assert_success(&output);
+    assert_success(&gamectl(&world, restored.path(), &["integrity"]).await);
+
+    let player_db = shard::rusqlite::Connection::open(restored.path().join("player.db")).unwrap();
+    let mut n_messages = 0;
+    for player in &before {
+        for (account_id, version, x) in &player.states {
+            let (stored_version, stored_x): (i64, f64) = player_db
+                .query_row(
+                    "SELECT version, x FROM player_state WHERE player_id = ?1",
+                    [account_id.0.as_bytes().as_slice()],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .expect("the player's state is in the backup");
+            let stored_version = stored_version as u64;
+            assert!(
+                stored_version > *version || (stored_version == *version && stored_x as f32 == *x),
+                "acknowledged version {version} of {account_id} is in the backup (found {stored_version})"
+            );
+        }
+        for (message_id, sent_at_ms) in &player.messages {
+            let year_db = restored.path().join(chat::shard_file_name(chat::year_of_ms(*sent_at_ms)));
+            let chat_db = shard::rusqlite::Connection::open(year_db).unwrap();
+            let found: i64 = chat_db
+                .query_row(
+                    "SELECT count(*) FROM messages WHERE id = ?1",
+                    [message_id.0.as_bytes().as_slice()],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            assert_eq!(found, 1, "acknowledged message {message_id:?} is in the backup");
+            n_messages += 1;
+        }
+    }
+    assert!(n_messages > 0, "the load sent messages before the backup");
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn restore_refuses_over_a_running_gateway() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let name = username("restorer");
+    let (_client, _) = gateway.player(&name).await;
+    let backup_dir = tempfile::tempdir().unwrap();
+    let backup_path = backup_dir.path().join("b");
+    assert_success(
+        &gamectl(&world, world.data_dir.path(), &["backup", "--to", backup_path.to_str().unwrap()]).await,
+    );
+
+    let refused =
+        gamectl(&world, world.data_dir.path(), &["restore", "--from", backup_path.to_str().unwrap()]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("a gateway is running"), "{}", stderr(&refused));
+
+    // Once the gateway stops, the same restore goes through and sets the old shards aside.
+    gateway.stop().await.unwrap();
+    let output =
+        gamectl(&world, world.data_dir.path(), &["restore", "--from", backup_path.to_str().unwrap()]).await;
+    assert_success(&output);
+    assert!(stdout(&output).contains("pre-restore-"), "{}", stdout(&output));
+    let restarted = world.gateway().await;
+    let client = restarted.connect(proto::Encoding::Bincode).await;
+    client.login(&name, PASSWORD).await.expect("the restored account logs in");
+    restarted.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn integrity_reports_a_corrupt_shard() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    for n in 0..3 {
+        gateway.player(&username(&format!("sound{n}-"))).await;
+    }
+    gateway.stop().await.unwrap();
+    assert_success(&gamectl(&world, world.data_dir.path(), &["integrity"]).await);
+
+    // Overwrite the second page of auth.db (the accounts table) with garbage.
+    let auth_db = world.data_dir.path().join("auth.db");
+    let mut bytes = std::fs::read(&auth_db).unwrap();
+    assert!(bytes.len() >= 8192, "auth.db has a second page");
+    bytes[4096..8192].fill(0xAB);
+    std::fs::write(&auth_db, bytes).unwrap();
+
+    let output = gamectl(&world, world.data_dir.path(), &["integrity"]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", stdout(&output));
+    let report = stdout(&output);
+    assert!(report.lines().any(|line| line.starts_with("auth.db") && line.contains("FAILED")), "{report}");
+    assert!(report.lines().any(|line| line.starts_with("player.db") && line.ends_with("ok")), "{report}");
+}
+
+#[tokio::test]
+async fn clear_errors_for_a_wrong_data_dir_a_missing_shard_and_a_silent_redis() {
+    let world = World::new();
+    let missing = world.data_dir.path().join("nowhere");
+    let output = gamectl(&world, &missing, &["integrity"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("not a data directory"), "{}", stderr(&output));
+    assert!(!missing.exists(), "a wrong data directory is left untouched");
+
+    std::fs::write(world.data_dir.path().join("chat.db"), b"").unwrap();
+    let output = gamectl(&world, world.data_dir.path(), &["flush"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("missing shard"), "{}", stderr(&output));
+
+    // A port where nothing listens: the error names Redis, within the timeout.
+    std::fs::write(world.data_dir.path().join("player.db"), b"").unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gamectl"))
+        .args([
+            "--data-dir",
+            world.data_dir.path().to_str().unwrap(),
+            "--redis-url",
+            &url,
+            "--timeout",
+            "2",
+            "flush",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("Redis"), "{}", stderr(&output));
+}
+
+#[tokio::test]
+async fn disabling_an_account_ends_its_live_session_and_refuses_its_login() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let name = username("banned");
+    let (client, session) = gateway.player(&name).await;
+
+    let output = gamectl(&world, world.data_dir.path(), &["account", "disable", &name]).await;
+    assert_success(&output);
+    assert_eq!(closed(&client).await.code, Some(close::SESSION_REVOKED));
+
+    let again = gateway.connect(proto::Encoding::Bincode).await;
+    let error = again.login(&name, PASSWORD).await.expect_err("a disabled account cannot log in");
+    assert_eq!(error.code(), Some(ErrorCode::Forbidden));
+    assert!(again.resume(&session.token).await.is_err(), "its old token is dead");
+
+    let shown = gamectl(&world, world.data_dir.path(), &["--json", "account", "show", &name]).await;
+    assert_success(&shown);
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["disabled"], true);
+
+    // Enabled again, it logs in; revoking its sessions closes that connection too.
+    assert_success(&gamectl(&world, world.data_dir.path(), &["account", "enable", &name]).await);
+    again.login(&name, PASSWORD).await.expect("an enabled account logs in");
+    assert_success(&gamectl(&world, world.data_dir.path(), &["sessions", "revoke", &name]).await);
+    assert_eq!(closed(&again).await.code, Some(close::SESSION_REVOKED));
+    gateway.stop().await.unwrap();
+}

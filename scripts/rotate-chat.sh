@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Yearly chat rotation (run it from cron early each January, or any day: it is idempotent):
+# provisions next year's chat shard and retires the year before last into the archive.
+# gamectl reads the gateway's configuration from the environment (GAME_CONFIG, GAME_DATA_DIR, ...);
+# GAMECTL names the binary (default: gamectl on PATH, else target/release, else target/debug).
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+gamectl="${GAMECTL:-}"
+if [[ -z "$gamectl" ]]; then
+  for candidate in "$(command -v gamectl || true)" "$root/target/release/gamectl" "$root/target/debug/gamectl"; do
+    if [[ -n "$candidate" && -x "$candidate" ]]; then
+      gamectl="$candidate"
+      break
+    fi
+  done
+fi
+[[ -n "$gamectl" ]] || { echo "rotate-chat.sh: no gamectl binary found; set GAMECTL" >&2; exit 1; }
+
+year="$(date -u +%Y)"
+"$gamectl" chat provision "$((year + 1))"
+
+retire="$((year - 2))"
+if "$gamectl" chat list | awk -v year="$retire" '$1 == year && $2 == "live" { found = 1 } END { exit !found }'; then
+  "$gamectl" chat retire "$retire"
+else
+  echo "rotate-chat.sh: $retire has no live shard; nothing to retire" >&2
+fi
