@@ -85,6 +85,12 @@ impl From<chat::ChatError> for OpsError {
     }
 }
 
+impl From<matchmaking::MatchError> for OpsError {
+    fn from(error: matchmaking::MatchError) -> Self {
+        Self::Domain(format!("match: {error}"))
+    }
+}
+
 impl From<inventory::InventoryError> for OpsError {
     fn from(error: inventory::InventoryError) -> Self {
         Self::Domain(format!("inventory: {error}"))
@@ -696,6 +702,24 @@ pub async fn ledger(
         })
         .collect();
     Ok((account_id, lines))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Match details
+
+/// A match's players, ratings and result, read from `match.db` without running the domain.
+///
+/// # Errors
+/// A missing or damaged `match.db`; an unknown match id.
+pub async fn match_details(
+    config: &GatewayConfig,
+    match_id: Uuid,
+) -> Result<matchmaking::MatchDetails, OpsError> {
+    let path = required(&config.data_dir, "match.db")?;
+    let shard = shard::Shard::open_existing(&path, &config.shard_config())
+        .await
+        .map_err(|error| OpsError::Shard(path.clone(), error))?;
+    Ok(matchmaking::read_details(&shard, match_id).await?)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -484,11 +484,7 @@ impl Matchmaking {
     /// # Errors
     /// [`MatchError::UnknownMatch`], [`MatchError::Shard`].
     pub async fn details(&self, match_id: Uuid) -> Result<MatchDetails, MatchError> {
-        self.inner
-            .shard
-            .read(move |conn| store::details(conn, match_id))
-            .await?
-            .ok_or(MatchError::UnknownMatch(match_id))
+        read_details(&self.inner.shard, match_id).await
     }
 
     /// A player's matches, newest first: `limit` (1 to [`HISTORY_LIMIT_MAX`]) of them, older
@@ -560,4 +556,13 @@ fn new_match_id(now_ms: u64) -> Uuid {
         u32::try_from((now_ms % 1000) * 1_000_000).unwrap_or(0),
     );
     Uuid::new_v7(timestamp)
+}
+
+/// A match with its players and result, read from an already open `match.db` (for ops tools
+/// that read shards without running the domain).
+///
+/// # Errors
+/// [`MatchError::UnknownMatch`], [`MatchError::Shard`].
+pub async fn read_details(shard: &Shard, match_id: Uuid) -> Result<MatchDetails, MatchError> {
+    shard.read(move |conn| store::details(conn, match_id)).await?.ok_or(MatchError::UnknownMatch(match_id))
 }

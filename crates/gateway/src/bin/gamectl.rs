@@ -91,6 +91,11 @@ enum Command {
         #[arg(long, default_value_t = ops::DEFAULT_LEDGER_LIMIT)]
         limit: u32,
     },
+    /// A match's players, ratings and result.
+    Match {
+        /// The match id.
+        match_id: uuid::Uuid,
+    },
     /// Chat's yearly shards.
     Chat {
         #[command(subcommand)]
@@ -278,6 +283,52 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         line.reason,
                         line.request_key
                     );
+                }
+            })
+        }
+        Command::Match { match_id } => {
+            let details = ops::match_details(&config, match_id).await?;
+            let value = serde_json::json!({
+                "match_id": details.match_id,
+                "mode": details.mode,
+                "created_at_ms": details.created_at_ms,
+                "teams": details.teams.iter().map(|team| team.iter().map(|player| serde_json::json!({
+                    "account_id": player.account_id,
+                    "rating_before": player.rating_before,
+                    "rating_after": player.rating_after,
+                })).collect::<Vec<_>>()).collect::<Vec<_>>(),
+                "outcome": details.outcome.map(|outcome| match outcome {
+                    matchmaking::MatchOutcome::Winner(team) => format!("team {team} won"),
+                    matchmaking::MatchOutcome::Draw => "draw".to_owned(),
+                }),
+                "finished_at_ms": details.finished_at_ms,
+                "disputed": details.disputed,
+            });
+            print(json, &value, |_| {
+                println!(
+                    "match {} ({}), formed {}",
+                    details.match_id,
+                    details.mode,
+                    ops::utc_timestamp(details.created_at_ms)
+                );
+                for (n, team) in details.teams.iter().enumerate() {
+                    for player in team {
+                        let after = player.rating_after.map_or_else(|| "-".to_owned(), |r| format!("{r:.1}"));
+                        println!(
+                            "  team {n}  {}  rating {:.1} -> {after}",
+                            player.account_id, player.rating_before
+                        );
+                    }
+                }
+                match (details.outcome, details.disputed) {
+                    (Some(matchmaking::MatchOutcome::Winner(team)), _) => {
+                        println!("  result: team {team} won")
+                    }
+                    (Some(matchmaking::MatchOutcome::Draw), _) => println!("  result: draw"),
+                    (None, true) => {
+                        println!("  result: disputed (players disagree; a trusted caller must decide)")
+                    }
+                    (None, false) => println!("  result: not reported yet"),
                 }
             })
         }

@@ -272,3 +272,39 @@ async fn disabling_an_account_ends_its_live_session_and_refuses_its_login() {
     assert_eq!(closed(&again).await.code, Some(close::SESSION_REVOKED));
     gateway.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn match_shows_a_recorded_match_read_from_the_shard() {
+    use proto::matchmaking::{MatchEvent, MatchReply, MatchRequest};
+
+    let world = World::new();
+    let mut config = world.config();
+    config.matchmaking.interval = Duration::from_millis(50);
+    let gateway = world.gateway_with(config).await;
+    let (ada, ada_session) = gateway.player(&username("ctl_ada")).await;
+    let (bob, _) = gateway.player(&username("ctl_bob")).await;
+    for player in [&ada, &bob] {
+        let queued = player.request(Request::Match(MatchRequest::Queue { mode: "duel".into() })).await.unwrap();
+        assert!(matches!(queued, Reply::Match(MatchReply::Queued { .. })), "{queued:?}");
+    }
+    let match_id = tokio::time::timeout(crate::support::PATIENCE, async {
+        loop {
+            if let Some(proto::Event::Match(MatchEvent::MatchFound { match_id, .. })) = ada.next_event().await {
+                return match_id;
+            }
+        }
+    })
+    .await
+    .expect("a match is formed");
+
+    let output = gamectl(&world, world.data_dir.path(), &["--json", "match", &match_id.to_string()]).await;
+    assert_success(&output);
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(shown["mode"], "duel");
+    assert_eq!(shown["teams"].as_array().unwrap().len(), 2);
+    assert!(stdout(&output).contains(&ada_session.account_id.to_string()));
+    assert_eq!(shown["outcome"], serde_json::Value::Null);
+
+    let unknown = gamectl(&world, world.data_dir.path(), &["match", &uuid::Uuid::new_v4().to_string()]).await;
+    assert!(!unknown.status.success());
+}
