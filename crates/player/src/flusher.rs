@@ -109,9 +109,14 @@ async fn recover(players: &Players) {
     }
 }
 
-/// Claims and writes batches until the buffer has no dirty player left.
+/// Claims and writes batches until every player that was dirty when the pass began is written.
+///
+/// Players dirtied during the pass wait for the next one: under steady load they are dirtied
+/// again within milliseconds, and chasing them would turn one flush per interval into a
+/// continuous stream of small ones that write each player many times a second.
 pub(crate) async fn flush_all(players: &Players) -> Result<FlushReport, PlayerError> {
     let batch = players.inner.config.flush_batch;
+    let pass_started_ms = players.inner.clock.now_ms();
     let mut report = FlushReport::default();
     loop {
         let claimed = players.inner.kv.buffer_claim(NAMESPACE, batch).await?;
@@ -119,6 +124,8 @@ pub(crate) async fn flush_all(players: &Players) -> Result<FlushReport, PlayerEr
         if n_claimed == 0 {
             return Ok(report);
         }
+        // Claims come oldest first, so the last one is the newest of the batch.
+        let newest_dirty_ms = claimed.last().map_or(0, |record| record.dirty_since_ms);
         let ids: Vec<String> = claimed.iter().map(|record| record.id.clone()).collect();
         let states: Vec<PlayerState> = claimed
             .into_iter()
@@ -145,7 +152,7 @@ pub(crate) async fn flush_all(players: &Players) -> Result<FlushReport, PlayerEr
         report.rows_written += written;
         report.rows_skipped += skipped;
         report.batches += 1;
-        if n_claimed < batch {
+        if n_claimed < batch || newest_dirty_ms > pass_started_ms {
             return Ok(report);
         }
     }
