@@ -3,8 +3,9 @@
 # their own ports and data directory, runs the standard scenarios, and writes what they printed,
 # with the date, the machine and the exact commands, into BENCHMARKS.md (between the markers).
 #
-#   scripts/bench.sh            # the full suite (about 10 minutes)
+#   scripts/bench.sh            # the full suite (about 30 minutes, 10 of them the mixed run)
 #   QUICK=1 scripts/bench.sh    # small and short, to check the script itself
+#   MIX_SECS=60 scripts/bench.sh   # the full suite with a shorter mixed run
 #
 # Everything runs on this machine, against 127.0.0.1 only, and stops by itself.
 set -euo pipefail
@@ -12,21 +13,41 @@ cd "$(dirname "$0")/.."
 
 QUICK=${QUICK:-0}
 REDIS_PORT=${REDIS_PORT:-16379}
+CRASH_REDIS_PORT=${CRASH_REDIS_PORT:-16380}
 GAME_PORT=${GAME_PORT:-17070}
 ADMIN_PORT=${ADMIN_PORT:-17071}
 POSTGRES_URL=${POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 if [ "$QUICK" = 1 ]; then
-  IDLE_CLIENTS=500; PING_CLIENTS=100; SECS=3; STORM=20; TOKENS=500
+  PING_CLIENTS=100; SECS=3; STORM=20; PACED_CLIENTS=200; PG_SECS=1; CRASH_CLIENTS=100; CRASH_SECS=6
+  IDLE_CLIENTS=500; ROOM_BIG=50; DM_CLIENTS=100; ROOM_SMALL=20; INVENTORY_CLIENTS=100; MIX_CLIENTS=200
+  MIX_SECS=${MIX_SECS:-10}
 else
-  IDLE_CLIENTS=10000; PING_CLIENTS=1000; SECS=20; STORM=200; TOKENS=10000
+  PING_CLIENTS=1000; SECS=20; STORM=200; PACED_CLIENTS=2000; PG_SECS=10; CRASH_CLIENTS=1000; CRASH_SECS=20
+  IDLE_CLIENTS=19000; ROOM_BIG=1000; DM_CLIENTS=2000; ROOM_SMALL=100; INVENTORY_CLIENTS=1000; MIX_CLIENTS=2000
+  MIX_SECS=${MIX_SECS:-600}
 fi
+# One prepared session per client of the largest run (the idle one).
+TOKENS=$IDLE_CLIENTS
+# Per-client rates: the paced state run (2,000 × 25/s = 50,000 updates/s in the full suite), the
+# 100-member room (× 20/s = 2,000 messages/s), and the 1,000-member room (× 0.05/s = 50
+# messages/s, each delivered to 999 others).
+PACED_RATE=25; ROOM_SMALL_RATE=20; ROOM_BIG_RATE=0.05
+# The mixed blend, and each scenario's rate within it.
+MIX="ping=1,state=2,chat=1,inventory=1"
+MIX_RATES=(--rate ping=10 --rate state=25 --rate chat=0.5 --rate inventory=5)
+MIX_ROOM=20
+
+# The idle run holds 19,000 sockets in each of the gateway and the load generator.
+ulimit -n "$(ulimit -Hn)"
 
 work=$(mktemp -d /tmp/bench.XXXXXX)
 out="$work/results.md"
-redis_pid=""; gateway_pid=""
+redis_pid=""; crash_redis_pid=""; gateway_pid=""
 cleanup() {
-  [ -n "$gateway_pid" ] && kill "$gateway_pid" 2>/dev/null && wait "$gateway_pid" 2>/dev/null || true
-  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null || true
+  stop_gateway
+  for pid in "$redis_pid" "$crash_redis_pid"; do
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -35,25 +56,69 @@ echo "== building release binaries"
 cargo build --release -q -p gateway -p loadtest
 cargo build --release -q -p auth --example validate_bench
 
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
-redis_pid=$!
-for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+# Starts a redis-server on port $1 with its files in $2 (loading $2/dump.rdb if there is one);
+# prints its pid.
+start_redis() {
+  redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no --dir "$2" >>"$work/redis.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  echo "$pid"
+}
+redis_pid=$(start_redis "$REDIS_PORT" "$work")
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 ADMIN="http://127.0.0.1:$ADMIN_PORT"
 TARGET="ws://127.0.0.1:$GAME_PORT/"
 
-# Starts a fresh gateway process (the data directory and Redis persist between them).
+# The gateway's settings beyond its flags: chat sends are not rate limited (the chat runs send
+# far above a player's budget), and the inventory catalogue has the load test's items.
+cat >"$work/catalogue.toml" <<'TOML'
+[[item]]
+id = "lt-coin"
+name = "Load-test coin"
+max_stack = 1000000000000
+
+[[item]]
+id = "lt-gem"
+name = "Load-test gem"
+max_stack = 1000000000000
+TOML
+cat >"$work/gateway.toml" <<TOML
+chat_sends_per_window = 1000000000
+chat_send_window = 1.0
+inventory_catalogue = "$work/catalogue.toml"
+TOML
+# The service token reaches the gateway and the load generator through the environment.
+GAME_SERVICE_TOKEN="bench-service-token-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
+export GAME_SERVICE_TOKEN LOADTEST_SERVICE_TOKEN=$GAME_SERVICE_TOKEN
+
+# Where the next gateway keeps its shards and which Redis it uses.
+gw_data="$work/data"; gw_redis="$REDIS_URL"
+
+# Starts a fresh gateway process on $gw_data and $gw_redis (both persist between gateways).
 start_gateway() {
   stop_gateway
-  target/release/gateway --data-dir "$work/data" --redis-url "$REDIS_URL" --key-prefix bench: \
-    --listen "127.0.0.1:$GAME_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+  target/release/gateway --config "$work/gateway.toml" --data-dir "$gw_data" --redis-url "$gw_redis" \
+    --key-prefix bench: --listen "127.0.0.1:$GAME_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
     --login-failures-per-address 1000000 "$@" >>"$work/gateway.log" 2>&1 &
   gateway_pid=$!
   for _ in $(seq 100); do curl -sf "$ADMIN/healthz" >/dev/null 2>&1 && return; sleep 0.1; done
   echo "gateway did not start" >&2; exit 1
 }
+# Stops the gateway with SIGTERM (it drains and flushes), or SIGKILL after 60 s.
 stop_gateway() {
-  if [ -n "$gateway_pid" ]; then kill -TERM "$gateway_pid" 2>/dev/null || true; wait "$gateway_pid" 2>/dev/null || true; gateway_pid=""; fi
+  [ -n "$gateway_pid" ] || return 0
+  kill -TERM "$gateway_pid" 2>/dev/null || true
+  for _ in $(seq 600); do kill -0 "$gateway_pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$gateway_pid" 2>/dev/null || true
+  wait "$gateway_pid" 2>/dev/null || true
+  gateway_pid=""
+}
+# A fresh data directory holding only a copy of the accounts (so prepared sessions still name
+# existing accounts); the gateway must be stopped.
+fresh_data_dir() {
+  stop_gateway
+  mkdir -p "$1"
+  cp "$work/data"/auth.db* "$1"/
 }
 
 # Runs a command, records it and what it printed (minus progress lines) under a heading.
@@ -64,17 +129,30 @@ record() {
   "$@" 2>&1 | grep -v '^\[progress\]' | tee -a "$out"
   echo '```' >>"$out"
 }
+# Records text saved earlier ($3) under a heading, with the command ($2) that produced it.
+record_saved() {
+  echo "== $1"
+  { echo; echo "### $1"; echo; echo '```'; echo "\$ $2"; cat "$3"; echo '```'; } | tee -a "$out"
+}
+# A figure from a JSON report: json FILE EXPRESSION (Python, on the report `r`).
+json() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print($2)" "$1"; }
+# The sum of player-state versions in a player.db: each acknowledged update adds one.
+versions() { sqlite3 "$1/player.db" 'SELECT coalesce(sum(version), 0) FROM player_state' 2>/dev/null || echo 0; }
 
 LT=target/release/loadtest
+TOKEN_FILE="$work/tokens.txt"
 {
   echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores, $(free -g | awk '/^Mem:/{print $2}') GiB,"
   echo "$(uname -sr), $(rustc --version). Redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'),"
   echo "gateway, Redis and the load generator all on this one machine. Ports: game $GAME_PORT, admin $ADMIN_PORT, Redis $REDIS_PORT."
+  [ "$QUICK" = 1 ] && echo "QUICK=1: small and short runs that check the script, not figures to quote."
+  echo "Gateway settings beyond the flags shown (\`--config\`): chat sends unlimited, the inventory catalogue holds"
+  echo "\`lt-coin\` and \`lt-gem\`; the service token comes from the environment."
 } >"$out"
 
 start_gateway
 record "Session tokens for the runs below (setup, not a figure)" \
-  $LT prepare-sessions --target "$TARGET" --clients "$TOKENS" --username-prefix bench --out "$work/tokens.txt" --no-progress
+  $LT prepare-sessions --target "$TARGET" --clients "$TOKENS" --username-prefix bench --out "$TOKEN_FILE" --no-progress
 
 record "Token validation through Redis (auth::Auth::validate_token)" \
   target/release/examples/validate_bench "$REDIS_URL"
@@ -82,18 +160,115 @@ record "Token validation through Redis (auth::Auth::validate_token)" \
 start_gateway --requests-per-sec 1000000 --request-burst 1000000
 record "Authenticated ping, closed loop, $PING_CLIENTS clients (the ceiling)" \
   $LT --target "$TARGET" --admin "$ADMIN" --scenario ping --clients "$PING_CLIENTS" --ramp-up 2 --duration "$SECS" \
-  --token-file "$work/tokens.txt" --no-progress
+  --token-file "$TOKEN_FILE" --json "$work/ping.json" --no-progress
+record "Player-state updates, closed loop, $PING_CLIENTS clients, on the same gateway right after ping" \
+  $LT --target "$TARGET" --admin "$ADMIN" --scenario state --clients "$PING_CLIENTS" --ramp-up 2 --duration "$SECS" \
+  --token-file "$TOKEN_FILE" --json "$work/state.json" --no-progress
+state_closed=$(json "$work/state.json" "r['kinds']['update_state']['per_sec']")
+ratio="updates/s ÷ pings/s = $(json "$work/state.json" "round(r['kinds']['update_state']['per_sec'] / json.load(open('$work/ping.json'))['kinds']['ping']['per_sec'], 3)")"
+echo "$ratio" | tee -a "$out"
+
+start_gateway
+record "Player-state updates paced: $PACED_CLIENTS clients × $PACED_RATE/s (buffered mode)" \
+  $LT --target "$TARGET" --admin "$ADMIN" --scenario state --clients "$PACED_CLIENTS" --rate "state=$PACED_RATE" \
+  --ramp-up 5 --duration "$SECS" --token-file "$TOKEN_FILE" --json "$work/paced.json" --no-progress
+# The flusher's own figures over this gateway's life (only the paced run), once its last flush is in.
+sleep 2
+FLUSH_CMD="curl -s $ADMIN/metrics | grep '^player_'"
+curl -s "$ADMIN/metrics" | grep '^player_' >"$work/flusher.txt"
+awk '/^player_updates_accepted_total/{u=$2} /^player_rows_flushed_total/{r=$2} /^player_flushes_total/{f=$2}
+     END{if (u>0) printf "rows per update %.4f; updates per flush %.0f\n", r/u, (f>0 ? u/f : 0)}' \
+  "$work/flusher.txt" >>"$work/flusher.txt"
+
+for mode in normal full; do
+  gw_data="$work/direct-$mode"; fresh_data_dir "$gw_data"
+  start_gateway --player-write-mode direct --synchronous "$mode" --requests-per-sec 1000000 --request-burst 1000000
+  record "Player-state updates in direct mode (one SQLite transaction each), --synchronous $mode, closed loop, $PING_CLIENTS clients, fresh player.db" \
+    $LT --target "$TARGET" --admin "$ADMIN" --scenario state --clients "$PING_CLIENTS" --ramp-up 2 --duration "$SECS" \
+    --token-file "$TOKEN_FILE" --json "$work/direct-$mode.json" --no-progress
+done
+gw_data="$work/data"
+stop_gateway
+
+record "The same workload as plain PostgreSQL upserts (postgres-baseline)" \
+  $LT postgres-baseline --postgres-url "$POSTGRES_URL" --concurrency 1,2,4,8,16,32 --duration "$PG_SECS" \
+  --json "$work/pg.json" --no-progress
+if [ -s "$work/pg.json" ]; then
+  pg_best=$(json "$work/pg.json" "r['best']['per_sec']")
+  echo "gateway (buffered, closed loop) ÷ PostgreSQL best = $(python3 -c "print(round($state_closed / $pg_best, 2))")" | tee -a "$out"
+fi
+
+record_saved "The flusher's figures after the paced run (player_* from the gateway's /metrics)" "$FLUSH_CMD" "$work/flusher.txt"
+
+# Redis crash: a copy of the bench's Redis (sessions and a flushed buffer) and of its shards, so
+# the other runs keep theirs; `state` runs paced against it and its redis-server is killed with
+# SIGKILL halfway through. Updates acknowledged but not in player.db afterwards were lost.
+redis_crash() {
+  local dir="$work/crash"
+  mkdir -p "$dir/data"
+  stop_gateway
+  redis-cli -p "$REDIS_PORT" save >/dev/null
+  cp "$work/dump.rdb" "$dir/"
+  cp "$work/data"/auth.db* "$work/data"/player.db* "$dir/data/"
+  crash_redis_pid=$(start_redis "$CRASH_REDIS_PORT" "$dir")
+  gw_data="$dir/data"; gw_redis="redis://127.0.0.1:$CRASH_REDIS_PORT"
+  start_gateway
+  local before; before=$(versions "$dir/data")
+  echo "\$ $LT --target $TARGET --admin $ADMIN --scenario state --clients $CRASH_CLIENTS --rate state=$PACED_RATE --ramp-up 2 --duration $CRASH_SECS --token-file tokens.txt --json crash.json --no-progress &"
+  $LT --target "$TARGET" --admin "$ADMIN" --scenario state --clients "$CRASH_CLIENTS" --rate "state=$PACED_RATE" \
+    --ramp-up 2 --duration "$CRASH_SECS" --token-file "$TOKEN_FILE" --json "$dir/crash.json" --no-progress \
+    >"$dir/loadtest.txt" 2>&1 &
+  local lt_pid=$!
+  sleep $((2 + CRASH_SECS / 2))
+  echo "\$ curl -s $ADMIN/metrics | grep '^player_'   # just before the kill"
+  curl -s "$ADMIN/metrics" | grep '^player_'
+  echo "\$ kill -9 <the crash Redis>"
+  kill -9 "$crash_redis_pid"; wait "$crash_redis_pid" 2>/dev/null || true; crash_redis_pid=""
+  wait "$lt_pid" || true
+  stop_gateway
+  grep -v '^\[progress\]' "$dir/loadtest.txt"
+  local after acked; after=$(versions "$dir/data")
+  acked=$(json "$dir/crash.json" "r['kinds']['update_state']['ok']" 2>/dev/null || echo 0)
+  echo "updates acknowledged: $acked; in player.db after the crash: $((after - before)); lost: $((acked - (after - before)))"
+  gw_data="$work/data"; gw_redis="$REDIS_URL"
+}
+record "Redis killed (SIGKILL) under paced state load: acknowledged updates lost" redis_crash
 
 start_gateway
 record "Idle authenticated connections: gateway memory per connection ($IDLE_CLIENTS connections)" \
-  $LT --target "$TARGET" --admin "$ADMIN" --scenario idle --clients "$IDLE_CLIENTS" --ramp-up 10 --duration 5 \
-  --token-file "$work/tokens.txt" --no-progress
+  $LT --target "$TARGET" --admin "$ADMIN" --scenario idle --clients "$IDLE_CLIENTS" --ramp-up 20 --duration 5 \
+  --source-addr 127.0.0.2 --source-addr 127.0.0.3 --token-file "$TOKEN_FILE" --no-progress
 
 start_gateway
 record "Ping p99 while $STORM clients log in over and over (100 others ping at 10/s each)" \
   $LT --target "$TARGET" --admin "$ADMIN" --scenario "login-storm=$STORM,ping=100" --clients $((STORM + 100)) \
-  --rate ping=10 --ramp-up 2 --duration "$SECS" --username-prefix bench --token-file "$work/tokens.txt" \
+  --rate ping=10 --ramp-up 2 --duration "$SECS" --username-prefix bench --token-file "$TOKEN_FILE" \
   --slo 'ping:p99<20ms' --no-progress || true
+
+start_gateway --requests-per-sec 1000000 --request-burst 1000000
+record "Chat: $ROOM_BIG members in one room, each sending $ROOM_BIG_RATE/s (every message delivered to the $((ROOM_BIG - 1)) others)" \
+  $LT --target "$TARGET" --admin "$ADMIN" --scenario chat --clients "$ROOM_BIG" --chat-room-size "$ROOM_BIG" \
+  --rate "chat=$ROOM_BIG_RATE" --ramp-up 5 --duration "$SECS" --token-file "$TOKEN_FILE" --no-progress
+record "Chat: $((DM_CLIENTS / 2)) direct-message pairs, closed loop" \
+  $LT --target "$TARGET" --admin "$ADMIN" --scenario chat --chat-dm --clients "$DM_CLIENTS" \
+  --ramp-up 5 --duration "$SECS" --token-file "$TOKEN_FILE" --no-progress
+record "Chat: $((ROOM_SMALL * ${ROOM_SMALL_RATE%.*})) messages/s into one $ROOM_SMALL-member room (p99 delivery target: 50 ms)" \
+  $LT --target "$TARGET" --admin "$ADMIN" --scenario chat --clients "$ROOM_SMALL" --chat-room-size "$ROOM_SMALL" \
+  --rate "chat=$ROOM_SMALL_RATE" --ramp-up 2 --duration "$SECS" --token-file "$TOKEN_FILE" \
+  --slo 'chat_delivery:p99<50ms' --no-progress || true
+
+record "Inventory: $INVENTORY_CLIENTS clients trading in pairs, closed loop (durable transactions)" \
+  $LT --target "$TARGET" --admin "$ADMIN" --scenario inventory --clients "$INVENTORY_CLIENTS" \
+  --ramp-up 5 --duration "$SECS" --token-file "$TOKEN_FILE" --no-progress
+
+# TODO(match): add the `match` scenario here once crates/match and its loadtest scenario land
+# (matchmaking queue → match → results; its own record line and a place in the mixed blend).
+
+start_gateway
+record "Mixed: $MIX_CLIENTS clients ($MIX; chat rooms of $MIX_ROOM), paced, $MIX_SECS s" \
+  $LT --target "$TARGET" --admin "$ADMIN" --scenario mixed --mix "$MIX" --clients "$MIX_CLIENTS" "${MIX_RATES[@]}" \
+  --chat-room-size "$MIX_ROOM" --ramp-up 10 --duration "$MIX_SECS" --token-file "$TOKEN_FILE" \
+  --json "$work/mixed.json" --no-progress
 stop_gateway
 
 # Replace what lies between the markers in BENCHMARKS.md with this run.

@@ -133,6 +133,19 @@ impl Connection {
     /// undecodable frame.
     pub async fn recv(&mut self) -> Result<Response, ConnError> {
         loop {
+            if let ServerMessage::Response(response) = self.recv_message().await? {
+                return Ok(response);
+            }
+        }
+    }
+
+    /// The next message from the server, response or event (for scenarios that listen to events,
+    /// such as chat deliveries or trade offers). Cancel-safe: frames stay buffered.
+    ///
+    /// # Errors
+    /// As [`Connection::recv`].
+    pub async fn recv_message(&mut self) -> Result<ServerMessage, ConnError> {
+        loop {
             let decoded = match self.socket.next().await {
                 None => return Err(ConnError::Closed { code: None }),
                 Some(Err(error)) => return Err(error.into()),
@@ -145,11 +158,7 @@ impl Connection {
                 }
                 Some(Ok(_)) => continue,
             };
-            match decoded {
-                Ok(ServerMessage::Response(response)) => return Ok(response),
-                Ok(ServerMessage::Event(_)) => continue,
-                Err(error) => return Err(ConnError::Protocol(error.to_string())),
-            }
+            return decoded.map_err(|error| ConnError::Protocol(error.to_string()));
         }
     }
 

@@ -15,6 +15,7 @@ pub mod scenario;
 pub mod slo;
 pub mod stats;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,12 +27,11 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 pub use report::Report;
-pub use scenario::{Mix, Rates, ScenarioKind};
+pub use scenario::{Mix, Rates, ScenarioKind, ScenarioOptions};
 
 use crate::metrics::Snapshot;
 use crate::report::GatewayReport;
 use crate::scenario::{ClientContext, DRAIN_TIMEOUT, REQUEST_TIMEOUT, Shared};
-use crate::stats::Recorder;
 
 /// The password of every load-test account.
 pub const DEFAULT_PASSWORD: &str = "load-test-password";
@@ -76,6 +76,8 @@ pub struct Options {
     pub tokens: Vec<String>,
     /// Print a status line every second to stderr.
     pub progress: bool,
+    /// What scenarios need beyond a rate (chat rooms, the service token for grants).
+    pub scenario: ScenarioOptions,
 }
 
 impl Options {
@@ -95,6 +97,7 @@ impl Options {
             password: DEFAULT_PASSWORD.into(),
             tokens: Vec::new(),
             progress: false,
+            scenario: ScenarioOptions::default(),
         }
     }
 
@@ -105,6 +108,13 @@ impl Options {
             self.admins.is_empty() || self.admins.len() == self.targets.len(),
             "give one --admin per --target, or none"
         );
+        ensure!(self.scenario.chat_room_size >= 2, "--chat-room-size must be at least 2");
+        if self.mix.kinds().any(|kind| kind == ScenarioKind::Inventory) {
+            ensure!(
+                !self.admins.is_empty() && self.scenario.service_token.is_some(),
+                "the inventory scenario grants items through the admin port: give --admin and --service-token"
+            );
+        }
         let longest = username(&self.username_prefix, self.clients.saturating_sub(1));
         ensure!(
             longest.len() <= proto::limits::USERNAME_MAX_CHARS,
@@ -114,9 +124,18 @@ impl Options {
         Ok(())
     }
 
-    fn client(&self, index: usize, kind: ScenarioKind, shared: &Arc<Shared>) -> ClientContext {
+    /// Client `index`, number `rank` of the `n_peers` clients of `kind`.
+    fn client(
+        &self,
+        index: usize,
+        (kind, rank, n_peers): (ScenarioKind, usize, usize),
+        shared: &Arc<Shared>,
+    ) -> ClientContext {
         ClientContext {
             index,
+            rank,
+            n_peers,
+            admin: (!self.admins.is_empty()).then(|| self.admins[index % self.admins.len()].clone()),
             target: self.targets[index % self.targets.len()].clone(),
             source: (!self.source_addrs.is_empty())
                 .then(|| self.source_addrs[index % self.source_addrs.len()]),
@@ -144,19 +163,26 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let before = scrape_all(&options.admins).await.context("scraping before the run")?;
 
     let start = Instant::now();
-    let shared = Arc::new(Shared {
-        recorder: Recorder::default(),
-        connected: Default::default(),
-        ready: Default::default(),
-        deadline: start + options.ramp_up + options.duration,
-        password: options.password.clone(),
-    });
     let kinds = options.mix.assign(options.clients);
     let n_holding = kinds.iter().filter(|kind| kind.holds_connection()).count() as u64;
+    let mut n_of_kind: HashMap<ScenarioKind, usize> = HashMap::new();
+    for kind in &kinds {
+        *n_of_kind.entry(*kind).or_default() += 1;
+    }
+    let n_of = |kind: ScenarioKind| n_of_kind.get(&kind).copied().unwrap_or(0);
+    let shared = Arc::new(Shared::new(
+        start + options.ramp_up + options.duration,
+        options.password.clone(),
+        options.scenario.clone(),
+        n_of(ScenarioKind::Chat) as u64,
+    ));
 
     let mut clients = JoinSet::new();
-    for (index, kind) in kinds.into_iter().enumerate() {
-        let ctx = options.client(index, kind, &shared);
+    let mut ranks: HashMap<ScenarioKind, usize> = HashMap::new();
+    for (index, kind) in kinds.iter().copied().enumerate() {
+        let rank = ranks.entry(kind).or_default();
+        let ctx = options.client(index, (kind, *rank, n_of(kind)), &shared);
+        *rank += 1;
         let starts_at = start + options.ramp_up.mul_f64(index as f64 / options.clients as f64);
         clients.spawn(async move {
             tokio::time::sleep_until(starts_at).await;
@@ -177,11 +203,15 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         progress.abort();
     }
 
+    let undelivered = shared.chat.undelivered();
+    if undelivered > 0 {
+        shared.recorder.failed_many(0, stats::CHAT_DELIVERY, "undelivered", undelivered);
+    }
     let stats = shared.recorder.snapshot();
     let expected: u64 = stats
         .kinds
         .iter()
-        .filter(|(kind, _)| **kind != stats::CONNECT)
+        .filter(|(kind, _)| stats::is_server_request(kind))
         .map(|(_, kind)| kind.answered())
         .sum();
     let after = scrape_settled(&options.admins, &before, expected).await.context("scraping after the run")?;
@@ -208,18 +238,15 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
 pub async fn prepare_sessions(options: Options, concurrency: usize) -> anyhow::Result<(Vec<String>, Report)> {
     options.validate()?;
     let start = Instant::now();
-    let shared = Arc::new(Shared {
-        recorder: Recorder::default(),
-        connected: Default::default(),
-        ready: Default::default(),
-        deadline: start,
-        password: options.password.clone(),
-    });
+    let shared = Arc::new(Shared::new(start, options.password.clone(), options.scenario.clone(), 0));
     let progress = options.progress.then(|| tokio::spawn(progress(shared.clone(), options.clients, start)));
     let slots = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut logins = JoinSet::new();
     for index in 0..options.clients {
-        let ctx = ClientContext { token: None, ..options.client(index, ScenarioKind::LoginStorm, &shared) };
+        let ctx = ClientContext {
+            token: None,
+            ..options.client(index, (ScenarioKind::LoginStorm, index, options.clients), &shared)
+        };
         let slots = slots.clone();
         logins.spawn(async move {
             let _slot = slots.acquire_owned().await;

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use loadtest::postgres_baseline::{self, BaselineOptions, BaselineOutcome};
 use loadtest::slo::Slo;
-use loadtest::{Mix, Options, Rates};
+use loadtest::{Mix, Options, Rates, ScenarioOptions};
 use proto::Encoding;
 
 /// Exit code when an SLO is missed.
@@ -102,8 +102,8 @@ struct RunArgs {
     /// A gateway's admin URL, matched to the targets in order, for its metrics.
     #[arg(long = "admin")]
     admins: Vec<String>,
-    /// `idle`, `login-storm`, `ping`, `state`, a blend such as `ping=8,idle=1,login-storm=1`, or
-    /// `mixed` with `--mix`.
+    /// `idle`, `login-storm`, `ping`, `state`, `chat`, `inventory`, a blend such as
+    /// `ping=8,idle=1,login-storm=1`, or `mixed` with `--mix`.
     #[arg(long, default_value = "ping")]
     scenario: String,
     /// The blend for `--scenario mixed`.
@@ -124,6 +124,16 @@ struct RunArgs {
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// `chat`: members per room; clients `rank / N` share a room.
+    #[arg(long, default_value_t = loadtest::scenario::DEFAULT_CHAT_ROOM_SIZE)]
+    chat_room_size: usize,
+    /// `chat`: send direct messages between pairs of clients instead of into rooms.
+    #[arg(long)]
+    chat_dm: bool,
+    /// `inventory`: the gateways' service token, for granting items through the admin port
+    /// (prefer the environment variable: flags show in `ps`).
+    #[arg(long, env = "LOADTEST_SERVICE_TOKEN", hide_env_values = true)]
+    service_token: Option<String>,
     /// An objective such as `p99<20ms`, `ping:p99.9<50ms`, `errors<0.1%`; repeatable. A missed one
     /// makes the exit code 2.
     #[arg(long = "slo")]
@@ -241,6 +251,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         duration: Duration::try_from_secs_f64(args.duration).context("--duration")?,
         rates,
         tokens,
+        scenario: ScenarioOptions {
+            chat_room_size: args.chat_room_size,
+            chat_dm: args.chat_dm,
+            service_token: args.service_token.clone(),
+        },
         ..args.connect.options(mix)
     };
 

@@ -103,22 +103,55 @@ pub fn parse(text: &str) -> Snapshot {
 }
 
 async fn get(admin: &str, path: &str) -> anyhow::Result<String> {
+    let (status, body) = http(admin, "GET", path, &[], "").await?;
+    if status != 200 {
+        bail!("GET {path} answered {status}");
+    }
+    Ok(body)
+}
+
+/// `POST`s `body` (JSON) to `path` on `admin` with `Authorization: Bearer <bearer>`, and returns
+/// the status and the body of the answer (for the admin port's service endpoints).
+///
+/// # Errors
+/// The port is unreachable, or the answer is not HTTP.
+pub async fn post_json(admin: &str, path: &str, bearer: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    let headers =
+        [("Authorization", format!("Bearer {bearer}")), ("Content-Type", "application/json".to_owned())];
+    tokio::time::timeout(SCRAPE_TIMEOUT, http(admin, "POST", path, &headers, body))
+        .await
+        .with_context(|| format!("POST {admin}{path}: timed out"))?
+}
+
+/// One HTTP/1.1 request over a fresh connection: (status, body).
+async fn http(
+    admin: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
     let authority = admin.trim_start_matches("http://").trim_end_matches('/');
     let mut stream = tokio::net::TcpStream::connect(authority).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
     let response = String::from_utf8_lossy(&response);
     let (head, body) = response.split_once("\r\n\r\n").context("no end of headers")?;
-    let status = head.split_whitespace().nth(1).unwrap_or_default();
-    if status != "200" {
-        bail!("GET {path} answered {status}");
-    }
+    let status = head.split_whitespace().nth(1).and_then(|status| status.parse().ok()).unwrap_or(0);
     if head.lines().any(|line| line.to_ascii_lowercase().starts_with("transfer-encoding: chunked")) {
-        return Ok(dechunk(body));
+        return Ok((status, dechunk(body)));
     }
-    Ok(body.to_owned())
+    Ok((status, body.to_owned()))
 }
 
 /// Joins the chunks of a chunked body.

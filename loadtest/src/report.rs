@@ -8,7 +8,11 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::metrics::Snapshot;
-use crate::stats::{CONNECT, KindStats, Stats};
+use crate::stats::{self, KindStats, Stats};
+
+/// The request kinds whose every success is one durable inventory transaction.
+const INVENTORY_TRANSACTIONS: [&str; 3] =
+    ["inventory_make_offer", "inventory_accept_offer", "inventory_consume"];
 
 /// The result of one run.
 #[derive(Debug, Clone, Serialize)]
@@ -25,6 +29,11 @@ pub struct Report {
     pub total_errors: u64,
     /// Requests the gateways counted during the run, summed over gateways, by kind.
     pub server_requests: BTreeMap<String, u64>,
+    /// Inventory requests acknowledged with success (offers made and accepted, consumptions):
+    /// each is one durable transaction on the server.
+    pub inventory_transactions: u64,
+    /// The same per second over the run.
+    pub inventory_transactions_per_sec: f64,
     /// Each gateway's figures, in `--admin` order.
     pub gateways: Vec<GatewayReport>,
 }
@@ -34,6 +43,8 @@ pub struct Report {
 pub struct KindReport {
     /// Requests answered (successes and error responses).
     pub count: u64,
+    /// Requests answered with success.
+    pub ok: u64,
     /// Answers per second over the run.
     pub per_sec: f64,
     /// Latency percentiles and maximum, in milliseconds.
@@ -142,7 +153,21 @@ impl Report {
                 *server_requests.entry(kind.clone()).or_default() += count;
             }
         }
-        Report { scenario, clients, elapsed_secs, kinds, total_errors, server_requests, gateways }
+        let inventory_transactions: u64 =
+            INVENTORY_TRANSACTIONS.iter().filter_map(|kind| kinds.get(*kind)).map(|kind| kind.ok).sum();
+        let inventory_transactions_per_sec =
+            if elapsed_secs > 0.0 { inventory_transactions as f64 / elapsed_secs } else { 0.0 };
+        Report {
+            scenario,
+            clients,
+            elapsed_secs,
+            kinds,
+            total_errors,
+            server_requests,
+            inventory_transactions,
+            inventory_transactions_per_sec,
+            gateways,
+        }
     }
 
     /// Requests the clients had answered, by kind (without handshakes): what the server should
@@ -150,7 +175,7 @@ impl Report {
     pub fn client_requests(&self) -> BTreeMap<String, u64> {
         self.kinds
             .iter()
-            .filter(|(kind, report)| kind.as_str() != CONNECT && report.count > 0)
+            .filter(|(kind, report)| stats::is_server_request(kind) && report.count > 0)
             .map(|(kind, report)| (kind.clone(), report.count))
             .collect()
     }
@@ -170,7 +195,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<12} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}  errors",
+            "{:<22} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}  errors",
             "request", "count", "per s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
         );
         for (kind, report) in &self.kinds {
@@ -179,7 +204,7 @@ impl Report {
             errors.extend(report.expected.iter().map(|(code, count)| format!("({code}={count} expected)")));
             let _ = writeln!(
                 out,
-                "{kind:<12} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}  {}",
+                "{kind:<22} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}  {}",
                 report.count,
                 report.per_sec,
                 report.p50_ms,
@@ -188,6 +213,13 @@ impl Report {
                 report.p999_ms,
                 report.max_ms,
                 if errors.is_empty() { "-".to_owned() } else { errors.join(" ") }
+            );
+        }
+        if self.inventory_transactions > 0 {
+            let _ = writeln!(
+                out,
+                "inventory: {} durable transactions acknowledged (offers made and accepted, consumptions) = {:.0}/s",
+                self.inventory_transactions, self.inventory_transactions_per_sec
             );
         }
         for gateway in &self.gateways {
@@ -233,6 +265,7 @@ fn kind_report(stats: &KindStats, elapsed_secs: f64) -> KindReport {
     let at = |q: f64| if histogram.is_empty() { 0.0 } else { ms(histogram.value_at_quantile(q)) };
     KindReport {
         count: stats.answered(),
+        ok: stats.ok,
         per_sec: if elapsed_secs > 0.0 { stats.answered() as f64 / elapsed_secs } else { 0.0 },
         p50_ms: at(0.5),
         p90_ms: at(0.9),

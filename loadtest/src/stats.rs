@@ -21,12 +21,29 @@ const SHARDS: usize = 16;
 /// The pseudo request kind under which connection handshakes are recorded; the server does not
 /// count it as a request.
 pub const CONNECT: &str = "connect";
+/// The pseudo kind under which chat deliveries are recorded: one per message event a member
+/// received from another member, with the time from the sender's send to the receipt.
+pub const CHAT_DELIVERY: &str = "chat_delivery";
+/// The pseudo kind of the admin port's `POST /inventory/grant` calls made while setting up.
+pub const INVENTORY_GRANT: &str = "inventory_grant";
+/// The pseudo kind of a whole trade seen by its offerer: from sending the offer to hearing that
+/// the partner accepted it.
+pub const TRADE: &str = "trade";
+
+/// Whether `kind` is a game request the gateway counts in `gateway_requests_total`, rather than
+/// one of the load generator's own measurements ([`CONNECT`], [`CHAT_DELIVERY`],
+/// [`INVENTORY_GRANT`], [`TRADE`]).
+pub fn is_server_request(kind: &str) -> bool {
+    ![CONNECT, CHAT_DELIVERY, INVENTORY_GRANT, TRADE].contains(&kind)
+}
 
 /// Figures for one request kind.
 #[derive(Debug, Clone)]
 pub struct KindStats {
     /// Latency of every answered request (successes and error responses), in microseconds.
     pub latency: Histogram<u64>,
+    /// Requests answered with success.
+    pub ok: u64,
     /// Errors by code: the server's error codes, and client-side failures (`timeout`, `closed`, ...).
     pub errors: BTreeMap<String, u64>,
     /// Error responses that are part of the plan, by code (the failed first login of an account
@@ -40,6 +57,7 @@ impl KindStats {
             // The bounds are constants that hdrhistogram accepts.
             latency: Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, SIGNIFICANT_DIGITS)
                 .expect("valid histogram bounds"),
+            ok: 0,
             errors: BTreeMap::new(),
             expected: BTreeMap::new(),
         }
@@ -58,6 +76,7 @@ impl KindStats {
     fn merge(&mut self, other: &KindStats) {
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
+        self.ok += other.ok;
         for (code, count) in &other.errors {
             *self.errors.entry(code.clone()).or_default() += count;
         }
@@ -120,6 +139,9 @@ impl Recorder {
         self.with_shard(client, |stats| {
             let kind = stats.kind(kind);
             kind.latency.saturating_record(micros);
+            if matches!(outcome, Outcome::Ok(_)) {
+                kind.ok += 1;
+            }
             if let Outcome::Error(body) = outcome {
                 let bucket = if expected { &mut kind.expected } else { &mut kind.errors };
                 *bucket.entry(body.code.as_str().to_owned()).or_default() += 1;
@@ -132,8 +154,14 @@ impl Recorder {
 
     /// Records a successful connection handshake.
     pub fn connected(&self, client: usize, latency: Duration) {
+        self.observed(client, CONNECT, latency);
+    }
+
+    /// Records one measurement of `kind` that is not an answer to a request of this client (a
+    /// handshake, a chat delivery, a settled trade): it counts and has a latency, never an error.
+    pub fn observed(&self, client: usize, kind: &'static str, latency: Duration) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_MICROS);
-        self.with_shard(client, |stats| stats.kind(CONNECT).latency.saturating_record(micros));
+        self.with_shard(client, |stats| stats.kind(kind).latency.saturating_record(micros));
     }
 
     /// Records a request of `kind` (or a connect) that got no answer.
@@ -146,6 +174,12 @@ impl Recorder {
     pub fn failed_with(&self, client: usize, kind: &'static str, label: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         self.with_shard(client, |stats| *stats.kind(kind).errors.entry(label).or_default() += 1);
+    }
+
+    /// Records `n` failures of `kind` labelled `label` at once (deliveries that never came).
+    pub fn failed_many(&self, client: usize, kind: &'static str, label: &str, n: u64) {
+        self.errors.fetch_add(n, Ordering::Relaxed);
+        self.with_shard(client, |stats| *stats.kind(kind).errors.entry(label.to_owned()).or_default() += n);
     }
 
     /// (answers, errors) so far, for progress.

@@ -5,12 +5,17 @@
 //! and a `run(ctx)` in its own file dispatched from [`run_client`]. Everything a client needs
 //! (connecting, authenticating, timing and recording a request) is on [`ClientContext`]; a
 //! scenario that sends one kind of request over and over builds it and hands the rest to
-//! [`request_loop`].
+//! [`request_loop`]. Scenarios whose clients work in pairs or groups (`chat`, `inventory`) find
+//! each other through [`Shared::rendezvous`], by their [`ClientContext::rank`] among the clients
+//! of their kind; options beyond a rate live in [`ScenarioOptions`].
 
+pub mod chat;
 pub mod idle;
+pub mod inventory;
 pub mod login_storm;
 pub mod mixed;
 pub mod ping;
+pub mod rendezvous;
 pub mod request_loop;
 pub mod state;
 
@@ -20,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use proto::{Encoding, ErrorCode, Outcome, Reply, Request};
+use proto::{AccountId, Encoding, ErrorCode, Outcome, Reply, Request, SessionInfo};
 use tokio::time::Instant;
 
 use crate::conn::{ConnError, Connection};
@@ -48,12 +53,23 @@ pub enum ScenarioKind {
     /// Authenticates once, then sends player-state updates of a walking player (closed loop or
     /// paced).
     State,
+    /// Joins a room (or pairs up for direct messages) and sends messages, recording the send's
+    /// acknowledgement and every other member's delivery.
+    Chat,
+    /// Gets items granted, then trades them with a partner (offer, accept) and consumes some.
+    Inventory,
 }
 
 impl ScenarioKind {
     /// Every scenario, in the order help texts list them.
-    pub const ALL: [ScenarioKind; 4] =
-        [ScenarioKind::Idle, ScenarioKind::LoginStorm, ScenarioKind::Ping, ScenarioKind::State];
+    pub const ALL: [ScenarioKind; 6] = [
+        ScenarioKind::Idle,
+        ScenarioKind::LoginStorm,
+        ScenarioKind::Ping,
+        ScenarioKind::State,
+        ScenarioKind::Chat,
+        ScenarioKind::Inventory,
+    ];
 
     /// The scenario's name on the command line.
     pub fn name(self) -> &'static str {
@@ -62,6 +78,8 @@ impl ScenarioKind {
             ScenarioKind::LoginStorm => "login-storm",
             ScenarioKind::Ping => "ping",
             ScenarioKind::State => "state",
+            ScenarioKind::Chat => "chat",
+            ScenarioKind::Inventory => "inventory",
         }
     }
 
@@ -74,7 +92,11 @@ impl ScenarioKind {
     /// towards the peak the idle memory figure is taken at).
     pub fn holds_connection(self) -> bool {
         match self {
-            ScenarioKind::Idle | ScenarioKind::Ping | ScenarioKind::State => true,
+            ScenarioKind::Idle
+            | ScenarioKind::Ping
+            | ScenarioKind::State
+            | ScenarioKind::Chat
+            | ScenarioKind::Inventory => true,
             ScenarioKind::LoginStorm => false,
         }
     }
@@ -121,6 +143,27 @@ impl Rates {
     }
 }
 
+/// Default members per chat room.
+pub const DEFAULT_CHAT_ROOM_SIZE: usize = 10;
+
+/// What scenarios need beyond a rate.
+#[derive(Debug, Clone)]
+pub struct ScenarioOptions {
+    /// `chat`: members per room (clients `rank / chat_room_size` share a room); default
+    /// [`DEFAULT_CHAT_ROOM_SIZE`]; at least 2.
+    pub chat_room_size: usize,
+    /// `chat`: direct messages between pairs of clients (ranks 2k and 2k+1) instead of rooms.
+    pub chat_dm: bool,
+    /// `inventory`: the gateways' service token, for the admin port's grant endpoint.
+    pub service_token: Option<String>,
+}
+
+impl Default for ScenarioOptions {
+    fn default() -> Self {
+        ScenarioOptions { chat_room_size: DEFAULT_CHAT_ROOM_SIZE, chat_dm: false, service_token: None }
+    }
+}
+
 /// What every client of a run shares.
 #[derive(Debug)]
 pub struct Shared {
@@ -134,6 +177,32 @@ pub struct Shared {
     pub deadline: Instant,
     /// The password of every load-test account.
     pub password: String,
+    /// What scenarios need beyond a rate.
+    pub scenario: ScenarioOptions,
+    /// Where clients that work together find each other.
+    pub rendezvous: rendezvous::Rendezvous,
+    /// Distinguishes this run's chat messages and idempotency keys from earlier runs' (the
+    /// accounts and their data outlive a run): 16 hex digits.
+    pub run_id: String,
+    /// Chat deliveries expected and seen, across clients.
+    pub chat: chat::Tally,
+}
+
+impl Shared {
+    /// The shared state of a run that stops sending at `deadline`, with `n_chat` chat clients.
+    pub fn new(deadline: Instant, password: String, scenario: ScenarioOptions, n_chat: u64) -> Shared {
+        Shared {
+            recorder: Recorder::default(),
+            connected: AtomicU64::new(0),
+            ready: AtomicU64::new(0),
+            deadline,
+            password,
+            scenario,
+            rendezvous: rendezvous::Rendezvous::default(),
+            run_id: format!("{:016x}", uuid::Uuid::new_v4().as_u64_pair().0),
+            chat: chat::Tally::new(n_chat),
+        }
+    }
 }
 
 /// One simulated client: who it is, where it connects, and what it shares.
@@ -141,6 +210,13 @@ pub struct Shared {
 pub struct ClientContext {
     /// The client's number, from 0.
     pub index: usize,
+    /// The client's number among the clients of its scenario, from 0 (pairs and rooms are made
+    /// of neighbouring ranks).
+    pub rank: usize,
+    /// Clients of this client's scenario in the run.
+    pub n_peers: usize,
+    /// The admin URL of the gateway this client connects to, if given.
+    pub admin: Option<String>,
     /// The gateway to connect to.
     pub target: String,
     /// The local address to connect from.
@@ -164,6 +240,8 @@ pub async fn run_client(kind: ScenarioKind, ctx: ClientContext) {
         ScenarioKind::LoginStorm => login_storm::run(ctx).await,
         ScenarioKind::Ping => ping::run(ctx).await,
         ScenarioKind::State => state::run(ctx).await,
+        ScenarioKind::Chat => chat::run(ctx).await,
+        ScenarioKind::Inventory => inventory::run(ctx).await,
     }
 }
 
@@ -225,29 +303,40 @@ impl ClientContext {
     /// Opens a connection and authenticates it: with the token if the client has one (`resume`),
     /// else with the password. `None` (recorded) when either fails.
     pub async fn connect_authenticated(&self) -> Option<Open> {
+        self.connect_session().await.map(|(open, _)| open)
+    }
+
+    /// As [`ClientContext::connect_authenticated`], also returning the account's id.
+    pub async fn connect_session(&self) -> Option<(Open, AccountId)> {
         let mut open = self.connect().await?;
-        let authenticated = match &self.token {
-            Some(token) => self
-                .call(&mut open.conn, Request::Resume { token: token.clone() })
-                .await
-                .is_some_and(|outcome| matches!(outcome, Outcome::Ok(Reply::Session(_)))),
-            None => self.login(&mut open.conn).await.is_some(),
+        let session = match &self.token {
+            Some(token) => match self.call(&mut open.conn, Request::Resume { token: token.clone() }).await {
+                Some(Outcome::Ok(Reply::Session(session))) => Some(session),
+                _ => None,
+            },
+            None => self.login_session(&mut open.conn).await,
         };
-        if authenticated {
-            Some(open)
-        } else {
-            open.close().await;
-            None
+        match session {
+            Some(session) => Some((open, session.account_id)),
+            None => {
+                open.close().await;
+                None
+            }
         }
     }
 
     /// Logs in with the password, registering the account first if the login says it does not
     /// exist; returns the session token.
     pub async fn login(&self, conn: &mut Connection) -> Option<String> {
+        self.login_session(conn).await.map(|session| session.token)
+    }
+
+    /// As [`ClientContext::login`], returning the whole session.
+    pub async fn login_session(&self, conn: &mut Connection) -> Option<SessionInfo> {
         let login =
             || Request::Login { username: self.username.clone(), password: self.shared.password.clone() };
         match self.call_expecting(conn, login(), Some(ErrorCode::Unauthorized)).await? {
-            Outcome::Ok(Reply::Session(session)) => return Some(session.token),
+            Outcome::Ok(Reply::Session(session)) => return Some(session),
             Outcome::Ok(_) => return None,
             Outcome::Error(_) => {}
         }
@@ -256,7 +345,7 @@ impl ClientContext {
         // Conflict: another run registered it meanwhile; the login below settles it.
         self.call_expecting(conn, register, Some(ErrorCode::Conflict)).await?;
         match self.call(conn, login()).await? {
-            Outcome::Ok(Reply::Session(session)) => Some(session.token),
+            Outcome::Ok(Reply::Session(session)) => Some(session),
             _ => None,
         }
     }

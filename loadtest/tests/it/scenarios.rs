@@ -1,7 +1,8 @@
 //! One test per scenario, plus the token path and the blends.
 
-use loadtest::Rates;
 use loadtest::slo::Slo;
+use loadtest::stats::{CHAT_DELIVERY, INVENTORY_GRANT, TRADE};
+use loadtest::{Rates, ScenarioOptions};
 
 use crate::support::{N_CLIENTS, TestGateway, assert_clean_and_counted};
 
@@ -98,5 +99,71 @@ async fn paced_state_and_ping_in_a_blend_are_recorded_under_their_own_kinds() {
         assert!((100..=230).contains(&count), "{count} {kind}:\n{}", report.render());
     }
     assert_eq!(report.gateways[0].player_updates_accepted, report.kinds["update_state"].count);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_rooms_deliver_every_acknowledged_message_to_every_other_member() {
+    let gateway = TestGateway::start().await;
+    // Two rooms of five.
+    let scenario = ScenarioOptions { chat_room_size: 5, ..gateway.options("chat").scenario };
+    let report = loadtest::run(loadtest::Options { scenario, ..gateway.options("chat") }).await.expect("run");
+    assert_clean_and_counted(&report);
+    let sent = report.kinds["chat_send"].ok;
+    assert!(sent > 50, "only {sent} messages:\n{}", report.render());
+    // Each message reaches the four other members of its room, and nobody else.
+    assert_eq!(report.kinds[CHAT_DELIVERY].count, 4 * sent, "{}", report.render());
+    assert_eq!(report.kinds["chat_join_room"].ok, N_CLIENTS as u64);
+    assert_eq!(report.kinds["chat_leave_room"].ok, N_CLIENTS as u64);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_direct_messages_reach_the_partner() {
+    let gateway = TestGateway::start().await;
+    let scenario = ScenarioOptions { chat_dm: true, ..gateway.options("chat").scenario };
+    let mut rates = Rates::default();
+    rates.add("chat=20").expect("rate");
+    let report =
+        loadtest::run(loadtest::Options { scenario, rates, ..gateway.options("chat") }).await.expect("run");
+    assert_clean_and_counted(&report);
+    // 10 clients × 20/s for about 2 s, minus the wait for partners; never more than the schedule.
+    let sent = report.kinds["chat_send_direct"].ok;
+    assert!((100..=460).contains(&sent), "{sent} messages:\n{}", report.render());
+    assert_eq!(report.kinds[CHAT_DELIVERY].count, sent, "{}", report.render());
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_partners_trade_and_consume_and_every_offer_is_accepted() {
+    let gateway = TestGateway::start().await;
+    let report = loadtest::run(gateway.options("inventory")).await.expect("run");
+    assert_clean_and_counted(&report);
+    let rendered = report.render();
+    // Two items granted to each client through the admin port.
+    assert_eq!(report.kinds[INVENTORY_GRANT].count, 2 * N_CLIENTS as u64, "{rendered}");
+    let offers = report.kinds["inventory_make_offer"].ok;
+    assert!(offers > 20, "only {offers} offers:\n{rendered}");
+    // Closed loop, every offer is accepted and settles before the offerer's next action.
+    assert_eq!(report.kinds["inventory_accept_offer"].ok, offers, "{rendered}");
+    assert_eq!(report.kinds[TRADE].count, offers, "{rendered}");
+    let consumed = report.kinds["inventory_consume"].ok;
+    assert!(consumed > 0, "{rendered}");
+    assert_eq!(report.inventory_transactions, 2 * offers + consumed, "{rendered}");
+    assert!(rendered.contains("durable transactions acknowledged"), "{rendered}");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_blend_of_every_request_scenario_is_counted_alike() {
+    let gateway = TestGateway::start().await;
+    let mut rates = Rates::default();
+    rates.add("10").expect("rate");
+    let options = gateway.options("ping=1,state=1,chat=1,inventory=1");
+    let report = loadtest::run(loadtest::Options { rates, ..options }).await.expect("run");
+    assert_clean_and_counted(&report);
+    for kind in ["ping", "update_state", "chat_send", CHAT_DELIVERY, "inventory_make_offer"] {
+        assert!(report.kinds.get(kind).is_some_and(|k| k.count > 0), "no {kind}:\n{}", report.render());
+    }
     gateway.stop().await;
 }

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gateway::config::ServiceToken;
 use gateway::{GatewayConfig, GatewayError};
 use kv::testing::RedisServer;
-use loadtest::{Mix, Options, Report};
+use loadtest::{Mix, Options, Report, ScenarioOptions};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 pub const RUN_FOR: Duration = Duration::from_secs(2);
 /// Clients per run.
 pub const N_CLIENTS: usize = 10;
+/// The gateway's service token, for the inventory scenario's grants.
+pub const SERVICE_TOKEN: &str = "load-test-service-token";
 /// Bounds waits: a hang is a failure.
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -32,6 +35,8 @@ impl TestGateway {
     pub async fn start() -> TestGateway {
         let redis = RedisServer::start();
         let data_dir = tempfile::tempdir().expect("temp dir");
+        let catalogue = data_dir.path().join("catalogue.toml");
+        std::fs::write(&catalogue, loadtest::scenario::inventory::CATALOGUE).expect("write catalogue");
         let config = GatewayConfig {
             data_dir: data_dir.path().to_path_buf(),
             redis_url: Some(redis.url()),
@@ -40,6 +45,10 @@ impl TestGateway {
             requests_per_sec: 1_000_000,
             request_burst: 1_000_000,
             shutdown_timeout: Duration::from_secs(5),
+            // Closed-loop chat clients too.
+            chat_sends_per_window: 1_000_000,
+            inventory_catalogue: Some(catalogue),
+            service_token: Some(ServiceToken::new(SERVICE_TOKEN)),
             ..GatewayConfig::default()
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -70,6 +79,10 @@ impl TestGateway {
             admins: vec![self.admin.clone()],
             duration: RUN_FOR,
             ramp_up: Duration::from_millis(200),
+            scenario: ScenarioOptions {
+                service_token: Some(SERVICE_TOKEN.into()),
+                ..ScenarioOptions::default()
+            },
             ..Options::new(self.url.clone(), Mix::parse(mix).expect("mix"), N_CLIENTS)
         }
     }
