@@ -20,10 +20,12 @@ POSTGRES_URL=${POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 if [ "$QUICK" = 1 ]; then
   PING_CLIENTS=100; SECS=3; STORM=20; PACED_CLIENTS=200; PG_SECS=1; CRASH_CLIENTS=100; CRASH_SECS=6
   IDLE_CLIENTS=500; ROOM_BIG=50; DM_CLIENTS=100; ROOM_SMALL=20; INVENTORY_CLIENTS=100; MIX_CLIENTS=200
+  MATCH_CLIENTS=100
   MIX_SECS=${MIX_SECS:-10}
 else
   PING_CLIENTS=1000; SECS=20; STORM=200; PACED_CLIENTS=2000; PG_SECS=10; CRASH_CLIENTS=1000; CRASH_SECS=20
   IDLE_CLIENTS=19000; ROOM_BIG=1000; DM_CLIENTS=2000; ROOM_SMALL=100; INVENTORY_CLIENTS=1000; MIX_CLIENTS=2000
+  MATCH_CLIENTS=1000
   MIX_SECS=${MIX_SECS:-600}
 fi
 # One prepared session per client of the largest run (the idle one).
@@ -55,6 +57,7 @@ trap cleanup EXIT
 echo "== building release binaries"
 cargo build --release -q -p gateway -p loadtest
 cargo build --release -q -p auth --example validate_bench
+cargo build --release -q -p matchmaking --example pass_bench
 
 # Starts a redis-server on port $1 with its files in $2 (loading $2/dump.rdb if there is one);
 # prints its pid.
@@ -261,8 +264,15 @@ record "Inventory: $INVENTORY_CLIENTS clients trading in pairs, closed loop (dur
   $LT --target "$TARGET" --admin "$ADMIN" --scenario inventory --clients "$INVENTORY_CLIENTS" \
   --ramp-up 5 --duration "$SECS" --token-file "$TOKEN_FILE" --no-progress
 
-# TODO(match): add the `match` scenario here once crates/match and its loadtest scenario land
-# (matchmaking queue → match → results; its own record line and a place in the mixed blend).
+record "Matchmaker: one pass over 10,000 tickets (target: under 50 ms)" \
+  target/release/examples/pass_bench
+
+# Every bench account starts at the same rating (1500): all tickets fall in one window, so the
+# wait is the matchmaker's interval (1 s by default) plus the pass, not a search for partners.
+start_gateway
+record "Match: $MATCH_CLIENTS clients queue for duel, play (players agree on the result) and queue again; time to match (match_wait)" \
+  $LT --target "$TARGET" --admin "$ADMIN" --scenario match --match-mode duel --clients "$MATCH_CLIENTS" \
+  --ramp-up 2 --duration "$SECS" --token-file "$TOKEN_FILE" --no-progress
 
 start_gateway
 record "Mixed: $MIX_CLIENTS clients ($MIX; chat rooms of $MIX_ROOM), paced, $MIX_SECS s" \

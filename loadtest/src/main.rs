@@ -102,7 +102,7 @@ struct RunArgs {
     /// A gateway's admin URL, matched to the targets in order, for its metrics.
     #[arg(long = "admin")]
     admins: Vec<String>,
-    /// `idle`, `login-storm`, `ping`, `state`, `chat`, `inventory`, a blend such as
+    /// `idle`, `login-storm`, `ping`, `state`, `chat`, `inventory`, `match`, a blend such as
     /// `ping=8,idle=1,login-storm=1`, or `mixed` with `--mix`.
     #[arg(long, default_value = "ping")]
     scenario: String,
@@ -130,6 +130,9 @@ struct RunArgs {
     /// `chat`: send direct messages between pairs of clients instead of into rooms.
     #[arg(long)]
     chat_dm: bool,
+    /// `match`: the matchmaking mode clients queue for.
+    #[arg(long, default_value = loadtest::scenario::DEFAULT_MATCH_MODE)]
+    match_mode: String,
     /// `inventory`: the gateways' service token, for granting items through the admin port
     /// (prefer the environment variable: flags show in `ps`).
     #[arg(long, env = "LOADTEST_SERVICE_TOKEN", hide_env_values = true)]
@@ -255,6 +258,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             chat_room_size: args.chat_room_size,
             chat_dm: args.chat_dm,
             service_token: args.service_token.clone(),
+            match_mode: args.match_mode.clone(),
         },
         ..args.connect.options(mix)
     };

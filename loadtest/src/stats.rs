@@ -29,12 +29,15 @@ pub const INVENTORY_GRANT: &str = "inventory_grant";
 /// The pseudo kind of a whole trade seen by its offerer: from sending the offer to hearing that
 /// the partner accepted it.
 pub const TRADE: &str = "trade";
+/// The pseudo kind of a matchmaking wait: from the `match_queue` acknowledgement to the
+/// `match_found` event (time to match).
+pub const MATCH_WAIT: &str = "match_wait";
 
 /// Whether `kind` is a game request the gateway counts in `gateway_requests_total`, rather than
 /// one of the load generator's own measurements ([`CONNECT`], [`CHAT_DELIVERY`],
-/// [`INVENTORY_GRANT`], [`TRADE`]).
+/// [`INVENTORY_GRANT`], [`TRADE`], [`MATCH_WAIT`]).
 pub fn is_server_request(kind: &str) -> bool {
-    ![CONNECT, CHAT_DELIVERY, INVENTORY_GRANT, TRADE].contains(&kind)
+    ![CONNECT, CHAT_DELIVERY, INVENTORY_GRANT, TRADE, MATCH_WAIT].contains(&kind)
 }
 
 /// Figures for one request kind.

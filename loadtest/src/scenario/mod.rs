@@ -13,6 +13,7 @@ pub mod chat;
 pub mod idle;
 pub mod inventory;
 pub mod login_storm;
+pub mod match_play;
 pub mod mixed;
 pub mod ping;
 pub mod rendezvous;
@@ -58,17 +59,20 @@ pub enum ScenarioKind {
     Chat,
     /// Gets items granted, then trades them with a partner (offer, accept) and consumes some.
     Inventory,
+    /// Queues for a match, plays it (every player reports the same result), and queues again.
+    Match,
 }
 
 impl ScenarioKind {
     /// Every scenario, in the order help texts list them.
-    pub const ALL: [ScenarioKind; 6] = [
+    pub const ALL: [ScenarioKind; 7] = [
         ScenarioKind::Idle,
         ScenarioKind::LoginStorm,
         ScenarioKind::Ping,
         ScenarioKind::State,
         ScenarioKind::Chat,
         ScenarioKind::Inventory,
+        ScenarioKind::Match,
     ];
 
     /// The scenario's name on the command line.
@@ -80,6 +84,7 @@ impl ScenarioKind {
             ScenarioKind::State => "state",
             ScenarioKind::Chat => "chat",
             ScenarioKind::Inventory => "inventory",
+            ScenarioKind::Match => "match",
         }
     }
 
@@ -96,7 +101,8 @@ impl ScenarioKind {
             | ScenarioKind::Ping
             | ScenarioKind::State
             | ScenarioKind::Chat
-            | ScenarioKind::Inventory => true,
+            | ScenarioKind::Inventory
+            | ScenarioKind::Match => true,
             ScenarioKind::LoginStorm => false,
         }
     }
@@ -145,6 +151,8 @@ impl Rates {
 
 /// Default members per chat room.
 pub const DEFAULT_CHAT_ROOM_SIZE: usize = 10;
+/// Default matchmaking mode of the `match` scenario.
+pub const DEFAULT_MATCH_MODE: &str = "duel";
 
 /// What scenarios need beyond a rate.
 #[derive(Debug, Clone)]
@@ -156,11 +164,18 @@ pub struct ScenarioOptions {
     pub chat_dm: bool,
     /// `inventory`: the gateways' service token, for the admin port's grant endpoint.
     pub service_token: Option<String>,
+    /// `match`: the mode clients queue for; default [`DEFAULT_MATCH_MODE`].
+    pub match_mode: String,
 }
 
 impl Default for ScenarioOptions {
     fn default() -> Self {
-        ScenarioOptions { chat_room_size: DEFAULT_CHAT_ROOM_SIZE, chat_dm: false, service_token: None }
+        ScenarioOptions {
+            chat_room_size: DEFAULT_CHAT_ROOM_SIZE,
+            chat_dm: false,
+            service_token: None,
+            match_mode: DEFAULT_MATCH_MODE.into(),
+        }
     }
 }
 
@@ -242,6 +257,7 @@ pub async fn run_client(kind: ScenarioKind, ctx: ClientContext) {
         ScenarioKind::State => state::run(ctx).await,
         ScenarioKind::Chat => chat::run(ctx).await,
         ScenarioKind::Inventory => inventory::run(ctx).await,
+        ScenarioKind::Match => match_play::run(ctx).await,
     }
 }
 

@@ -37,7 +37,7 @@ impl TestGateway {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let catalogue = data_dir.path().join("catalogue.toml");
         std::fs::write(&catalogue, loadtest::scenario::inventory::CATALOGUE).expect("write catalogue");
-        let config = GatewayConfig {
+        let mut config = GatewayConfig {
             data_dir: data_dir.path().to_path_buf(),
             redis_url: Some(redis.url()),
             key_prefix: "lt-test:".into(),
@@ -51,6 +51,8 @@ impl TestGateway {
             service_token: Some(ServiceToken::new(SERVICE_TOKEN)),
             ..GatewayConfig::default()
         };
+        // Matchmaker passes every 50 ms, so the match scenario's clients play several matches.
+        config.matchmaking.interval = Duration::from_millis(50);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let url = format!("ws://{}/", listener.local_addr().expect("addr"));
