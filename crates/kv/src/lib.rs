@@ -362,13 +362,35 @@ impl Kv {
         now_ms: u64,
         ttl: Duration,
     ) -> Result<BufferUpdate, KvError> {
+        let fields: Vec<(&str, &str)> =
+            fields.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
+        self.buffer_update_borrowed(ns, id, &fields, now_ms, ttl).await
+    }
+
+    /// [`Kv::buffer_update`] with borrowed fields, for hot paths: on Redis the update is packed
+    /// into one buffer rather than a string per name and value.
+    ///
+    /// # Errors
+    /// As [`Kv::buffer_update`].
+    pub async fn buffer_update_borrowed(
+        &self,
+        ns: &str,
+        id: &str,
+        fields: &[(&str, &str)],
+        now_ms: u64,
+        ttl: Duration,
+    ) -> Result<BufferUpdate, KvError> {
         debug_assert!(
-            fields.iter().all(|(name, _)| !RESERVED_FIELDS.contains(&name.as_str())),
+            fields.iter().all(|(name, _)| !RESERVED_FIELDS.contains(name)),
             "buffer_update fields must not contain the reserved fields {RESERVED_FIELDS:?}"
         );
         match &self.backend {
             Backend::Redis(redis) => redis.buffer_update(ns, id, fields, now_ms, ttl).await,
-            Backend::Embedded(embedded) => embedded.buffer_update(ns, id, fields, now_ms, ttl),
+            Backend::Embedded(embedded) => {
+                let fields =
+                    fields.iter().map(|&(name, value)| (name.to_owned(), value.to_owned())).collect();
+                embedded.buffer_update(ns, id, fields, now_ms, ttl)
+            }
         }
     }
 

@@ -9,7 +9,9 @@
 //! Buffered updates do not go through the connection one by one: the redis crate's bookkeeping per
 //! request, not Redis, is what limits many small concurrent commands. Callers hand their update to
 //! one batcher task over a channel; it drains everything waiting, sends it as one pipeline of
-//! `EVALSHA` calls, and answers each caller through a oneshot channel.
+//! `EVALSHA` calls, each applying up to [`UPDATE_CHUNK_MAX`] updates (a script run costs Redis
+//! more than the commands of one update, so it is paid per chunk), and answers each caller through
+//! a oneshot channel.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,6 +21,7 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
 use redis::{Client, RedisError, RedisResult, Script, ServerErrorKind, Value};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -219,10 +222,15 @@ pub(crate) struct RedisBackend {
 /// One caller's buffered update, waiting for the batcher.
 struct UpdateRequest {
     namespace: Arc<Namespace>,
-    id: String,
-    fields: Vec<Field>,
+    /// The id, then each field's name and value, each as a little-endian `u32` length and the
+    /// bytes: one allocation per update instead of one per string.
+    packed: Vec<u8>,
+    n_fields: usize,
     now_ms: u64,
     ttl_ms: u64,
+    /// When the caller stops waiting ([`OPERATION_TIMEOUT`] after it called): the batcher
+    /// answers by then.
+    deadline: Instant,
     reply: oneshot::Sender<Result<BufferUpdate, KvError>>,
 }
 
@@ -237,6 +245,10 @@ struct Namespace {
 
 fn unavailable(error: RedisError) -> KvError {
     KvError::Unavailable(error.to_string())
+}
+
+fn batcher_stopped() -> KvError {
+    KvError::Unavailable("the buffered-update batcher has stopped".to_owned())
 }
 
 fn no_answer() -> KvError {
@@ -499,32 +511,46 @@ impl RedisBackend {
         &self,
         ns: &str,
         id: &str,
-        fields: Vec<Field>,
+        fields: &[(&str, &str)],
         now_ms: u64,
         ttl: Duration,
     ) -> Result<BufferUpdate, KvError> {
         let (reply, answer) = oneshot::channel();
+        let size =
+            fields.iter().map(|(name, value)| name.len() + value.len() + 8).sum::<usize>() + id.len() + 4;
+        let mut packed = Vec::with_capacity(size);
+        for text in std::iter::once(id).chain(fields.iter().flat_map(|&(name, value)| [name, value])) {
+            let len =
+                u32::try_from(text.len()).map_err(|_| KvError::Unavailable("field too long".to_owned()))?;
+            packed.extend_from_slice(&len.to_le_bytes());
+            packed.extend_from_slice(text.as_bytes());
+        }
         let request = UpdateRequest {
             namespace: self.namespace(ns),
-            id: id.to_owned(),
-            fields,
+            packed,
+            n_fields: fields.len(),
             now_ms,
             ttl_ms: millis(ttl),
+            deadline: Instant::now() + OPERATION_TIMEOUT,
             reply,
         };
-        let round_trip = async {
-            self.updates
-                .send(request)
-                .await
-                .map_err(|_| KvError::Unavailable("the buffered-update batcher has stopped".to_owned()))?;
-            answer.await.map_err(|_| {
-                KvError::Unavailable("the buffered-update batcher dropped the update".to_owned())
-            })?
-        };
-        match tokio::time::timeout(OPERATION_TIMEOUT, round_trip).await {
-            Ok(result) => result,
-            Err(_) => Err(no_answer()),
+        // No timer per update (a timer costs a lock to register and another to clear): the
+        // batcher answers every update by its deadline, and only a full queue needs one here.
+        let deadline = request.deadline;
+        match self.updates.try_send(request) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(request)) => {
+                match tokio::time::timeout_at(deadline, self.updates.send(request)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(batcher_stopped()),
+                    Err(_) => return Err(no_answer()),
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(batcher_stopped()),
         }
+        answer
+            .await
+            .map_err(|_| KvError::Unavailable("the buffered-update batcher dropped the update".to_owned()))?
     }
 
     pub(crate) async fn buffer_seed(
@@ -740,45 +766,68 @@ async fn run_update_batcher(
     mut queued: mpsc::Receiver<UpdateRequest>,
 ) {
     let mut in_flight = tokio::task::JoinSet::new();
+    // Emptied batch buffers handed back by finished batches: allocating a fresh one per batch
+    // made every batch pay for a large allocation.
+    let mut spare: Vec<Vec<UpdateRequest>> = Vec::new();
     loop {
         if in_flight.len() >= UPDATE_BATCHES_IN_FLIGHT {
-            in_flight.join_next().await;
+            if let Some(Ok(batch)) = in_flight.join_next().await {
+                spare.push(batch);
+            }
             continue;
         }
-        // Sized by what is waiting: a full-size buffer per batch would make every small batch pay
-        // for a large allocation.
-        let mut batch = Vec::with_capacity(queued.len().clamp(1, UPDATE_BATCH_MAX));
+        let mut batch = spare.pop().unwrap_or_else(|| Vec::with_capacity(UPDATE_BATCH_MAX));
         tokio::select! {
             received = queued.recv_many(&mut batch, UPDATE_BATCH_MAX) => {
                 if received == 0 {
                     break;
                 }
-                // A caller that gave up (timed out) gets no answer, so its update is not made either.
-                batch.retain(|request| !request.reply.is_closed());
-                if !batch.is_empty() {
+                // A caller that gave up gets no answer, so its update is not made either; nor is
+                // one whose deadline passed while it was queued.
+                let now = Instant::now();
+                for expired in batch.extract_if(.., |request| request.deadline <= now || request.reply.is_closed()) {
+                    let _ = expired.reply.send(Err(no_answer()));
+                }
+                if batch.is_empty() {
+                    spare.push(batch);
+                } else {
                     let mut connection = connection.clone();
                     let script = script.clone();
-                    in_flight.spawn(async move { run_update_batch(&mut connection, &script, batch).await });
+                    in_flight.spawn(async move {
+                        run_update_batch(&mut connection, &script, &mut batch).await;
+                        batch
+                    });
                 }
             }
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                spare.push(batch);
+                if let Ok(batch) = done {
+                    spare.push(batch);
+                }
+            }
         }
     }
     while in_flight.join_next().await.is_some() {}
 }
 
-/// Sends one batch and answers every caller in it.
-async fn run_update_batch(connection: &mut ConnectionManager, script: &Script, batch: Vec<UpdateRequest>) {
-    let chunks = chunks(&batch);
-    match tokio::time::timeout(OPERATION_TIMEOUT, apply_updates(connection, script, &batch, &chunks)).await {
+/// Sends one batch and answers every caller in it, leaving `batch` empty.
+async fn run_update_batch(
+    connection: &mut ConnectionManager,
+    script: &Script,
+    batch: &mut Vec<UpdateRequest>,
+) {
+    let chunks = chunks(batch);
+    // Every caller is answered by its deadline: the batch ends by the earliest one.
+    let deadline = batch.iter().map(|request| request.deadline).min().unwrap_or_else(Instant::now);
+    match tokio::time::timeout_at(deadline, apply_updates(connection, script, batch, &chunks)).await {
         Ok(Ok(replies)) => {
-            let mut requests = batch.into_iter();
+            let mut requests = batch.drain(..);
             for (chunk, reply) in chunks.iter().zip(replies) {
                 answer_chunk(requests.by_ref().take(chunk.len()), reply);
             }
         }
-        Ok(Err(error)) => answer_all(batch, &error.to_string()),
-        Err(_) => answer_all(batch, &no_answer_message()),
+        Ok(Err(error)) => answer_all(batch.drain(..), &error.to_string()),
+        Err(_) => answer_all(batch.drain(..), &no_answer_message()),
     }
 }
 
@@ -866,9 +915,10 @@ async fn query_updates<'a>(
             .arg(&first.namespace.record_prefix)
             .arg(first.ttl_ms);
         for request in requests {
-            command.arg(&request.id).arg(request.now_ms).arg(request.fields.len());
-            for (name, value) in &request.fields {
-                command.arg(name).arg(value);
+            let mut texts = unpack(&request.packed);
+            command.arg(texts.next().unwrap_or_default()).arg(request.now_ms).arg(request.n_fields);
+            for text in texts {
+                command.arg(text);
             }
         }
     }
@@ -876,6 +926,16 @@ async fn query_updates<'a>(
         Err(error) if error.is_connection_refusal() => pipeline.query_async(connection).await,
         result => result,
     }
+}
+
+/// The strings of [`UpdateRequest::packed`], in order.
+fn unpack(mut packed: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (len, rest) = packed.split_first_chunk::<4>()?;
+        let (text, rest) = rest.split_at(u32::from_le_bytes(*len) as usize);
+        packed = rest;
+        Some(text)
+    })
 }
 
 fn is_noscript(reply: &Value) -> bool {
@@ -897,7 +957,9 @@ fn answer_chunk(requests: impl ExactSizeIterator<Item = UpdateRequest>, reply: V
                         n_dirty: u64::try_from(n_dirty).unwrap_or_default(),
                     }),
                     (Some(Value::ServerError(error)), _) => Err(unavailable(error.into())),
-                    other => Err(KvError::Unavailable(format!("unexpected reply to a buffered update: {other:?}"))),
+                    other => {
+                        Err(KvError::Unavailable(format!("unexpected reply to a buffered update: {other:?}")))
+                    }
                 };
                 // A caller that stopped waiting is no reason to fail the others.
                 let _ = request.reply.send(outcome);

@@ -249,11 +249,15 @@ impl Players {
         now_ms: u64,
     ) -> Result<u64, PlayerError> {
         let kv = &self.inner.kv;
-        let id = player_id.to_string();
+        let mut id = Uuid::encode_buffer();
+        let id = &*player_id.hyphenated().encode_lower(&mut id);
+        let fields = record::UpdateFields::new(update);
+        let (fields, n_fields) = fields.pairs();
+        let fields = &fields[..n_fields];
         // At most two tries: the second follows seeding the record from SQLite.
         for _ in 0..2 {
-            let fields = record::update_fields(update);
-            match kv.buffer_update(NAMESPACE, &id, fields, now_ms, self.inner.config.record_ttl).await? {
+            let ttl = self.inner.config.record_ttl;
+            match kv.buffer_update_borrowed(NAMESPACE, id, fields, now_ms, ttl).await? {
                 BufferUpdate::Applied { version, n_dirty } => {
                     if n_dirty >= self.inner.config.flush_threshold as u64 {
                         self.inner.flush_wanted.notify_one();

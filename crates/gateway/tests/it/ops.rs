@@ -284,12 +284,14 @@ async fn match_shows_a_recorded_match_read_from_the_shard() {
     let (ada, ada_session) = gateway.player(&username("ctl_ada")).await;
     let (bob, _) = gateway.player(&username("ctl_bob")).await;
     for player in [&ada, &bob] {
-        let queued = player.request(Request::Match(MatchRequest::Queue { mode: "duel".into() })).await.unwrap();
+        let queued =
+            player.request(Request::Match(MatchRequest::Queue { mode: "duel".into() })).await.unwrap();
         assert!(matches!(queued, Reply::Match(MatchReply::Queued { .. })), "{queued:?}");
     }
     let match_id = tokio::time::timeout(crate::support::PATIENCE, async {
         loop {
-            if let Some(proto::Event::Match(MatchEvent::MatchFound { match_id, .. })) = ada.next_event().await {
+            if let Some(proto::Event::Match(MatchEvent::MatchFound { match_id, .. })) = ada.next_event().await
+            {
                 return match_id;
             }
         }
