@@ -13,11 +13,10 @@ use gateway::GatewayConfig;
 use gateway::config::ServiceToken;
 use proto::inventory::{InventoryEvent, InventoryReply, InventoryRequest, ItemStack, OfferState, TradeOffer};
 use proto::{AccountId, Encoding, ErrorCode, Event, Reply, Request};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-use crate::support::{PASSWORD, PATIENCE, TestGateway, World, username};
+use crate::support::{PASSWORD, PATIENCE, TestGateway, World, admin, code, username};
 
 const TOKEN: &str = "service-token-for-tests-0123456789";
 
@@ -109,13 +108,6 @@ async fn settle(client: &Client, request: InventoryRequest) -> Result<TradeOffer
     }
 }
 
-fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
-    match result {
-        Err(error) => error.code().unwrap_or_else(|| panic!("not a server error: {error}")),
-        Ok(value) => panic!("expected an error, got {value:?}"),
-    }
-}
-
 /// The next inventory event of `client`, skipping others.
 async fn inventory_event(client: &Client) -> InventoryEvent {
     tokio::time::timeout(PATIENCE, async {
@@ -129,21 +121,6 @@ async fn inventory_event(client: &Client) -> InventoryEvent {
     })
     .await
     .expect("an inventory event arrives")
-}
-
-/// One HTTP request to an admin port with an optional bearer token: (status, body).
-async fn admin(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
 }
 
 fn grant_body(account_id: AccountId, item_id: &str, quantity: u64, key: &str) -> String {

@@ -9,10 +9,9 @@ use gateway::GatewayConfig;
 use gateway::config::ServiceToken;
 use proto::matchmaking::{MatchEvent, MatchInfo, MatchReply, MatchRequest, ReportStatus};
 use proto::{AccountId, ErrorCode, Event, Reply, Request};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
-use crate::support::{PATIENCE, World, username};
+use crate::support::{PATIENCE, World, admin, code, username};
 
 const TOKEN: &str = "service-token-for-match-tests-0123";
 
@@ -26,13 +25,6 @@ async fn call(client: &Client, request: MatchRequest) -> Result<MatchReply, Clie
     match client.request(Request::Match(request)).await? {
         Reply::Match(reply) => Ok(reply),
         other => panic!("unexpected {other:?}"),
-    }
-}
-
-fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
-    match result {
-        Err(error) => error.code().unwrap_or_else(|| panic!("not a server error: {error}")),
-        Ok(value) => panic!("expected an error, got {value:?}"),
     }
 }
 
@@ -65,20 +57,6 @@ async fn finished(client: &Client) -> MatchInfo {
     }
 }
 
-/// POST with the bearer token to an admin port: (status, body).
-async fn post(addr: std::net::SocketAddr, path: &str, token: &str, body: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
-}
-
 fn team_of(teams: &[Vec<AccountId>], account_id: AccountId) -> u32 {
     teams.iter().position(|team| team.contains(&account_id)).unwrap() as u32
 }
@@ -108,7 +86,8 @@ async fn two_gateways_share_one_queue_and_the_service_reports_the_result_once() 
     // The game server reports: ada's team wins.
     let ada_team = team_of(&teams, ada_session.account_id);
     let body = format!(r#"{{"winner":{ada_team}}}"#);
-    let (status, answer) = post(two.admin, &format!("/match/{match_id}/result"), TOKEN, &body).await;
+    let (status, answer) =
+        admin(two.admin, "POST", &format!("/match/{match_id}/result"), Some(TOKEN), &body).await;
     assert_eq!(status, 200, "{answer}");
     assert!(answer.contains(r#""replayed":false"#), "{answer}");
     let info = finished(&ada).await;
@@ -118,14 +97,17 @@ async fn two_gateways_share_one_queue_and_the_service_reports_the_result_once() 
     assert_eq!(ratings.iter().sum::<f64>(), 3000.0);
 
     // Idempotent: the same report again changes nothing; another one conflicts; a bad token is refused.
-    let (status, answer) = post(one.admin, &format!("/match/{match_id}/result"), TOKEN, &body).await;
+    let (status, answer) =
+        admin(one.admin, "POST", &format!("/match/{match_id}/result"), Some(TOKEN), &body).await;
     assert_eq!(status, 200);
     assert!(answer.contains(r#""replayed":true"#), "{answer}");
     let (status, _) =
-        post(one.admin, &format!("/match/{match_id}/result"), TOKEN, r#"{"winner":null}"#).await;
+        admin(one.admin, "POST", &format!("/match/{match_id}/result"), Some(TOKEN), r#"{"winner":null}"#)
+            .await;
     assert_eq!(status, 409);
     let (status, _) =
-        post(one.admin, &format!("/match/{match_id}/result"), "wrong-token-0123456789", &body).await;
+        admin(one.admin, "POST", &format!("/match/{match_id}/result"), Some("wrong-token-0123456789"), &body)
+            .await;
     assert_eq!(status, 401);
 
     // Queries see it from either gateway.

@@ -154,3 +154,32 @@ pub fn username(stem: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     format!("{stem}{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
+
+/// The server's error code of a failed request; panics if the request succeeded.
+pub fn code<T: std::fmt::Debug>(result: Result<T, game_client::ClientError>) -> proto::ErrorCode {
+    match result {
+        Err(error) => error.code().unwrap_or_else(|| panic!("not a server error: {error}")),
+        Ok(value) => panic!("expected an error, got {value:?}"),
+    }
+}
+
+/// One HTTP/1.1 request to an admin port with an optional bearer token: (status, body).
+pub async fn admin(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("admin port");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
