@@ -207,7 +207,7 @@ pub enum InventoryEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ClientMessage, Encoding, Event, Outcome, Reply, Request, Response, ServerMessage, codec};
+    use crate::{ClientMessage, Event, Reply, Request};
 
     fn offer() -> TradeOffer {
         TradeOffer {
@@ -259,26 +259,11 @@ mod tests {
             InventoryEvent::OfferSettled(TradeOffer { state: OfferState::Accepted, ..offer() }),
             InventoryEvent::Granted { item_id: "gold".into(), quantity: 5, total: 15 },
         ];
-        for encoding in [Encoding::Bincode, Encoding::Json] {
-            for (request, id) in requests.iter().zip(1..) {
-                let message = ClientMessage { id, request: Request::Inventory(request.clone()) };
-                let bytes = codec::encode(encoding, &message).expect("encode");
-                assert_eq!(codec::decode::<ClientMessage>(encoding, &bytes).expect("decode"), message);
-            }
-            let server = replies
-                .iter()
-                .map(|reply| {
-                    ServerMessage::Response(Response {
-                        id: 1,
-                        outcome: Outcome::Ok(Reply::Inventory(reply.clone())),
-                    })
-                })
-                .chain(events.iter().map(|event| ServerMessage::Event(Event::Inventory(event.clone()))));
-            for message in server {
-                let bytes = codec::encode(encoding, &message).expect("encode");
-                assert_eq!(codec::decode::<ServerMessage>(encoding, &bytes).expect("decode"), message);
-            }
-        }
+        crate::test_support::assert_round_trips(
+            requests.iter().cloned().map(Request::Inventory),
+            replies.iter().cloned().map(Reply::Inventory),
+            events.iter().cloned().map(Event::Inventory),
+        );
     }
 
     #[test]

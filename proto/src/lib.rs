@@ -456,6 +456,37 @@ pub enum Event {
     Match(matchmaking::MatchEvent),
 }
 
+/// Round-trip checks shared by the tests of every message module.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::{ClientMessage, Encoding, Event, Outcome, Reply, Request, Response, ServerMessage, codec};
+
+    /// Every request, reply and event survives encoding and decoding in both encodings.
+    pub(crate) fn assert_round_trips(
+        requests: impl IntoIterator<Item = Request>,
+        replies: impl IntoIterator<Item = Reply>,
+        events: impl IntoIterator<Item = Event>,
+    ) {
+        let client: Vec<ClientMessage> =
+            requests.into_iter().zip(1..).map(|(request, id)| ClientMessage { id, request }).collect();
+        let server: Vec<ServerMessage> = replies
+            .into_iter()
+            .map(|reply| ServerMessage::Response(Response { id: 1, outcome: Outcome::Ok(reply) }))
+            .chain(events.into_iter().map(ServerMessage::Event))
+            .collect();
+        for encoding in [Encoding::Bincode, Encoding::Json] {
+            for message in &client {
+                let bytes = codec::encode(encoding, message).expect("encode");
+                assert_eq!(&codec::decode::<ClientMessage>(encoding, &bytes).expect("decode"), message);
+            }
+            for message in &server {
+                let bytes = codec::encode(encoding, message).expect("encode");
+                assert_eq!(&codec::decode::<ServerMessage>(encoding, &bytes).expect("decode"), message);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

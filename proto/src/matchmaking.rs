@@ -271,7 +271,7 @@ pub enum MatchEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ClientMessage, Encoding, Event, Outcome, Reply, Request, Response, ServerMessage, codec};
+    use crate::{ClientMessage, Event, Reply, Request, ServerMessage};
 
     fn info() -> MatchInfo {
         MatchInfo {
@@ -343,26 +343,11 @@ mod tests {
             },
             MatchEvent::MatchFinished(info()),
         ];
-        for encoding in [Encoding::Bincode, Encoding::Json] {
-            for (request, id) in requests.iter().zip(1..) {
-                let message = ClientMessage { id, request: Request::Match(request.clone()) };
-                let bytes = codec::encode(encoding, &message).expect("encode");
-                assert_eq!(codec::decode::<ClientMessage>(encoding, &bytes).expect("decode"), message);
-            }
-            let server = replies
-                .iter()
-                .map(|reply| {
-                    ServerMessage::Response(Response {
-                        id: 1,
-                        outcome: Outcome::Ok(Reply::Match(reply.clone())),
-                    })
-                })
-                .chain(events.iter().map(|event| ServerMessage::Event(Event::Match(event.clone()))));
-            for message in server {
-                let bytes = codec::encode(encoding, &message).expect("encode");
-                assert_eq!(codec::decode::<ServerMessage>(encoding, &bytes).expect("decode"), message);
-            }
-        }
+        crate::test_support::assert_round_trips(
+            requests.iter().cloned().map(Request::Match),
+            replies.iter().cloned().map(Reply::Match),
+            events.iter().cloned().map(Event::Match),
+        );
     }
 
     #[test]
