@@ -19,6 +19,21 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 
+# The load test's PostgreSQL baseline is tested against a real PostgreSQL (database `test`,
+# user `postgres`, trust auth on 127.0.0.1:5432, or LOADTEST_POSTGRES_URL). Start an installed
+# cluster that is down; otherwise say what is needed.
+if [ -z "${LOADTEST_POSTGRES_URL:-}" ] && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+    echo "Starting the installed PostgreSQL cluster..." >&2
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
+  fi
+  if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    echo "PostgreSQL is not answering on 127.0.0.1:5432. The baseline test needs one with a database" >&2
+    echo "'test' that user 'postgres' reaches without a password (or set LOADTEST_POSTGRES_URL)." >&2
+    exit 1
+  fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
