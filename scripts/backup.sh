@@ -18,17 +18,8 @@ if ! [[ "$keep" =~ ^[1-9][0-9]*$ ]]; then
   exit 64
 fi
 
-root="$(cd "$(dirname "$0")/.." && pwd)"
-gamectl="${GAMECTL:-}"
-if [[ -z "$gamectl" ]]; then
-  for candidate in "$(command -v gamectl || true)" "$root/target/release/gamectl" "$root/target/debug/gamectl"; do
-    if [[ -n "$candidate" && -x "$candidate" ]]; then
-      gamectl="$candidate"
-      break
-    fi
-  done
-fi
-[[ -n "$gamectl" ]] || { echo "backup.sh: no gamectl binary found; set GAMECTL" >&2; exit 1; }
+# shellcheck source=lib/gamectl.sh
+source "$(dirname "$0")/lib/gamectl.sh"
 
 mkdir -p "$dir"
 # Two runs (a slow backup and the next cron tick) must not overlap.

@@ -5,17 +5,8 @@
 # GAMECTL names the binary (default: gamectl on PATH, else target/release, else target/debug).
 set -euo pipefail
 
-root="$(cd "$(dirname "$0")/.." && pwd)"
-gamectl="${GAMECTL:-}"
-if [[ -z "$gamectl" ]]; then
-  for candidate in "$(command -v gamectl || true)" "$root/target/release/gamectl" "$root/target/debug/gamectl"; do
-    if [[ -n "$candidate" && -x "$candidate" ]]; then
-      gamectl="$candidate"
-      break
-    fi
-  done
-fi
-[[ -n "$gamectl" ]] || { echo "rotate-chat.sh: no gamectl binary found; set GAMECTL" >&2; exit 1; }
+# shellcheck source=lib/gamectl.sh
+source "$(dirname "$0")/lib/gamectl.sh"
 
 year="$(date -u +%Y)"
 "$gamectl" chat provision "$((year + 1))"
