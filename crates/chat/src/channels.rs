@@ -6,6 +6,7 @@ use shard::rusqlite::{self, OptionalExtension, TransactionBehavior, params};
 use shard::{Migration, Shard};
 use uuid::Uuid;
 
+use crate::members::Membership;
 use crate::{Channel, ChannelId, ChannelKind, ChatError};
 
 pub(crate) static MIGRATIONS: &[Migration] = &[Migration {
@@ -99,6 +100,30 @@ pub(crate) async fn channel(shard: &Shard, channel_id: ChannelId) -> Result<Opti
             conn.prepare_cached(&format!("{SELECT_CHANNEL} WHERE id = ?1"))?
                 .query_row([channel_id.0.as_bytes().as_slice()], channel_row)
                 .optional()
+        })
+        .await?)
+}
+
+/// The channel with this id and every member. (A channel's row never changes once written; the
+/// members are read by one statement, so they are one snapshot.)
+pub(crate) async fn membership(
+    shard: &Shard,
+    channel_id: ChannelId,
+) -> Result<Option<Membership>, ChatError> {
+    Ok(shard
+        .read(move |conn| {
+            let id = channel_id.0.as_bytes().as_slice();
+            let Some(channel) = conn
+                .prepare_cached(&format!("{SELECT_CHANNEL} WHERE id = ?1"))?
+                .query_row([id], channel_row)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let mut stmt = conn.prepare_cached("SELECT account_id FROM members WHERE channel_id = ?1")?;
+            let members =
+                stmt.query_map([id], |row| uuid_of(row.get_ref(0)?.as_blob()?))?.collect::<Result<_, _>>()?;
+            Ok(Some(Membership::new(channel, members)))
         })
         .await?)
 }

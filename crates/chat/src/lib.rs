@@ -28,6 +28,7 @@ mod channels;
 mod error;
 mod ids;
 pub mod lifecycle;
+mod members;
 mod messages;
 mod text;
 pub mod writer;
@@ -42,6 +43,7 @@ use clock::SharedClock;
 use kv::Kv;
 use shard::{Shard, ShardConfig};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use error::ChatError;
@@ -62,6 +64,9 @@ pub const DEFAULT_SEND_WINDOW: Duration = Duration::from_secs(5);
 pub const DEFAULT_QUEUE_CAPACITY: usize = 16_384;
 /// Default largest number of messages in one group commit.
 pub const DEFAULT_MAX_BATCH: usize = 2_048;
+/// Default time a cached room's or group's member list is trusted without an invalidation
+/// (the bound on staleness when an invalidation from another process is lost).
+pub const DEFAULT_MEMBER_CACHE_TTL: Duration = Duration::from_secs(1);
 /// The name of the channels shard in the data directory.
 pub const CHANNELS_FILE: &str = "chat.db";
 /// The archive directory's name inside the data directory, unless configured.
@@ -79,6 +84,9 @@ pub struct ChatConfig {
     pub queue_capacity: usize,
     /// Messages per group commit at most; default [`DEFAULT_MAX_BATCH`].
     pub max_batch: usize,
+    /// How long a cached room's or group's member list is used before it is read again, even
+    /// without an invalidation; default [`DEFAULT_MEMBER_CACHE_TTL`]; zero reads every time.
+    pub member_cache_ttl: Duration,
     /// Where retired years go; default `DATA_DIR/`[`DEFAULT_ARCHIVE_DIR_NAME`].
     pub archive_dir: Option<PathBuf>,
     /// How every chat shard is opened.
@@ -92,6 +100,7 @@ impl Default for ChatConfig {
             send_window: DEFAULT_SEND_WINDOW,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             max_batch: DEFAULT_MAX_BATCH,
+            member_cache_ttl: DEFAULT_MEMBER_CACHE_TTL,
             archive_dir: None,
             shard: ShardConfig::default(),
         }
@@ -175,6 +184,11 @@ pub struct ChatStats {
     pub commits: AtomicU64,
     /// Messages in the last group commit.
     pub last_batch: AtomicU64,
+    /// Member lists read from `chat.db` (the member cache's misses).
+    pub membership_loads: AtomicU64,
+    /// Membership invalidations received from the key-value store (other processes' changes,
+    /// and this one's own).
+    pub invalidations_received: AtomicU64,
 }
 
 /// The chat domain: cheap to clone.
@@ -192,6 +206,7 @@ struct Inner {
     clock: SharedClock,
     config: ChatConfig,
     stats: Arc<ChatStats>,
+    members: Arc<members::MemberCache>,
 }
 
 impl std::fmt::Debug for Chat {
@@ -202,11 +217,13 @@ impl std::fmt::Debug for Chat {
 
 impl Chat {
     /// Opens `DATA_DIR/chat.db` and the yearly shards, provisioning the current year's and the
-    /// next year's. Returns the domain and its writer, which the caller must run (on its task
-    /// tracker, with its shutdown token) for sends to complete.
+    /// next year's, and subscribes to other processes' membership invalidations. Returns the
+    /// domain and its background work (writer and invalidation listener), which the caller must
+    /// run (on its task tracker, with its shutdown token) for sends to complete.
     ///
     /// # Errors
-    /// A shard cannot be opened or migrated, or the configuration is invalid.
+    /// A shard cannot be opened or migrated, the subscription cannot be made, or the
+    /// configuration is invalid.
     pub async fn open(
         data_dir: &Path,
         kv: Kv,
@@ -235,14 +252,35 @@ impl Chat {
         );
         let (queue, receiver) = mpsc::channel(config.queue_capacity);
         let stats = Arc::new(ChatStats::default());
+        let ttl_ms = u64::try_from(config.member_cache_ttl.as_millis()).unwrap_or(u64::MAX);
+        let members = Arc::new(members::MemberCache::new(ttl_ms));
+        let subscription_stop = CancellationToken::new();
+        let subscription = kv.subscribe(members::MEMBERS_CHANNEL, subscription_stop.clone()).await?;
         let committer = GroupCommitter {
-            receiver,
-            years: years.clone(),
-            stats: stats.clone(),
-            max_batch: config.max_batch,
+            writer: writer::Writer {
+                receiver,
+                years: years.clone(),
+                stats: stats.clone(),
+                max_batch: config.max_batch,
+            },
+            listener: members::Listener {
+                cache: members.clone(),
+                subscription,
+                subscription_stop,
+                stats: stats.clone(),
+            },
         };
-        let inner =
-            Inner { channels, years, queue, ids: ids::IdGenerator::default(), kv, clock, config, stats };
+        let inner = Inner {
+            channels,
+            years,
+            queue,
+            ids: ids::IdGenerator::default(),
+            kv,
+            clock,
+            config,
+            stats,
+            members,
+        };
         Ok((Chat { inner: Arc::new(inner) }, committer))
     }
 
@@ -266,6 +304,32 @@ impl Chat {
         channels::channel(&self.inner.channels, channel_id).await?.ok_or(ChatError::UnknownChannel)
     }
 
+    /// The channel and its members: from the member cache, else read (and cached).
+    async fn membership(&self, channel_id: ChannelId) -> Result<Arc<members::Membership>, ChatError> {
+        let cache = &self.inner.members;
+        if let Some(membership) = cache.get(channel_id, self.now_ms()) {
+            return Ok(membership);
+        }
+        let generation = cache.generation();
+        let membership =
+            channels::membership(&self.inner.channels, channel_id).await?.ok_or(ChatError::UnknownChannel)?;
+        self.inner.stats.membership_loads.fetch_add(1, Ordering::Relaxed);
+        let membership = Arc::new(membership);
+        cache.insert(generation, membership.clone(), self.now_ms());
+        Ok(membership)
+    }
+
+    /// Drops the channel's cached members here and, through the key-value store, in every other
+    /// process. Called after a membership change commits.
+    async fn members_changed(&self, channel_id: ChannelId) {
+        self.inner.members.invalidate(channel_id);
+        let published = self.inner.kv.publish(members::MEMBERS_CHANNEL, channel_id.0.as_bytes()).await;
+        if let Err(error) = published {
+            // The change is stored; other processes reload it within the cache's ttl.
+            tracing::warn!(%error, channel_id = %channel_id.0, "could not publish a membership invalidation");
+        }
+    }
+
     /// Joins the public room called `name` (case-insensitive), creating it if needed. Joining a
     /// room one is in changes nothing.
     ///
@@ -274,7 +338,9 @@ impl Chat {
     pub async fn join_room(&self, account_id: Uuid, name: &str) -> Result<Channel, ChatError> {
         let name = text::room_name(name)?;
         let new_id = ChannelId(Uuid::now_v7());
-        channels::join_room(&self.inner.channels, name, new_id, account_id, self.now_ms()).await
+        let room = channels::join_room(&self.inner.channels, name, new_id, account_id, self.now_ms()).await?;
+        self.members_changed(room.id).await;
+        Ok(room)
     }
 
     /// Leaves the public room called `name`. Leaving a room one is not in changes nothing.
@@ -285,7 +351,9 @@ impl Chat {
         let name = text::room_name(name)?;
         let room =
             channels::room_by_name(&self.inner.channels, name).await?.ok_or(ChatError::UnknownChannel)?;
-        channels::remove_member(&self.inner.channels, room.id, account_id).await?;
+        if channels::remove_member(&self.inner.channels, room.id, account_id).await? {
+            self.members_changed(room.id).await;
+        }
         Ok(room)
     }
 
@@ -317,7 +385,9 @@ impl Chat {
         account_id: Uuid,
     ) -> Result<Delivery<Channel>, ChatError> {
         let group = self.owned_group(actor, channel_id).await?;
-        channels::add_member(&self.inner.channels, channel_id, account_id, self.now_ms()).await?;
+        if channels::add_member(&self.inner.channels, channel_id, account_id, self.now_ms()).await? {
+            self.members_changed(channel_id).await;
+        }
         let recipients = channels::members(&self.inner.channels, channel_id).await?;
         Ok(Delivery { value: group, recipients })
     }
@@ -351,6 +421,9 @@ impl Chat {
             });
         }
         let was_member = channels::remove_member(&self.inner.channels, channel_id, account_id).await?;
+        if was_member {
+            self.members_changed(channel_id).await;
+        }
         let mut recipients = channels::members(&self.inner.channels, channel_id).await?;
         if was_member {
             recipients.push(account_id);
@@ -395,12 +468,11 @@ impl Chat {
         text: &str,
     ) -> Result<Delivery<Message>, ChatError> {
         let text = text::clean_text(text, MAX_TEXT_CHARS)?;
-        self.channel(channel_id).await?;
-        let recipients = channels::members(&self.inner.channels, channel_id).await?;
-        if !recipients.contains(&sender) {
+        let membership = self.membership(channel_id).await?;
+        if !membership.contains(sender) {
             return Err(ChatError::NotMember);
         }
-        self.store(sender, channel_id, text, recipients).await
+        self.store(sender, channel_id, text, membership.members().to_vec()).await
     }
 
     /// Sends `text` to the direct channel of `sender` and `to`, creating it on the first message.
@@ -419,7 +491,7 @@ impl Chat {
             return Err(ChatError::InvalidRequest("a direct message goes to someone else".into()));
         }
         let channel_id = direct_channel_id(sender, to);
-        if channels::channel(&self.inner.channels, channel_id).await?.is_none() {
+        if !self.has_direct_channel(sender, to).await? {
             let direct = Channel {
                 id: channel_id,
                 kind: ChannelKind::Direct,
@@ -430,6 +502,19 @@ impl Chat {
             channels::create(&self.inner.channels, direct, vec![sender, to]).await?;
         }
         self.store(sender, channel_id, text, vec![sender, to]).await
+    }
+
+    /// Whether `a` and `b` have exchanged direct messages (their channel exists). When it does,
+    /// both accounts were checked when it was made.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn has_direct_channel(&self, a: Uuid, b: Uuid) -> Result<bool, ChatError> {
+        match self.membership(direct_channel_id(a, b)).await {
+            Ok(_) => Ok(true),
+            Err(ChatError::UnknownChannel) => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
     /// Counts the send against the sender's rate, stamps it and waits for its group commit.
@@ -473,10 +558,8 @@ impl Chat {
         before: Option<MessageId>,
         limit: usize,
     ) -> Result<HistoryPage, ChatError> {
-        let channel = self.channel(channel_id).await?;
-        if channel.kind != ChannelKind::Room
-            && !channels::is_member(&self.inner.channels, channel_id, reader).await?
-        {
+        let membership = self.membership(channel_id).await?;
+        if membership.channel.kind != ChannelKind::Room && !membership.contains(reader) {
             return Err(ChatError::NotMember);
         }
         let limit = limit.clamp(1, MAX_PAGE_SIZE);
@@ -525,7 +608,7 @@ impl Chat {
         channel_id: ChannelId,
         message_id: MessageId,
     ) -> Result<Delivery<(ChannelId, MessageId)>, ChatError> {
-        self.channel(channel_id).await?;
+        let membership = self.membership(channel_id).await?;
         let shard = match self.inner.years.for_read(message_id.year()).await? {
             years::YearState::Live(shard) => shard,
             years::YearState::Archived => return Err(ChatError::Archived(message_id.year())),
@@ -541,8 +624,7 @@ impl Chat {
         if !messages::soft_delete(&shard, channel_id, message_id, self.now_ms()).await? {
             return Err(ChatError::UnknownMessage);
         }
-        let recipients = channels::members(&self.inner.channels, channel_id).await?;
-        Ok(Delivery { value: (channel_id, message_id), recipients })
+        Ok(Delivery { value: (channel_id, message_id), recipients: membership.members().to_vec() })
     }
 
     /// Checkpoints every open chat shard (the last act of a shutdown).

@@ -9,6 +9,9 @@
 //! if that is not open yet, so the shard exists well before the boundary.
 //!
 //! On shutdown it stops taking new messages, writes everything still queued and answers it.
+//!
+//! The same task also listens for membership invalidations from other processes
+//! ([`crate::members`]), so the caller runs one thing for the chat domain's background work.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::members::Listener;
 use crate::years::Years;
 use crate::{ChatError, ChatStats, Message, messages};
 
@@ -26,8 +30,15 @@ pub(crate) struct Pending {
     pub(crate) done: oneshot::Sender<Result<(), ChatError>>,
 }
 
-/// The writer task's state; run it with [`GroupCommitter::run`] (exactly one per [`crate::Chat`]).
+/// The chat domain's background work: the writer and the membership listener; run it with
+/// [`GroupCommitter::run`] (exactly one per [`crate::Chat`]).
 pub struct GroupCommitter {
+    pub(crate) writer: Writer,
+    pub(crate) listener: Listener,
+}
+
+/// The writer's state.
+pub(crate) struct Writer {
     pub(crate) receiver: mpsc::Receiver<Pending>,
     pub(crate) years: Arc<Years>,
     pub(crate) stats: Arc<ChatStats>,
@@ -36,14 +47,22 @@ pub struct GroupCommitter {
 
 impl std::fmt::Debug for GroupCommitter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupCommitter").field("max_batch", &self.max_batch).finish_non_exhaustive()
+        f.debug_struct("GroupCommitter").field("max_batch", &self.writer.max_batch).finish_non_exhaustive()
     }
 }
 
 impl GroupCommitter {
     /// Writes queued messages until `shutdown`, then writes what is still queued and returns.
-    /// Sends after that fail with [`ChatError::ShuttingDown`].
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Sends after that fail with [`ChatError::ShuttingDown`]. Meanwhile applies membership
+    /// invalidations from other processes.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let GroupCommitter { writer, listener } = self;
+        tokio::join!(writer.run(shutdown.clone()), listener.run(shutdown));
+    }
+}
+
+impl Writer {
+    async fn run(mut self, shutdown: CancellationToken) {
         loop {
             let first = tokio::select! {
                 biased;

@@ -73,8 +73,12 @@ pub(crate) async fn apply(shared: &Shared, own_id: Uuid, request: ChatRequest) -
             sent(shared, chat.send(own_id, channel_id(to), &text).await.map_err(fail)?).await
         }
         ChatRequest::SendDirect { to, text } => {
-            // The chat domain does not know accounts: make sure this one exists.
-            shared.auth.account(to.0).await.map_err(|e| errors::from_auth(&e))?;
+            // The chat domain does not know accounts: make sure this one exists, unless the two
+            // already have a channel (made only after that same check; accounts are never
+            // deleted).
+            if !chat.has_direct_channel(own_id, to.0).await.map_err(fail)? {
+                shared.auth.account(to.0).await.map_err(|e| errors::from_auth(&e))?;
+            }
             sent(shared, chat.send_direct(own_id, to.0, &text).await.map_err(fail)?).await
         }
         ChatRequest::History { channel_id: id, before, limit } => {
