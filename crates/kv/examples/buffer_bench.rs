@@ -62,7 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             while Instant::now() < deadline {
                 step += 1;
                 let fields = vec![("x".to_owned(), step.to_string()), ("y".to_owned(), task.to_string())];
-                match kv.buffer_update(NS, &id, fields, now_ms(), RECORD_TTL).await {
+                match kv.buffer_update(NS, &id, fields, now_ms()).await {
                     Ok(BufferUpdate::Applied { .. }) => counts.n_applied += 1,
                     Ok(BufferUpdate::NotLoaded) => counts.n_not_loaded += 1,
                     Err(_) => counts.n_errors += 1,

@@ -60,13 +60,16 @@ struct Store {
     writes_since_sweep: usize,
 }
 
-/// One namespace of buffered records: on Redis, `{ns}:rec:{id}`, `{ns}:dirty` and `{ns}:claim`.
+/// One namespace of buffered records: on Redis, `{ns}:rec:{id}`, `{ns}:dirty`, `{ns}:claim` and
+/// `{ns}:version`.
 #[derive(Default)]
 struct Buffer {
     records: HashMap<String, Expiring<HashMap<String, String>>>,
     dirty: DirtySet,
     /// Claimed id → dirty-since ms.
     claim: HashMap<String, u64>,
+    /// The last version handed out.
+    version: u64,
 }
 
 /// A sorted set of ids by score, ordered like a Redis ZSET (score, then id).
@@ -79,6 +82,11 @@ struct DirtySet {
 impl DirtySet {
     fn len(&self) -> u64 {
         u64::try_from(self.scores.len()).unwrap_or(u64::MAX)
+    }
+
+    /// `ZSCORE` is not nil.
+    fn contains(&self, id: &str) -> bool {
+        self.scores.contains_key(id)
     }
 
     /// `ZADD NX`: adds `id` unless it is already in the set.
@@ -306,39 +314,26 @@ impl Embedded {
         store.note_write(now);
     }
 
-    pub(crate) fn buffer_update(
-        &self,
-        ns: &str,
-        id: &str,
-        fields: Vec<Field>,
-        now_ms: u64,
-        ttl: Duration,
-    ) -> Result<BufferUpdate, KvError> {
+    pub(crate) fn buffer_update(&self, ns: &str, id: &str, fields: Vec<Field>, now_ms: u64) -> BufferUpdate {
         let now = Instant::now();
         let mut store = self.store();
         let Some(buffer) = store.buffers.get_mut(ns) else {
-            return Ok(BufferUpdate::NotLoaded);
+            return BufferUpdate::NotLoaded;
         };
         let Some(record) = live(&mut buffer.records, id, now) else {
-            return Ok(BufferUpdate::NotLoaded);
+            return BufferUpdate::NotLoaded;
         };
-        // As HINCRBY: a missing field counts as 0, anything but a 64-bit integer is an error that
-        // changes nothing.
-        let version = match record.value.get("v") {
-            None => 0_i64,
-            Some(text) => text.parse::<i64>().map_err(|_| not_an_integer())?,
-        };
-        let version = version.checked_add(1).ok_or_else(not_an_integer)?;
+        buffer.version += 1;
+        let version = buffer.version;
         record.value.insert("v".to_owned(), version.to_string());
         record.value.insert("t".to_owned(), now_ms.to_string());
         record.value.extend(fields);
-        record.expires_at = Some(deadline(now, ttl));
+        // Dirty records never expire: see `Kv::buffer_update`.
+        record.expires_at = None;
         buffer.dirty.add_if_absent(id, now_ms);
         let n_dirty = buffer.dirty.len();
         store.note_write(now);
-        let version = u64::try_from(version)
-            .map_err(|_| KvError::Unavailable(format!("negative record version {version}")))?;
-        Ok(BufferUpdate::Applied { version, n_dirty })
+        BufferUpdate::Applied { version, n_dirty }
     }
 
     pub(crate) fn buffer_seed(&self, ns: &str, id: &str, fields: Vec<Field>, ttl: Duration) -> bool {
@@ -348,10 +343,14 @@ impl Embedded {
         if live(&mut buffer.records, id, now).is_some() {
             return false;
         }
-        buffer.records.insert(
-            id.to_owned(),
-            Expiring { value: fields.into_iter().collect(), expires_at: Some(deadline(now, ttl)) },
-        );
+        let mut value: HashMap<String, String> = fields.into_iter().collect();
+        match value.get("v").and_then(|version| version.parse::<u64>().ok()) {
+            Some(version) => buffer.version = buffer.version.max(version),
+            None => {
+                value.entry("v".to_owned()).or_insert_with(|| "0".to_owned());
+            }
+        }
+        buffer.records.insert(id.to_owned(), Expiring { value, expires_at: Some(deadline(now, ttl)) });
         store.note_write(now);
         true
     }
@@ -389,11 +388,17 @@ impl Embedded {
         claimed
     }
 
-    pub(crate) fn buffer_release(&self, ns: &str, ids: &[String]) {
+    pub(crate) fn buffer_release(&self, ns: &str, ids: &[String], ttl: Duration) {
+        let now = Instant::now();
         let mut store = self.store();
         if let Some(buffer) = store.buffers.get_mut(ns) {
             for id in ids {
                 buffer.claim.remove(id);
+                if !buffer.dirty.contains(id)
+                    && let Some(record) = buffer.records.get_mut(id)
+                {
+                    record.expires_at = Some(deadline(now, ttl));
+                }
             }
         }
     }
@@ -490,11 +495,6 @@ impl Embedded {
         };
         tokio::spawn(forward_broadcast(name, receiver, sender, shutdown));
     }
-}
-
-/// What Redis answers when HINCRBY meets a value that is not a 64-bit integer (or would overflow).
-fn not_an_integer() -> KvError {
-    KvError::Unavailable("ERR hash value is not an integer or out of range".to_owned())
 }
 
 /// Moves messages from one channel's broadcast into one subscription until shutdown or until the

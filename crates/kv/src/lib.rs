@@ -9,7 +9,8 @@
 //!   - buffered records of namespace `{ns}` (see [`Kv::buffer_update`]): `{prefix}{ns}:rec:{id}` (HASH:
 //!     the record's fields, with its version in `v` and last update time in `t`), `{prefix}{ns}:dirty`
 //!     (ZSET: member id, score = ms when it first became dirty), `{prefix}{ns}:claim` (HASH: id →
-//!     dirty-since ms, the batch a flusher is writing);
+//!     dirty-since ms, the batch a flusher is writing), `{prefix}{ns}:version` (STRING: the last
+//!     version handed out in the namespace);
 //!   - `{prefix}lease:{name}` (STRING: the holder of a lease, with the lease's TTL);
 //!   - waiting queues `{prefix}{queue}:tickets`, `{prefix}{queue}:q:{mode}` and
 //!     `{prefix}{queue}:away` (see [`Kv::queue_join`] and the `queue` module);
@@ -335,13 +336,22 @@ impl Kv {
 /// SQLite, and releases them. Records live in a namespace `ns` (e.g. `"player"`) and are maps of text
 /// fields; the buffer keeps a version in field `v` and the time of the last update in field `t`.
 ///
+/// Versions come from one counter per namespace: every update takes the next one, so a record's
+/// versions only grow (not by one: other records' updates take numbers in between), and seeding a
+/// record raises the counter to the record's stored version, so versions continue above what was
+/// flushed even after Redis lost everything.
+///
+/// A record that is dirty or claimed has no TTL: an acknowledged update never expires before it
+/// is flushed. A seeded record, and a released one that was not updated again, expires after the
+/// TTL given to [`Kv::buffer_seed`] or [`Kv::buffer_release`] unless it is updated.
+///
 /// The flush protocol assumes one flusher per namespace at a time (hold a lease, see
 /// [`Kv::lease_acquire`]): [`Kv::buffer_claim`] → write → [`Kv::buffer_release`], with
 /// [`Kv::buffer_recover`] on start-up or on taking the lease.
 impl Kv {
-    /// If the record exists: sets `fields`, increments its `v` field by 1, sets `t` to `now_ms`,
-    /// refreshes its TTL to `ttl`, and marks it dirty with score `now_ms` unless it is dirty already
-    /// (so the dirty set keeps the time it *first* became dirty). Returns
+    /// If the record exists: sets `fields`, gives it the namespace's next version in `v`, sets `t`
+    /// to `now_ms`, and marks it dirty with score `now_ms` unless it is dirty already (so the dirty
+    /// set keeps the time it *first* became dirty); a dirty record loses its TTL. Returns
     /// [`BufferUpdate::Applied`] with the new version and the number of dirty records. If the record
     /// is absent: [`BufferUpdate::NotLoaded`] and nothing changed.
     ///
@@ -352,19 +362,17 @@ impl Kv {
     ///
     /// # Errors
     /// [`KvError::Unavailable`] if Redis does not answer within about 5 s (while Redis is down, at
-    /// once), or if the record's `v` is not an integer. After an error the update may or may not have
-    /// been applied.
+    /// once). After an error the update may or may not have been applied.
     pub async fn buffer_update(
         &self,
         ns: &str,
         id: &str,
         fields: Vec<Field>,
         now_ms: u64,
-        ttl: Duration,
     ) -> Result<BufferUpdate, KvError> {
         let fields: Vec<(&str, &str)> =
             fields.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
-        self.buffer_update_borrowed(ns, id, &fields, now_ms, ttl).await
+        self.buffer_update_borrowed(ns, id, &fields, now_ms).await
     }
 
     /// [`Kv::buffer_update`] with borrowed fields, for hot paths: on Redis the update is packed
@@ -378,25 +386,26 @@ impl Kv {
         id: &str,
         fields: &[(&str, &str)],
         now_ms: u64,
-        ttl: Duration,
     ) -> Result<BufferUpdate, KvError> {
         debug_assert!(
             fields.iter().all(|(name, _)| !RESERVED_FIELDS.contains(name)),
             "buffer_update fields must not contain the reserved fields {RESERVED_FIELDS:?}"
         );
         match &self.backend {
-            Backend::Redis(redis) => redis.buffer_update(ns, id, fields, now_ms, ttl).await,
+            Backend::Redis(redis) => redis.buffer_update(ns, id, fields, now_ms).await,
             Backend::Embedded(embedded) => {
                 let fields =
                     fields.iter().map(|&(name, value)| (name.to_owned(), value.to_owned())).collect();
-                embedded.buffer_update(ns, id, fields, now_ms, ttl)
+                Ok(embedded.buffer_update(ns, id, fields, now_ms))
             }
         }
     }
 
     /// Creates the record with `fields` (which include `v`, the version to continue from, and any
-    /// `t`) and TTL `ttl`, only if it is absent; atomic. Does not mark it dirty. Returns whether it
-    /// created it. An empty `fields` creates nothing (Redis has no empty hashes) and returns `false`.
+    /// `t`) and TTL `ttl`, only if it is absent; atomic. Does not mark it dirty. A record seeded
+    /// without `v` gets `v` = 0; a whole-number `v` above the namespace's version counter raises the
+    /// counter to it. Returns whether it created the record. An empty `fields` creates nothing and
+    /// returns `false`.
     ///
     /// # Errors
     /// [`KvError::Unavailable`] if Redis does not answer.
@@ -429,7 +438,7 @@ impl Kv {
 
     /// Atomically takes up to `max` ids with the lowest dirty scores (oldest first) out of the dirty
     /// set, records each in the claim with its score, and returns each with its current fields, oldest
-    /// first. An id whose record has vanished (expired) is dropped from the claim and not returned.
+    /// first. An id whose record has vanished (Redis lost it) is dropped from the claim and not returned.
     ///
     /// Ids that an earlier, unreleased claim still holds stay in the claim (a new claim adds to it);
     /// an id claimed again keeps the older of its two dirty-since times.
@@ -446,20 +455,20 @@ impl Kv {
         }
     }
 
-    /// Removes these ids from the claim, once the flusher has committed them. Ids updated meanwhile
-    /// stay in the dirty set, so their newer fields are flushed by a later claim. Unknown ids are
-    /// ignored.
+    /// Removes these ids from the claim, once the flusher has committed them, and gives each record
+    /// that was not updated meanwhile the TTL `ttl` (it is clean now). Ids updated meanwhile stay
+    /// in the dirty set, so their newer fields are flushed by a later claim. Unknown ids are ignored.
     ///
     /// # Errors
     /// [`KvError::Unavailable`] if Redis does not answer.
-    pub async fn buffer_release(&self, ns: &str, ids: &[String]) -> Result<(), KvError> {
+    pub async fn buffer_release(&self, ns: &str, ids: &[String], ttl: Duration) -> Result<(), KvError> {
         if ids.is_empty() {
             return Ok(());
         }
         match &self.backend {
-            Backend::Redis(redis) => redis.buffer_release(ns, ids).await,
+            Backend::Redis(redis) => redis.buffer_release(ns, ids, ttl).await,
             Backend::Embedded(embedded) => {
-                embedded.buffer_release(ns, ids);
+                embedded.buffer_release(ns, ids, ttl);
                 Ok(())
             }
         }

@@ -75,53 +75,102 @@ const UPDATE_QUEUE_CAPACITY: usize = 4 * UPDATE_BATCH_MAX;
 
 /// Buffered updates of one namespace, many per run: a script run costs Redis several times what
 /// one update's commands do, so it is paid once per chunk rather than once per update. KEYS: dirty
-/// set. ARGV: record key prefix (`{prefix}{ns}:rec:`), ttl_ms, then per update: id, now_ms, the
-/// number of field/value pairs, the pairs. Returns two values per update, in order: nil, 0 if the
-/// record is absent (nothing changed), else the new version and the size of the dirty set after
-/// that update; or, if the record's `v` is not an integer, that error and 0 (only the TTL was
-/// refreshed). Each update, like the whole run, is atomic.
+/// set, version counter. ARGV: record key prefix (`{prefix}{ns}:rec:`), then per update: id,
+/// now_ms, the number of field/value pairs, the pairs. Returns one value per update, in order: its
+/// new version, or nil if the record is absent (nothing changed); then the size of the dirty set
+/// after the run. Each update, like the whole run, is atomic.
 ///
-/// This is the hot path, so each update makes as few calls as it can: PEXPIRE both refreshes the
-/// TTL and tells whether the record exists (0 if not); ZCARD runs once per run, and ZADD NX's
-/// answer (1 if it added the id) keeps the count. The record keys are built inside the script,
-/// fine on one Redis but a cluster would need hash tags.
+/// This is the hot path, so each update costs one HSET and the rest is paid per chunk. Versions
+/// come from the namespace's counter, one INCRBY per run, so a record's versions only grow without
+/// reading the record first (numbers taken for absent records are given back at the end, so a
+/// namespace's versions have no gaps). HSET also tells whether the record existed: a live record
+/// always has `v` and `t` (seeding writes `v`; every update writes both), so HSET adds both only
+/// to an absent record, which is then deleted again. Dirty records carry no TTL (PERSIST when the record turns
+/// dirty), so an acknowledged update can never expire before it is flushed; releasing a flushed
+/// record gives it its TTL back. The record keys are built inside the script, fine on one Redis
+/// but a cluster would need hash tags.
 const UPDATE_LUA: &str = r"
-local dirty, prefix, ttl = KEYS[1], ARGV[1], ARGV[2]
-local n_dirty = redis.call('ZCARD', dirty)
-local replies = {}
-local n_replies = 0
-local a = 3
-local n_args = #ARGV
+local dirty, counter, prefix = KEYS[1], KEYS[2], ARGV[1]
+local ids, starts = {}, {}
+local a, n_args = 2, #ARGV
 while a <= n_args do
-  local id, now = ARGV[a], ARGV[a + 1]
-  local first = a + 3
-  a = first + 2 * tonumber(ARGV[a + 2])
+  ids[#ids + 1] = ARGV[a]
+  starts[#starts + 1] = a
+  a = a + 3 + 2 * tonumber(ARGV[a + 2])
+end
+local n = #ids
+local base = redis.call('INCRBY', counter, n) - n
+local scores = redis.call('ZMSCORE', dirty, unpack(ids))
+local replies, newly_dirty = {}, {}
+local version = base
+for i = 1, n do
+  local s = starts[i]
+  local id, now, n_fields = ids[i], ARGV[s + 1], tonumber(ARGV[s + 2])
   local key = prefix .. id
-  local version, dirty_now = false, 0
-  if redis.call('PEXPIRE', key, ttl) == 1 then
-    version = redis.pcall('HINCRBY', key, 'v', 1)
-    if type(version) == 'number' then
-      redis.call('HSET', key, 't', now, unpack(ARGV, first, a - 1))
-      n_dirty = n_dirty + redis.call('ZADD', dirty, 'NX', now, id)
-      dirty_now = n_dirty
+  local added = redis.call('HSET', key, 'v', version + 1, 't', now, unpack(ARGV, s + 3, s + 2 + 2 * n_fields))
+  if added == n_fields + 2 then
+    redis.call('DEL', key)
+    replies[i] = false
+  else
+    version = version + 1
+    replies[i] = version
+    if not scores[i] then
+      redis.call('PERSIST', key)
+      newly_dirty[#newly_dirty + 1] = now
+      newly_dirty[#newly_dirty + 1] = id
     end
   end
-  replies[n_replies + 1] = version
-  replies[n_replies + 2] = dirty_now
-  n_replies = n_replies + 2
 end
+if version < base + n then
+  redis.call('DECRBY', counter, base + n - version)
+end
+local n_dirty = redis.call('ZCARD', dirty)
+if #newly_dirty > 0 then
+  n_dirty = n_dirty + redis.call('ZADD', dirty, 'NX', unpack(newly_dirty))
+end
+replies[n + 1] = n_dirty
 return replies
 ";
 
-/// Creates a record if absent. KEYS: record hash. ARGV: ttl_ms, then field/value pairs (at least
-/// one). Returns 1 if it created the record, else 0.
+/// Creates a record if absent. KEYS: record hash, version counter. ARGV: ttl_ms, then field/value
+/// pairs (at least one). A record always gets a `v` (0 if none is given), which is how the update
+/// script tells a live record from an absent one; a whole-number `v` above the counter raises the
+/// counter to it, so the record's next version continues from the seeded one even after Redis
+/// lost the counter. Returns 1 if it created the record, else 0.
 const SEED_LUA: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
+local has_version = false
+for i = 2, #ARGV, 2 do
+  if ARGV[i] == 'v' then
+    has_version = true
+    local version = ARGV[i + 1]
+    if string.match(version, '^%d+$') and tonumber(version) > tonumber(redis.call('GET', KEYS[2]) or '0') then
+      redis.call('SET', KEYS[2], version)
+    end
+  end
+end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if not has_version then
+  redis.call('HSET', KEYS[1], 'v', 0)
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
+";
+
+/// Releases flushed ids. KEYS: claim hash, dirty set. ARGV: record key prefix, ttl_ms, then the
+/// ids. Each leaves the claim; one that is not dirty again gets its TTL back (a dirty record has
+/// none, see [`UPDATE_LUA`]).
+const RELEASE_LUA: &str = r"
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  redis.call('HDEL', KEYS[1], id)
+  if not redis.call('ZSCORE', KEYS[2], id) then
+    redis.call('PEXPIRE', ARGV[1] .. id, ARGV[2])
+  end
+end
+return 0
 ";
 
 /// Claims the oldest dirty ids. KEYS: dirty set, claim hash. ARGV: max, record key prefix
@@ -208,6 +257,7 @@ pub(crate) struct RedisBackend {
     prefix: String,
     delete_all_sessions: Script,
     seed: Script,
+    release: Script,
     claim: Script,
     recover: Script,
     stats: Script,
@@ -227,7 +277,6 @@ struct UpdateRequest {
     packed: Vec<u8>,
     n_fields: usize,
     now_ms: u64,
-    ttl_ms: u64,
     /// When the caller stops waiting ([`OPERATION_TIMEOUT`] after it called): the batcher
     /// answers by then.
     deadline: Instant,
@@ -241,6 +290,8 @@ struct Namespace {
     record_prefix: String,
     /// `{prefix}{ns}:dirty`
     dirty_key: String,
+    /// `{prefix}{ns}:version`
+    version_key: String,
 }
 
 fn unavailable(error: RedisError) -> KvError {
@@ -298,6 +349,7 @@ impl RedisBackend {
             prefix: key_prefix.to_owned(),
             delete_all_sessions: Script::new(DELETE_ALL_SESSIONS_LUA),
             seed: Script::new(SEED_LUA),
+            release: Script::new(RELEASE_LUA),
             claim: Script::new(CLAIM_LUA),
             recover: Script::new(RECOVER_LUA),
             stats: Script::new(STATS_LUA),
@@ -338,6 +390,7 @@ impl RedisBackend {
             name: ns.to_owned(),
             record_prefix: self.record_key(ns, ""),
             dirty_key: self.dirty_key(ns),
+            version_key: self.version_key(ns),
         });
         namespaces.push(Arc::clone(&namespace));
         namespace
@@ -345,6 +398,10 @@ impl RedisBackend {
 
     fn dirty_key(&self, ns: &str) -> String {
         format!("{}{ns}:dirty", self.prefix)
+    }
+
+    fn version_key(&self, ns: &str) -> String {
+        format!("{}{ns}:version", self.prefix)
     }
 
     fn claim_key(&self, ns: &str) -> String {
@@ -513,7 +570,6 @@ impl RedisBackend {
         id: &str,
         fields: &[(&str, &str)],
         now_ms: u64,
-        ttl: Duration,
     ) -> Result<BufferUpdate, KvError> {
         let (reply, answer) = oneshot::channel();
         let size =
@@ -530,7 +586,6 @@ impl RedisBackend {
             packed,
             n_fields: fields.len(),
             now_ms,
-            ttl_ms: millis(ttl),
             deadline: Instant::now() + OPERATION_TIMEOUT,
             reply,
         };
@@ -561,7 +616,7 @@ impl RedisBackend {
         ttl: Duration,
     ) -> Result<bool, KvError> {
         let mut invocation = self.seed.prepare_invoke();
-        invocation.key(self.record_key(ns, id)).arg(millis(ttl));
+        invocation.key(self.record_key(ns, id)).key(self.version_key(ns)).arg(millis(ttl));
         for (name, value) in fields {
             invocation.arg(name).arg(value);
         }
@@ -591,11 +646,23 @@ impl RedisBackend {
             .collect()
     }
 
-    pub(crate) async fn buffer_release(&self, ns: &str, ids: &[String]) -> Result<(), KvError> {
-        let mut command = redis::cmd("HDEL");
-        command.arg(self.claim_key(ns)).arg(ids);
-        let command = &command;
-        self.run(|mut connection| async move { command.query_async::<()>(&mut connection).await }).await
+    pub(crate) async fn buffer_release(
+        &self,
+        ns: &str,
+        ids: &[String],
+        ttl: Duration,
+    ) -> Result<(), KvError> {
+        let mut invocation = self.release.prepare_invoke();
+        invocation
+            .key(self.claim_key(ns))
+            .key(self.dirty_key(ns))
+            .arg(self.record_key(ns, ""))
+            .arg(millis(ttl));
+        for id in ids {
+            invocation.arg(id);
+        }
+        let invocation = &invocation;
+        self.run(|mut connection| async move { invocation.invoke_async::<()>(&mut connection).await }).await
     }
 
     pub(crate) async fn buffer_recover(&self, ns: &str) -> Result<u64, KvError> {
@@ -831,16 +898,15 @@ async fn run_update_batch(
     }
 }
 
-/// Splits a batch into runs of the update script: consecutive updates of one namespace and TTL, at
-/// most [`UPDATE_CHUNK_MAX`] each.
+/// Splits a batch into runs of the update script: consecutive updates of one namespace, at most
+/// [`UPDATE_CHUNK_MAX`] each.
 fn chunks(batch: &[UpdateRequest]) -> Vec<std::ops::Range<usize>> {
     let mut chunks = Vec::with_capacity(batch.len().div_ceil(UPDATE_CHUNK_MAX));
     let mut start = 0;
     for index in 1..=batch.len() {
         let ends = index == batch.len()
             || index - start == UPDATE_CHUNK_MAX
-            || !Arc::ptr_eq(&batch[index].namespace, &batch[start].namespace)
-            || batch[index].ttl_ms != batch[start].ttl_ms;
+            || !Arc::ptr_eq(&batch[index].namespace, &batch[start].namespace);
         if ends {
             chunks.push(start..index);
             start = index;
@@ -910,10 +976,10 @@ async fn query_updates<'a>(
         let command = pipeline
             .cmd("EVALSHA")
             .arg(script.get_hash())
-            .arg(1)
+            .arg(2)
             .arg(&first.namespace.dirty_key)
-            .arg(&first.namespace.record_prefix)
-            .arg(first.ttl_ms);
+            .arg(&first.namespace.version_key)
+            .arg(&first.namespace.record_prefix);
         for request in requests {
             let mut texts = unpack(&request.packed);
             command.arg(texts.next().unwrap_or_default()).arg(request.now_ms).arg(request.n_fields);
@@ -942,21 +1008,23 @@ fn is_noscript(reply: &Value) -> bool {
     matches!(reply, Value::ServerError(error) if error.kind() == Some(ServerErrorKind::NoScript))
 }
 
-/// Answers the updates of one chunk from the script's reply: two values per update (see
-/// [`UPDATE_LUA`]), or one error for all.
+/// Answers the updates of one chunk from the script's reply: one value per update, then the size
+/// of the dirty set (see [`UPDATE_LUA`]); or one error for all.
 fn answer_chunk(requests: impl ExactSizeIterator<Item = UpdateRequest>, reply: Value) {
     let n_requests = requests.len();
     match reply {
-        Value::Array(values) if values.len() == 2 * n_requests => {
-            let mut values = values.into_iter();
-            for request in requests {
-                let outcome = match (values.next(), values.next()) {
-                    (Some(Value::Nil), Some(_)) => Ok(BufferUpdate::NotLoaded),
-                    (Some(Value::Int(version)), Some(Value::Int(n_dirty))) => Ok(BufferUpdate::Applied {
+        Value::Array(values) if values.len() == n_requests + 1 => {
+            let n_dirty = match values.last() {
+                Some(Value::Int(n_dirty)) => u64::try_from(*n_dirty).unwrap_or_default(),
+                _ => 0,
+            };
+            for (request, value) in requests.zip(values) {
+                let outcome = match value {
+                    Value::Nil => Ok(BufferUpdate::NotLoaded),
+                    Value::Int(version) => Ok(BufferUpdate::Applied {
                         version: u64::try_from(version).unwrap_or_default(),
-                        n_dirty: u64::try_from(n_dirty).unwrap_or_default(),
+                        n_dirty,
                     }),
-                    (Some(Value::ServerError(error)), _) => Err(unavailable(error.into())),
                     other => {
                         Err(KvError::Unavailable(format!("unexpected reply to a buffered update: {other:?}")))
                     }

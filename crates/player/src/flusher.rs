@@ -140,7 +140,7 @@ pub(crate) async fn flush_all(players: &Players) -> Result<FlushReport, PlayerEr
             .collect();
         let started = Instant::now();
         let (written, skipped) = store::write_batch(&players.inner.shard, states).await?;
-        players.inner.kv.buffer_release(NAMESPACE, &ids).await?;
+        players.inner.kv.buffer_release(NAMESPACE, &ids, players.inner.config.record_ttl).await?;
 
         let stats = &players.inner.stats;
         stats.flushes.fetch_add(1, Ordering::Relaxed);

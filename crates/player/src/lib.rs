@@ -47,8 +47,8 @@ pub const DEFAULT_FLUSH_BATCH: usize = 2_000;
 /// what one interval normally gathers (2,000 players at 25 Hz dirty 2,000, not 50,000): it bounds
 /// the buffer under a surge without turning every busy second into many small flushes.
 pub const DEFAULT_FLUSH_THRESHOLD: usize = 50_000;
-/// Default lifetime of a buffered player's record after its last update; far longer than any
-/// flush interval, so only records long flushed expire.
+/// Default lifetime of a flushed player's record in Redis once it is not updated any more; a day,
+/// so a returning player's first update seldom needs a read from SQLite.
 pub const DEFAULT_RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Default lease of the one flusher across gateway processes; renewed every flush interval.
 pub const DEFAULT_FLUSH_LEASE: Duration = Duration::from_secs(5);
@@ -77,7 +77,8 @@ pub struct PlayerConfig {
     pub flush_batch: usize,
     /// Dirty players that wake the flusher early; default [`DEFAULT_FLUSH_THRESHOLD`].
     pub flush_threshold: usize,
-    /// Lifetime of a buffered record after its last update; default [`DEFAULT_RECORD_TTL`].
+    /// How long a buffered record stays in Redis once it is flushed and not updated again (a
+    /// record with unflushed updates never expires); default [`DEFAULT_RECORD_TTL`].
     pub record_ttl: Duration,
     /// The flusher lease; default [`DEFAULT_FLUSH_LEASE`]; must exceed `flush_interval`.
     pub flush_lease: Duration,
@@ -256,8 +257,7 @@ impl Players {
         let fields = &fields[..n_fields];
         // At most two tries: the second follows seeding the record from SQLite.
         for _ in 0..2 {
-            let ttl = self.inner.config.record_ttl;
-            match kv.buffer_update_borrowed(NAMESPACE, id, fields, now_ms, ttl).await? {
+            match kv.buffer_update_borrowed(NAMESPACE, id, fields, now_ms).await? {
                 BufferUpdate::Applied { version, n_dirty } => {
                     if n_dirty >= self.inner.config.flush_threshold as u64 {
                         self.inner.flush_wanted.notify_one();

@@ -50,12 +50,12 @@ conformance! {
     updates_continue_the_seeded_version_and_merge_fields => check_updates_continue_version_and_merge,
     dirty_set_counts_ids_and_keeps_the_first_dirty_time => check_dirty_keeps_first_time,
     seed_refuses_to_overwrite => check_seed_refuses_to_overwrite,
-    update_of_a_non_integer_version_fails_and_changes_nothing => check_update_bad_version_fails,
+    versions_grow_across_records_and_continue_above_seeded_ones => check_versions_grow_across_records,
     claim_takes_the_oldest_first_up_to_max_with_current_fields => check_claim_oldest_first,
     update_after_claim_redirties_while_still_claimed => check_update_after_claim_redirties,
     release_removes_from_the_claim_only => check_release_removes_from_claim_only,
     recover_moves_the_claim_back_keeping_the_older_score => check_recover_keeps_older_score,
-    expired_record_is_gone_and_skipped_by_claim => check_expired_record_skipped,
+    dirty_records_never_expire_and_clean_ones_do => check_dirty_records_never_expire,
     namespaces_are_separate => check_namespaces_are_separate,
     lease_goes_to_one_holder_renews_and_is_released => check_lease_holder_renew_release,
     lease_expires_after_its_ttl => check_lease_expires,
@@ -83,7 +83,7 @@ fn sorted(mut record: ClaimedRecord) -> ClaimedRecord {
 }
 
 async fn update(kv: &Kv, id: &str, pairs: &[(&str, &str)], now_ms: u64) -> BufferUpdate {
-    kv.buffer_update("player", id, fields(pairs), now_ms, LONG).await.unwrap()
+    kv.buffer_update("player", id, fields(pairs), now_ms).await.unwrap()
 }
 
 async fn seed(kv: &Kv, id: &str, pairs: &[(&str, &str)]) -> bool {
@@ -134,9 +134,10 @@ async fn check_updates_continue_version_and_merge(kv: &Kv) {
         Some(fields(&[("t", "3000"), ("v", "44"), ("x", "10"), ("y", "20"), ("z", "30")]))
     );
 
-    // A record seeded without "v" starts counting from 0.
+    // A record seeded without "v" gets version 0; its updates take the namespace's next versions.
     assert!(seed(kv, "p2", &[("x", "1")]).await);
-    assert_eq!(update(kv, "p2", &[], 4_000).await, applied(1, 2));
+    assert_eq!(get_sorted(kv, "player", "p2").await, Some(fields(&[("v", "0"), ("x", "1")])));
+    assert_eq!(update(kv, "p2", &[], 4_000).await, applied(45, 2));
 }
 
 async fn check_dirty_keeps_first_time(kv: &Kv) {
@@ -145,10 +146,10 @@ async fn check_dirty_keeps_first_time(kv: &Kv) {
     }
     assert_eq!(update(kv, "a", &[("x", "1")], 1_000).await, applied(1, 1));
     assert_eq!(update(kv, "a", &[("x", "2")], 2_000).await, applied(2, 1));
-    assert_eq!(update(kv, "b", &[("x", "1")], 1_500).await, applied(1, 2));
-    assert_eq!(update(kv, "a", &[("x", "3")], 3_000).await, applied(3, 2));
-    assert_eq!(update(kv, "c", &[("x", "1")], 500).await, applied(1, 3));
-    assert_eq!(update(kv, "b", &[("x", "2")], 3_500).await, applied(2, 3));
+    assert_eq!(update(kv, "b", &[("x", "1")], 1_500).await, applied(3, 2));
+    assert_eq!(update(kv, "a", &[("x", "3")], 3_000).await, applied(4, 2));
+    assert_eq!(update(kv, "c", &[("x", "1")], 500).await, applied(5, 3));
+    assert_eq!(update(kv, "b", &[("x", "2")], 3_500).await, applied(6, 3));
     assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(3, 0, Some(500)));
     // Each id is still dirty since its first update.
     assert_eq!(claimed_ids(kv, 10).await, ids(&[("c", 500), ("a", 1_000), ("b", 1_500)]));
@@ -164,15 +165,21 @@ async fn check_seed_refuses_to_overwrite(kv: &Kv) {
     assert_eq!(update(kv, "p1", &[], 2_000).await, applied(9, 1));
 }
 
-async fn check_update_bad_version_fails(kv: &Kv) {
-    assert!(seed(kv, "bad", &[("v", "forty-one"), ("x", "1")]).await);
-    let result = kv.buffer_update("player", "bad", fields(&[("x", "2")]), 1_000, LONG).await;
-    assert!(matches!(result, Err(kv::KvError::Unavailable(_))), "got {result:?}");
-    assert_eq!(get_sorted(kv, "player", "bad").await, Some(fields(&[("v", "forty-one"), ("x", "1")])));
-    assert_eq!(kv.buffer_stats("player").await.unwrap(), BufferStats::default());
-    // Other records are unaffected.
-    assert!(seed(kv, "good", &[("v", "1")]).await);
-    assert_eq!(update(kv, "good", &[], 1_000).await, applied(2, 1));
+async fn check_versions_grow_across_records(kv: &Kv) {
+    assert!(seed(kv, "a", &[("v", "0")]).await);
+    assert!(seed(kv, "b", &[("v", "0")]).await);
+    assert_eq!(update(kv, "a", &[], 1_000).await, applied(1, 1));
+    // A seeded version above every version handed out so far raises the counter, for every record.
+    assert!(seed(kv, "c", &[("v", "100")]).await);
+    assert_eq!(update(kv, "b", &[], 1_000).await, applied(101, 2));
+    assert_eq!(update(kv, "c", &[], 1_000).await, applied(102, 3));
+    // A lower one does not lower it.
+    assert!(seed(kv, "d", &[("v", "50")]).await);
+    assert_eq!(update(kv, "d", &[], 1_000).await, applied(103, 4));
+    // A version that is not a whole number is ignored by the counter and replaced by the update.
+    assert!(seed(kv, "e", &[("v", "forty-one"), ("x", "1")]).await);
+    assert_eq!(update(kv, "e", &[], 2_000).await, applied(104, 5));
+    assert_eq!(get_sorted(kv, "player", "e").await, Some(fields(&[("t", "2000"), ("v", "104"), ("x", "1")])));
 }
 
 async fn check_claim_oldest_first(kv: &Kv) {
@@ -197,7 +204,7 @@ async fn check_claim_oldest_first(kv: &Kv) {
             },
             ClaimedRecord {
                 id: "a".to_owned(),
-                fields: fields(&[("name", "a"), ("t", "400"), ("v", "2"), ("x", "a2")]),
+                fields: fields(&[("name", "a"), ("t", "400"), ("v", "4"), ("x", "a2")]),
                 dirty_since_ms: 200,
             },
         ]
@@ -239,8 +246,8 @@ async fn check_release_removes_from_claim_only(kv: &Kv) {
     // "a" is updated while the flusher writes it.
     update(kv, "a", &[("x", "new")], 400).await;
 
-    kv.buffer_release("player", &["a".to_owned(), "b".to_owned(), "unknown".to_owned()]).await.unwrap();
-    kv.buffer_release("player", &[]).await.unwrap();
+    kv.buffer_release("player", &["a".to_owned(), "b".to_owned(), "unknown".to_owned()], LONG).await.unwrap();
+    kv.buffer_release("player", &[], LONG).await.unwrap();
     assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(2, 0, Some(300)));
     // The re-dirtied "a" is flushed again later, with its newer fields; "b" is done.
     assert_eq!(claimed_ids(kv, 10).await, ids(&[("c", 300), ("a", 400)]));
@@ -264,38 +271,53 @@ async fn check_recover_keeps_older_score(kv: &Kv) {
     assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(3, 0, Some(50)));
     assert_eq!(claimed_ids(kv, 10).await, ids(&[("c", 50), ("a", 100), ("b", 200)]));
 
-    kv.buffer_release("player", &["a".to_owned(), "b".to_owned(), "c".to_owned()]).await.unwrap();
+    kv.buffer_release("player", &["a".to_owned(), "b".to_owned(), "c".to_owned()], LONG).await.unwrap();
     assert_eq!(kv.buffer_recover("player").await.unwrap(), 0);
     assert_eq!(kv.buffer_stats("player").await.unwrap(), BufferStats::default());
 }
 
-async fn check_expired_record_skipped(kv: &Kv) {
+async fn check_dirty_records_never_expire(kv: &Kv) {
     let short = Duration::from_millis(300);
-    assert!(kv.buffer_seed("player", "brief", fields(&[("v", "0")]), short).await.unwrap());
-    assert!(kv.buffer_seed("player", "dropped", fields(&[("v", "0")]), LONG).await.unwrap());
-    assert!(seed(kv, "kept", &[("v", "0")]).await);
-    assert_eq!(kv.buffer_update("player", "brief", Vec::new(), 100, short).await.unwrap(), applied(1, 1));
-    update(kv, "kept", &[], 200).await;
-    // "dropped" is claimed, then updated with a short TTL while claimed.
-    update(kv, "dropped", &[], 50).await;
-    assert_eq!(claimed_ids(kv, 1).await, ids(&[("dropped", 50)]));
-    assert_eq!(kv.buffer_update("player", "dropped", Vec::new(), 300, short).await.unwrap(), applied(2, 3));
+    // Seeded and never updated: expires after the seed's TTL.
+    assert!(kv.buffer_seed("player", "seeded", fields(&[("v", "0")]), short).await.unwrap());
+    // Updated: its TTL is gone until it is flushed.
+    assert!(kv.buffer_seed("player", "dirty", fields(&[("v", "0")]), short).await.unwrap());
+    update(kv, "dirty", &[("x", "1")], 500).await;
+    // Flushed and released: expires after the release's TTL.
+    assert!(seed(kv, "flushed", &[("v", "0")]).await);
+    update(kv, "flushed", &[("x", "1")], 200).await;
+    // Updated again while the flusher wrote it: still dirty after the release, so no TTL.
+    assert!(seed(kv, "redirtied", &[("v", "0")]).await);
+    update(kv, "redirtied", &[("x", "1")], 300).await;
+    assert_eq!(claimed_ids(kv, 2).await, ids(&[("flushed", 200), ("redirtied", 300)]));
+    update(kv, "redirtied", &[("x", "2")], 400).await;
+    let flushed = ["flushed".to_owned(), "redirtied".to_owned()];
+    kv.buffer_release("player", &flushed, short).await.unwrap();
 
     sleep(Duration::from_millis(600)).await;
-    assert_eq!(kv.buffer_get("player", "brief").await.unwrap(), None);
-    assert_eq!(update(kv, "brief", &[], 700).await, BufferUpdate::NotLoaded);
-    // Vanished records are neither returned nor left in the claim.
-    assert_eq!(claimed_ids(kv, 10).await, ids(&[("kept", 200)]));
-    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(0, 1, Some(200)));
+    assert_eq!(kv.buffer_get("player", "seeded").await.unwrap(), None);
+    assert_eq!(update(kv, "seeded", &[], 700).await, BufferUpdate::NotLoaded);
+    assert_eq!(kv.buffer_get("player", "flushed").await.unwrap(), None);
+    let claimed: Vec<ClaimedRecord> =
+        kv.buffer_claim("player", 10).await.unwrap().into_iter().map(sorted).collect();
+    let claimed: Vec<(&str, &[Field])> =
+        claimed.iter().map(|record| (record.id.as_str(), record.fields.as_slice())).collect();
+    assert_eq!(
+        claimed,
+        [
+            ("redirtied", &fields(&[("t", "400"), ("v", "4"), ("x", "2")])[..]),
+            ("dirty", &fields(&[("t", "500"), ("v", "1"), ("x", "1")])[..]),
+        ]
+    );
     // An expired record can be seeded afresh.
-    assert!(seed(kv, "brief", &[("v", "5")]).await);
-    assert_eq!(update(kv, "brief", &[], 800).await, applied(6, 1));
+    assert!(seed(kv, "seeded", &[("v", "5")]).await);
+    assert_eq!(update(kv, "seeded", &[], 800).await, applied(6, 1));
 }
 
 async fn check_namespaces_are_separate(kv: &Kv) {
     assert!(kv.buffer_seed("player", "1", fields(&[("v", "0")]), LONG).await.unwrap());
     assert!(kv.buffer_seed("guild", "1", fields(&[("v", "10")]), LONG).await.unwrap());
-    assert_eq!(kv.buffer_update("guild", "1", Vec::new(), 100, LONG).await.unwrap(), applied(11, 1));
+    assert_eq!(kv.buffer_update("guild", "1", Vec::new(), 100).await.unwrap(), applied(11, 1));
     assert_eq!(kv.buffer_stats("player").await.unwrap(), BufferStats::default());
     assert_eq!(kv.buffer_claim("player", 10).await.unwrap(), []);
     assert_eq!(get_sorted(kv, "player", "1").await, Some(fields(&[("v", "0")])));

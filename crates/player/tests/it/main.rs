@@ -110,8 +110,9 @@ async fn a_batch_claimed_by_a_flusher_that_died_is_recovered_by_the_next() {
     let world = World::new();
     let players = world.players(WriteMode::Buffered).await;
     let ids: Vec<Uuid> = (0..250).map(|_| Uuid::new_v4()).collect();
+    let mut versions = Vec::new();
     for (n, id) in ids.iter().enumerate() {
-        players.update(*id, health(n as u32)).await.unwrap();
+        versions.push(players.update(*id, health(n as u32)).await.unwrap());
     }
     // A flusher claims a batch, then "crashes" before writing it: the claim stays in Redis.
     let kv = Kv::connect_redis(&world.redis.url(), "t:").await.unwrap();
@@ -128,8 +129,8 @@ async fn a_batch_claimed_by_a_flusher_that_died_is_recovered_by_the_next() {
     }
     shutdown.cancel();
     flusher.await.unwrap();
-    for (n, id) in ids.iter().enumerate() {
-        assert_eq!(world.row(*id), Some((1, 0.0, n as u32)));
+    for (n, (id, version)) in ids.iter().zip(versions).enumerate() {
+        assert_eq!(world.row(*id), Some((version, 0.0, n as u32)));
     }
     let stats = kv.buffer_stats("player").await.unwrap();
     assert_eq!((stats.n_dirty, stats.n_claimed), (0, 0));
