@@ -49,7 +49,8 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> String {
         player::WriteMode::Direct => None,
     };
     let player = crate::metrics::render_player(shared.players.stats(), buffer, shared.clock.now_ms());
-    shared.metrics.render() + &player
+    let inventory = crate::metrics::render_inventory(shared.inventory.stats());
+    shared.metrics.render() + &player + &inventory
 }
 
 /// Sends the request body as a [`proto::Event::Notice`] to every connection of the account, on

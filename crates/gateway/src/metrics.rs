@@ -240,6 +240,55 @@ pub fn render_player(stats: &player::PlayerStats, buffer: Option<kv::BufferStats
     out
 }
 
+/// The inventory domain's write path: transactions, group commits and where their time goes.
+pub fn render_inventory(stats: &inventory::InventoryStats) -> String {
+    let mut out = String::new();
+    let mut line = |name: &str, help: &str, kind: &str, value: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
+    line(
+        "inventory_transactions_total",
+        "Inventory changes answered after their group committed, failures included.",
+        "counter",
+        load(&stats.changes),
+    );
+    line(
+        "inventory_replays_total",
+        "Changes answered with the stored result of an earlier request (same idempotency key).",
+        "counter",
+        load(&stats.replays),
+    );
+    line("inventory_groups_total", "Group commits (SQLite transactions).", "counter", load(&stats.groups));
+    line("inventory_group_size", "Changes in the last group committed.", "gauge", load(&stats.last_group));
+    line("inventory_group_size_max", "The largest group so far.", "gauge", load(&stats.largest_group));
+    line(
+        "inventory_apply_seconds_total",
+        "Time spent running changes inside group transactions, before COMMIT.",
+        "counter",
+        load(&stats.apply_micros) / 1e6,
+    );
+    line(
+        "inventory_commit_seconds_total",
+        "Time spent in COMMIT (the fsync, at synchronous=FULL).",
+        "counter",
+        load(&stats.commit_micros) / 1e6,
+    );
+    line(
+        "inventory_pruned_requests_total",
+        "Idempotency records deleted after the retention window.",
+        "counter",
+        load(&stats.pruned_requests),
+    );
+    line(
+        "inventory_pruned_offers_total",
+        "Closed offers deleted after the retention window.",
+        "counter",
+        load(&stats.pruned_offers),
+    );
+    out
+}
+
 /// Resident memory from `/proc/self/statm` (Linux); 0 where that is not available.
 fn resident_bytes() -> u64 {
     const PAGE_BYTES: u64 = 4096;

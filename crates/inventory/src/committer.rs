@@ -7,15 +7,25 @@
 //! change answered, so an acknowledged change is durable (with `synchronous=FULL`, across a power
 //! loss). While one group commits, the next one queues: the busier the server, the larger the
 //! groups and the fewer fsyncs per change.
+//!
+//! Pruning rides along: every `prune_interval` (by the injected clock) a group also deletes up to
+//! `prune_batch` idempotency records older than `retention` and as many offers that expired
+//! before then, in a savepoint after the changes. A pass that deleted a full batch is repeated
+//! with the next group until the backlog is gone, so pruning keeps up with any write rate
+//! without ever holding the writer for long.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use shard::rusqlite::{self, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Change, Command, Inner, InventoryError, Receipt, Scope, store};
+
+/// Page cache of the write connection, in KiB.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
 /// One queued change and where its answer goes.
 pub(crate) struct Job {
@@ -30,6 +40,8 @@ pub(crate) struct Job {
 pub struct Committer {
     inner: Arc<Inner>,
     queue: mpsc::Receiver<Job>,
+    /// When (by the injected clock) the next prune pass is due.
+    next_prune_ms: u64,
 }
 
 impl std::fmt::Debug for Committer {
@@ -40,12 +52,19 @@ impl std::fmt::Debug for Committer {
 
 impl Committer {
     pub(crate) fn new(inner: Arc<Inner>, queue: mpsc::Receiver<Job>) -> Committer {
-        Committer { inner, queue }
+        Committer { inner, queue, next_prune_ms: 0 }
     }
 
     /// Commits queued changes in groups until `shutdown`, then refuses new changes, commits
     /// every change already queued, and returns.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        // Holdings, offers and the idempotency records are read at random by every change: a
+        // larger page cache than SQLite's 2 MiB default keeps those reads off the file.
+        let cache =
+            self.inner.shard.write(|conn| conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)).await;
+        if let Err(error) = cache {
+            tracing::warn!(%error, "could not enlarge the inventory writer's page cache");
+        }
         loop {
             let first = tokio::select! {
                 // Queued changes first: a shutdown never skips one that is already waiting.
@@ -79,19 +98,46 @@ impl Committer {
         group
     }
 
-    async fn commit(&self, group: Vec<Job>) {
+    /// The prune pass to run in this group, if one is due: records and offers older than this.
+    fn prune_due(&mut self, now_ms: u64) -> Option<u64> {
+        if now_ms < self.next_prune_ms {
+            return None;
+        }
+        let config = &self.inner.config;
+        self.next_prune_ms = now_ms.saturating_add(millis(config.prune_interval));
+        Some(now_ms.saturating_sub(millis(config.retention)))
+    }
+
+    async fn commit(&mut self, group: Vec<Job>) {
         let size = group.len();
         let (work, replies): (Vec<_>, Vec<_>) =
             group.into_iter().map(|job| ((job.scope, job.idempotency_key, job.command), job.reply)).unzip();
         let inner = self.inner.clone();
         let now_ms = inner.clock.now_ms();
-        let outcome = self.inner.shard.write(move |conn| commit_group(conn, &inner, &work, now_ms)).await;
+        let prune_before_ms = self.prune_due(now_ms);
+        let outcome = self
+            .inner
+            .shard
+            .write(move |conn| commit_group(conn, &inner, &work, now_ms, prune_before_ms))
+            .await;
         let stats = &self.inner.stats;
         match outcome {
-            Ok(results) => {
+            Ok((results, timing)) => {
+                if let Some(pruned) = timing.pruned {
+                    stats.pruned_requests.fetch_add(pruned.requests as u64, Ordering::Relaxed);
+                    stats.pruned_offers.fetch_add(pruned.offers as u64, Ordering::Relaxed);
+                    // A full batch may have left more behind: prune again with the next group.
+                    let batch = self.inner.config.prune_batch;
+                    if pruned.requests == batch || pruned.offers == batch {
+                        self.next_prune_ms = now_ms;
+                    }
+                }
                 stats.groups.fetch_add(1, Ordering::Relaxed);
                 stats.largest_group.fetch_max(size as u64, Ordering::Relaxed);
+                stats.last_group.store(size as u64, Ordering::Relaxed);
                 stats.changes.fetch_add(size as u64, Ordering::Relaxed);
+                stats.apply_micros.fetch_add(micros(timing.apply), Ordering::Relaxed);
+                stats.commit_micros.fetch_add(micros(timing.commit), Ordering::Relaxed);
                 for (reply, result) in replies.into_iter().zip(results) {
                     if matches!(&result, Ok(receipt) if receipt.replayed) {
                         stats.replays.fetch_add(1, Ordering::Relaxed);
@@ -111,14 +157,39 @@ impl Committer {
     }
 }
 
-/// One transaction, one savepoint per change. The outer `Err` (a savepoint or the commit itself
-/// failed) means nothing of the group was applied.
+/// What one change of a group answers.
+type ChangeResult = Result<Receipt<Change>, InventoryError>;
+
+/// Where a group's time went, and what its prune pass deleted.
+struct Timing {
+    /// Running the changes (and the prune pass), up to `COMMIT`.
+    apply: Duration,
+    /// `COMMIT` itself.
+    commit: Duration,
+    /// `None` when no pass ran or it failed.
+    pruned: Option<store::Pruned>,
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One transaction, one savepoint per change, and the prune pass (if `prune_before_ms`) in a
+/// savepoint of its own after them, so it shares the group's fsync and its failure fails no
+/// change. The outer `Err` (a savepoint or the commit itself failed) means nothing of the group
+/// was applied.
 fn commit_group(
     conn: &mut rusqlite::Connection,
     inner: &Inner,
     work: &[(Scope, String, Command)],
     now_ms: u64,
-) -> rusqlite::Result<Vec<Result<Receipt<Change>, InventoryError>>> {
+    prune_before_ms: Option<u64>,
+) -> rusqlite::Result<(Vec<ChangeResult>, Timing)> {
+    let started = Instant::now();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(work.len());
     for (scope, key, command) in work {
@@ -136,6 +207,25 @@ fn commit_group(
         }
         results.push(result);
     }
+    let pruned = match prune_before_ms {
+        Some(before_ms) => {
+            tx.execute_batch("SAVEPOINT prune")?;
+            match store::prune(&tx, before_ms, inner.config.prune_batch) {
+                Ok(pruned) => {
+                    tx.execute_batch("RELEASE prune")?;
+                    Some(pruned)
+                }
+                Err(error) => {
+                    tracing::error!(%error, "inventory prune pass failed; the group's changes go on");
+                    tx.execute_batch("ROLLBACK TO prune; RELEASE prune")?;
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let applied = Instant::now();
     tx.commit()?;
-    Ok(results)
+    let timing = Timing { apply: applied - started, commit: applied.elapsed(), pruned };
+    Ok((results, timing))
 }

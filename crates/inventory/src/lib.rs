@@ -14,9 +14,12 @@
 //! Every change carries an idempotency key, unique per caller (a player's account, or the
 //! service for grants). The key, a fingerprint of the request and its result are stored in the
 //! change's own savepoint, so a retry with the same key returns the first result and applies
-//! nothing twice, also after a restart. Only successes are recorded: a failed change applied
-//! nothing, so its retry is simply evaluated again. Every change of a holding appends a ledger
-//! entry (who, item, delta, reason, request key, time) in the same transaction.
+//! nothing twice, also after a restart, for as long as the record is kept (`retention`, a day by
+//! default). Only successes are recorded: a failed change applied nothing, so its retry is simply
+//! evaluated again. The committer prunes records older than the window, and offers closed longer
+//! than it, a small batch at a time inside its group transactions (see `committer.rs`); the
+//! ledger is never pruned. Every change of a holding appends a ledger entry (who, item, delta,
+//! reason, request key, time) in the same transaction.
 //!
 //! Never: lets a player grant items ([`Inventory::grant`] is for trusted callers: the gateway's
 //! service endpoint and, later, other domains through the gateway), knows about accounts beyond
@@ -49,6 +52,13 @@ pub const DEFAULT_MAX_OPEN_OFFERS: u32 = 50;
 pub const DEFAULT_MAX_GROUP: usize = 1024;
 /// Default number of changes waiting for the committer before callers wait to enqueue.
 pub const DEFAULT_QUEUE: usize = 16 * 1024;
+/// Default time idempotency records and closed offers are kept: a retry within a day of its
+/// first request returns the first result.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+/// Default time between prune passes while nothing is left over from the last one.
+pub const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(1);
+/// Default number of rows of each table one prune pass deletes at most.
+pub const DEFAULT_PRUNE_BATCH: usize = 1024;
 /// Longest idempotency key, in bytes.
 pub const IDEMPOTENCY_KEY_MAX_BYTES: usize = 64;
 /// Longest grant reason, in bytes.
@@ -69,6 +79,16 @@ pub struct InventoryConfig {
     pub max_group: usize,
     /// Changes queued for the committer at most; default [`DEFAULT_QUEUE`]; must be positive.
     pub queue: usize,
+    /// How long an idempotency record is kept after its request, and a closed (settled or
+    /// expired) offer after it closed; default [`DEFAULT_RETENTION`]; must be positive. A retry
+    /// within this window returns the first result; a key older than it counts as new.
+    pub retention: Duration,
+    /// Time between prune passes, by the injected clock, while the last pass left nothing
+    /// behind; default [`DEFAULT_PRUNE_INTERVAL`].
+    pub prune_interval: Duration,
+    /// Rows of each table one prune pass deletes at most; default [`DEFAULT_PRUNE_BATCH`]; must
+    /// be positive. A pass that deletes a full batch is followed by another after the next group.
+    pub prune_batch: usize,
     /// How `inventory.db` is opened; `synchronous` defaults to FULL here: the economy survives a
     /// power loss, and group commit keeps that fast.
     pub shard: ShardConfig,
@@ -81,6 +101,9 @@ impl Default for InventoryConfig {
             max_open_offers: DEFAULT_MAX_OPEN_OFFERS,
             max_group: DEFAULT_MAX_GROUP,
             queue: DEFAULT_QUEUE,
+            retention: DEFAULT_RETENTION,
+            prune_interval: DEFAULT_PRUNE_INTERVAL,
+            prune_batch: DEFAULT_PRUNE_BATCH,
             shard: ShardConfig { synchronous: Synchronous::Full, ..ShardConfig::default() },
         }
     }
@@ -205,6 +228,16 @@ pub struct InventoryStats {
     pub replays: AtomicU64,
     /// The largest group so far.
     pub largest_group: AtomicU64,
+    /// Changes in the last group committed.
+    pub last_group: AtomicU64,
+    /// Microseconds spent running changes inside group transactions (before `COMMIT`).
+    pub apply_micros: AtomicU64,
+    /// Microseconds spent in `COMMIT` (with `synchronous=FULL`, mostly the fsync).
+    pub commit_micros: AtomicU64,
+    /// Idempotency records deleted after the retention window.
+    pub pruned_requests: AtomicU64,
+    /// Closed offers deleted after the retention window.
+    pub pruned_offers: AtomicU64,
 }
 
 /// The inventory domain: cheap to clone.
@@ -280,8 +313,15 @@ impl Inventory {
         clock: SharedClock,
         config: InventoryConfig,
     ) -> Result<(Inventory, Committer), InventoryError> {
-        if config.offer_ttl.is_zero() || config.max_group == 0 || config.queue == 0 {
-            return Err(InventoryError::Config("offer_ttl, max_group and queue must be positive".into()));
+        if config.offer_ttl.is_zero()
+            || config.max_group == 0
+            || config.queue == 0
+            || config.retention.is_zero()
+            || config.prune_batch == 0
+        {
+            return Err(InventoryError::Config(
+                "offer_ttl, max_group, queue, retention and prune_batch must be positive".into(),
+            ));
         }
         let shard = Shard::open(path, &config.shard, store::MIGRATIONS).await?;
         let (jobs, queue) = mpsc::channel(config.queue);

@@ -10,10 +10,11 @@ use crate::{
     Receipt, Scope, Settle,
 };
 
-pub(crate) static MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "holdings, offers, ledger, requests",
-    sql: "CREATE TABLE holdings (
+pub(crate) static MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "holdings, offers, ledger, requests",
+        sql: "CREATE TABLE holdings (
               account_id BLOB NOT NULL,                 -- the account's UUID, 16 bytes
               item_id    TEXT NOT NULL,
               quantity   INTEGER NOT NULL CHECK (quantity > 0 AND quantity <= 1000000000000),
@@ -53,7 +54,21 @@ pub(crate) static MIGRATIONS: &[Migration] = &[Migration {
               at_ms       INTEGER NOT NULL,
               PRIMARY KEY (scope, request_key)
           ) STRICT, WITHOUT ROWID;",
-}];
+    },
+    Migration {
+        version: 2,
+        description: "index only open offers; time indexes for pruning",
+        // Indexing only open offers keeps those indexes as small as the number of open offers, so a
+        // group of changes dirties few of their pages; settling an offer takes it out. The time
+        // indexes let pruning find the oldest rows without a scan.
+        sql: "DROP INDEX offers_from;
+          DROP INDEX offers_to;
+          CREATE INDEX offers_from_open ON offers (from_account, expires_at_ms) WHERE state = 'open';
+          CREATE INDEX offers_to_open ON offers (to_account, expires_at_ms) WHERE state = 'open';
+          CREATE INDEX offers_expiry ON offers (expires_at_ms);
+          CREATE INDEX requests_age ON requests (at_ms);",
+    },
+];
 
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -123,6 +138,32 @@ pub(crate) fn apply(
     Ok(Receipt { value: change, replayed: false })
 }
 
+/// Rows one prune pass deleted.
+pub(crate) struct Pruned {
+    pub(crate) requests: usize,
+    pub(crate) offers: usize,
+}
+
+/// Deletes at most `batch` idempotency records made before `before_ms` and at most `batch`
+/// offers that expired before it (an offer is settled, if at all, before it expires, so these
+/// are all closed and have been for the whole window). Oldest first, through the time indexes.
+pub(crate) fn prune(conn: &Connection, before_ms: u64, batch: usize) -> rusqlite::Result<Pruned> {
+    let (before, batch) = (to_i64(before_ms), i64::try_from(batch).unwrap_or(i64::MAX));
+    let requests = conn
+        .prepare_cached(
+            "DELETE FROM requests WHERE (scope, request_key) IN (
+                 SELECT scope, request_key FROM requests WHERE at_ms < ?1 ORDER BY at_ms LIMIT ?2)",
+        )?
+        .execute(params![before, batch])?;
+    let offers = conn
+        .prepare_cached(
+            "DELETE FROM offers WHERE offer_id IN (
+                 SELECT offer_id FROM offers WHERE expires_at_ms < ?1 ORDER BY expires_at_ms LIMIT ?2)",
+        )?
+        .execute(params![before, batch])?;
+    Ok(Pruned { requests, offers })
+}
+
 /// What a ledger entry says besides the holding and delta.
 struct Entry<'a> {
     reason: &'a str,
@@ -138,35 +179,30 @@ fn held(conn: &Connection, account_id: Uuid, item_id: &str) -> rusqlite::Result<
     Ok(quantity.map_or(0, to_u64))
 }
 
-/// Sets a holding (deleting it at zero) and appends the ledger entry for the change.
-fn set_holding(
+/// Appends the ledger entry for a change of a holding.
+fn append_ledger(
     conn: &Connection,
     account_id: Uuid,
     item_id: &str,
-    quantity: u64,
     delta: i64,
     entry: &Entry<'_>,
 ) -> rusqlite::Result<()> {
-    let account = account_id.as_bytes().as_slice();
-    if quantity == 0 {
-        conn.prepare_cached("DELETE FROM holdings WHERE account_id = ?1 AND item_id = ?2")?
-            .execute(params![account, item_id])?;
-    } else {
-        conn.prepare_cached(
-            "INSERT INTO holdings (account_id, item_id, quantity) VALUES (?1, ?2, ?3)
-             ON CONFLICT (account_id, item_id) DO UPDATE SET quantity = excluded.quantity",
-        )?
-        .execute(params![account, item_id, to_i64(quantity)])?;
-    }
     conn.prepare_cached(
         "INSERT INTO ledger (account_id, item_id, delta, reason, request_key, at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![account, item_id, delta, entry.reason, entry.key, to_i64(entry.now_ms)])?;
+    .execute(params![
+        account_id.as_bytes().as_slice(),
+        item_id,
+        delta,
+        entry.reason,
+        entry.key,
+        to_i64(entry.now_ms)
+    ])?;
     Ok(())
 }
 
-/// Takes `quantity` from a holding; returns what is left.
+/// Takes `quantity` from a holding (deleting it at zero); returns what is left.
 fn debit(
     conn: &Connection,
     account_id: Uuid,
@@ -174,11 +210,32 @@ fn debit(
     quantity: u64,
     entry: &Entry<'_>,
 ) -> Result<u64, InventoryError> {
-    let held = held(conn, account_id, item_id)?;
-    let Some(left) = held.checked_sub(quantity) else {
-        return Err(InventoryError::Insufficient { item_id: item_id.to_owned(), held, needed: quantity });
+    let account = account_id.as_bytes().as_slice();
+    // The common case in one statement: more is held than is taken.
+    let left: Option<i64> = conn
+        .prepare_cached(
+            "UPDATE holdings SET quantity = quantity - ?3
+             WHERE account_id = ?1 AND item_id = ?2 AND quantity > ?3 RETURNING quantity",
+        )?
+        .query_row(params![account, item_id, to_i64(quantity)], |row| row.get(0))
+        .optional()?;
+    let left = match left {
+        Some(left) => to_u64(left),
+        None => {
+            let held = held(conn, account_id, item_id)?;
+            if held != quantity {
+                return Err(InventoryError::Insufficient {
+                    item_id: item_id.to_owned(),
+                    held,
+                    needed: quantity,
+                });
+            }
+            conn.prepare_cached("DELETE FROM holdings WHERE account_id = ?1 AND item_id = ?2")?
+                .execute(params![account, item_id])?;
+            0
+        }
     };
-    set_holding(conn, account_id, item_id, left, -to_i64(quantity), entry)?;
+    append_ledger(conn, account_id, item_id, -to_i64(quantity), entry)?;
     Ok(left)
 }
 
@@ -194,16 +251,27 @@ fn credit(
     let Some(def) = inner.catalogue.get(item_id) else {
         return Err(InventoryError::UnknownItem(item_id.to_owned()));
     };
-    let total = held(conn, account_id, item_id)?.saturating_add(quantity);
-    if total > def.max_stack {
-        return Err(InventoryError::StackFull {
-            account_id,
-            item_id: item_id.to_owned(),
-            max_stack: def.max_stack,
-        });
+    let stack_full =
+        || InventoryError::StackFull { account_id, item_id: item_id.to_owned(), max_stack: def.max_stack };
+    if quantity > def.max_stack {
+        return Err(stack_full());
     }
-    set_holding(conn, account_id, item_id, total, to_i64(quantity), entry)?;
-    Ok(total)
+    // One statement: insert, or add within max_stack (no row comes back when it would not fit).
+    let total: Option<i64> = conn
+        .prepare_cached(
+            "INSERT INTO holdings (account_id, item_id, quantity) VALUES (?1, ?2, ?3)
+             ON CONFLICT (account_id, item_id) DO UPDATE SET quantity = quantity + excluded.quantity
+             WHERE quantity + excluded.quantity <= ?4
+             RETURNING quantity",
+        )?
+        .query_row(
+            params![account_id.as_bytes().as_slice(), item_id, to_i64(quantity), to_i64(def.max_stack)],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let Some(total) = total else { return Err(stack_full()) };
+    append_ledger(conn, account_id, item_id, to_i64(quantity), entry)?;
+    Ok(to_u64(total))
 }
 
 fn make_offer(

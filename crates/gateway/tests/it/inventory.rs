@@ -345,6 +345,13 @@ async fn a_trade_reaches_the_other_player_and_acceptance_swaps_both_sides() {
     assert_eq!(cancelled.state, OfferState::Cancelled);
     assert_eq!(inventory_event(&bob).await, InventoryEvent::OfferSettled(cancelled));
     assert_eq!(holdings(&ada).await, owned(&[("gold", 40), ("sword", 1)]));
+
+    // /metrics counts every change the committer answered (refusals included) and the replay.
+    assert_eq!(gateway.metric("inventory_transactions_total").await, Some(13.0));
+    assert_eq!(gateway.metric("inventory_replays_total").await, Some(1.0));
+    let groups = gateway.metric("inventory_groups_total").await.unwrap();
+    assert!((1.0..=13.0).contains(&groups), "{groups} groups");
+    assert!(gateway.metric("inventory_commit_seconds_total").await.unwrap() > 0.0);
 }
 
 #[tokio::test]

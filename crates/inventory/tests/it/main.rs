@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clock::ManualClock;
@@ -340,6 +341,63 @@ async fn offers_expire_on_the_injected_clock_and_are_limited_per_player() {
 }
 
 #[tokio::test]
+async fn idempotency_records_and_closed_offers_are_pruned_in_batches_after_the_retention_window() {
+    let world = World::new();
+    let config = InventoryConfig { retention: Duration::from_secs(3600), prune_batch: 2, ..World::config() };
+    let (inventory, committer) = Inventory::open(
+        world.dir.path().join("inventory.db"),
+        Catalogue::from_toml(CATALOGUE).unwrap(),
+        world.clock.clone(),
+        config,
+    )
+    .await
+    .unwrap();
+    world.tracker.spawn(committer.run(world.shutdown.clone()));
+    let count = |table: &str| -> i64 {
+        world.db().query_row(&format!("SELECT count(*) FROM {table}"), [], |row| row.get(0)).unwrap()
+    };
+    let pruned = |inventory: &Inventory| {
+        let stats = inventory.stats();
+        (stats.pruned_requests.load(Ordering::Relaxed), stats.pruned_offers.load(Ordering::Relaxed))
+    };
+
+    // Five records and two offers (one accepted, one left to expire), all made now.
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    grant(&inventory, ada, "gold", 10).await;
+    inventory.consume(ada, stack("gold", 1), "use-1".into()).await.unwrap();
+    let proposal = NewOffer { to: bob, gives: vec![stack("gold", 1)], wants: vec![] };
+    let accepted = inventory.make_offer(ada, proposal.clone(), key()).await.unwrap().value;
+    inventory.accept(bob, accepted.offer_id, key()).await.unwrap();
+    inventory.make_offer(ada, proposal.clone(), key()).await.unwrap();
+    let ledger_entries = count("ledger");
+
+    // Within the window a retry is still answered from its record, and nothing is pruned.
+    world.clock.advance(Duration::from_secs(3599));
+    let retry = inventory.consume(ada, stack("gold", 1), "use-1".into()).await.unwrap();
+    assert_eq!((retry.value.quantity, retry.replayed), (9, true));
+    assert_eq!(pruned(&inventory), (0, 0));
+
+    // Past the window (and the open offer's expiry), each group prunes at most two rows of each
+    // table, and the group after a full batch prunes again.
+    world.clock.advance(Duration::from_secs(61 + 1));
+    let fresh = inventory.make_offer(ada, proposal, key()).await.unwrap().value;
+    assert_eq!(pruned(&inventory), (2, 2));
+    inventory.consume(ada, stack("gold", 1), key()).await.unwrap();
+    assert_eq!(pruned(&inventory), (4, 2));
+    inventory.consume(ada, stack("gold", 1), key()).await.unwrap();
+    assert_eq!(pruned(&inventory), (5, 2));
+    assert_eq!(count("requests"), 3, "the records made after the window began stay");
+    assert_eq!(inventory.offers(ada).await.unwrap(), vec![fresh], "an open offer is never pruned");
+    assert_eq!(count("offers"), 1);
+    assert_eq!(count("ledger"), ledger_entries + 2, "the ledger is never pruned");
+
+    // A key older than the window counts as new.
+    let late_retry = inventory.consume(ada, stack("gold", 1), "use-1".into()).await.unwrap();
+    assert_eq!((late_retry.value.quantity, late_retry.replayed), (5, false));
+    world.stop().await;
+}
+
+#[tokio::test]
 async fn one_group_commits_many_changes_and_a_failing_one_does_not_fail_the_others() {
     let world = World::new();
     let (inventory, committer) = world.open_paused().await;
@@ -369,11 +427,8 @@ async fn one_group_commits_many_changes_and_a_failing_one_does_not_fail_the_othe
     }
     assert_eq!(held(&inventory, ada).await, owned(&[("gold", 400)]));
     let stats = inventory.stats();
-    let groups = stats.groups.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(
-        stats.largest_group.load(std::sync::atomic::Ordering::Relaxed) >= 40,
-        "one group held every grant"
-    );
+    let groups = stats.groups.load(Ordering::Relaxed);
+    assert!(stats.largest_group.load(Ordering::Relaxed) >= 40, "one group held every grant");
     assert!(groups <= 41, "{groups} groups for 80 changes");
     world.stop().await;
 }
