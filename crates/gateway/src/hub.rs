@@ -29,6 +29,8 @@ enum BusMessage {
     SessionsRevoked { keys: Vec<String> },
     /// Deliver `event` to every connection of each of `account_ids` (one bus message for many).
     ToAccounts { account_ids: Vec<Uuid>, event: Event },
+    /// Several [`BusMessage::ToAccounts`] in one bus message, applied in order.
+    ToAccountsBatch { deliveries: Vec<(Vec<Uuid>, Event)> },
 }
 
 /// A number naming one connection within this process.
@@ -45,6 +47,40 @@ struct Registry {
     connections: HashMap<ConnectionId, Entry>,
     by_account: HashMap<Uuid, HashSet<ConnectionId>>,
     by_session: HashMap<String, HashSet<ConnectionId>>,
+}
+
+impl Registry {
+    /// Queues `event` on every connection of each of `account_ids`.
+    fn to_accounts(&self, account_ids: &[Uuid], event: &Event) {
+        let ids = account_ids.iter().filter_map(|account_id| self.by_account.get(account_id));
+        for entry in ids.flatten().filter_map(|id| self.connections.get(id)) {
+            entry.outbound.send_event(event.clone());
+        }
+    }
+
+    /// Queues each event on every connection of its accounts, one connection at a time, so a
+    /// connection's events are queued back to back and its writer sends them in one write.
+    fn to_accounts_batch(&self, deliveries: &[(Vec<Uuid>, Event)]) {
+        let mut order: Vec<ConnectionId> = Vec::new();
+        let mut events: HashMap<ConnectionId, Vec<&Event>> = HashMap::new();
+        for (account_ids, event) in deliveries {
+            let ids = account_ids.iter().filter_map(|account_id| self.by_account.get(account_id));
+            for &id in ids.flatten() {
+                let queued = events.entry(id).or_default();
+                if queued.is_empty() {
+                    order.push(id);
+                }
+                queued.push(event);
+            }
+        }
+        for id in order {
+            if let (Some(entry), Some(queued)) = (self.connections.get(&id), events.get(&id)) {
+                for event in queued {
+                    entry.outbound.send_event((*event).clone());
+                }
+            }
+        }
+    }
 }
 
 /// Removes `id` from the set under `key`, and the set once empty.
@@ -141,6 +177,19 @@ impl Hub {
         self.publish(&BusMessage::ToAccounts { account_ids, event }).await
     }
 
+    /// Sends each event to every connection of its accounts, in order, with one bus message:
+    /// for a burst of events (a group commit's chat messages) one publish instead of one each,
+    /// and each connection's events arrive together.
+    ///
+    /// # Errors
+    /// The bus (Redis) is unreachable.
+    pub async fn deliver_batch(&self, deliveries: Vec<(Vec<Uuid>, Event)>) -> Result<(), kv::KvError> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        self.publish(&BusMessage::ToAccountsBatch { deliveries }).await
+    }
+
     /// Closes every connection, on every gateway process, that uses one of these sessions.
     ///
     /// # Errors
@@ -169,12 +218,8 @@ impl Hub {
                     }
                 }
             }
-            BusMessage::ToAccounts { account_ids, event } => {
-                let ids = account_ids.iter().filter_map(|account_id| registry.by_account.get(account_id));
-                for entry in ids.flatten().filter_map(|id| registry.connections.get(id)) {
-                    entry.outbound.send_event(event.clone());
-                }
-            }
+            BusMessage::ToAccounts { account_ids, event } => registry.to_accounts(&account_ids, &event),
+            BusMessage::ToAccountsBatch { deliveries } => registry.to_accounts_batch(&deliveries),
             BusMessage::SessionsRevoked { keys } => {
                 let ids = keys.iter().filter_map(|key| registry.by_session.get(key)).flatten();
                 for entry in ids.filter_map(|id| registry.connections.get(id)) {

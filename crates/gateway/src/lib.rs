@@ -70,6 +70,7 @@ pub(crate) struct Shared {
     players: player::Players,
     inventory: inventory::Inventory,
     chat: chat::Chat,
+    chat_announcer: chat_requests::Announcer,
     matchmaking: matchmaking::Matchmaking,
     hub: hub::Hub,
     metrics: Arc<metrics::Metrics>,
@@ -140,6 +141,7 @@ pub async fn run(
     let background = TaskTracker::new();
     let background_shutdown = CancellationToken::new();
     hub.listen(&background, background_shutdown.clone()).await?;
+    let (chat_announcer, chat_announcer_task) = chat_requests::Announcer::new(hub.clone());
 
     let shared = Arc::new(Shared {
         config: config.clone(),
@@ -149,12 +151,15 @@ pub async fn run(
         players: players.clone(),
         inventory,
         chat,
+        chat_announcer,
         matchmaking,
         hub,
         metrics,
     });
     // Chat's group-commit writer: after the connections drain, it commits what is still queued.
     background.spawn(chat_writer.run(background_shutdown.clone()));
+    // Chat's event publisher: after the connections drain, it publishes what is still queued.
+    background.spawn(chat_announcer_task.run(background_shutdown.clone()));
 
     // Inventory's group committer: after the connections drain, it commits what is still queued.
     background.spawn(inventory_committer.run(background_shutdown.clone()));
