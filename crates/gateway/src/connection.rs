@@ -242,10 +242,17 @@ impl Connection {
         let idle_timeout = config.idle_timeout;
         let mut last_heard = Instant::now();
         let closing = self.outbound.closing().clone();
+        // Created once, not per loop turn: each new cancellation future registers with its token
+        // and unregisters when dropped, two locks per frame for nothing. The server-wide token is
+        // shared by every connection, so each gets its own child to keep them off one lock.
+        let closed = closing.cancelled();
+        let shutdown = shutdown.child_token();
+        let shutting_down = shutdown.cancelled();
+        tokio::pin!(closed, shutting_down);
         loop {
             tokio::select! {
-                () = closing.cancelled() => break,
-                () = shutdown.cancelled() => {
+                () = &mut closed => break,
+                () = &mut shutting_down => {
                     self.outbound.close(proto::close::GOING_AWAY, "server shutting down", true);
                     break;
                 }

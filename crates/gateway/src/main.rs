@@ -12,6 +12,11 @@ use gateway::config::{LogFormat, PlayerWriteMode, SyncMode};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc rather than glibc's malloc: many small short-lived allocations per request, and
+/// glibc's allocator was a tenth of the gateway's CPU time under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The game backend's gateway. Precedence: flag, then environment variable, then the TOML file,
 /// then the built-in default.
 #[derive(Debug, Parser)]
