@@ -28,6 +28,7 @@ use crate::errors;
 use crate::hub::ConnectionId;
 use crate::inventory_requests;
 use crate::matchmaking_requests;
+use crate::metrics::RequestKindStats;
 use crate::outbound::Outbound;
 use crate::player_requests;
 
@@ -198,6 +199,9 @@ struct Connection {
     shared: Arc<Shared>,
     session: Option<auth::Session>,
     budget: RequestBudget,
+    /// The figures of the last request kind answered: a connection mostly repeats one kind, so
+    /// this spares a shared lookup per request.
+    last_kind: Option<(&'static str, Arc<RequestKindStats>)>,
 }
 
 impl Connection {
@@ -209,7 +213,7 @@ impl Connection {
         shared: Arc<Shared>,
     ) -> Self {
         let budget = RequestBudget::new(shared.config.requests_per_sec, shared.config.request_burst);
-        Connection { id, peer, encoding, outbound, shared, session: None, budget }
+        Connection { id, peer, encoding, outbound, shared, session: None, budget, last_kind: None }
     }
 
     async fn authenticate_at_handshake(&mut self, token: &str) {
@@ -362,8 +366,19 @@ impl Connection {
             Outcome::Ok(_) => "ok",
             Outcome::Error(body) => body.code.as_str(),
         };
-        self.shared.metrics.request(kind, label, started.elapsed());
+        self.record_request(kind, label, started.elapsed());
         self.respond(id, outcome);
+    }
+
+    fn record_request(&mut self, kind: &'static str, outcome: &'static str, elapsed: Duration) {
+        match &self.last_kind {
+            Some((last, stats)) if std::ptr::eq(*last, kind) => stats.record(outcome, elapsed),
+            _ => {
+                let stats = self.shared.metrics.request_kind(kind);
+                stats.record(outcome, elapsed);
+                self.last_kind = Some((kind, stats));
+            }
+        }
     }
 
     fn respond(&self, id: u64, outcome: Outcome) {

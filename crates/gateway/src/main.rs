@@ -106,13 +106,28 @@ impl Cli {
     }
 }
 
+/// Logs at the levels `RUST_LOG` names per target (`info,gateway=debug`; default `info`).
+///
+/// A `Targets` filter rather than an `EnvFilter`: every connection's task runs inside a span, and
+/// an `EnvFilter` takes a shared lock on each span enter and exit (for span-field directives this
+/// server never uses), which under load cost about 2 % of the gateway's CPU.
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    let default = || Targets::new().with_default(tracing::Level::INFO);
+    let targets = match std::env::var("RUST_LOG") {
+        Ok(directives) => directives.parse::<Targets>().unwrap_or_else(|error| {
+            eprintln!("ignoring RUST_LOG={directives:?} ({error}); logging at info");
+            default()
+        }),
+        Err(_) => default(),
+    };
+    let registry = tracing_subscriber::registry().with(targets);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).init(),
+        LogFormat::Json => registry.with(tracing_subscriber::fmt::layer().json()).init(),
     }
 }
 

@@ -235,8 +235,12 @@ impl Players {
     pub async fn update(&self, player_id: Uuid, update: StateUpdate) -> Result<u64, PlayerError> {
         validate(&update)?;
         let now_ms = self.inner.clock.now_ms();
+        // The rare and slow paths are boxed, so the future of the hot one (an update buffered in
+        // Redis) stays small: callers await it once per update.
         let version = match self.inner.config.mode {
-            WriteMode::Direct => store::update_direct(&self.inner.shard, player_id, update, now_ms).await?,
+            WriteMode::Direct => {
+                Box::pin(store::update_direct(&self.inner.shard, player_id, update, now_ms)).await?
+            }
             WriteMode::Buffered => self.update_buffered(player_id, &update, now_ms).await?,
         };
         self.inner.stats.updates_accepted.fetch_add(1, Ordering::Relaxed);
@@ -264,7 +268,7 @@ impl Players {
                     }
                     return Ok(version);
                 }
-                BufferUpdate::NotLoaded => self.seed(player_id).await?,
+                BufferUpdate::NotLoaded => Box::pin(self.seed(player_id)).await?,
             }
         }
         Err(PlayerError::Internal("the buffered record vanished right after seeding".into()))
