@@ -436,9 +436,10 @@ impl Kv {
         }
     }
 
-    /// Atomically takes up to `max` ids with the lowest dirty scores (oldest first) out of the dirty
-    /// set, records each in the claim with its score, and returns each with its current fields, oldest
-    /// first. An id whose record has vanished (Redis lost it) is dropped from the claim and not returned.
+    /// Takes up to `max` ids with the lowest dirty scores (oldest first) out of the dirty set,
+    /// records each in the claim with its score, and returns each with its current fields, oldest
+    /// first. On Redis this runs as scripts of a few hundred ids each, every one atomic, so claiming
+    /// a large batch never stalls buffered updates for long. An id whose record has vanished (Redis lost it) is dropped from the claim and not returned.
     ///
     /// Ids that an earlier, unreleased claim still holds stay in the claim (a new claim adds to it);
     /// an id claimed again keeps the older of its two dirty-since times.

@@ -160,41 +160,62 @@ return 1
 ";
 
 /// Releases flushed ids. KEYS: claim hash, dirty set. ARGV: record key prefix, ttl_ms, then the
-/// ids. Each leaves the claim; one that is not dirty again gets its TTL back (a dirty record has
-/// none, see [`UPDATE_LUA`]).
+/// ids (at least one, at most [`BUFFER_SCRIPT_IDS_MAX`]). Each leaves the claim; one that is not
+/// dirty again gets its TTL back (a dirty record has none, see [`UPDATE_LUA`]).
 const RELEASE_LUA: &str = r"
-for i = 3, #ARGV do
-  local id = ARGV[i]
-  redis.call('HDEL', KEYS[1], id)
-  if not redis.call('ZSCORE', KEYS[2], id) then
-    redis.call('PEXPIRE', ARGV[1] .. id, ARGV[2])
+redis.call('HDEL', KEYS[1], unpack(ARGV, 3))
+local scores = redis.call('ZMSCORE', KEYS[2], unpack(ARGV, 3))
+for i = 1, #ARGV - 2 do
+  if not scores[i] then
+    redis.call('PEXPIRE', ARGV[1] .. ARGV[i + 2], ARGV[2])
   end
 end
 return 0
 ";
 
-/// Claims the oldest dirty ids. KEYS: dirty set, claim hash. ARGV: max, record key prefix
-/// (`{prefix}{ns}:rec:`). Returns {id, dirty_since, {field, value, ...}} per live record, oldest
-/// first. Scores stay the strings Redis gives, so no Lua number formatting touches them. The record
-/// keys are built inside the script, fine on one Redis but a cluster would need hash tags.
+/// Most ids one claim or release script handles. Redis runs nothing else during a script, so a
+/// flush of thousands of records is cut into runs this size rather than stalling every buffered
+/// update for tens of milliseconds (and Lua's `unpack` has a limit near 8,000 values).
+const BUFFER_SCRIPT_IDS_MAX: usize = 256;
+
+/// Claims the oldest dirty ids. KEYS: dirty set, claim hash. ARGV: max (at most
+/// [`BUFFER_SCRIPT_IDS_MAX`]), record key prefix (`{prefix}{ns}:rec:`). Returns {id, dirty_since,
+/// {field, value, ...}} per live record, oldest first. Scores stay the strings Redis gives, so no
+/// Lua number formatting touches them. Redis runs nothing else meanwhile, so everything but
+/// reading each record is one call for all ids. The record keys are built inside the script, fine
+/// on one Redis but a cluster would need hash tags.
 const CLAIM_LUA: &str = r"
 local taken = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
-local claimed = {}
-for i = 1, #taken, 2 do
-  local id, since = taken[i], taken[i + 1]
-  redis.call('ZREM', KEYS[1], id)
+local n = #taken / 2
+if n == 0 then
+  return {}
+end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - 1)
+local ids = {}
+for i = 1, n do
+  ids[i] = taken[2 * i - 1]
+end
+local earlier = redis.call('HMGET', KEYS[2], unpack(ids))
+local claimed, claims, vanished = {}, {}, {}
+for i = 1, n do
+  local id, since = ids[i], taken[2 * i]
   local fields = redis.call('HGETALL', ARGV[2] .. id)
   if #fields == 0 then
-    redis.call('HDEL', KEYS[2], id)
+    vanished[#vanished + 1] = id
   else
-    local earlier = redis.call('HGET', KEYS[2], id)
-    if earlier and tonumber(earlier) < tonumber(since) then
-      since = earlier
-    else
-      redis.call('HSET', KEYS[2], id, since)
+    if earlier[i] and tonumber(earlier[i]) < tonumber(since) then
+      since = earlier[i]
     end
-    table.insert(claimed, {id, since, fields})
+    claims[#claims + 1] = id
+    claims[#claims + 1] = since
+    claimed[#claimed + 1] = {id, since, fields}
   end
+end
+if #claims > 0 then
+  redis.call('HSET', KEYS[2], unpack(claims))
+end
+if #vanished > 0 then
+  redis.call('HDEL', KEYS[2], unpack(vanished))
 end
 return claimed
 ";
@@ -635,15 +656,25 @@ impl RedisBackend {
     }
 
     pub(crate) async fn buffer_claim(&self, ns: &str, max: usize) -> Result<Vec<ClaimedRecord>, KvError> {
-        let mut invocation = self.claim.prepare_invoke();
-        invocation.key(self.dirty_key(ns)).key(self.claim_key(ns)).arg(max).arg(self.record_key(ns, ""));
-        let invocation = &invocation;
-        let claimed: Vec<(String, String, Vec<Field>)> =
-            self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await?;
-        claimed
-            .into_iter()
-            .map(|(id, since, fields)| Ok(ClaimedRecord { id, fields, dirty_since_ms: parse_score(&since)? }))
-            .collect()
+        let mut claimed = Vec::with_capacity(max.min(4 * BUFFER_SCRIPT_IDS_MAX));
+        let mut remaining = max;
+        while remaining > 0 {
+            let run = remaining.min(BUFFER_SCRIPT_IDS_MAX);
+            let mut invocation = self.claim.prepare_invoke();
+            invocation.key(self.dirty_key(ns)).key(self.claim_key(ns)).arg(run).arg(self.record_key(ns, ""));
+            let invocation = &invocation;
+            let records: Vec<(String, String, Vec<Field>)> = self
+                .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
+                .await?;
+            if records.is_empty() {
+                break;
+            }
+            remaining -= run;
+            for (id, since, fields) in records {
+                claimed.push(ClaimedRecord { id, fields, dirty_since_ms: parse_score(&since)? });
+            }
+        }
+        Ok(claimed)
     }
 
     pub(crate) async fn buffer_release(
@@ -652,17 +683,19 @@ impl RedisBackend {
         ids: &[String],
         ttl: Duration,
     ) -> Result<(), KvError> {
-        let mut invocation = self.release.prepare_invoke();
-        invocation
-            .key(self.claim_key(ns))
-            .key(self.dirty_key(ns))
-            .arg(self.record_key(ns, ""))
-            .arg(millis(ttl));
-        for id in ids {
-            invocation.arg(id);
+        for ids in ids.chunks(BUFFER_SCRIPT_IDS_MAX) {
+            let mut invocation = self.release.prepare_invoke();
+            invocation
+                .key(self.claim_key(ns))
+                .key(self.dirty_key(ns))
+                .arg(self.record_key(ns, ""))
+                .arg(millis(ttl))
+                .arg(ids);
+            let invocation = &invocation;
+            self.run(|mut connection| async move { invocation.invoke_async::<()>(&mut connection).await })
+                .await?;
         }
-        let invocation = &invocation;
-        self.run(|mut connection| async move { invocation.invoke_async::<()>(&mut connection).await }).await
+        Ok(())
     }
 
     pub(crate) async fn buffer_recover(&self, ns: &str) -> Result<u64, KvError> {

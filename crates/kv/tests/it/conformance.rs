@@ -52,6 +52,7 @@ conformance! {
     seed_refuses_to_overwrite => check_seed_refuses_to_overwrite,
     versions_grow_across_records_and_continue_above_seeded_ones => check_versions_grow_across_records,
     claim_takes_the_oldest_first_up_to_max_with_current_fields => check_claim_oldest_first,
+    a_large_claim_and_release_take_every_id_in_order => check_large_claim_and_release,
     update_after_claim_redirties_while_still_claimed => check_update_after_claim_redirties,
     release_removes_from_the_claim_only => check_release_removes_from_claim_only,
     recover_moves_the_claim_back_keeping_the_older_score => check_recover_keeps_older_score,
@@ -216,6 +217,23 @@ async fn check_claim_oldest_first(kv: &Kv) {
     assert_eq!(claimed_ids(kv, 0).await, []);
     // Claiming leaves the records themselves in place.
     assert!(kv.buffer_get("player", "c").await.unwrap().is_some());
+}
+
+async fn check_large_claim_and_release(kv: &Kv) {
+    // More ids than one Redis script run handles, so the claim and the release come in pieces.
+    let ids: Vec<String> = (0..600).map(|n| format!("p{n:03}")).collect();
+    for (n, id) in ids.iter().enumerate() {
+        assert!(seed(kv, id, &[("v", "0")]).await);
+        update(kv, id, &[("x", "1")], 1_000 + n as u64).await;
+    }
+    let claimed = kv.buffer_claim("player", 550).await.unwrap();
+    let claimed_ids: Vec<&str> = claimed.iter().map(|record| record.id.as_str()).collect();
+    assert_eq!(claimed_ids, ids[..550].iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(50, 550, Some(1_000)));
+    let claimed_ids: Vec<String> = claimed.into_iter().map(|record| record.id).collect();
+    kv.buffer_release("player", &claimed_ids, LONG).await.unwrap();
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(50, 0, Some(1_550)));
+    assert_eq!(kv.buffer_claim("player", 1_000).await.unwrap().len(), 50);
 }
 
 async fn check_update_after_claim_redirties(kv: &Kv) {
