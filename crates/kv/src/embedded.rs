@@ -114,7 +114,11 @@ impl DirtySet {
     }
 
     /// Removes and returns the id with the lowest score.
-    fn pop_oldest(&mut self) -> Option<(u64, String)> {
+    /// Removes and returns the lowest-scored id if its score is at most `until`.
+    fn pop_oldest_until(&mut self, until: u64) -> Option<(u64, String)> {
+        if self.by_score.first().is_none_or(|(score, _)| *score > until) {
+            return None;
+        }
         let (score, id) = self.by_score.pop_first()?;
         self.scores.remove(&id);
         Some((score, id))
@@ -363,7 +367,7 @@ impl Embedded {
         Some(record.value.iter().map(|(name, value)| (name.clone(), value.clone())).collect())
     }
 
-    pub(crate) fn buffer_claim(&self, ns: &str, max: usize) -> Vec<ClaimedRecord> {
+    pub(crate) fn buffer_claim(&self, ns: &str, max: usize, dirty_until_ms: u64) -> Vec<ClaimedRecord> {
         let now = Instant::now();
         let mut store = self.store();
         let Some(buffer) = store.buffers.get_mut(ns) else {
@@ -371,7 +375,7 @@ impl Embedded {
         };
         let mut claimed = Vec::new();
         for _ in 0..max {
-            let Some((score, id)) = buffer.dirty.pop_oldest() else {
+            let Some((score, id)) = buffer.dirty.pop_oldest_until(dirty_until_ms) else {
                 break;
             };
             let Some(record) = live(&mut buffer.records, &id, now) else {

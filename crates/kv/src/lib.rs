@@ -436,9 +436,9 @@ impl Kv {
         }
     }
 
-    /// Takes up to `max` ids with the lowest dirty scores (oldest first) out of the dirty set,
-    /// records each in the claim with its score, and returns each with its current fields, oldest
-    /// first. On Redis this runs as scripts of a few hundred ids each, every one atomic, so claiming
+    /// Takes up to `max` ids with the lowest dirty scores (oldest first), none dirty since after
+    /// `dirty_until_ms` (`u64::MAX` for all), out of the dirty set, records each in the claim with
+    /// its score, and returns each with its current fields, oldest first. On Redis this runs as scripts of a few hundred ids each, every one atomic, so claiming
     /// a large batch never stalls buffered updates for long. An id whose record has vanished (Redis lost it) is dropped from the claim and not returned.
     ///
     /// Ids that an earlier, unreleased claim still holds stay in the claim (a new claim adds to it);
@@ -446,13 +446,18 @@ impl Kv {
     ///
     /// # Errors
     /// [`KvError::Unavailable`] if Redis does not answer.
-    pub async fn buffer_claim(&self, ns: &str, max: usize) -> Result<Vec<ClaimedRecord>, KvError> {
+    pub async fn buffer_claim(
+        &self,
+        ns: &str,
+        max: usize,
+        dirty_until_ms: u64,
+    ) -> Result<Vec<ClaimedRecord>, KvError> {
         if max == 0 {
             return Ok(Vec::new());
         }
         match &self.backend {
-            Backend::Redis(redis) => redis.buffer_claim(ns, max).await,
-            Backend::Embedded(embedded) => Ok(embedded.buffer_claim(ns, max)),
+            Backend::Redis(redis) => redis.buffer_claim(ns, max, dirty_until_ms).await,
+            Backend::Embedded(embedded) => Ok(embedded.buffer_claim(ns, max, dirty_until_ms)),
         }
     }
 

@@ -179,13 +179,14 @@ return 0
 const BUFFER_SCRIPT_IDS_MAX: usize = 256;
 
 /// Claims the oldest dirty ids. KEYS: dirty set, claim hash. ARGV: max (at most
-/// [`BUFFER_SCRIPT_IDS_MAX`]), record key prefix (`{prefix}{ns}:rec:`). Returns {id, dirty_since,
+/// [`BUFFER_SCRIPT_IDS_MAX`]), record key prefix (`{prefix}{ns}:rec:`), the newest dirty-since
+/// score to take. Returns {id, dirty_since,
 /// {field, value, ...}} per live record, oldest first. Scores stay the strings Redis gives, so no
 /// Lua number formatting touches them. Redis runs nothing else meanwhile, so everything but
 /// reading each record is one call for all ids. The record keys are built inside the script, fine
 /// on one Redis but a cluster would need hash tags.
 const CLAIM_LUA: &str = r"
-local taken = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+local taken = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[3], 'BYSCORE', 'LIMIT', 0, ARGV[1], 'WITHSCORES')
 local n = #taken / 2
 if n == 0 then
   return {}
@@ -655,13 +656,23 @@ impl RedisBackend {
         Ok(if fields.is_empty() { None } else { Some(fields) })
     }
 
-    pub(crate) async fn buffer_claim(&self, ns: &str, max: usize) -> Result<Vec<ClaimedRecord>, KvError> {
+    pub(crate) async fn buffer_claim(
+        &self,
+        ns: &str,
+        max: usize,
+        dirty_until_ms: u64,
+    ) -> Result<Vec<ClaimedRecord>, KvError> {
         let mut claimed = Vec::with_capacity(max.min(4 * BUFFER_SCRIPT_IDS_MAX));
         let mut remaining = max;
         while remaining > 0 {
             let run = remaining.min(BUFFER_SCRIPT_IDS_MAX);
             let mut invocation = self.claim.prepare_invoke();
-            invocation.key(self.dirty_key(ns)).key(self.claim_key(ns)).arg(run).arg(self.record_key(ns, ""));
+            invocation
+                .key(self.dirty_key(ns))
+                .key(self.claim_key(ns))
+                .arg(run)
+                .arg(self.record_key(ns, ""))
+                .arg(dirty_until_ms);
             let invocation = &invocation;
             let records: Vec<(String, String, Vec<Field>)> = self
                 .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })

@@ -113,13 +113,15 @@ async fn recover(players: &Players) {
 ///
 /// Players dirtied during the pass wait for the next one: under steady load they are dirtied
 /// again within milliseconds, and chasing them would turn one flush per interval into a
-/// continuous stream of small ones that write each player many times a second.
+/// continuous stream of small ones that write each player many times a second. The cut-off is
+/// this process's clock against the dirtying process's: a gateway whose clock runs ahead has its
+/// players flushed later by the skew, never lost.
 pub(crate) async fn flush_all(players: &Players) -> Result<FlushReport, PlayerError> {
     let batch = players.inner.config.flush_batch;
     let pass_started_ms = players.inner.clock.now_ms();
     let mut report = FlushReport::default();
     loop {
-        let claimed = players.inner.kv.buffer_claim(NAMESPACE, batch).await?;
+        let claimed = players.inner.kv.buffer_claim(NAMESPACE, batch, pass_started_ms).await?;
         let n_claimed = claimed.len();
         if n_claimed == 0 {
             return Ok(report);

@@ -100,7 +100,7 @@ fn stats(n_dirty: u64, n_claimed: u64, oldest_dirty_ms: Option<u64>) -> BufferSt
 }
 
 async fn claimed_ids(kv: &Kv, max: usize) -> Vec<(String, u64)> {
-    let claimed = kv.buffer_claim("player", max).await.unwrap();
+    let claimed = kv.buffer_claim("player", max, u64::MAX).await.unwrap();
     claimed.into_iter().map(|record| (record.id, record.dirty_since_ms)).collect()
 }
 
@@ -112,7 +112,7 @@ async fn check_update_absent_is_not_loaded(kv: &Kv) {
     assert_eq!(update(kv, "p1", &[("x", "1")], 1_000).await, BufferUpdate::NotLoaded);
     assert_eq!(kv.buffer_get("player", "p1").await.unwrap(), None);
     assert_eq!(kv.buffer_stats("player").await.unwrap(), BufferStats::default());
-    assert_eq!(kv.buffer_claim("player", 10).await.unwrap(), []);
+    assert_eq!(kv.buffer_claim("player", 10, u64::MAX).await.unwrap(), []);
     // An empty seed creates nothing, so the record stays absent.
     assert!(!kv.buffer_seed("player", "p1", Vec::new(), LONG).await.unwrap());
     assert_eq!(update(kv, "p1", &[], 1_000).await, BufferUpdate::NotLoaded);
@@ -194,7 +194,7 @@ async fn check_claim_oldest_first(kv: &Kv) {
     // "d" was seeded but never updated: not dirty, never claimed.
 
     let first: Vec<ClaimedRecord> =
-        kv.buffer_claim("player", 2).await.unwrap().into_iter().map(sorted).collect();
+        kv.buffer_claim("player", 2, u64::MAX).await.unwrap().into_iter().map(sorted).collect();
     assert_eq!(
         first,
         [
@@ -226,14 +226,17 @@ async fn check_large_claim_and_release(kv: &Kv) {
         assert!(seed(kv, id, &[("v", "0")]).await);
         update(kv, id, &[("x", "1")], 1_000 + n as u64).await;
     }
-    let claimed = kv.buffer_claim("player", 550).await.unwrap();
+    // Only ids dirty since at most the given time are taken.
+    assert_eq!(kv.buffer_claim("player", 550, 1_009).await.unwrap().len(), 10);
+    kv.buffer_recover("player").await.unwrap();
+    let claimed = kv.buffer_claim("player", 550, u64::MAX).await.unwrap();
     let claimed_ids: Vec<&str> = claimed.iter().map(|record| record.id.as_str()).collect();
     assert_eq!(claimed_ids, ids[..550].iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(50, 550, Some(1_000)));
     let claimed_ids: Vec<String> = claimed.into_iter().map(|record| record.id).collect();
     kv.buffer_release("player", &claimed_ids, LONG).await.unwrap();
     assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(50, 0, Some(1_550)));
-    assert_eq!(kv.buffer_claim("player", 1_000).await.unwrap().len(), 50);
+    assert_eq!(kv.buffer_claim("player", 1_000, u64::MAX).await.unwrap().len(), 50);
 }
 
 async fn check_update_after_claim_redirties(kv: &Kv) {
@@ -246,7 +249,7 @@ async fn check_update_after_claim_redirties(kv: &Kv) {
     assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(1, 1, Some(100)));
 
     // Claimed again before the first claim was released: one claim entry, the older time.
-    let again = kv.buffer_claim("player", 10).await.unwrap();
+    let again = kv.buffer_claim("player", 10, u64::MAX).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].dirty_since_ms, 100);
     assert!(again[0].fields.contains(&("x".to_owned(), "2".to_owned())));
@@ -317,7 +320,7 @@ async fn check_dirty_records_never_expire(kv: &Kv) {
     assert_eq!(update(kv, "seeded", &[], 700).await, BufferUpdate::NotLoaded);
     assert_eq!(kv.buffer_get("player", "flushed").await.unwrap(), None);
     let claimed: Vec<ClaimedRecord> =
-        kv.buffer_claim("player", 10).await.unwrap().into_iter().map(sorted).collect();
+        kv.buffer_claim("player", 10, u64::MAX).await.unwrap().into_iter().map(sorted).collect();
     let claimed: Vec<(&str, &[Field])> =
         claimed.iter().map(|record| (record.id.as_str(), record.fields.as_slice())).collect();
     assert_eq!(
@@ -337,7 +340,7 @@ async fn check_namespaces_are_separate(kv: &Kv) {
     assert!(kv.buffer_seed("guild", "1", fields(&[("v", "10")]), LONG).await.unwrap());
     assert_eq!(kv.buffer_update("guild", "1", Vec::new(), 100).await.unwrap(), applied(11, 1));
     assert_eq!(kv.buffer_stats("player").await.unwrap(), BufferStats::default());
-    assert_eq!(kv.buffer_claim("player", 10).await.unwrap(), []);
+    assert_eq!(kv.buffer_claim("player", 10, u64::MAX).await.unwrap(), []);
     assert_eq!(get_sorted(kv, "player", "1").await, Some(fields(&[("v", "0")])));
     assert_eq!(kv.buffer_stats("guild").await.unwrap(), stats(1, 0, Some(100)));
 }
