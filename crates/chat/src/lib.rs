@@ -67,6 +67,9 @@ pub const DEFAULT_MAX_BATCH: usize = 2_048;
 /// Default time a cached room's or group's member list is trusted without an invalidation
 /// (the bound on staleness when an invalidation from another process is lost).
 pub const DEFAULT_MEMBER_CACHE_TTL: Duration = Duration::from_secs(1);
+/// How far another gateway process's clock may run ahead of this one's: within this long
+/// before a new year, the newest history page also looks in the next year's shard.
+pub const CLOCK_SKEW_ALLOWANCE_MS: u64 = 60_000;
 /// The name of the channels shard in the data directory.
 pub const CHANNELS_FILE: &str = "chat.db";
 /// The archive directory's name inside the data directory, unless configured.
@@ -175,7 +178,7 @@ pub struct HistoryPage {
     pub archived: bool,
 }
 
-/// Counters of the write path, for metrics and tests.
+/// Counters of the write path and the member cache, for metrics and tests.
 #[derive(Debug, Default)]
 pub struct ChatStats {
     /// Messages stored (committed).
@@ -184,11 +187,26 @@ pub struct ChatStats {
     pub commits: AtomicU64,
     /// Messages in the last group commit.
     pub last_batch: AtomicU64,
+    /// Messages in the largest group commit so far.
+    pub largest_batch: AtomicU64,
+    /// Time spent in group commits (the transaction, its queueing for the shard's writer
+    /// thread and the COMMIT), in microseconds.
+    pub commit_micros: AtomicU64,
+    /// Group commits that failed (their senders were answered with an error).
+    pub failed_commits: AtomicU64,
+    /// Membership checks answered from the member cache.
+    pub member_cache_hits: AtomicU64,
     /// Member lists read from `chat.db` (the member cache's misses).
     pub membership_loads: AtomicU64,
+    /// Membership invalidations published (this process changed a channel's members).
+    pub invalidations_published: AtomicU64,
     /// Membership invalidations received from the key-value store (other processes' changes,
     /// and this one's own).
     pub invalidations_received: AtomicU64,
+    /// History pages served.
+    pub history_pages: AtomicU64,
+    /// Shard queries made for them (more than one per page only when a page crosses years).
+    pub history_shard_reads: AtomicU64,
 }
 
 /// The chat domain: cheap to clone.
@@ -308,6 +326,7 @@ impl Chat {
     async fn membership(&self, channel_id: ChannelId) -> Result<Arc<members::Membership>, ChatError> {
         let cache = &self.inner.members;
         if let Some(membership) = cache.get(channel_id, self.now_ms()) {
+            self.inner.stats.member_cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(membership);
         }
         let generation = cache.generation();
@@ -324,6 +343,9 @@ impl Chat {
     async fn members_changed(&self, channel_id: ChannelId) {
         self.inner.members.invalidate(channel_id);
         let published = self.inner.kv.publish(members::MEMBERS_CHANNEL, channel_id.0.as_bytes()).await;
+        if published.is_ok() {
+            self.inner.stats.invalidations_published.fetch_add(1, Ordering::Relaxed);
+        }
         if let Err(error) = published {
             // The change is stored; other processes reload it within the cache's ttl.
             tracing::warn!(%error, channel_id = %channel_id.0, "could not publish a membership invalidation");
@@ -564,16 +586,23 @@ impl Chat {
         }
         let limit = limit.clamp(1, MAX_PAGE_SIZE);
         let years = &self.inner.years;
-        let newest = years.newest_open().unwrap_or_else(|| year_of_ms(self.now_ms()));
+        // The newest year anyone may have written: next year's shard is provisioned ahead of
+        // time but stays empty until some process's clock passes the boundary, so the newest
+        // page starts in this year's shard (next year's too only within the skew allowance
+        // before the boundary) instead of spending a trip on an empty shard.
+        let written = year_of_ms(self.now_ms().saturating_add(CLOCK_SKEW_ALLOWANCE_MS));
+        let newest = years.newest_open().map_or(written, |open| open.min(written));
         // A cursor from the future (or not a message id at all) starts at the newest shard.
         let (mut cursor, start_year) = match before {
             Some(before) => (before, before.year().min(newest)),
             None => (ids::first_id_at(year_start_ms(newest + 1)), newest),
         };
+        self.inner.stats.history_pages.fetch_add(1, Ordering::Relaxed);
         let mut page = HistoryPage::default();
         for year in (years.oldest()..=start_year).rev() {
             match years.for_read(year).await? {
                 years::YearState::Live(shard) => {
+                    self.inner.stats.history_shard_reads.fetch_add(1, Ordering::Relaxed);
                     let remaining = limit - page.messages.len();
                     let found = messages::page(&shard, channel_id, cursor, remaining).await?;
                     page.messages.extend(found);

@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -103,6 +104,7 @@ impl Writer {
             let (batch, done): (Vec<Message>, Vec<_>) =
                 pending.into_iter().map(|pending| (pending.message, pending.done)).unzip();
             let n_messages = batch.len() as u64;
+            let started = Instant::now();
             let result = match self.years.writable(year).await {
                 Ok(shard) => shard
                     .write(move |conn| messages::insert_batch(conn, &batch))
@@ -112,11 +114,17 @@ impl Writer {
             };
             match &result {
                 Ok(()) => {
+                    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                    self.stats.commit_micros.fetch_add(micros, Ordering::Relaxed);
                     self.stats.messages_stored.fetch_add(n_messages, Ordering::Relaxed);
                     self.stats.last_batch.store(n_messages, Ordering::Relaxed);
+                    self.stats.largest_batch.fetch_max(n_messages, Ordering::Relaxed);
                 }
-                Err(error) => tracing::error!(%error, year, n_messages, "chat group commit failed"),
+                Err(error) => {
+                    self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%error, year, n_messages, "chat group commit failed");
+                }
             }
             // Before answering, so the next year exists by the time anyone hears of this year's
             // first commit (a map lookup once the shard is open).

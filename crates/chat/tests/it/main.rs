@@ -165,6 +165,32 @@ async fn messages_go_to_the_shard_of_their_year_and_history_pages_across_the_bou
 }
 
 #[tokio::test]
+async fn the_newest_page_skips_next_years_empty_shard_except_just_before_new_year() {
+    let world = World::new();
+    let chat = world.chat().await;
+    assert!(world.dir.path().join(chat::shard_file_name(2027)).exists(), "provisioned ahead");
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    let channel = chat.send_direct(ada, bob, "june").await.unwrap().value.channel_id;
+    let reads = |chat: &Chat| chat.stats().history_shard_reads.load(std::sync::atomic::Ordering::Relaxed);
+
+    let check = |now_ms: u64, expected_reads: u64| {
+        let (chat, world) = (&chat, &world);
+        async move {
+            world.clock.set(now_ms);
+            let before = reads(chat);
+            let page = chat.history(ada, channel, None, 10).await.unwrap();
+            assert_eq!(texts(&page), ["june"], "at {now_ms}");
+            assert_eq!(reads(chat) - before, expected_reads, "shards read at {now_ms}");
+        }
+    };
+    // 2026 only: 2027 is empty and no year before 2026 has a shard.
+    check(JUNE_2026_MS, 1).await;
+    // Within the clock-skew allowance of new year another process may already write 2027.
+    check(year_start_ms(2027) - chat::CLOCK_SKEW_ALLOWANCE_MS, 2).await;
+    check(year_start_ms(2027) - chat::CLOCK_SKEW_ALLOWANCE_MS - 1, 1).await;
+}
+
+#[tokio::test]
 async fn a_retired_year_is_archived_verified_and_ends_history_with_a_marker() {
     let world = World::new();
     world.clock.set(year_start_ms(2026) + 1000);
