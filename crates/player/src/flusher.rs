@@ -28,6 +28,8 @@ pub struct FlushReport {
     pub rows_skipped: u64,
     /// Transactions committed.
     pub batches: u64,
+    /// Time spent writing to SQLite (the transactions themselves, not claiming from Redis).
+    pub write_time: std::time::Duration,
 }
 
 /// Runs the flusher until `shutdown`, then makes the final flush and gives up the lease.
@@ -142,6 +144,7 @@ pub(crate) async fn flush_all(players: &Players) -> Result<FlushReport, PlayerEr
             .collect();
         let started = Instant::now();
         let (written, skipped) = store::write_batch(&players.inner.shard, states).await?;
+        report.write_time += started.elapsed();
         players.inner.kv.buffer_release(NAMESPACE, &ids, players.inner.config.record_ttl).await?;
 
         let stats = &players.inner.stats;
