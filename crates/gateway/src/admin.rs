@@ -50,7 +50,12 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> String {
     };
     let player = crate::metrics::render_player(shared.players.stats(), buffer, shared.clock.now_ms());
     let inventory = crate::metrics::render_inventory(shared.inventory.stats());
-    shared.metrics.render() + &player + &inventory
+    let chat = crate::metrics::render_chat(
+        shared.chat.stats(),
+        shared.chat_announcer.stats(),
+        shared.hub.delivery_stats(),
+    );
+    shared.metrics.render() + &player + &inventory + &chat
 }
 
 /// Sends the request body as a [`proto::Event::Notice`] to every connection of the account, on

@@ -10,6 +10,8 @@
 use chat::{Channel, ChannelKind, Delivery, Message};
 use proto::chat::{ChatEvent, ChatReply, ChatRequest};
 use proto::{AccountId, ErrorBody, Event, Reply};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -36,23 +38,44 @@ struct Announcement {
     published: oneshot::Sender<()>,
 }
 
+/// What the announcer published, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct AnnounceStats {
+    /// Chat events published on the bus.
+    pub events: AtomicU64,
+    /// Bus messages that carried them (one per burst).
+    pub publishes: AtomicU64,
+    /// Accounts those events named (before they fan out to connections).
+    pub recipients: AtomicU64,
+    /// Events that could not be published (bus unreachable; members see them in history).
+    pub failed: AtomicU64,
+}
+
 /// The queue of chat events to publish. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Announcer {
     queue: mpsc::Sender<Announcement>,
+    stats: Arc<AnnounceStats>,
 }
 
 /// The announcer's end of the queue; run it with [`AnnouncerTask::run`].
 pub(crate) struct AnnouncerTask {
     receiver: mpsc::Receiver<Announcement>,
     hub: Hub,
+    stats: Arc<AnnounceStats>,
 }
 
 impl Announcer {
     /// An announcer publishing through `hub`, and the task that does it.
     pub(crate) fn new(hub: Hub) -> (Announcer, AnnouncerTask) {
         let (queue, receiver) = mpsc::channel(ANNOUNCE_QUEUE);
-        (Announcer { queue }, AnnouncerTask { receiver, hub })
+        let stats = Arc::new(AnnounceStats::default());
+        (Announcer { queue, stats: stats.clone() }, AnnouncerTask { receiver, hub, stats })
+    }
+
+    /// What has been published so far.
+    pub(crate) fn stats(&self) -> &AnnounceStats {
+        &self.stats
     }
 }
 
@@ -95,8 +118,17 @@ impl AnnouncerTask {
         let (deliveries, published): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|a| ((a.recipients, a.event), a.published)).unzip();
         let n_events = deliveries.len();
-        if let Err(error) = self.hub.deliver_batch(deliveries).await {
-            tracing::warn!(%error, n_events, "could not publish chat events; members will see them in history");
+        let n_recipients: usize = deliveries.iter().map(|(recipients, _)| recipients.len()).sum();
+        match self.hub.deliver_batch(deliveries).await {
+            Ok(()) => {
+                self.stats.events.fetch_add(n_events as u64, Ordering::Relaxed);
+                self.stats.publishes.fetch_add(1, Ordering::Relaxed);
+                self.stats.recipients.fetch_add(n_recipients as u64, Ordering::Relaxed);
+            }
+            Err(error) => {
+                self.stats.failed.fetch_add(n_events as u64, Ordering::Relaxed);
+                tracing::warn!(%error, n_events, "could not publish chat events; members will see them in history");
+            }
         }
         for published in published {
             // A request that stopped waiting does not need to know.

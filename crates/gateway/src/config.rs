@@ -40,6 +40,8 @@ pub const DEFAULT_READ_BUFFER_BYTES: usize = 2048;
 pub const DEFAULT_CHAT_SENDS_PER_WINDOW: u64 = chat::DEFAULT_SENDS_PER_WINDOW;
 /// Default length of the chat send-rate window.
 pub const DEFAULT_CHAT_SEND_WINDOW: Duration = chat::DEFAULT_SEND_WINDOW;
+/// Default time a cached chat member list is trusted without an invalidation.
+pub const DEFAULT_CHAT_MEMBER_CACHE_TTL: Duration = chat::DEFAULT_MEMBER_CACHE_TTL;
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -155,6 +157,11 @@ pub struct GatewayConfig {
     /// The chat send-rate window; default [`DEFAULT_CHAT_SEND_WINDOW`]; at least 1 ms.
     #[serde(with = "seconds")]
     pub chat_send_window: Duration,
+    /// How long a cached room's or group's member list is used without an invalidation from
+    /// the process that changed it (the bound on staleness if one is lost); default
+    /// [`DEFAULT_CHAT_MEMBER_CACHE_TTL`]; zero reads `chat.db` every time.
+    #[serde(with = "seconds")]
+    pub chat_member_cache_ttl: Duration,
     /// Matchmaking (`[matchmaking]` in TOML): modes (default `duel` 1v1 and `team` 2v2), the
     /// rating window, the pass interval, lease and disconnect grace; see
     /// [`matchmaking::MatchmakingConfig`].
@@ -223,6 +230,7 @@ impl Default for GatewayConfig {
             service_token: None,
             chat_sends_per_window: DEFAULT_CHAT_SENDS_PER_WINDOW,
             chat_send_window: DEFAULT_CHAT_SEND_WINDOW,
+            chat_member_cache_ttl: DEFAULT_CHAT_MEMBER_CACHE_TTL,
             matchmaking: matchmaking::MatchmakingConfig::default(),
         }
     }
@@ -306,6 +314,7 @@ impl GatewayConfig {
         chat::ChatConfig {
             sends_per_window: self.chat_sends_per_window,
             send_window: self.chat_send_window,
+            member_cache_ttl: self.chat_member_cache_ttl,
             shard: self.shard_config(),
             ..chat::ChatConfig::default()
         }

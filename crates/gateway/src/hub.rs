@@ -4,18 +4,21 @@
 //! Every message goes through the bus, also when its target is connected to this same process:
 //! one path, so what works in a one-process test works across processes.
 
+use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use auth::SessionKey;
 use kv::Kv;
-use proto::Event;
+use proto::{Encoding, Event, ServerMessage};
 use serde::{Deserialize, Serialize};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::metrics::Metrics;
-use crate::outbound::Outbound;
+use crate::outbound::{self, Outbound};
 
 /// The pub/sub channel every gateway process listens on.
 const BUS_CHANNEL: &str = "bus";
@@ -49,35 +52,78 @@ struct Registry {
     by_session: HashMap<String, HashSet<ConnectionId>>,
 }
 
+/// What this process's hub handed to its connections, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    /// Event frames queued on local connections (one per event and connection).
+    pub events_queued: AtomicU64,
+    /// Events encoded (at most once per event and encoding, however many connections get it).
+    pub encodings: AtomicU64,
+}
+
+/// An event on its way to many connections, encoded at most once per encoding: every connection
+/// speaking that encoding is handed a clone of the same frame, which shares its bytes.
+struct Encoded {
+    message: ServerMessage,
+    bincode: OnceCell<Option<Message>>,
+    json: OnceCell<Option<Message>>,
+}
+
+impl Encoded {
+    fn new(event: Event) -> Encoded {
+        Encoded { message: ServerMessage::Event(event), bincode: OnceCell::new(), json: OnceCell::new() }
+    }
+
+    /// Queues the event on `outbound`, encoding it on first use of that encoding.
+    fn send_to(&self, outbound: &Outbound, stats: &DeliveryStats) {
+        let encoding = outbound.encoding();
+        let cell = match encoding {
+            Encoding::Bincode => &self.bincode,
+            Encoding::Json => &self.json,
+        };
+        let frame = cell.get_or_init(|| {
+            stats.encodings.fetch_add(1, Ordering::Relaxed);
+            outbound::encode_frame(encoding, &self.message)
+        });
+        if let Some(frame) = frame {
+            outbound.send_frame(frame.clone());
+        }
+    }
+}
+
 impl Registry {
     /// Queues `event` on every connection of each of `account_ids`.
-    fn to_accounts(&self, account_ids: &[Uuid], event: &Event) {
+    fn to_accounts(&self, account_ids: &[Uuid], event: Event, stats: &DeliveryStats) {
+        let event = Encoded::new(event);
         let ids = account_ids.iter().filter_map(|account_id| self.by_account.get(account_id));
         for entry in ids.flatten().filter_map(|id| self.connections.get(id)) {
-            entry.outbound.send_event(event.clone());
+            // Counted first, so whoever has received the event also sees it counted.
+            stats.events_queued.fetch_add(1, Ordering::Relaxed);
+            event.send_to(&entry.outbound, stats);
         }
     }
 
     /// Queues each event on every connection of its accounts, one connection at a time, so a
-    /// connection's events are queued back to back and its writer sends them in one write.
-    fn to_accounts_batch(&self, deliveries: &[(Vec<Uuid>, Event)]) {
-        let mut order: Vec<ConnectionId> = Vec::new();
-        let mut events: HashMap<ConnectionId, Vec<&Event>> = HashMap::new();
-        for (account_ids, event) in deliveries {
-            let ids = account_ids.iter().filter_map(|account_id| self.by_account.get(account_id));
-            for &id in ids.flatten() {
-                let queued = events.entry(id).or_default();
-                if queued.is_empty() {
-                    order.push(id);
+    /// connection's events are queued back to back (in order) and its writer sends them in one
+    /// write. Each event is encoded once per encoding, not once per connection.
+    fn to_accounts_batch(&self, deliveries: Vec<(Vec<Uuid>, Event)>, stats: &DeliveryStats) {
+        let mut queued: Vec<(ConnectionId, usize)> = Vec::new();
+        let mut events = Vec::with_capacity(deliveries.len());
+        for (index, (account_ids, event)) in deliveries.into_iter().enumerate() {
+            for account_id in &account_ids {
+                if let Some(ids) = self.by_account.get(account_id) {
+                    queued.extend(ids.iter().map(|&id| (id, index)));
                 }
-                queued.push(event);
             }
+            events.push(Encoded::new(event));
         }
-        for id in order {
-            if let (Some(entry), Some(queued)) = (self.connections.get(&id), events.get(&id)) {
-                for event in queued {
-                    entry.outbound.send_event((*event).clone());
-                }
+        // Stable: a connection's events keep their order.
+        queued.sort_by_key(|&(id, _)| id);
+        for connection in queued.chunk_by(|a, b| a.0 == b.0) {
+            let Some(entry) = self.connections.get(&connection[0].0) else { continue };
+            stats.events_queued.fetch_add(connection.len() as u64, Ordering::Relaxed);
+            for &(_, index) in connection {
+                events[index].send_to(&entry.outbound, stats);
             }
         }
     }
@@ -103,12 +149,18 @@ pub struct Hub {
     registry: Arc<Mutex<Registry>>,
     kv: Kv,
     metrics: Arc<Metrics>,
+    delivery: Arc<DeliveryStats>,
 }
 
 impl Hub {
     /// A hub publishing through `kv`. Call [`Hub::listen`] to receive.
     pub fn new(kv: Kv, metrics: Arc<Metrics>) -> Hub {
-        Hub { registry: Arc::default(), kv, metrics }
+        Hub { registry: Arc::default(), kv, metrics, delivery: Arc::default() }
+    }
+
+    /// What this process has handed to its connections.
+    pub fn delivery_stats(&self) -> &DeliveryStats {
+        &self.delivery
     }
 
     /// Subscribes to the bus and spawns the task that applies its messages to this process's
@@ -210,16 +262,11 @@ impl Hub {
 
     fn apply(&self, message: BusMessage) {
         let Ok(registry) = self.registry.lock() else { return };
+        let stats = &*self.delivery;
         match message {
-            BusMessage::ToAccount { account_id, event } => {
-                for id in registry.by_account.get(&account_id).into_iter().flatten() {
-                    if let Some(entry) = registry.connections.get(id) {
-                        entry.outbound.send_event(event.clone());
-                    }
-                }
-            }
-            BusMessage::ToAccounts { account_ids, event } => registry.to_accounts(&account_ids, &event),
-            BusMessage::ToAccountsBatch { deliveries } => registry.to_accounts_batch(&deliveries),
+            BusMessage::ToAccount { account_id, event } => registry.to_accounts(&[account_id], event, stats),
+            BusMessage::ToAccounts { account_ids, event } => registry.to_accounts(&account_ids, event, stats),
+            BusMessage::ToAccountsBatch { deliveries } => registry.to_accounts_batch(deliveries, stats),
             BusMessage::SessionsRevoked { keys } => {
                 let ids = keys.iter().filter_map(|key| registry.by_session.get(key)).flatten();
                 for entry in ids.filter_map(|id| registry.connections.get(id)) {

@@ -311,6 +311,128 @@ pub fn render_inventory(stats: &inventory::InventoryStats) -> String {
         "counter",
         load(&stats.pruned_offers),
     );
+    line(
+        "inventory_checkpoints_total",
+        "WAL checkpoints run beside the committer.",
+        "counter",
+        load(&stats.checkpoints),
+    );
+    line(
+        "inventory_checkpoint_seconds_total",
+        "Time those checkpoints took (on their own connection).",
+        "counter",
+        load(&stats.checkpoint_micros) / 1e6,
+    );
+    line(
+        "inventory_forced_checkpoints_total",
+        "Checkpoints the committer ran itself because the WAL passed its limit.",
+        "counter",
+        load(&stats.forced_checkpoints),
+    );
+    line(
+        "inventory_wal_bytes",
+        "Size of inventory.db's WAL file after the last group commit.",
+        "gauge",
+        load(&stats.wal_bytes),
+    );
+    out
+}
+
+/// The chat domain and its live delivery: messages stored, group commits, the member cache,
+/// events published on the bus and event frames queued on this process's connections.
+pub(crate) fn render_chat(
+    stats: &chat::ChatStats,
+    announced: &crate::chat_requests::AnnounceStats,
+    delivery: &crate::hub::DeliveryStats,
+) -> String {
+    let mut out = String::new();
+    let mut line = |name: &str, help: &str, kind: &str, value: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
+    line("chat_messages_stored_total", "Chat messages committed.", "counter", load(&stats.messages_stored));
+    line("chat_commits_total", "Chat group commits (SQLite transactions).", "counter", load(&stats.commits));
+    line(
+        "chat_commit_failures_total",
+        "Chat group commits that failed (their senders got an error).",
+        "counter",
+        load(&stats.failed_commits),
+    );
+    line("chat_commit_size", "Messages in the last group commit.", "gauge", load(&stats.last_batch));
+    line("chat_commit_size_max", "The largest group commit so far.", "gauge", load(&stats.largest_batch));
+    line(
+        "chat_commit_seconds_total",
+        "Time spent in chat group commits (the transaction and its COMMIT).",
+        "counter",
+        load(&stats.commit_micros) / 1e6,
+    );
+    line(
+        "chat_member_cache_hits_total",
+        "Membership checks answered from the member cache.",
+        "counter",
+        load(&stats.member_cache_hits),
+    );
+    line(
+        "chat_member_cache_misses_total",
+        "Member lists read from chat.db.",
+        "counter",
+        load(&stats.membership_loads),
+    );
+    line(
+        "chat_member_invalidations_published_total",
+        "Membership changes announced to every process.",
+        "counter",
+        load(&stats.invalidations_published),
+    );
+    line(
+        "chat_member_invalidations_received_total",
+        "Membership invalidations applied to this process's cache.",
+        "counter",
+        load(&stats.invalidations_received),
+    );
+    line("chat_history_pages_total", "Chat history pages served.", "counter", load(&stats.history_pages));
+    line(
+        "chat_history_shard_reads_total",
+        "Yearly shard queries made for history pages (more than one per page only across years).",
+        "counter",
+        load(&stats.history_shard_reads),
+    );
+    line(
+        "chat_events_published_total",
+        "Chat events published on the bus.",
+        "counter",
+        load(&announced.events),
+    );
+    line(
+        "chat_event_publishes_total",
+        "Bus messages carrying chat events (one per burst).",
+        "counter",
+        load(&announced.publishes),
+    );
+    line(
+        "chat_event_recipients_total",
+        "Accounts named by published chat events.",
+        "counter",
+        load(&announced.recipients),
+    );
+    line(
+        "chat_events_unpublished_total",
+        "Chat events lost to a bus outage (members read them in history).",
+        "counter",
+        load(&announced.failed),
+    );
+    line(
+        "gateway_events_queued_total",
+        "Event frames queued on this process's connections (one per event and connection).",
+        "counter",
+        load(&delivery.events_queued),
+    );
+    line(
+        "gateway_event_encodings_total",
+        "Events encoded for delivery (once per event and encoding, not per connection).",
+        "counter",
+        load(&delivery.encodings),
+    );
     out
 }
 

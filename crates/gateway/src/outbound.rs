@@ -65,18 +65,15 @@ impl Outbound {
 
     /// Queues `message`. A full queue closes the connection as a slow consumer.
     pub fn send(&self, message: &ServerMessage) {
-        let bytes = match codec::encode(self.inner.encoding, message) {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                tracing::error!(%error, "could not encode a server message");
-                return;
-            }
-        };
-        let frame = match self.inner.encoding {
-            Encoding::Bincode => Message::Binary(bytes.into()),
-            Encoding::Json => Message::Text(String::from_utf8(bytes).unwrap_or_default().into()),
-        };
-        self.send_frame(frame);
+        if let Some(frame) = encode_frame(self.inner.encoding, message) {
+            self.send_frame(frame);
+        }
+    }
+
+    /// The encoding this connection speaks, for callers that encode a frame once for many
+    /// connections ([`encode_frame`], then [`Outbound::send_frame`] with a clone).
+    pub fn encoding(&self) -> Encoding {
+        self.inner.encoding
     }
 
     /// Queues a frame that is already encoded (or a control frame such as a ping).
@@ -118,6 +115,22 @@ impl Outbound {
     pub fn closing(&self) -> &CancellationToken {
         &self.inner.closing
     }
+}
+
+/// `message` as a frame for connections speaking `encoding`; `None` (logged) if it cannot be
+/// encoded. Clones of the frame share its bytes.
+pub fn encode_frame(encoding: Encoding, message: &ServerMessage) -> Option<Message> {
+    let bytes = match codec::encode(encoding, message) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            tracing::error!(%error, "could not encode a server message");
+            return None;
+        }
+    };
+    Some(match encoding {
+        Encoding::Bincode => Message::Binary(bytes.into()),
+        Encoding::Json => Message::Text(String::from_utf8(bytes).unwrap_or_default().into()),
+    })
 }
 
 impl OutboundQueue {

@@ -1,6 +1,7 @@
 //! Chat through the real gateway and a real Redis: rooms, groups and direct messages, live
 //! delivery (also between two gateways), history paging (also across a year boundary and into
-//! a retired year), permissions, the send rate, soft delete and bad input.
+//! a retired year), permissions (also revoked through another gateway process), the send rate,
+//! soft delete and bad input.
 
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use proto::chat::{
 use proto::{ClientMessage, Encoding, ErrorCode, Event, Outcome, Reply, Request, codec};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{PATIENCE, World, username};
+use crate::processes::GatewayProcess;
+use crate::support::{PATIENCE, World, admin, username};
 
 /// 2030-12-31T23:59:59.999Z.
 const LAST_MS_OF_2030: u64 = 1_924_991_999_999;
@@ -102,6 +104,10 @@ async fn room_members_get_every_message_live_and_history_pages_by_cursor() {
         assert_eq!(next_message_text(&bob).await, format!("round {n}"), "in send order");
         assert_eq!(next_message_text(&ada).await, format!("round {n}"), "the sender's connections too");
     }
+    // Each event is encoded once for both members' connections (both speak bincode).
+    assert_eq!(gateway.metric("gateway_events_queued_total").await, Some(10.0));
+    assert_eq!(gateway.metric("gateway_event_encodings_total").await, Some(5.0));
+    assert_eq!(gateway.metric("chat_messages_stored_total").await, Some(5.0));
 
     let first = history(&bob, room.channel_id, None, 2).await.unwrap();
     assert_eq!(texts(&first), ["round 5", "round 4"]);
@@ -353,4 +359,60 @@ async fn history_reaching_a_retired_year_ends_with_the_archived_marker() {
     assert!(page.archived, "older history is archived");
     let delete = ChatRequest::Delete { channel_id: channel, message_id: old_id };
     assert_eq!(code(chat(&ada, delete).await), Some(ErrorCode::Conflict));
+}
+
+/// The value of one `/metrics` line of the gateway behind `admin_addr`, by its name.
+async fn metric(admin_addr: std::net::SocketAddr, name: &str) -> f64 {
+    let (_, text) = admin(admin_addr, "GET", "/metrics", None, "").await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} on /metrics"))
+}
+
+#[tokio::test]
+async fn a_member_removed_from_a_group_is_refused_at_once_across_gateway_processes() {
+    let world = World::new();
+    // Member lists cached for an hour: only the invalidation between the processes can make the
+    // second one notice the removal within the test.
+    let config = world.data_dir.path().join("chat.toml");
+    std::fs::write(&config, "chat_member_cache_ttl = 3600.0\n").unwrap();
+    let config = ["--config", config.to_str().unwrap()];
+    let first = GatewayProcess::start_with(&world, &config).await;
+    let second = GatewayProcess::start_with(&world, &config).await;
+    let (owner, _) = first.player(&username("owner")).await;
+    let (member, member_session) = second.player(&username("member")).await;
+
+    let group = match chat(&owner, ChatRequest::CreateGroup { name: "guild".into() }).await.unwrap() {
+        ChatReply::Channel(group) => group.channel_id,
+        other => panic!("unexpected {other:?}"),
+    };
+    let add = ChatRequest::AddMember { channel_id: group, account_id: member_session.account_id };
+    chat(&owner, add).await.unwrap();
+    assert!(matches!(next_chat_event(&member).await, ChatEvent::Added(_)));
+    // The second process caches the group with the member in it.
+    sent(send(&member, group, "hello from the second").await).await;
+    assert_eq!(texts(&history(&member, group, None, 10).await.unwrap()), ["hello from the second"]);
+
+    let remove = ChatRequest::RemoveMember { channel_id: group, account_id: member_session.account_id };
+    chat(&owner, remove).await.unwrap();
+    // Wait until the second process has applied every invalidation the first published.
+    let published = metric(first.admin, "chat_member_invalidations_published_total").await;
+    assert!(published >= 2.0, "the addition and the removal were published");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while metric(second.admin, "chat_member_invalidations_received_total").await < published {
+        assert!(tokio::time::Instant::now() < deadline, "the second process hears of the removal");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    assert_eq!(code(send(&member, group, "still here?").await), Some(ErrorCode::Forbidden));
+    assert_eq!(
+        code(history(&member, group, None, 10).await.map(ChatReply::History)),
+        Some(ErrorCode::Forbidden)
+    );
+    assert_eq!(
+        texts(&history(&owner, group, None, 10).await.unwrap()),
+        ["hello from the second"],
+        "the refused message was not stored"
+    );
 }

@@ -11,10 +11,10 @@ use proto::{Encoding, Event, close};
 use crate::support::{PASSWORD, PATIENCE, World, closed, username};
 
 /// A `gateway` process, killed on drop if still running.
-struct GatewayProcess {
+pub(crate) struct GatewayProcess {
     child: Child,
-    url: String,
-    admin: SocketAddr,
+    pub(crate) url: String,
+    pub(crate) admin: SocketAddr,
 }
 
 fn free_port() -> u16 {
@@ -26,7 +26,7 @@ impl GatewayProcess {
         Self::start_with(world, &[]).await
     }
 
-    async fn start_with(world: &World, extra_args: &[&str]) -> GatewayProcess {
+    pub(crate) async fn start_with(world: &World, extra_args: &[&str]) -> GatewayProcess {
         let (port, admin_port) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
             .args(extra_args)
@@ -53,7 +53,7 @@ impl GatewayProcess {
         process
     }
 
-    async fn player(&self, name: &str) -> (Client, proto::SessionInfo) {
+    pub(crate) async fn player(&self, name: &str) -> (Client, proto::SessionInfo) {
         let client = Client::connect(&self.url, Encoding::Bincode).await.unwrap();
         let _ = client.register(name, PASSWORD).await;
         let session = client.login(name, PASSWORD).await.unwrap();
