@@ -173,20 +173,19 @@ end
 return 0
 ";
 
-/// Most ids one claim or release script handles. Redis runs nothing else during a script, so a
-/// flush of thousands of records is cut into runs this size rather than stalling every buffered
-/// update for tens of milliseconds (and Lua's `unpack` has a limit near 8,000 values).
-const BUFFER_SCRIPT_IDS_MAX: usize = 256;
+/// Most ids one claim or release script handles (each costs the script about a microsecond).
+/// Redis runs nothing else during a script, so a flush of many thousands of records is cut into
+/// runs this size rather than stalling every buffered update for longer than a millisecond or so
+/// (and Lua's `unpack` has a limit near 8,000 values).
+const BUFFER_SCRIPT_IDS_MAX: usize = 1_000;
 
 /// Claims the oldest dirty ids. KEYS: dirty set, claim hash. ARGV: max (at most
-/// [`BUFFER_SCRIPT_IDS_MAX`]), record key prefix (`{prefix}{ns}:rec:`), the newest dirty-since
-/// score to take. Returns {id, dirty_since,
-/// {field, value, ...}} per live record, oldest first. Scores stay the strings Redis gives, so no
-/// Lua number formatting touches them. Redis runs nothing else meanwhile, so everything but
-/// reading each record is one call for all ids. The record keys are built inside the script, fine
-/// on one Redis but a cluster would need hash tags.
+/// [`BUFFER_SCRIPT_IDS_MAX`]), the newest dirty-since score to take. Returns {id, dirty_since, ...},
+/// oldest first. Scores stay the strings Redis gives, so no Lua number formatting touches them.
+/// Every step is one call for all ids; the records themselves are read afterwards, outside the
+/// script (see [`RedisBackend::buffer_claim`]).
 const CLAIM_LUA: &str = r"
-local taken = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[3], 'BYSCORE', 'LIMIT', 0, ARGV[1], 'WITHSCORES')
+local taken = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, ARGV[1], 'WITHSCORES')
 local n = #taken / 2
 if n == 0 then
   return {}
@@ -197,28 +196,13 @@ for i = 1, n do
   ids[i] = taken[2 * i - 1]
 end
 local earlier = redis.call('HMGET', KEYS[2], unpack(ids))
-local claimed, claims, vanished = {}, {}, {}
 for i = 1, n do
-  local id, since = ids[i], taken[2 * i]
-  local fields = redis.call('HGETALL', ARGV[2] .. id)
-  if #fields == 0 then
-    vanished[#vanished + 1] = id
-  else
-    if earlier[i] and tonumber(earlier[i]) < tonumber(since) then
-      since = earlier[i]
-    end
-    claims[#claims + 1] = id
-    claims[#claims + 1] = since
-    claimed[#claimed + 1] = {id, since, fields}
+  if earlier[i] and tonumber(earlier[i]) < tonumber(taken[2 * i]) then
+    taken[2 * i] = earlier[i]
   end
 end
-if #claims > 0 then
-  redis.call('HSET', KEYS[2], unpack(claims))
-end
-if #vanished > 0 then
-  redis.call('HDEL', KEYS[2], unpack(vanished))
-end
-return claimed
+redis.call('HSET', KEYS[2], unpack(taken))
+return taken
 ";
 
 /// Moves the claim back into the dirty set. KEYS: claim hash, dirty set. ZADD LT adds absent ids and
@@ -656,6 +640,9 @@ impl RedisBackend {
         Ok(if fields.is_empty() { None } else { Some(fields) })
     }
 
+    /// Claims in runs of at most [`BUFFER_SCRIPT_IDS_MAX`] ids, then reads each run's records in
+    /// one pipeline. Reading after the claim is safe: an update in between leaves newer fields (a
+    /// newer version to write) and dirties the record again, so nothing acknowledged is missed.
     pub(crate) async fn buffer_claim(
         &self,
         ns: &str,
@@ -667,22 +654,37 @@ impl RedisBackend {
         while remaining > 0 {
             let run = remaining.min(BUFFER_SCRIPT_IDS_MAX);
             let mut invocation = self.claim.prepare_invoke();
-            invocation
-                .key(self.dirty_key(ns))
-                .key(self.claim_key(ns))
-                .arg(run)
-                .arg(self.record_key(ns, ""))
-                .arg(dirty_until_ms);
+            invocation.key(self.dirty_key(ns)).key(self.claim_key(ns)).arg(run).arg(dirty_until_ms);
             let invocation = &invocation;
-            let records: Vec<(String, String, Vec<Field>)> = self
+            let taken: Vec<(String, String)> = self
                 .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
                 .await?;
-            if records.is_empty() {
+            if taken.is_empty() {
                 break;
             }
             remaining -= run;
-            for (id, since, fields) in records {
-                claimed.push(ClaimedRecord { id, fields, dirty_since_ms: parse_score(&since)? });
+            let mut reads = redis::pipe();
+            for (id, _) in &taken {
+                reads.cmd("HGETALL").arg(self.record_key(ns, id));
+            }
+            let reads = &reads;
+            let records: Vec<Vec<Field>> =
+                self.run(|mut connection| async move { reads.query_async(&mut connection).await }).await?;
+            // A record Redis lost (a restart) leaves the claim and is not returned.
+            let mut vanished = Vec::new();
+            for ((id, since), fields) in taken.into_iter().zip(records) {
+                if fields.is_empty() {
+                    vanished.push(id);
+                } else {
+                    claimed.push(ClaimedRecord { id, fields, dirty_since_ms: parse_score(&since)? });
+                }
+            }
+            if !vanished.is_empty() {
+                let mut command = redis::cmd("HDEL");
+                command.arg(self.claim_key(ns)).arg(&vanished);
+                let command = &command;
+                self.run(|mut connection| async move { command.query_async::<()>(&mut connection).await })
+                    .await?;
             }
         }
         Ok(claimed)

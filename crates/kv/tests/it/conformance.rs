@@ -221,22 +221,23 @@ async fn check_claim_oldest_first(kv: &Kv) {
 
 async fn check_large_claim_and_release(kv: &Kv) {
     // More ids than one Redis script run handles, so the claim and the release come in pieces.
-    let ids: Vec<String> = (0..600).map(|n| format!("p{n:03}")).collect();
+    let ids: Vec<String> = (0..1_200).map(|n| format!("p{n:04}")).collect();
     for (n, id) in ids.iter().enumerate() {
         assert!(seed(kv, id, &[("v", "0")]).await);
         update(kv, id, &[("x", "1")], 1_000 + n as u64).await;
     }
     // Only ids dirty since at most the given time are taken.
-    assert_eq!(kv.buffer_claim("player", 550, 1_009).await.unwrap().len(), 10);
+    assert_eq!(kv.buffer_claim("player", 1_100, 1_009).await.unwrap().len(), 10);
     kv.buffer_recover("player").await.unwrap();
-    let claimed = kv.buffer_claim("player", 550, u64::MAX).await.unwrap();
+    let claimed = kv.buffer_claim("player", 1_100, u64::MAX).await.unwrap();
     let claimed_ids: Vec<&str> = claimed.iter().map(|record| record.id.as_str()).collect();
-    assert_eq!(claimed_ids, ids[..550].iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(50, 550, Some(1_000)));
+    assert_eq!(claimed_ids, ids[..1_100].iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(claimed.iter().all(|record| record.fields.contains(&("x".to_owned(), "1".to_owned()))));
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(100, 1_100, Some(1_000)));
     let claimed_ids: Vec<String> = claimed.into_iter().map(|record| record.id).collect();
     kv.buffer_release("player", &claimed_ids, LONG).await.unwrap();
-    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(50, 0, Some(1_550)));
-    assert_eq!(kv.buffer_claim("player", 1_000, u64::MAX).await.unwrap().len(), 50);
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(100, 0, Some(2_100)));
+    assert_eq!(kv.buffer_claim("player", 1_000, u64::MAX).await.unwrap().len(), 100);
 }
 
 async fn check_update_after_claim_redirties(kv: &Kv) {
