@@ -3,7 +3,8 @@
 //! the ledger), which only a caller holding the configured service token may use. The domain
 //! validates and decides; this file converts, authorises and announces.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -17,6 +18,38 @@ use crate::{GatewayConfig, GatewayError, Shared, errors};
 
 /// Ledger entries the admin port returns at most.
 const LEDGER_ENTRIES_LISTED: u32 = 1000;
+/// Accounts [`KnownAccounts`] remembers at most (some 3 MiB) before it starts over.
+const KNOWN_ACCOUNTS_MAX: usize = 100_000;
+
+/// Accounts known to exist, so that an offer to a recent recipient needs no read of `auth.db`.
+/// Accounts are never deleted, so an entry never goes stale (a disabled account still exists and
+/// still receives offers, as without the cache); the set is emptied when it is full.
+#[derive(Debug, Default)]
+pub(crate) struct KnownAccounts(Mutex<HashSet<Uuid>>);
+
+impl KnownAccounts {
+    fn contains(&self, account_id: Uuid) -> bool {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).contains(&account_id)
+    }
+
+    fn insert(&self, account_id: Uuid) {
+        let mut known = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if known.len() >= KNOWN_ACCOUNTS_MAX {
+            known.clear();
+        }
+        known.insert(account_id);
+    }
+}
+
+/// Whether `account_id` exists: from [`KnownAccounts`], else from `auth.db`.
+async fn check_account(shared: &Shared, account_id: Uuid) -> Result<(), ErrorBody> {
+    if shared.known_accounts.contains(account_id) {
+        return Ok(());
+    }
+    shared.auth.account(account_id).await.map_err(|error| errors::from_auth(&error))?;
+    shared.known_accounts.insert(account_id);
+    Ok(())
+}
 
 /// Loads the catalogue named in `config` (none: an empty catalogue, so every grant is refused)
 /// and opens `inventory.db`. The caller runs the returned committer.
@@ -99,10 +132,8 @@ pub(crate) async fn handle(
         }
         InventoryRequest::MakeOffer { to, gives, wants, idempotency_key } => {
             // The inventory knows accounts only by id: an offer to nobody is refused here.
-            if to.0 != own_id
-                && let Err(error) = shared.auth.account(to.0).await
-            {
-                return Err(errors::from_auth(&error));
+            if to.0 != own_id {
+                check_account(shared, to.0).await?;
             }
             let offer = inventory::NewOffer {
                 to: to.0,

@@ -59,6 +59,11 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(1);
 /// Default number of rows of each table one prune pass deletes at most.
 pub const DEFAULT_PRUNE_BATCH: usize = 1024;
+/// Default number of group commits between two checkpoints of the WAL, which run beside the
+/// committer on a connection of their own.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 16;
+/// Default size of the WAL file past which the committer checkpoints it itself between groups.
+pub const DEFAULT_WAL_LIMIT_BYTES: u64 = 128 * 1024 * 1024;
 /// Longest idempotency key, in bytes.
 pub const IDEMPOTENCY_KEY_MAX_BYTES: usize = 64;
 /// Longest grant reason, in bytes.
@@ -89,6 +94,17 @@ pub struct InventoryConfig {
     /// Rows of each table one prune pass deletes at most; default [`DEFAULT_PRUNE_BATCH`]; must
     /// be positive. A pass that deletes a full batch is followed by another after the next group.
     pub prune_batch: usize,
+    /// Group commits between two checkpoints of the WAL; default [`DEFAULT_CHECKPOINT_EVERY`];
+    /// must be positive. The checkpoints run on a read connection beside the committer (SQLite's
+    /// automatic checkpoints inside `COMMIT` are off), so a group never waits for one, and a page
+    /// written by many groups in between is copied into the database once.
+    pub checkpoint_every: u64,
+    /// Size of the WAL file, in bytes, past which the committer checkpoints between groups
+    /// itself (the checkpoints beside it rarely find a moment with no commit in flight, which
+    /// starting the WAL over needs), and to which the file is cut back when the WAL starts over:
+    /// the WAL stays within 1.5 times this plus one group; default [`DEFAULT_WAL_LIMIT_BYTES`];
+    /// must be positive.
+    pub wal_limit_bytes: u64,
     /// How `inventory.db` is opened; `synchronous` defaults to FULL here: the economy survives a
     /// power loss, and group commit keeps that fast.
     pub shard: ShardConfig,
@@ -104,6 +120,8 @@ impl Default for InventoryConfig {
             retention: DEFAULT_RETENTION,
             prune_interval: DEFAULT_PRUNE_INTERVAL,
             prune_batch: DEFAULT_PRUNE_BATCH,
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            wal_limit_bytes: DEFAULT_WAL_LIMIT_BYTES,
             shard: ShardConfig { synchronous: Synchronous::Full, ..ShardConfig::default() },
         }
     }
@@ -238,6 +256,14 @@ pub struct InventoryStats {
     pub pruned_requests: AtomicU64,
     /// Closed offers deleted after the retention window.
     pub pruned_offers: AtomicU64,
+    /// WAL checkpoints run beside the committer.
+    pub checkpoints: AtomicU64,
+    /// Microseconds those checkpoints took (on their own connection, not the committer's).
+    pub checkpoint_micros: AtomicU64,
+    /// Checkpoints the committer ran itself because the WAL passed `wal_limit_bytes`.
+    pub forced_checkpoints: AtomicU64,
+    /// Size of the WAL file after the last group committed, in bytes.
+    pub wal_bytes: AtomicU64,
 }
 
 /// The inventory domain: cheap to clone.
@@ -318,9 +344,13 @@ impl Inventory {
             || config.queue == 0
             || config.retention.is_zero()
             || config.prune_batch == 0
+            || config.checkpoint_every == 0
+            || config.wal_limit_bytes == 0
         {
             return Err(InventoryError::Config(
-                "offer_ttl, max_group, queue, retention and prune_batch must be positive".into(),
+                "offer_ttl, max_group, queue, retention, prune_batch, checkpoint_every and wal_limit_bytes \
+                 must be positive"
+                    .into(),
             ));
         }
         let shard = Shard::open(path, &config.shard, store::MIGRATIONS).await?;

@@ -250,6 +250,8 @@ async fn bad_inventory_input_gets_stable_error_codes() {
     assert_eq!(code(make_offer(&ada, me, vec![stack("gold", 1)], vec![]).await), bad, "trade with oneself");
     let nobody = AccountId(Uuid::now_v7());
     assert_eq!(code(make_offer(&ada, nobody, vec![stack("gold", 1)], vec![]).await), ErrorCode::NotFound);
+    // Recipients found are remembered; one not found is asked about again, and refused again.
+    assert_eq!(code(make_offer(&ada, nobody, vec![stack("gold", 1)], vec![]).await), ErrorCode::NotFound);
     let bob = bob_session.account_id;
     assert_eq!(code(make_offer(&ada, bob, vec![stack("gold", u64::MAX)], vec![]).await), bad);
     assert_eq!(code(make_offer(&ada, bob, vec![], vec![]).await), bad, "an empty offer");

@@ -397,6 +397,37 @@ async fn idempotency_records_and_closed_offers_are_pruned_in_batches_after_the_r
     world.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_beside_the_committer_keep_the_wal_bounded() {
+    let world = World::new();
+    const LIMIT: u64 = 256 * 1024;
+    let config = InventoryConfig { checkpoint_every: 4, wal_limit_bytes: LIMIT, ..World::config() };
+    let (inventory, committer) = Inventory::open(
+        world.dir.path().join("inventory.db"),
+        Catalogue::from_toml(CATALOGUE).unwrap(),
+        world.clock.clone(),
+        config,
+    )
+    .await
+    .unwrap();
+    world.tracker.spawn(committer.run(world.shutdown.clone()));
+
+    // One group per change, each writing a few pages (holding, ledger, record, their indexes):
+    // some 1,500 pages of WAL, 6 MiB, if nothing copied them back and started the WAL over. The
+    // WAL file's size is checked after every change, not only at the end.
+    let ada = Uuid::now_v7();
+    let wal = world.dir.path().join("inventory.db-wal");
+    for n in 1..=300 {
+        assert_eq!(grant(&inventory, ada, "gold", 1).await, n);
+        // 1.5 times the limit plus one group of a few pages.
+        let wal_bytes = std::fs::metadata(&wal).unwrap().len();
+        assert!(wal_bytes <= LIMIT * 3 / 2 + 16 * 4096, "the WAL grew to {wal_bytes} bytes");
+    }
+    assert!(inventory.stats().checkpoints.load(Ordering::Relaxed) > 0);
+    assert_eq!(held(&inventory, ada).await, owned(&[("gold", 300)]));
+    world.stop().await;
+}
+
 #[tokio::test]
 async fn one_group_commits_many_changes_and_a_failing_one_does_not_fail_the_others() {
     let world = World::new();
