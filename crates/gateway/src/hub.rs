@@ -105,7 +105,7 @@ impl Registry {
 
     /// Queues each event on every connection of its accounts, one connection at a time, so a
     /// connection's events are queued back to back (in order) and its writer sends them in one
-    /// write. Each event is encoded once per encoding, not once per connection.
+    /// flush. Each event is encoded once per encoding, not once per connection.
     fn to_accounts_batch(&self, deliveries: Vec<(Vec<Uuid>, Event)>, stats: &DeliveryStats) {
         let mut queued: Vec<(ConnectionId, usize)> = Vec::new();
         let mut events = Vec::with_capacity(deliveries.len());
