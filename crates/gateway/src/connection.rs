@@ -32,6 +32,10 @@ use crate::metrics::RequestKindStats;
 use crate::outbound::Outbound;
 use crate::player_requests;
 
+/// Frames the writer feeds are gathered up to this many bytes before a socket write (the writer
+/// also flushes whenever its queue is drained, so nothing waits): a burst of chat events for one
+/// connection becomes a few writes instead of one system call per frame.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 /// How long a client has to complete the WebSocket handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the server keeps reading after it sent a close frame, so the client can read the
@@ -54,7 +58,7 @@ pub(crate) async fn serve(
         let mut handshake = Handshake::default();
         let config = WebSocketConfig::default()
             .read_buffer_size(shared.config.read_buffer_bytes)
-            .write_buffer_size(0)
+            .write_buffer_size(WRITE_BUFFER_BYTES)
             .max_message_size(Some(shared.config.max_frame_bytes))
             .max_frame_size(Some(shared.config.max_frame_bytes));
         #[allow(clippy::result_large_err, reason = "the error type is tungstenite's callback contract")]
