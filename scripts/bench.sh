@@ -215,7 +215,7 @@ record_saved "The flusher's figures after the paced run (player_* from the gatew
 record "The flusher on its own: one pass over 100,000 buffered players, 1,000 rows per transaction (target: 500,000 rows/s into SQLite)" \
   target/release/examples/flush_bench
 
-# Redis crash: a copy of the bench's Redis (sessions and a flushed buffer) and of its shards, so
+# Redis crash: a copy of the bench's Redis (sessions and a flushed buffer) and of its accounts, so
 # the other runs keep theirs; `state` runs paced against it and its redis-server is killed with
 # SIGKILL halfway through. Updates acknowledged but not in player.db afterwards were lost.
 redis_crash() {
@@ -224,7 +224,8 @@ redis_crash() {
   stop_gateway
   redis-cli -p "$REDIS_PORT" save >/dev/null
   cp "$work/dump.rdb" "$dir/"
-  cp "$work/data"/auth.db* "$work/data"/player.db* "$dir/data/"
+  # A fresh player.db: its rows are then exactly the crash run's players.
+  cp "$work/data"/auth.db* "$dir/data/"
   crash_redis_pid=$(start_redis "$CRASH_REDIS_PORT" "$dir")
   gw_data="$dir/data"; gw_redis="redis://127.0.0.1:$CRASH_REDIS_PORT"
   start_gateway
