@@ -145,9 +145,7 @@ async fn send_until_deadline(
     let deadline = ctx.shared.deadline;
     let drain_deadline = deadline + DRAIN_TIMEOUT;
     let interval = ctx.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
-    // Spread paced clients' phases over one interval, as the request loop does.
-    let phase = (ctx.index as f64 * 0.618_033_988_7).fract();
-    let mut next = Instant::now() + interval.map_or(Duration::ZERO, |interval| interval.mul_f64(phase));
+    let mut next = ctx.first_send(interval);
     let kind = request(&ctx.shared.run_id, target, Instant::now()).kind();
     // (request id, scheduled send time) of messages not acknowledged yet, oldest first.
     let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();

@@ -138,8 +138,7 @@ async fn act(ctx: &ClientContext, open: &mut Open, own_id: AccountId, partner: O
     let deadline = ctx.shared.deadline;
     let drain_deadline = deadline + DRAIN_TIMEOUT;
     let interval = ctx.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
-    let phase = (ctx.index as f64 * 0.618_033_988_7).fract();
-    let mut next = Instant::now() + interval.map_or(Duration::ZERO, |interval| interval.mul_f64(phase));
+    let mut next = ctx.first_send(interval);
     let mut n_actions = 0;
     // Requests not answered yet: (id, kind, scheduled send time).
     let mut pending: Vec<(u64, &'static str, Instant)> = Vec::new();

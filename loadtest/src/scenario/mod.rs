@@ -295,6 +295,13 @@ impl Drop for Ready {
 }
 
 impl ClientContext {
+    /// When a paced client sending every `interval` sends first: clients' phases are spread over
+    /// one interval in golden-ratio steps, so they do not send in lockstep. At once when unpaced.
+    pub fn first_send(&self, interval: Option<Duration>) -> Instant {
+        let phase = (self.index as f64 * 0.618_033_988_7).fract();
+        Instant::now() + interval.map_or(Duration::ZERO, |interval| interval.mul_f64(phase))
+    }
+
     /// Opens a connection, recording the handshake's latency or failure.
     pub async fn connect(&self) -> Option<Open> {
         let started = Instant::now();

@@ -39,9 +39,7 @@ async fn closed_loop(ctx: &ClientContext, open: &mut Open, next_request: &mut im
 
 async fn paced(ctx: &ClientContext, open: &mut Open, rate: f64, next_request: &mut impl FnMut() -> Request) {
     let interval = Duration::from_secs_f64(1.0 / rate);
-    // Spread the clients' phases over one interval (golden-ratio steps) so they do not send in lockstep.
-    let phase = (ctx.index as f64 * 0.618_033_988_7).fract();
-    let mut next = Instant::now() + interval.mul_f64(phase);
+    let mut next = ctx.first_send(Some(interval));
     let deadline = ctx.shared.deadline;
     let drain_deadline = deadline + DRAIN_TIMEOUT;
     // Built one ahead, so a connection lost before the first send is still recorded under the
