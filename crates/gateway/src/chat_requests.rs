@@ -24,8 +24,11 @@ use crate::{Shared, errors};
 
 /// Chat events waiting for the announcer, at most; senders wait for room beyond it.
 const ANNOUNCE_QUEUE: usize = 8_192;
-/// Events in one bus message at most (a room's event lists all its members).
-const MAX_ANNOUNCE_BATCH: usize = 64;
+/// A bus message stops gathering events once they name this many recipients (a room's event
+/// lists all its members), so one publish stays within a few hundred KiB. This also bounds the events per publish, which is what caps chat throughput: the
+/// announcer publishes at most once per [`MIN_PUBLISH_INTERVAL`], and every send waits for its
+/// publish, so 64 events per message held direct messages near 21,000/s.
+const MAX_ANNOUNCE_RECIPIENTS: usize = 8_192;
 /// Shortest time between two publishes under load: the most an event waits for company. Each
 /// publish costs every receiving connection a socket write, so at 2,000 messages/s into a room
 /// this turns about four writes per member into one.
@@ -106,12 +109,16 @@ impl AnnouncerTask {
         }
     }
 
-    /// Publishes `first` and whatever else is queued, up to [`MAX_ANNOUNCE_BATCH`].
+    /// Publishes `first` and whatever else is queued, up to [`MAX_ANNOUNCE_RECIPIENTS`].
     async fn publish(&mut self, first: Announcement) {
+        let mut recipients = first.recipients.len();
         let mut batch = vec![first];
-        while batch.len() < MAX_ANNOUNCE_BATCH {
+        while recipients < MAX_ANNOUNCE_RECIPIENTS {
             match self.receiver.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(next) => {
+                    recipients += next.recipients.len();
+                    batch.push(next);
+                }
                 Err(_) => break,
             }
         }
