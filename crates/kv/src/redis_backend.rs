@@ -12,8 +12,15 @@
 //! `EVALSHA` calls, each applying up to [`UPDATE_CHUNK_MAX`] updates (a script run costs Redis
 //! more than the commands of one update, so it is paid per chunk), and answers each caller through
 //! a oneshot channel.
+//!
+//! While Redis is known to be unreachable (the last attempt lost the connection or got no
+//! answer), commands and buffered updates are refused at once with `Unavailable`, except one at a
+//! time, which tries Redis and so finds out when it is back (see [`Reachability`]). Without that,
+//! every caller would wait through its own reconnect attempts, and under load the updates queued
+//! behind them for seconds.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -271,8 +278,79 @@ pub(crate) struct RedisBackend {
     lease_release: Script,
     /// Hands buffered updates to the batcher task, which ends once this (the only sender) is dropped.
     updates: mpsc::Sender<UpdateRequest>,
+    /// Whether Redis answered the last attempt, shared with the batcher.
+    reachability: Arc<Reachability>,
     /// The namespaces buffered updates have used (a handful), so their keys are built once.
     namespaces: Mutex<Vec<Arc<Namespace>>>,
+}
+
+/// Whether Redis is known to be unreachable, and the one attempt allowed meanwhile.
+///
+/// An attempt that loses the connection (or gets no answer in time) marks Redis down. While it is
+/// down, each attempt asks [`Reachability::attempt`] first: one at a time gets through and tries
+/// Redis (the `ConnectionManager` reconnects underneath it), the others are refused at once. The
+/// first attempt that gets any answer, even an error reply, marks Redis up again. There is no
+/// background probe: with no traffic nobody is waiting, and `/readyz` pings are attempts too.
+#[derive(Debug, Default)]
+struct Reachability {
+    down: AtomicBool,
+    /// Some attempt is trying Redis while it is down.
+    probing: AtomicBool,
+}
+
+/// Leave to try Redis; while Redis is down, the one probe (given back when this is dropped, also
+/// when the caller stops waiting half-way).
+struct Attempt<'a> {
+    reachability: &'a Reachability,
+    probe: bool,
+}
+
+impl Reachability {
+    /// Leave to try Redis, or `Unavailable` at once while it is down and another attempt is
+    /// already finding out whether it is back.
+    fn attempt(&self) -> Result<Attempt<'_>, KvError> {
+        let probe = self.down.load(Ordering::Acquire);
+        if probe && self.probing.swap(true, Ordering::AcqRel) {
+            return Err(KvError::Unavailable("Redis is unreachable; trying to reconnect".to_owned()));
+        }
+        Ok(Attempt { reachability: self, probe })
+    }
+}
+
+impl Attempt<'_> {
+    /// Records how the attempt went: whether Redis answered at all.
+    fn answered(&self, answered: bool) {
+        let down = &self.reachability.down;
+        if answered {
+            if down.load(Ordering::Acquire) && down.swap(false, Ordering::AcqRel) {
+                tracing::info!("Redis answers again");
+            }
+        } else if !down.swap(true, Ordering::AcqRel) {
+            tracing::warn!("Redis is unreachable: refusing what needs it at once until it answers again");
+        }
+    }
+
+    /// Records a finished attempt's result and passes it on.
+    fn finish<T>(&self, result: RedisResult<T>) -> RedisResult<T> {
+        self.answered(result.as_ref().map_or_else(|error| !lost_connection(error), |_| true));
+        result
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if self.probe {
+            self.reachability.probing.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// Whether the error means no answer came from Redis (as opposed to an error reply).
+fn lost_connection(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
 }
 
 /// One caller's buffered update, waiting for the batcher.
@@ -345,8 +423,9 @@ impl RedisBackend {
         })?
         .map_err(unavailable)?;
         let (updates, queued) = mpsc::channel(UPDATE_QUEUE_CAPACITY);
+        let reachability = Arc::new(Reachability::default());
         tokio::spawn(
-            run_update_batcher(connection.clone(), Script::new(UPDATE_LUA), queued)
+            run_update_batcher(connection.clone(), Script::new(UPDATE_LUA), queued, reachability.clone())
                 .instrument(tracing::info_span!("kv_update_batcher", prefix = %key_prefix)),
         );
         Ok(RedisBackend {
@@ -362,6 +441,7 @@ impl RedisBackend {
             lease_acquire: Script::new(LEASE_ACQUIRE_LUA),
             lease_release: Script::new(LEASE_RELEASE_LUA),
             updates,
+            reachability,
             namespaces: Mutex::new(Vec::new()),
         })
     }
@@ -433,6 +513,7 @@ impl RedisBackend {
         F: FnMut(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
+        let attempt = self.reachability.attempt()?;
         let attempts = async {
             match operation(self.connection.clone()).await {
                 Err(error) if error.is_connection_refusal() => operation(self.connection.clone()).await,
@@ -440,8 +521,11 @@ impl RedisBackend {
             }
         };
         match tokio::time::timeout(OPERATION_TIMEOUT, attempts).await {
-            Ok(result) => result.map_err(unavailable),
-            Err(_) => Err(no_answer()),
+            Ok(result) => attempt.finish(result).map_err(unavailable),
+            Err(_) => {
+                attempt.answered(false);
+                Err(no_answer())
+            }
         }
     }
 
@@ -877,6 +961,7 @@ async fn run_update_batcher(
     connection: ConnectionManager,
     script: Script,
     mut queued: mpsc::Receiver<UpdateRequest>,
+    reachability: Arc<Reachability>,
 ) {
     let mut in_flight = tokio::task::JoinSet::new();
     // Emptied batch buffers handed back by finished batches: allocating a fresh one per batch
@@ -906,8 +991,9 @@ async fn run_update_batcher(
                 } else {
                     let mut connection = connection.clone();
                     let script = script.clone();
+                    let reachability = reachability.clone();
                     in_flight.spawn(async move {
-                        run_update_batch(&mut connection, &script, &mut batch).await;
+                        run_update_batch(&mut connection, &script, &reachability, &mut batch).await;
                         batch
                     });
                 }
@@ -923,24 +1009,47 @@ async fn run_update_batcher(
     while in_flight.join_next().await.is_some() {}
 }
 
-/// Sends one batch and answers every caller in it, leaving `batch` empty.
+/// Sends one batch and answers every caller in it, leaving `batch` empty. While Redis is down the
+/// batch is refused at once; when it holds the probe, a `PING` then finds out whether Redis is
+/// back, so no update waits through the reconnect attempts.
 async fn run_update_batch(
     connection: &mut ConnectionManager,
     script: &Script,
+    reachability: &Reachability,
     batch: &mut Vec<UpdateRequest>,
 ) {
+    let attempt = match reachability.attempt() {
+        Ok(attempt) => attempt,
+        Err(refused) => return answer_all(batch.drain(..), &refused.to_string()),
+    };
+    if attempt.probe {
+        answer_all(batch.drain(..), "Redis is unreachable; trying to reconnect");
+        let ping = redis::cmd("PING");
+        match tokio::time::timeout(OPERATION_TIMEOUT, ping.query_async::<Value>(connection)).await {
+            Ok(result) => drop(attempt.finish(result)),
+            Err(_) => attempt.answered(false),
+        }
+        return;
+    }
     let chunks = chunks(batch);
     // Every caller is answered by its deadline: the batch ends by the earliest one.
     let deadline = batch.iter().map(|request| request.deadline).min().unwrap_or_else(Instant::now);
     match tokio::time::timeout_at(deadline, apply_updates(connection, script, batch, &chunks)).await {
         Ok(Ok(replies)) => {
+            attempt.answered(true);
             let mut requests = batch.drain(..);
             for (chunk, reply) in chunks.iter().zip(replies) {
                 answer_chunk(requests.by_ref().take(chunk.len()), reply);
             }
         }
-        Ok(Err(error)) => answer_all(batch.drain(..), &error.to_string()),
-        Err(_) => answer_all(batch.drain(..), &no_answer_message()),
+        Ok(Err(error)) => {
+            attempt.answered(!lost_connection(&error));
+            answer_all(batch.drain(..), &error.to_string());
+        }
+        Err(_) => {
+            attempt.answered(false);
+            answer_all(batch.drain(..), &no_answer_message());
+        }
     }
 }
 

@@ -180,9 +180,18 @@ async fn buffered_update_fails_while_redis_is_down_and_works_after_restart() {
     assert!(started.elapsed() < Duration::from_secs(3), "failing took {:?}", started.elapsed());
 
     server.restart();
-    // The restarted Redis lost the data and its script cache: the update reloads the script, then
-    // finds no record.
-    assert_eq!(kv.buffer_update("player", "p1", Vec::new(), 3_000).await.unwrap(), BufferUpdate::NotLoaded);
+    // Updates are refused at once until a probe has seen Redis answer again. The restarted Redis
+    // lost the data and its script cache: the update reloads the script, then finds no record.
+    let deadline = Instant::now() + PATIENCE;
+    let outcome = loop {
+        match kv.buffer_update("player", "p1", Vec::new(), 3_000).await {
+            Err(KvError::Unavailable(_)) if Instant::now() < deadline => {
+                sleep(Duration::from_millis(20)).await
+            }
+            outcome => break outcome,
+        }
+    };
+    assert_eq!(outcome.unwrap(), BufferUpdate::NotLoaded);
     assert!(kv.buffer_seed("player", "p1", seed(), LONG).await.unwrap());
     let outcome = kv.buffer_update("player", "p1", Vec::new(), 4_000).await.unwrap();
     assert!(matches!(outcome, BufferUpdate::Applied { version: 1.., n_dirty: 1 }), "got {outcome:?}");
@@ -215,4 +224,58 @@ async fn dropping_every_kv_clone_closes_its_connection() {
         assert!(Instant::now() < deadline, "the connection outlived every Kv clone");
         sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The slowest answer to a refused update while `n_writers` each update their own record every
+/// `interval` and Redis is killed for `outage`, and how many updates were refused; waits until
+/// every writer's updates apply again after the restart.
+async fn refusals_during_outage(n_writers: usize, interval: Duration, outage: Duration) -> (Duration, usize) {
+    let mut server = RedisServer::start();
+    let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
+    for writer in 0..n_writers {
+        let fields = vec![("v".to_owned(), "0".to_owned())];
+        assert!(kv.buffer_seed("player", &format!("p{writer}"), fields, LONG).await.unwrap());
+    }
+    let restarted = CancellationToken::new();
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..n_writers {
+        let (kv, restarted) = (kv.clone(), restarted.clone());
+        writers.spawn(async move {
+            let id = format!("p{writer}");
+            let (mut slowest, mut refused) = (Duration::ZERO, 0);
+            let mut next = Instant::now() + interval.mul_f64(writer as f64 / n_writers as f64);
+            loop {
+                tokio::time::sleep_until(next).await;
+                next += interval;
+                let sent = Instant::now();
+                match kv.buffer_update("player", &id, Vec::new(), 1_000).await {
+                    Ok(_) if restarted.is_cancelled() => return (slowest, refused),
+                    Ok(_) => {}
+                    Err(KvError::Unavailable(_)) => {
+                        slowest = slowest.max(sent.elapsed());
+                        refused += 1;
+                    }
+                    Err(other) => panic!("{id}: {other:?}"),
+                }
+            }
+        });
+    }
+    sleep(Duration::from_millis(300)).await;
+    server.stop();
+    sleep(outage).await;
+    server.restart();
+    restarted.cancel();
+    let outcomes = tokio::time::timeout(PATIENCE, writers.join_all()).await.expect("updates apply again");
+    let slowest = outcomes.iter().map(|(slowest, _)| *slowest).max().unwrap_or_default();
+    (slowest, outcomes.iter().map(|(_, refused)| refused).sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_updates_are_refused_at_once_while_redis_is_down() {
+    // 1,000 players at 20 updates/s each, Redis gone for 3 s.
+    let (slowest, refused) =
+        refusals_during_outage(1_000, Duration::from_millis(50), Duration::from_secs(3)).await;
+    assert!(refused > 1_000, "only {refused} updates were refused");
+    // Not held for the operation timeout (5 s) while the store is known to be down.
+    assert!(slowest < Duration::from_millis(500), "a refusal took {slowest:?}");
 }
