@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
-use redis::{Client, RedisError, RedisResult, Script, ServerErrorKind, Value};
+use redis::{Client, IntoConnectionInfo, RedisError, RedisResult, Script, ServerErrorKind, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -403,7 +403,12 @@ fn parse_score(score: &str) -> Result<u64, KvError> {
 
 impl RedisBackend {
     pub(crate) async fn connect(url: &str, key_prefix: &str) -> Result<RedisBackend, KvError> {
-        let client = Client::open(url).map_err(unavailable)?;
+        // The redis crate leaves Nagle's algorithm on. With several pipelines in flight on one
+        // connection, a small write could then wait for Redis to acknowledge the last one, which
+        // a receiver may delay by up to 40 ms.
+        let info = url.into_connection_info().map_err(unavailable)?;
+        let tcp = info.tcp_settings().clone().set_nodelay(true);
+        let client = Client::open(info.set_tcp_settings(tcp)).map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
             .set_number_of_retries(COMMAND_RECONNECT_RETRIES)
             .set_min_delay(COMMAND_RECONNECT_MIN_DELAY)
