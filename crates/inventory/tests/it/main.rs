@@ -63,23 +63,33 @@ impl World {
         }
     }
 
-    /// Opens the inventory without starting its committer.
-    async fn open_paused(&self) -> (Inventory, Committer) {
+    /// Opens the inventory with `config` without starting its committer.
+    async fn open_paused_with(&self, config: InventoryConfig) -> (Inventory, Committer) {
         Inventory::open(
             self.dir.path().join("inventory.db"),
             Catalogue::from_toml(CATALOGUE).unwrap(),
             self.clock.clone(),
-            World::config(),
+            config,
         )
         .await
         .unwrap()
     }
 
-    /// Opens the inventory and starts its committer.
-    async fn open(&self) -> Inventory {
-        let (inventory, committer) = self.open_paused().await;
+    /// Opens the inventory without starting its committer.
+    async fn open_paused(&self) -> (Inventory, Committer) {
+        self.open_paused_with(World::config()).await
+    }
+
+    /// Opens the inventory with `config` and starts its committer.
+    async fn open_with(&self, config: InventoryConfig) -> Inventory {
+        let (inventory, committer) = self.open_paused_with(config).await;
         self.tracker.spawn(committer.run(self.shutdown.clone()));
         inventory
+    }
+
+    /// Opens the inventory and starts its committer.
+    async fn open(&self) -> Inventory {
+        self.open_with(World::config()).await
     }
 
     async fn stop(&self) {
@@ -343,16 +353,13 @@ async fn offers_expire_on_the_injected_clock_and_are_limited_per_player() {
 #[tokio::test]
 async fn idempotency_records_and_closed_offers_are_pruned_in_batches_after_the_retention_window() {
     let world = World::new();
-    let config = InventoryConfig { retention: Duration::from_secs(3600), prune_batch: 2, ..World::config() };
-    let (inventory, committer) = Inventory::open(
-        world.dir.path().join("inventory.db"),
-        Catalogue::from_toml(CATALOGUE).unwrap(),
-        world.clock.clone(),
-        config,
-    )
-    .await
-    .unwrap();
-    world.tracker.spawn(committer.run(world.shutdown.clone()));
+    let inventory = world
+        .open_with(InventoryConfig {
+            retention: Duration::from_secs(3600),
+            prune_batch: 2,
+            ..World::config()
+        })
+        .await;
     let count = |table: &str| -> i64 {
         world.db().query_row(&format!("SELECT count(*) FROM {table}"), [], |row| row.get(0)).unwrap()
     };
@@ -401,16 +408,9 @@ async fn idempotency_records_and_closed_offers_are_pruned_in_batches_after_the_r
 async fn checkpoints_beside_the_committer_keep_the_wal_bounded() {
     let world = World::new();
     const LIMIT: u64 = 256 * 1024;
-    let config = InventoryConfig { checkpoint_every: 4, wal_limit_bytes: LIMIT, ..World::config() };
-    let (inventory, committer) = Inventory::open(
-        world.dir.path().join("inventory.db"),
-        Catalogue::from_toml(CATALOGUE).unwrap(),
-        world.clock.clone(),
-        config,
-    )
-    .await
-    .unwrap();
-    world.tracker.spawn(committer.run(world.shutdown.clone()));
+    let inventory = world
+        .open_with(InventoryConfig { checkpoint_every: 4, wal_limit_bytes: LIMIT, ..World::config() })
+        .await;
 
     // One group per change, each writing a few pages (holding, ledger, record, their indexes):
     // some 1,500 pages of WAL, 6 MiB, if nothing copied them back and started the WAL over. The
