@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Runs one load-test case against two builds side by side (alternated, a fresh gateway and data
+# directory per run) and prints each run's loadtest row with the CPU each process spent per
+# request, read from /proc. Ratios from one such run are what to compare on a shared machine.
+#
+#   scripts/ab.sh DIR_A DIR_B CASE[,CASE...] [REPEATS]
+#
+# DIR_A and DIR_B each hold a `gateway` and a `loadtest` binary (say a copy of an older
+# target/release, and target/release). Each CASE is one of:
+#   state         1,000 clients updating their state, closed loop
+#   ping          1,000 clients pinging, closed loop
+#   state-paced   2,000 clients × 25 updates/s
+#   ping-paced    2,000 clients × 25 pings/s
+#   dm            1,000 direct-message pairs, closed loop
+#   room          100 members of one room, each sending 20 messages/s
+#   outage        state-paced, with Redis killed (SIGKILL) 8 s in and restarted 3 s later
+#
+# Everything runs on 127.0.0.1 (Redis on $AB_REDIS_PORT, default 46390; the gateway on 47070 and
+# 47071) and stops by itself.
+set -euo pipefail
+
+[ $# -ge 3 ] || { sed -n '2,19p' "$0"; exit 2; }
+dir_a=$(realpath "$1"); dir_b=$(realpath "$2"); cases=$3; repeats=${4:-2}
+redis_port=${AB_REDIS_PORT:-46390}
+game="127.0.0.1:47070"; admin="http://127.0.0.1:47071"
+ulimit -n "$(ulimit -Hn)"
+
+work=$(mktemp -d /tmp/ab.XXXXXX)
+redis_pid=""; gateway_pid=""
+cleanup() {
+  stop_gateway
+  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
+  [ -n "${AB_KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Redis keeps its files (a dump made before the outage case's kill) in $work.
+start_redis() {
+  if redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
+    echo "port $redis_port is taken by another Redis; set AB_REDIS_PORT" >&2; exit 1
+  fi
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
+    >>"$work/redis.log" 2>&1 &
+  redis_pid=$!
+  for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "redis-server did not start" >&2; exit 1
+}
+
+# As scripts/bench.sh: no chat send limit, no request rate limit, the load test's items.
+cat >"$work/catalogue.toml" <<'TOML'
+[[item]]
+id = "lt-coin"
+name = "Load-test coin"
+max_stack = 1000000000000
+
+[[item]]
+id = "lt-gem"
+name = "Load-test gem"
+max_stack = 1000000000000
+TOML
+cat >"$work/gateway.toml" <<TOML
+chat_sends_per_window = 1000000000
+chat_send_window = 1.0
+inventory_catalogue = "$work/catalogue.toml"
+TOML
+GAME_SERVICE_TOKEN="ab-service-token-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
+export GAME_SERVICE_TOKEN LOADTEST_SERVICE_TOKEN=$GAME_SERVICE_TOKEN
+
+# Starts gateway binary $1 on data directory $2.
+start_gateway() {
+  "$1/gateway" --config "$work/gateway.toml" --data-dir "$2" --redis-url "redis://127.0.0.1:$redis_port" \
+    --key-prefix ab: --listen "$game" --admin-listen "127.0.0.1:47071" \
+    --login-failures-per-address 1000000 --requests-per-sec 1000000 --request-burst 1000000 \
+    >>"$work/gateway.log" 2>&1 &
+  gateway_pid=$!
+  for _ in $(seq 100); do curl -sf "$admin/healthz" >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "gateway did not start" >&2; exit 1
+}
+stop_gateway() {
+  [ -n "$gateway_pid" ] || return 0
+  kill -TERM "$gateway_pid" 2>/dev/null || true
+  wait "$gateway_pid" 2>/dev/null || true
+  gateway_pid=""
+}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+echo "$dir_a against $dir_b, $repeats times each, alternated"
+start_redis
+# The accounts and their sessions, made once with build A and copied into every run's data directory.
+echo "preparing 2,000 sessions (about a minute)" >&2
+start_gateway "$dir_a" "$work/accounts"
+"$dir_a/loadtest" prepare-sessions --target "ws://$game/" --clients 2000 --username-prefix ab \
+  --out "$work/tokens.txt" --no-progress >/dev/null
+stop_gateway
+
+run=0
+for case_name in ${cases//,/ }; do
+  # The load test's arguments, and the request kind whose count the CPU figures divide by.
+  case $case_name in
+    state) args=(--scenario state --clients 1000 --duration 15); kind=update_state ;;
+    ping) args=(--scenario ping --clients 1000 --duration 15); kind=ping ;;
+    state-paced|outage) args=(--scenario state --clients 2000 --rate state=25 --duration 20); kind=update_state ;;
+    ping-paced) args=(--scenario ping --clients 2000 --rate ping=25 --duration 20); kind=ping ;;
+    dm) args=(--scenario chat --chat-dm --clients 2000 --duration 15); kind=chat_send_direct ;;
+    room) args=(--scenario chat --clients 100 --chat-room-size 100 --rate chat=20 --duration 20); kind=chat_send ;;
+    *) echo "unknown case $case_name" >&2; exit 2 ;;
+  esac
+  args+=(--ramp-up 2 --token-file "$work/tokens.txt" --no-progress)
+  echo "\$ loadtest ${args[*]}"
+
+  for _ in $(seq "$repeats"); do
+    for dir in "$dir_a" "$dir_b"; do
+      run=$((run + 1))
+      data="$work/data-$run"
+      mkdir -p "$data"
+      cp "$work/accounts"/auth.db* "$data"/
+      [ "$case_name" = outage ] && redis-cli -p "$redis_port" save >/dev/null
+      start_gateway "$dir" "$data"
+      gateway_before=$(cpu_ticks "$gateway_pid"); redis_before=$(cpu_ticks "$redis_pid")
+      /usr/bin/time -f "%U %S" -o "$work/loadtest-cpu" "$dir/loadtest" --target "ws://$game/" --admin "$admin" \
+        "${args[@]}" >"$work/run.out" 2>&1 &
+      loadtest_pid=$!
+      if [ "$case_name" = outage ]; then
+        sleep 8
+        kill -KILL "$redis_pid"; wait "$redis_pid" 2>/dev/null || true
+        sleep 3
+        start_redis
+        redis_before=$(cpu_ticks "$redis_pid")
+      fi
+      wait "$loadtest_pid" || true
+      gateway_ticks=$(( $(cpu_ticks "$gateway_pid") - gateway_before ))
+      redis_ticks=$(( $(cpu_ticks "$redis_pid") - redis_before ))
+      stop_gateway
+      row=$(grep -E '^(update_state|ping|chat_send_direct|chat_send|chat_delivery) ' "$work/run.out")
+      requests=$(echo "$row" | awk -v kind="$kind" '$1 == kind {print $2}')
+      loadtest_secs=$(awk '{print $1 + $2}' "$work/loadtest-cpu")
+      echo "== $dir"
+      echo "$row"
+      # /proc counts CPU time in ticks of 10 ms. After the outage case's restart, Redis's figure
+      # covers only the time since.
+      awk -v kind="$kind" -v n="$requests" -v g="$gateway_ticks" -v r="$redis_ticks" -v l="$loadtest_secs" 'BEGIN {
+        printf "CPU µs per " kind ": load generator %.1f, gateway %.1f, Redis %.1f\n",
+          l * 1e6 / n, g * 1e4 / n, r * 1e4 / n }'
+    done
+  done
+done
