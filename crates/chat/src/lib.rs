@@ -207,6 +207,8 @@ pub struct ChatStats {
     pub history_pages: AtomicU64,
     /// Shard queries made for them (more than one per page only when a page crosses years).
     pub history_shard_reads: AtomicU64,
+    /// The checkpoints run beside the writer, over every year's shard.
+    pub wal: Arc<shard::WalStats>,
 }
 
 /// The chat domain: cheap to clone.
@@ -280,6 +282,7 @@ impl Chat {
                 years: years.clone(),
                 stats: stats.clone(),
                 max_batch: config.max_batch,
+                wal: std::collections::HashMap::new(),
             },
             listener: members::Listener {
                 cache: members.clone(),

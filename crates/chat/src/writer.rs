@@ -6,18 +6,21 @@
 //! sender. While one transaction commits the next batch gathers in the queue, so under load the
 //! cost of a commit (an fsync with `synchronous=FULL`) is shared by many messages, and when idle
 //! a lone message is written at once. After a commit it provisions the following year's shard
-//! if that is not open yet, so the shard exists well before the boundary.
+//! if that is not open yet, so the shard exists well before the boundary. Each year's shard it
+//! writes gets a [`shard::WalKeeper`], so checkpoints run beside the writer, not inside its
+//! commits.
 //!
 //! On shutdown it stops taking new messages, writes everything still queued and answers it.
 //!
 //! The same task also listens for membership invalidations from other processes
 //! ([`crate::members`]), so the caller runs one thing for the chat domain's background work.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use shard::{Shard, WalKeeper};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -44,7 +47,14 @@ pub(crate) struct Writer {
     pub(crate) years: Arc<Years>,
     pub(crate) stats: Arc<ChatStats>,
     pub(crate) max_batch: usize,
+    /// The checkpoint keeper of each year's shard written so far.
+    pub(crate) wal: HashMap<i32, WalKeeper>,
 }
+
+/// Group commits between two checkpoints beside the writer.
+const CHECKPOINT_EVERY: u64 = 128;
+/// Size of a year's WAL file past which the writer checkpoints it itself between commits.
+const WAL_LIMIT_BYTES: u64 = 128 * 1024 * 1024;
 
 impl std::fmt::Debug for GroupCommitter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,6 +91,9 @@ impl Writer {
             drained += batch.len();
             self.commit(batch).await;
         }
+        for wal in self.wal.values_mut() {
+            wal.finish().await;
+        }
         tracing::info!(drained, "chat writer stopped");
     }
 
@@ -95,7 +108,7 @@ impl Writer {
         batch
     }
 
-    async fn commit(&self, batch: Vec<Pending>) {
+    async fn commit(&mut self, batch: Vec<Pending>) {
         let mut by_year: BTreeMap<i32, Vec<Pending>> = BTreeMap::new();
         for pending in batch {
             by_year.entry(pending.message.id.year()).or_default().push(pending);
@@ -106,10 +119,13 @@ impl Writer {
             let n_messages = batch.len() as u64;
             let started = Instant::now();
             let result = match self.years.writable(year).await {
-                Ok(shard) => shard
-                    .write(move |conn| messages::insert_batch(conn, &batch))
-                    .await
-                    .map_err(ChatError::from),
+                Ok(shard) => {
+                    let written = shard.write(move |conn| messages::insert_batch(conn, &batch)).await;
+                    if written.is_ok() {
+                        self.keep_wal(year, &shard).await;
+                    }
+                    written.map_err(ChatError::from)
+                }
                 Err(error) => Err(error),
             };
             match &result {
@@ -142,6 +158,30 @@ impl Writer {
                 // A sender that stopped waiting does not need the answer.
                 let _ = done.send(answer);
             }
+        }
+    }
+
+    /// After a commit to `year`'s shard: its keeper's turn (started on the year's first commit).
+    /// Keepers of years before the previous one are dropped, since nothing writes there.
+    async fn keep_wal(&mut self, year: i32, shard: &Shard) {
+        if !self.wal.contains_key(&year) {
+            match WalKeeper::start(shard, CHECKPOINT_EVERY, WAL_LIMIT_BYTES, self.stats.wal.clone()).await {
+                Ok(keeper) => {
+                    self.wal.insert(year, keeper);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, year, "could not move chat checkpoints beside the writer");
+                    return;
+                }
+            }
+            for old in self.wal.keys().copied().filter(|old| *old < year - 1).collect::<Vec<_>>() {
+                if let Some(mut keeper) = self.wal.remove(&old) {
+                    keeper.finish().await;
+                }
+            }
+        }
+        if let Some(keeper) = self.wal.get_mut(&year) {
+            keeper.after_commit(shard).await;
         }
     }
 }

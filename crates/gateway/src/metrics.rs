@@ -315,25 +315,25 @@ pub fn render_inventory(stats: &inventory::InventoryStats) -> String {
         "inventory_checkpoints_total",
         "WAL checkpoints run beside the committer.",
         "counter",
-        load(&stats.checkpoints),
+        load(&stats.wal.checkpoints),
     );
     line(
         "inventory_checkpoint_seconds_total",
         "Time those checkpoints took (on their own connection).",
         "counter",
-        load(&stats.checkpoint_micros) / 1e6,
+        load(&stats.wal.checkpoint_micros) / 1e6,
     );
     line(
         "inventory_forced_checkpoints_total",
         "Checkpoints the committer ran itself because the WAL passed its limit.",
         "counter",
-        load(&stats.forced_checkpoints),
+        load(&stats.wal.forced_checkpoints),
     );
     line(
         "inventory_wal_bytes",
         "Size of inventory.db's WAL file after the last group commit.",
         "gauge",
-        load(&stats.wal_bytes),
+        load(&stats.wal.wal_bytes),
     );
     out
 }
@@ -365,6 +365,24 @@ pub(crate) fn render_chat(
         "Time spent in chat group commits (the transaction and its COMMIT).",
         "counter",
         load(&stats.commit_micros) / 1e6,
+    );
+    line(
+        "chat_checkpoints_total",
+        "WAL checkpoints of the chat shards run beside the writer.",
+        "counter",
+        load(&stats.wal.checkpoints),
+    );
+    line(
+        "chat_forced_checkpoints_total",
+        "Checkpoints the chat writer ran itself because a WAL passed its limit.",
+        "counter",
+        load(&stats.wal.forced_checkpoints),
+    );
+    line(
+        "chat_wal_bytes",
+        "Size of the last written chat shard's WAL file after its last group commit.",
+        "gauge",
+        load(&stats.wal.wal_bytes),
     );
     line(
         "chat_member_cache_hits_total",

@@ -116,12 +116,12 @@ async fn main() {
     let stats = inventory.stats();
     println!(
         "checkpoints beside the committer: {} ({:.1} ms each), by the committer itself: {}; WAL file {} bytes",
-        stats.checkpoints.load(Ordering::Relaxed),
-        stats.checkpoint_micros.load(Ordering::Relaxed) as f64
-            / stats.checkpoints.load(Ordering::Relaxed).max(1) as f64
+        stats.wal.checkpoints.load(Ordering::Relaxed),
+        stats.wal.checkpoint_micros.load(Ordering::Relaxed) as f64
+            / stats.wal.checkpoints.load(Ordering::Relaxed).max(1) as f64
             / 1000.0,
-        stats.forced_checkpoints.load(Ordering::Relaxed),
-        stats.wal_bytes.load(Ordering::Relaxed),
+        stats.wal.forced_checkpoints.load(Ordering::Relaxed),
+        stats.wal.wal_bytes.load(Ordering::Relaxed),
     );
 }
 

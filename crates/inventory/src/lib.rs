@@ -256,14 +256,8 @@ pub struct InventoryStats {
     pub pruned_requests: AtomicU64,
     /// Closed offers deleted after the retention window.
     pub pruned_offers: AtomicU64,
-    /// WAL checkpoints run beside the committer.
-    pub checkpoints: AtomicU64,
-    /// Microseconds those checkpoints took (on their own connection, not the committer's).
-    pub checkpoint_micros: AtomicU64,
-    /// Checkpoints the committer ran itself because the WAL passed `wal_limit_bytes`.
-    pub forced_checkpoints: AtomicU64,
-    /// Size of the WAL file after the last group committed, in bytes.
-    pub wal_bytes: AtomicU64,
+    /// The checkpoints run beside the committer, and the WAL's size after the last group.
+    pub wal: Arc<shard::WalStats>,
 }
 
 /// The inventory domain: cheap to clone.

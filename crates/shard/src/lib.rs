@@ -3,7 +3,9 @@
 //! A [`Shard`] applies the pragmas every shard shares (WAL, `synchronous`, `busy_timeout`,
 //! `foreign_keys`), runs the domain's versioned [`Migration`]s, and then hands out one writer
 //! connection plus a small pool of read-only connections. It also offers the maintenance
-//! operations every shard needs: an online backup, an integrity check and a WAL checkpoint.
+//! operations every shard needs: an online backup, an integrity check and a WAL checkpoint, and
+//! for shards with one busy writer a [`WalKeeper`] that runs checkpoints beside it instead of
+//! inside its commits.
 //!
 //! This crate never knows any domain's tables or SQL beyond pragmas and migration bookkeeping
 //! (`PRAGMA user_version` is the number of migrations applied). Domains reach SQLite through the
@@ -20,6 +22,9 @@ use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
 pub use rusqlite;
+pub use wal::{WalKeeper, WalStats};
+
+mod wal;
 
 /// How hard SQLite syncs on commit (`PRAGMA synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -423,7 +423,7 @@ async fn checkpoints_beside_the_committer_keep_the_wal_bounded() {
         let wal_bytes = std::fs::metadata(&wal).unwrap().len();
         assert!(wal_bytes <= LIMIT * 3 / 2 + 16 * 4096, "the WAL grew to {wal_bytes} bytes");
     }
-    assert!(inventory.stats().checkpoints.load(Ordering::Relaxed) > 0);
+    assert!(inventory.stats().wal.checkpoints.load(Ordering::Relaxed) > 0);
     assert_eq!(held(&inventory, ada).await, owned(&[("gold", 300)]));
     world.stop().await;
 }

@@ -259,3 +259,44 @@ async fn zero_read_pool_size_is_rejected() {
     let err = Shard::open(dir.path().join("items.db"), &config, ITEMS_MIGRATIONS).await.unwrap_err();
     assert!(matches!(err, ShardError::Open { .. }), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wal_keeper_checkpoints_beside_the_writer_and_keeps_the_wal_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("items.db");
+    let shard = open_items(&path).await;
+    const LIMIT: u64 = 256 * 1024;
+    let stats = Arc::new(shard::WalStats::default());
+    let mut keeper = shard::WalKeeper::start(&shard, 4, LIMIT, stats.clone()).await.unwrap();
+    let autocheckpoint: i64 =
+        shard.write(|conn| conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))).await.unwrap();
+    assert_eq!(autocheckpoint, 0, "SQLite no longer checkpoints inside commits");
+
+    // 400 commits of four 1 KiB rows each: some 2,000 pages, 8 MiB of WAL, if nothing copied them
+    // back and started the WAL over. The WAL file's size is checked after every commit.
+    let wal = dir.path().join("items.db-wal");
+    for n in 0..400 {
+        shard
+            .write(move |conn| {
+                let tx = conn.transaction()?;
+                for row in 0..4 {
+                    tx.execute(
+                        "INSERT INTO items (name, qty, padding) VALUES (?1, ?2, randomblob(1024))",
+                        (format!("row-{n}-{row}"), n),
+                    )?;
+                }
+                tx.commit()
+            })
+            .await
+            .unwrap();
+        keeper.after_commit(&shard).await;
+        // 1.5 times the limit plus one commit of a few pages.
+        let wal_bytes = std::fs::metadata(&wal).unwrap().len();
+        assert!(wal_bytes <= LIMIT * 3 / 2 + 16 * 4096, "the WAL grew to {wal_bytes} bytes");
+        assert_eq!(stats.wal_bytes.load(Ordering::Relaxed), wal_bytes);
+    }
+    keeper.finish().await;
+    assert!(stats.checkpoints.load(Ordering::Relaxed) > 0, "checkpoints ran beside the writer");
+    assert!(stats.forced_checkpoints.load(Ordering::Relaxed) > 0, "the writer started the WAL over");
+    assert_eq!(count_items(&shard).await, 1_600);
+}
