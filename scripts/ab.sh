@@ -46,23 +46,9 @@ start_redis() {
   echo "redis-server did not start" >&2; exit 1
 }
 
-# As scripts/bench.sh: no chat send limit, no request rate limit, the load test's items.
-cat >"$work/catalogue.toml" <<'TOML'
-[[item]]
-id = "lt-coin"
-name = "Load-test coin"
-max_stack = 1000000000000
-
-[[item]]
-id = "lt-gem"
-name = "Load-test gem"
-max_stack = 1000000000000
-TOML
-cat >"$work/gateway.toml" <<TOML
-chat_sends_per_window = 1000000000
-chat_send_window = 1.0
-inventory_catalogue = "$work/catalogue.toml"
-TOML
+# No chat send limit; the load test's item catalogue (scripts/bench-config.sh).
+source "$(dirname "$0")/bench-config.sh"
+write_bench_config "$work"
 GAME_SERVICE_TOKEN="ab-service-token-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 export GAME_SERVICE_TOKEN LOADTEST_SERVICE_TOKEN=$GAME_SERVICE_TOKEN
 

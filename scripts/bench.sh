@@ -74,24 +74,9 @@ REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 ADMIN="http://127.0.0.1:$ADMIN_PORT"
 TARGET="ws://127.0.0.1:$GAME_PORT/"
 
-# The gateway's settings beyond its flags: chat sends are not rate limited (the chat runs send
-# far above a player's budget), and the inventory catalogue has the load test's items.
-cat >"$work/catalogue.toml" <<'TOML'
-[[item]]
-id = "lt-coin"
-name = "Load-test coin"
-max_stack = 1000000000000
-
-[[item]]
-id = "lt-gem"
-name = "Load-test gem"
-max_stack = 1000000000000
-TOML
-cat >"$work/gateway.toml" <<TOML
-chat_sends_per_window = 1000000000
-chat_send_window = 1.0
-inventory_catalogue = "$work/catalogue.toml"
-TOML
+# No chat send limit; the load test's item catalogue (scripts/bench-config.sh).
+source scripts/bench-config.sh
+write_bench_config "$work"
 # The service token reaches the gateway and the load generator through the environment.
 GAME_SERVICE_TOKEN="bench-service-token-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 export GAME_SERVICE_TOKEN LOADTEST_SERVICE_TOKEN=$GAME_SERVICE_TOKEN

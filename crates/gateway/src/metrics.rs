@@ -311,30 +311,7 @@ pub fn render_inventory(stats: &inventory::InventoryStats) -> String {
         "counter",
         load(&stats.pruned_offers),
     );
-    line(
-        "inventory_checkpoints_total",
-        "WAL checkpoints run beside the committer.",
-        "counter",
-        load(&stats.wal.checkpoints),
-    );
-    line(
-        "inventory_checkpoint_seconds_total",
-        "Time those checkpoints took (on their own connection).",
-        "counter",
-        load(&stats.wal.checkpoint_micros) / 1e6,
-    );
-    line(
-        "inventory_forced_checkpoints_total",
-        "Checkpoints the committer ran itself because the WAL passed its limit.",
-        "counter",
-        load(&stats.wal.forced_checkpoints),
-    );
-    line(
-        "inventory_wal_bytes",
-        "Size of inventory.db's WAL file after the last group commit.",
-        "gauge",
-        load(&stats.wal.wal_bytes),
-    );
+    render_wal(&mut out, "inventory", &stats.wal);
     out
 }
 
@@ -365,24 +342,6 @@ pub(crate) fn render_chat(
         "Time spent in chat group commits (the transaction and its COMMIT).",
         "counter",
         load(&stats.commit_micros) / 1e6,
-    );
-    line(
-        "chat_checkpoints_total",
-        "WAL checkpoints of the chat shards run beside the writer.",
-        "counter",
-        load(&stats.wal.checkpoints),
-    );
-    line(
-        "chat_forced_checkpoints_total",
-        "Checkpoints the chat writer ran itself because a WAL passed its limit.",
-        "counter",
-        load(&stats.wal.forced_checkpoints),
-    );
-    line(
-        "chat_wal_bytes",
-        "Size of the last written chat shard's WAL file after its last group commit.",
-        "gauge",
-        load(&stats.wal.wal_bytes),
     );
     line(
         "chat_member_cache_hits_total",
@@ -451,7 +410,34 @@ pub(crate) fn render_chat(
         "counter",
         load(&delivery.encodings),
     );
+    render_wal(&mut out, "chat", &stats.wal);
     out
+}
+
+/// A domain's WAL keeper figures (`shard::WalKeeper`), as `<domain>_checkpoints_total` and so on.
+fn render_wal(out: &mut String, domain: &str, wal: &shard::WalStats) {
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
+    for (name, help, kind, value) in [
+        ("checkpoints_total", "WAL checkpoints run beside the writer.", "counter", load(&wal.checkpoints)),
+        (
+            "checkpoint_seconds_total",
+            "Time those checkpoints took (on their own connection).",
+            "counter",
+            load(&wal.checkpoint_micros) / 1e6,
+        ),
+        (
+            "forced_checkpoints_total",
+            "Checkpoints the writer ran itself because the WAL passed its limit.",
+            "counter",
+            load(&wal.forced_checkpoints),
+        ),
+        ("wal_bytes", "Size of the WAL file after the writer's last commit.", "gauge", load(&wal.wal_bytes)),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {domain}_{name} {help}\n# TYPE {domain}_{name} {kind}\n{domain}_{name} {value}"
+        );
+    }
 }
 
 /// Resident memory from `/proc/self/statm` (Linux); 0 where that is not available.
@@ -479,5 +465,19 @@ mod tests {
         assert!(text.contains("gateway_request_duration_seconds_bucket{request=\"ping\",le=\"0.0001\"} 1"));
         assert!(text.contains("gateway_request_duration_seconds_bucket{request=\"ping\",le=\"0.005\"} 2"));
         assert!(text.contains("gateway_request_duration_seconds_count{request=\"ping\"} 2"));
+    }
+
+    #[test]
+    fn each_domain_s_wal_figures_carry_its_name() {
+        let wal = shard::WalStats::default();
+        wal.checkpoints.store(3, Ordering::Relaxed);
+        wal.checkpoint_micros.store(1_500_000, Ordering::Relaxed);
+        wal.wal_bytes.store(4096, Ordering::Relaxed);
+        let mut text = String::new();
+        render_wal(&mut text, "chat", &wal);
+        assert!(text.contains("# TYPE chat_checkpoints_total counter\nchat_checkpoints_total 3\n"), "{text}");
+        assert!(text.contains("chat_checkpoint_seconds_total 1.5\n"), "{text}");
+        assert!(text.contains("chat_forced_checkpoints_total 0\n"), "{text}");
+        assert!(text.contains("# TYPE chat_wal_bytes gauge\nchat_wal_bytes 4096\n"), "{text}");
     }
 }

@@ -1,0 +1,23 @@
+# Sourced by scripts/bench.sh and scripts/ab.sh: the gateway settings beyond its flags that
+# benchmark runs use. Chat sends are not rate limited (the chat runs send far above a player's
+# budget), and the inventory catalogue has the load test's items.
+
+# Writes $1/catalogue.toml and $1/gateway.toml (which names the catalogue).
+write_bench_config() {
+  cat >"$1/catalogue.toml" <<'TOML'
+[[item]]
+id = "lt-coin"
+name = "Load-test coin"
+max_stack = 1000000000000
+
+[[item]]
+id = "lt-gem"
+name = "Load-test gem"
+max_stack = 1000000000000
+TOML
+  cat >"$1/gateway.toml" <<TOML
+chat_sends_per_window = 1000000000
+chat_send_window = 1.0
+inventory_catalogue = "$1/catalogue.toml"
+TOML
+}
