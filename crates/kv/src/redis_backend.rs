@@ -180,11 +180,12 @@ end
 return 0
 ";
 
-/// Most ids one claim or release script handles (each costs the script about a microsecond).
-/// Redis runs nothing else during a script, so a flush of many thousands of records is cut into
-/// runs this size rather than stalling every buffered update for longer than a millisecond or so
-/// (and Lua's `unpack` has a limit near 8,000 values).
-const BUFFER_SCRIPT_IDS_MAX: usize = 1_000;
+/// Most ids one claim or release script handles, and records one read pipeline fetches (each id
+/// costs Redis a few microseconds). Redis runs nothing else during a script, and the gateway parses
+/// a pipeline's replies in one go, so a flush of thousands of records is cut into runs this size
+/// rather than stalling buffered updates for milliseconds at a time (and Lua's `unpack` has a
+/// limit near 8,000 values).
+const BUFFER_SCRIPT_IDS_MAX: usize = 250;
 
 /// Claims the oldest dirty ids. KEYS: dirty set, claim hash. ARGV: max (at most
 /// [`BUFFER_SCRIPT_IDS_MAX`]), the newest dirty-since score to take. Returns {id, dirty_since, ...},
@@ -267,6 +268,9 @@ return 0
 pub(crate) struct RedisBackend {
     client: Client,
     connection: ConnectionManager,
+    /// The flusher's connection: a claim's records (a large reply) parsed on the shared connection
+    /// would hold up every reply queued behind it, buffered updates' acknowledgements included.
+    bulk: ConnectionManager,
     prefix: String,
     delete_all_sessions: Script,
     seed: Script,
@@ -415,18 +419,22 @@ impl RedisBackend {
             .set_max_delay(COMMAND_RECONNECT_MAX_DELAY)
             .set_connection_timeout(Some(CONNECT_ATTEMPT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let connection = tokio::time::timeout(
-            FIRST_CONNECT_TIMEOUT,
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        .map_err(|_| {
-            KvError::Unavailable(format!(
-                "no connection to Redis within {} s",
-                FIRST_CONNECT_TIMEOUT.as_secs()
-            ))
-        })?
-        .map_err(unavailable)?;
+        let connect = || async {
+            tokio::time::timeout(
+                FIRST_CONNECT_TIMEOUT,
+                ConnectionManager::new_with_config(client.clone(), config.clone()),
+            )
+            .await
+            .map_err(|_| {
+                KvError::Unavailable(format!(
+                    "no connection to Redis within {} s",
+                    FIRST_CONNECT_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(unavailable)
+        };
+        let connection = connect().await?;
+        let bulk = connect().await?;
         let (updates, queued) = mpsc::channel(UPDATE_QUEUE_CAPACITY);
         let reachability = Arc::new(Reachability::default());
         tokio::spawn(
@@ -436,6 +444,7 @@ impl RedisBackend {
         Ok(RedisBackend {
             client,
             connection,
+            bulk,
             prefix: key_prefix.to_owned(),
             delete_all_sessions: Script::new(DELETE_ALL_SESSIONS_LUA),
             seed: Script::new(SEED_LUA),
@@ -513,15 +522,32 @@ impl RedisBackend {
     /// just started a fresh reconnect, and that makes the first command after Redis comes back succeed
     /// instead of reporting the outage that already ended. Other failures are not retried, since the
     /// command may have run.
-    pub(crate) async fn run<T, F, Fut>(&self, mut operation: F) -> Result<T, KvError>
+    pub(crate) async fn run<T, F, Fut>(&self, operation: F) -> Result<T, KvError>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        self.run_on(&self.connection, operation).await
+    }
+
+    /// [`RedisBackend::run`] on the flusher's own connection.
+    async fn run_bulk<T, F, Fut>(&self, operation: F) -> Result<T, KvError>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        self.run_on(&self.bulk, operation).await
+    }
+
+    async fn run_on<T, F, Fut>(&self, connection: &ConnectionManager, mut operation: F) -> Result<T, KvError>
     where
         F: FnMut(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let attempt = self.reachability.attempt()?;
         let attempts = async {
-            match operation(self.connection.clone()).await {
-                Err(error) if error.is_connection_refusal() => operation(self.connection.clone()).await,
+            match operation(connection.clone()).await {
+                Err(error) if error.is_connection_refusal() => operation(connection.clone()).await,
                 result => result,
             }
         };
@@ -746,7 +772,7 @@ impl RedisBackend {
             invocation.key(self.dirty_key(ns)).key(self.claim_key(ns)).arg(run).arg(dirty_until_ms);
             let invocation = &invocation;
             let taken: Vec<(String, String)> = self
-                .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
+                .run_bulk(|mut connection| async move { invocation.invoke_async(&mut connection).await })
                 .await?;
             if taken.is_empty() {
                 break;
@@ -757,8 +783,9 @@ impl RedisBackend {
                 reads.cmd("HGETALL").arg(self.record_key(ns, id));
             }
             let reads = &reads;
-            let records: Vec<Vec<Field>> =
-                self.run(|mut connection| async move { reads.query_async(&mut connection).await }).await?;
+            let records: Vec<Vec<Field>> = self
+                .run_bulk(|mut connection| async move { reads.query_async(&mut connection).await })
+                .await?;
             // A record Redis lost (a restart) leaves the claim and is not returned.
             let mut vanished = Vec::new();
             for ((id, since), fields) in taken.into_iter().zip(records) {
@@ -772,8 +799,10 @@ impl RedisBackend {
                 let mut command = redis::cmd("HDEL");
                 command.arg(self.claim_key(ns)).arg(&vanished);
                 let command = &command;
-                self.run(|mut connection| async move { command.query_async::<()>(&mut connection).await })
-                    .await?;
+                self.run_bulk(
+                    |mut connection| async move { command.query_async::<()>(&mut connection).await },
+                )
+                .await?;
             }
         }
         Ok(claimed)
@@ -794,8 +823,10 @@ impl RedisBackend {
                 .arg(millis(ttl))
                 .arg(ids);
             let invocation = &invocation;
-            self.run(|mut connection| async move { invocation.invoke_async::<()>(&mut connection).await })
-                .await?;
+            self.run_bulk(
+                |mut connection| async move { invocation.invoke_async::<()>(&mut connection).await },
+            )
+            .await?;
         }
         Ok(())
     }
@@ -804,7 +835,7 @@ impl RedisBackend {
         let mut invocation = self.recover.prepare_invoke();
         invocation.key(self.claim_key(ns)).key(self.dirty_key(ns));
         let invocation = &invocation;
-        self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await
+        self.run_bulk(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await
     }
 
     pub(crate) async fn buffer_stats(&self, ns: &str) -> Result<BufferStats, KvError> {
