@@ -12,8 +12,7 @@ use proto::chat::{
 use proto::{ClientMessage, Encoding, ErrorCode, Event, Outcome, Reply, Request, codec};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::processes::GatewayProcess;
-use crate::support::{PATIENCE, World, admin, username};
+use crate::support::{GatewayProcess, PATIENCE, World, admin, username};
 
 /// 2030-12-31T23:59:59.999Z.
 const LAST_MS_OF_2030: u64 = 1_924_991_999_999;

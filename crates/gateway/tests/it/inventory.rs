@@ -16,7 +16,7 @@ use proto::{AccountId, Encoding, ErrorCode, Event, Reply, Request};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-use crate::support::{PASSWORD, PATIENCE, TestGateway, World, admin, code, username};
+use crate::support::{GatewayProcess, PASSWORD, PATIENCE, TestGateway, World, admin, code, username};
 
 const TOKEN: &str = "service-token-for-tests-0123456789";
 
@@ -587,57 +587,19 @@ async fn items_are_conserved_when_many_clients_trade_and_consume_concurrently() 
     assert!(accepted > 0, "some trades went through");
 }
 
-/// A `gateway` process of `world`, killed on drop.
-struct Process {
-    child: std::process::Child,
-    url: String,
-    admin: SocketAddr,
-}
-
-impl Process {
-    async fn start(world: &World, catalogue: &std::path::Path) -> Process {
-        let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let (port, admin_port) = (port(), port());
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
-            .args(["--data-dir", world.data_dir.path().to_str().unwrap()])
-            .args(["--redis-url", &world.redis.url()])
-            .args(["--key-prefix", "inventory-crash:"])
-            .args(["--inventory-catalogue", catalogue.to_str().unwrap()])
-            .args(["--requests-per-sec", "100000", "--request-burst", "100000"])
-            .env("GAME_SERVICE_TOKEN", TOKEN)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("the gateway binary starts");
-        let process = Process {
-            child,
-            url: format!("ws://127.0.0.1:{port}/"),
-            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
-        };
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while tokio::net::TcpStream::connect(process.admin).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "the gateway process listens");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        process
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `gateway` process of `world` with the test catalogue and service token, killed on drop.
+async fn start_process(world: &World, catalogue: &std::path::Path) -> GatewayProcess {
+    let catalogue = catalogue.to_str().unwrap();
+    let args =
+        ["--inventory-catalogue", catalogue, "--requests-per-sec", "100000", "--request-burst", "100000"];
+    GatewayProcess::start_with_env(world, &args, &[("GAME_SERVICE_TOKEN", TOKEN)]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_inventory_change_survives_kill_9_and_none_applies_twice() {
     let world = World::new();
     let catalogue = catalogue_file(&world);
-    let first = Process::start(&world, &catalogue).await;
+    let first = start_process(&world, &catalogue).await;
     let (clients, ids) = traders(&first.url, first.admin).await;
     let names: Vec<String> = clients.iter().map(|(_, name)| name.clone()).collect();
     let mut tasks = Vec::new();
@@ -653,7 +615,7 @@ async fn every_acknowledged_inventory_change_survives_kill_9_and_none_applies_tw
     assert!(acked.iter().any(|a| !a.consumed.is_empty()), "changes were acknowledged before the kill");
 
     let db = world.data_dir.path().join("inventory.db");
-    let second = Process::start(&world, &catalogue).await;
+    let second = start_process(&world, &catalogue).await;
     // Every acknowledged change is there.
     {
         let conn = shard::rusqlite::Connection::open(&db).unwrap();

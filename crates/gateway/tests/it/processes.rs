@@ -1,105 +1,12 @@
 //! The real `gateway` binary, twice: two processes sharing one Redis and one data directory, and
 //! shutdown on SIGTERM.
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use game_client::Client;
 use proto::{Encoding, Event, close};
 
-use crate::support::{PASSWORD, PATIENCE, World, closed, username};
-
-/// A `gateway` process, killed on drop if still running.
-pub(crate) struct GatewayProcess {
-    child: Child,
-    pub(crate) url: String,
-    pub(crate) admin: SocketAddr,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-impl GatewayProcess {
-    async fn start(world: &World) -> GatewayProcess {
-        Self::start_with(world, &[]).await
-    }
-
-    pub(crate) async fn start_with(world: &World, extra_args: &[&str]) -> GatewayProcess {
-        let (port, admin_port) = (free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .args(extra_args)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
-            .args(["--data-dir", world.data_dir.path().to_str().unwrap()])
-            .args(["--redis-url", &world.redis.url()])
-            .args(["--key-prefix", "procs:"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the gateway binary starts");
-        let process = GatewayProcess {
-            child,
-            url: format!("ws://127.0.0.1:{port}/"),
-            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
-        };
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while tokio::net::TcpStream::connect(process.admin).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "the gateway process listens");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        process
-    }
-
-    pub(crate) async fn player(&self, name: &str) -> (Client, proto::SessionInfo) {
-        let client = Client::connect(&self.url, Encoding::Bincode).await.unwrap();
-        let _ = client.register(name, PASSWORD).await;
-        let session = client.login(name, PASSWORD).await.unwrap();
-        (client, session)
-    }
-
-    async fn post(&self, path: &str, body: &str) -> u16 {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(self.admin).await.unwrap();
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
-    }
-
-    /// Kills the process with SIGKILL: no shutdown, no final flush.
-    fn kill_hard(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    async fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "the gateway exits after SIGTERM");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::{GatewayProcess, PATIENCE, World, closed, username};
 
 #[tokio::test]
 async fn two_gateway_processes_share_accounts_events_and_revocations() {

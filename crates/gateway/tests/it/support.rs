@@ -1,6 +1,9 @@
 //! The test harness: a real `redis-server` per test, real gateways started through
-//! `gateway::run` on port 0, and real clients over real WebSockets.
+//! `gateway::run` on port 0 (or as real `gateway` processes), and real clients over real
+//! WebSockets.
 
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -182,4 +185,100 @@ pub async fn admin(
     stream.read_to_string(&mut response).await.expect("read");
     let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+/// A `gateway` process, killed on drop if still running.
+pub struct GatewayProcess {
+    child: Child,
+    pub url: String,
+    pub admin: SocketAddr,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl GatewayProcess {
+    pub async fn start(world: &World) -> GatewayProcess {
+        Self::start_with(world, &[]).await
+    }
+
+    pub async fn start_with(world: &World, extra_args: &[&str]) -> GatewayProcess {
+        Self::start_with_env(world, extra_args, &[]).await
+    }
+
+    /// Started with these flags and environment variables besides the world's.
+    pub async fn start_with_env(world: &World, extra_args: &[&str], env: &[(&str, &str)]) -> GatewayProcess {
+        let (port, admin_port) = (free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(extra_args)
+            .envs(env.iter().copied())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .args(["--data-dir", world.data_dir.path().to_str().unwrap()])
+            .args(["--redis-url", &world.redis.url()])
+            .args(["--key-prefix", "procs:"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the gateway binary starts");
+        let process = GatewayProcess {
+            child,
+            url: format!("ws://127.0.0.1:{port}/"),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+        };
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while tokio::net::TcpStream::connect(process.admin).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "the gateway process listens");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        process
+    }
+
+    pub async fn player(&self, name: &str) -> (Client, proto::SessionInfo) {
+        let client = Client::connect(&self.url, Encoding::Bincode).await.unwrap();
+        let _ = client.register(name, PASSWORD).await;
+        let session = client.login(name, PASSWORD).await.unwrap();
+        (client, session)
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> u16 {
+        let mut stream = tokio::net::TcpStream::connect(self.admin).await.unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+    }
+
+    /// Kills the process with SIGKILL: no shutdown, no final flush.
+    pub fn kill_hard(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the gateway exits after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
