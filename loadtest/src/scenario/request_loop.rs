@@ -49,18 +49,24 @@ async fn paced(ctx: &ClientContext, open: &mut Open, rate: f64, next_request: &m
     // (request id, scheduled send time) of requests not answered yet, oldest first.
     let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
     let recorder = &ctx.shared.recorder;
+    // One timer for the whole run, moved on after each send: a fresh `sleep_until` per turn of the
+    // loop would register with the timer wheel and deregister again on every answer, costing the
+    // load generator CPU the machine's other processes need.
+    let send_time = sleep_until(next);
+    tokio::pin!(send_time);
     loop {
         let sending = next < deadline;
         if !sending && pending.is_empty() {
             return;
         }
         tokio::select! {
-            () = sleep_until(next), if sending => {
+            () = &mut send_time, if sending => {
                 match open.conn.send(std::mem::replace(&mut request, next_request())).await {
                     Ok(id) => pending.push_back((id, next)),
                     Err(error) => return fail_all(ctx, kind, &mut pending, &error),
                 }
                 next += interval;
+                send_time.as_mut().reset(next);
             }
             response = open.conn.recv() => match response {
                 Ok(response) => {
