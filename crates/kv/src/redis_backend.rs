@@ -756,8 +756,9 @@ impl RedisBackend {
     }
 
     /// Claims in runs of at most [`BUFFER_SCRIPT_IDS_MAX`] ids, then reads each run's records in
-    /// one pipeline. Reading after the claim is safe: an update in between leaves newer fields (a
-    /// newer version to write) and dirties the record again, so nothing acknowledged is missed.
+    /// one pipeline, while the next run is claimed. Reading after the claim is safe: an update in
+    /// between leaves newer fields (a newer version to write) and dirties the record again, so
+    /// nothing acknowledged is missed.
     pub(crate) async fn buffer_claim(
         &self,
         ns: &str,
@@ -766,29 +767,23 @@ impl RedisBackend {
     ) -> Result<Vec<ClaimedRecord>, KvError> {
         let mut claimed = Vec::with_capacity(max.min(4 * BUFFER_SCRIPT_IDS_MAX));
         let mut remaining = max;
-        while remaining > 0 {
-            let run = remaining.min(BUFFER_SCRIPT_IDS_MAX);
-            let mut invocation = self.claim.prepare_invoke();
-            invocation.key(self.dirty_key(ns)).key(self.claim_key(ns)).arg(run).arg(dirty_until_ms);
-            let invocation = &invocation;
-            let taken: Vec<(String, String)> = self
-                .run_bulk(|mut connection| async move { invocation.invoke_async(&mut connection).await })
-                .await?;
-            if taken.is_empty() {
-                break;
-            }
-            remaining -= run;
-            let mut reads = redis::pipe();
-            for (id, _) in &taken {
-                reads.cmd("HGETALL").arg(self.record_key(ns, id));
-            }
-            let reads = &reads;
-            let records: Vec<Vec<Field>> = self
-                .run_bulk(|mut connection| async move { reads.query_async(&mut connection).await })
-                .await?;
+        let mut taken = self.claim_run(ns, remaining.min(BUFFER_SCRIPT_IDS_MAX), dirty_until_ms).await?;
+        while !taken.is_empty() {
+            // A short run means nothing older than the cut-off is left to claim.
+            remaining =
+                if taken.len() < remaining.min(BUFFER_SCRIPT_IDS_MAX) { 0 } else { remaining - taken.len() };
+            let next_run = remaining.min(BUFFER_SCRIPT_IDS_MAX);
+            let (records, next) = futures_util::future::join(self.read_records(ns, &taken), async {
+                if next_run == 0 {
+                    Ok(Vec::new())
+                } else {
+                    self.claim_run(ns, next_run, dirty_until_ms).await
+                }
+            })
+            .await;
             // A record Redis lost (a restart) leaves the claim and is not returned.
             let mut vanished = Vec::new();
-            for ((id, since), fields) in taken.into_iter().zip(records) {
+            for ((id, since), fields) in taken.into_iter().zip(records?) {
                 if fields.is_empty() {
                     vanished.push(id);
                 } else {
@@ -804,8 +799,32 @@ impl RedisBackend {
                 )
                 .await?;
             }
+            taken = next?;
         }
         Ok(claimed)
+    }
+
+    /// One run of the claim script: at most `run` ids and their dirty-since scores, oldest first.
+    async fn claim_run(
+        &self,
+        ns: &str,
+        run: usize,
+        dirty_until_ms: u64,
+    ) -> Result<Vec<(String, String)>, KvError> {
+        let mut invocation = self.claim.prepare_invoke();
+        invocation.key(self.dirty_key(ns)).key(self.claim_key(ns)).arg(run).arg(dirty_until_ms);
+        let invocation = &invocation;
+        self.run_bulk(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await
+    }
+
+    /// The fields of each claimed record (none for a record that is gone), in one pipeline.
+    async fn read_records(&self, ns: &str, taken: &[(String, String)]) -> Result<Vec<Vec<Field>>, KvError> {
+        let mut reads = redis::pipe();
+        for (id, _) in taken {
+            reads.cmd("HGETALL").arg(self.record_key(ns, id));
+        }
+        let reads = &reads;
+        self.run_bulk(|mut connection| async move { reads.query_async(&mut connection).await }).await
     }
 
     pub(crate) async fn buffer_release(
