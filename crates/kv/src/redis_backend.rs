@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
 use redis::{Client, IntoConnectionInfo, RedisError, RedisResult, Script, ServerErrorKind, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -1008,6 +1009,8 @@ async fn reconnect(
 /// Gathers queued buffered updates into one pipeline per batch until every sender is gone (the last
 /// `Kv` clone was dropped). Up to [`UPDATE_BATCHES_IN_FLIGHT`] batches run at once, so encoding the
 /// next batch and parsing the last one's replies overlap with Redis executing the current one.
+/// The batches run inside this task rather than as tasks of their own: under load every hand-over
+/// between tasks waits its turn on a busy core, and an update already crosses several.
 ///
 /// Batches in flight may complete in any order. That is safe because one connection's requests
 /// are answered in order by the gateway: a player's next update is sent only after the previous
@@ -1018,22 +1021,18 @@ async fn run_update_batcher(
     mut queued: mpsc::Receiver<UpdateRequest>,
     reachability: Arc<Reachability>,
 ) {
-    let mut in_flight = tokio::task::JoinSet::new();
+    let mut in_flight = FuturesUnordered::new();
     // Emptied batch buffers handed back by finished batches: allocating a fresh one per batch
     // made every batch pay for a large allocation.
     let mut spare: Vec<Vec<UpdateRequest>> = Vec::new();
-    loop {
-        if in_flight.len() >= UPDATE_BATCHES_IN_FLIGHT {
-            if let Some(Ok(batch)) = in_flight.join_next().await {
-                spare.push(batch);
-            }
-            continue;
-        }
+    let mut open = true;
+    while open || !in_flight.is_empty() {
         let mut batch = spare.pop().unwrap_or_else(|| Vec::with_capacity(UPDATE_BATCH_MAX));
         tokio::select! {
-            received = queued.recv_many(&mut batch, UPDATE_BATCH_MAX) => {
+            received = queued.recv_many(&mut batch, UPDATE_BATCH_MAX), if open && in_flight.len() < UPDATE_BATCHES_IN_FLIGHT => {
                 if received == 0 {
-                    break;
+                    open = false;
+                    continue;
                 }
                 // A caller that gave up gets no answer, so its update is not made either; nor is
                 // one whose deadline passed while it was queued.
@@ -1045,23 +1044,19 @@ async fn run_update_batcher(
                     spare.push(batch);
                 } else {
                     let mut connection = connection.clone();
-                    let script = script.clone();
-                    let reachability = reachability.clone();
-                    in_flight.spawn(async move {
-                        run_update_batch(&mut connection, &script, &reachability, &mut batch).await;
+                    let (script, reachability) = (&script, &*reachability);
+                    in_flight.push(async move {
+                        run_update_batch(&mut connection, script, reachability, &mut batch).await;
                         batch
                     });
                 }
             }
-            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                 spare.push(batch);
-                if let Ok(batch) = done {
-                    spare.push(batch);
-                }
+                spare.push(done);
             }
         }
     }
-    while in_flight.join_next().await.is_some() {}
 }
 
 /// Sends one batch and answers every caller in it, leaving `batch` empty. While Redis is down the
