@@ -408,7 +408,9 @@ impl Connection {
             let account = auth.register(&username, &password).await.map_err(|e| errors::from_auth(&e))?;
             return Ok(Reply::Registered { account_id: proto::AccountId(account.account_id) });
         }
-        let Some(session) = self.session.clone() else {
+        // Only the account id is copied per request; the rare requests that need the session
+        // itself clone it where they use it.
+        let Some(account_id) = self.session.as_ref().map(|session| session.account_id) else {
             return match request {
                 Request::Login { username, password } => {
                     let issued = auth
@@ -430,26 +432,27 @@ impl Connection {
                 "this connection is already logged in; log out first",
             )),
             Request::Refresh => {
-                let issued = auth.refresh(&session.key).await.map_err(|e| errors::from_auth(&e))?;
+                let key = self.current_session()?.key;
+                let issued = auth.refresh(&key).await.map_err(|e| errors::from_auth(&e))?;
                 let reply = self.start_session(issued.session, issued.token);
-                self.announce_revoked(&[session.key]).await;
+                self.announce_revoked(&[key]).await;
                 Ok(reply)
             }
             Request::Logout => {
+                let session = self.current_session()?;
                 auth.logout(&session).await.map_err(|e| errors::from_auth(&e))?;
                 self.end_session();
                 self.announce_revoked(&[session.key]).await;
                 Ok(Reply::LoggedOut)
             }
             Request::LogoutEverywhere => {
-                let ended =
-                    auth.logout_everywhere(session.account_id).await.map_err(|e| errors::from_auth(&e))?;
+                let ended = auth.logout_everywhere(account_id).await.map_err(|e| errors::from_auth(&e))?;
                 self.end_session();
                 self.announce_revoked(&ended).await;
                 Ok(Reply::LoggedOut)
             }
             Request::Whoami => {
-                let account = auth.account(session.account_id).await.map_err(|e| errors::from_auth(&e))?;
+                let account = auth.account(account_id).await.map_err(|e| errors::from_auth(&e))?;
                 Ok(Reply::Account(proto::AccountInfo {
                     account_id: proto::AccountId(account.account_id),
                     username: account.username,
@@ -458,20 +461,23 @@ impl Connection {
             }
             Request::Ping => Ok(Reply::Pong { server_time_ms: self.shared.clock.now_ms() }),
             Request::UpdateState(update) => {
-                player_requests::update(&self.shared.players, session.account_id, update).await
+                player_requests::update(&self.shared.players, account_id, update).await
             }
-            Request::GetState => player_requests::get_own(&self.shared.players, session.account_id).await,
+            Request::GetState => player_requests::get_own(&self.shared.players, account_id).await,
             Request::GetPlayerState { account_id } => {
                 player_requests::get_public(&self.shared.players, account_id.0).await
             }
-            Request::Chat(request) => chat_requests::apply(&self.shared, session.account_id, request).await,
+            Request::Chat(request) => chat_requests::apply(&self.shared, account_id, request).await,
             Request::Inventory(request) => {
-                inventory_requests::handle(&self.shared, session.account_id, request).await
+                inventory_requests::handle(&self.shared, account_id, request).await
             }
-            Request::Match(request) => {
-                matchmaking_requests::handle(&self.shared, session.account_id, request).await
-            }
+            Request::Match(request) => matchmaking_requests::handle(&self.shared, account_id, request).await,
         }
+    }
+
+    /// A copy of the connection's session, for the requests that act on the session itself.
+    fn current_session(&self) -> Result<auth::Session, ErrorBody> {
+        self.session.clone().ok_or_else(|| ErrorBody::new(ErrorCode::Unauthorized, "log in first"))
     }
 
     /// Tells every gateway to close connections using these (already deleted) sessions. If the
