@@ -1,5 +1,8 @@
 //! Throughput of `Kv::buffer_update` against a running Redis: seeds 1,000 records, then 1,000
-//! concurrent tasks update them in a closed loop for 5 s, and the updates per second are printed.
+//! concurrent tasks update them in a closed loop for 5 s, and the updates per second are printed,
+//! with the CPU each update cost Redis (from its `INFO cpu`) and this process (from
+//! `/proc/self/stat`, on Linux). CPU per update is the figure to compare between builds on a
+//! shared machine: it moves far less with the machine's load than the rate does.
 //!
 //! `cargo run --release -p kv --example buffer_bench -- [REDIS_URL]` (default
 //! `redis://127.0.0.1:6379`). Keys go under the prefix `bench:` and expire a minute after the run.
@@ -50,6 +53,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         kv.buffer_seed(NS, &record.to_string(), fields, RECORD_TTL).await?;
     }
 
+    let redis_cpu_before = redis_cpu_seconds(&url).await?;
+    let own_cpu_before = own_cpu_seconds();
     let started = Instant::now();
     let deadline = started + RUN_TIME;
     let mut tasks = JoinSet::new();
@@ -78,6 +83,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         total.n_errors += counts.n_errors;
     }
     let elapsed = started.elapsed();
+    let redis_cpu = redis_cpu_seconds(&url).await? - redis_cpu_before;
+    let own_cpu = own_cpu_seconds().zip(own_cpu_before).map(|(after, before)| after - before);
 
     let rate = total.n_applied as f64 / elapsed.as_secs_f64();
     println!(
@@ -88,6 +95,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         total.n_not_loaded,
         total.n_errors,
     );
+    let per_update = |seconds: f64| seconds * 1e6 / total.n_applied.max(1) as f64;
+    match own_cpu {
+        Some(own_cpu) => println!(
+            "CPU per update: Redis {:.2} µs, this process {:.2} µs",
+            per_update(redis_cpu),
+            per_update(own_cpu)
+        ),
+        None => println!("CPU per update: Redis {:.2} µs", per_update(redis_cpu)),
+    }
     println!("buffer after the run: {:?}", kv.buffer_stats(NS).await?);
     Ok(())
 }
@@ -96,4 +112,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn now_ms() -> u64 {
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// CPU time Redis has used since it started (user and system), from `INFO cpu`.
+async fn redis_cpu_seconds(url: &str) -> Result<f64, Box<dyn std::error::Error>> {
+    let mut connection = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut connection).await?;
+    let seconds = info
+        .lines()
+        .filter_map(|line| line.strip_prefix("used_cpu_sys:").or_else(|| line.strip_prefix("used_cpu_user:")))
+        .filter_map(|value| value.trim().parse::<f64>().ok())
+        .sum();
+    Ok(seconds)
+}
+
+/// CPU time this process has used (user and system), or `None` where `/proc` does not tell.
+fn own_cpu_seconds() -> Option<f64> {
+    /// The kernel's clock ticks per second in `/proc` (USER_HZ, 100 on Linux).
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let system: f64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) / TICKS_PER_SECOND)
 }
