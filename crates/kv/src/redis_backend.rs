@@ -768,19 +768,16 @@ impl RedisBackend {
     ) -> Result<Vec<ClaimedRecord>, KvError> {
         let mut claimed = Vec::with_capacity(max.min(4 * BUFFER_SCRIPT_IDS_MAX));
         let mut remaining = max;
-        let mut taken = self.claim_run(ns, remaining.min(BUFFER_SCRIPT_IDS_MAX), dirty_until_ms).await?;
+        let mut run = remaining.min(BUFFER_SCRIPT_IDS_MAX);
+        let mut taken = self.claim_run(ns, run, dirty_until_ms).await?;
         while !taken.is_empty() {
             // A short run means nothing older than the cut-off is left to claim.
-            remaining =
-                if taken.len() < remaining.min(BUFFER_SCRIPT_IDS_MAX) { 0 } else { remaining - taken.len() };
-            let next_run = remaining.min(BUFFER_SCRIPT_IDS_MAX);
-            let (records, next) = futures_util::future::join(self.read_records(ns, &taken), async {
-                if next_run == 0 {
-                    Ok(Vec::new())
-                } else {
-                    self.claim_run(ns, next_run, dirty_until_ms).await
-                }
-            })
+            remaining = if taken.len() < run { 0 } else { remaining - run };
+            run = remaining.min(BUFFER_SCRIPT_IDS_MAX);
+            let (records, next) = futures_util::future::join(
+                self.read_records(ns, &taken),
+                self.claim_run(ns, run, dirty_until_ms),
+            )
             .await;
             // A record Redis lost (a restart) leaves the claim and is not returned.
             let mut vanished = Vec::new();
@@ -805,13 +802,17 @@ impl RedisBackend {
         Ok(claimed)
     }
 
-    /// One run of the claim script: at most `run` ids and their dirty-since scores, oldest first.
+    /// One run of the claim script: at most `run` ids and their dirty-since scores, oldest first
+    /// (none, without asking Redis, for a run of 0).
     async fn claim_run(
         &self,
         ns: &str,
         run: usize,
         dirty_until_ms: u64,
     ) -> Result<Vec<(String, String)>, KvError> {
+        if run == 0 {
+            return Ok(Vec::new());
+        }
         let mut invocation = self.claim.prepare_invoke();
         invocation.key(self.dirty_key(ns)).key(self.claim_key(ns)).arg(run).arg(dirty_until_ms);
         let invocation = &invocation;

@@ -243,16 +243,9 @@ impl GatewayProcess {
         (client, session)
     }
 
+    /// POSTs `body` to the process's admin port without a token; the status code.
     pub async fn post(&self, path: &str, body: &str) -> u16 {
-        let mut stream = tokio::net::TcpStream::connect(self.admin).await.unwrap();
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+        admin(self.admin, "POST", path, None, body).await.0
     }
 
     /// Kills the process with SIGKILL: no shutdown, no final flush.
