@@ -96,7 +96,8 @@ const UPDATE_QUEUE_CAPACITY: usize = 4 * UPDATE_BATCH_MAX;
 /// to an absent record, which is then deleted again. Dirty records carry no TTL (PERSIST when the record turns
 /// dirty), so an acknowledged update can never expire before it is flushed; releasing a flushed
 /// record gives it its TTL back. The record keys are built inside the script, fine on one Redis
-/// but a cluster would need hash tags.
+/// but a cluster would need hash tags. The version is formatted as an integer by the script: Lua
+/// would format its number with `%.14g`, which costs Redis about a tenth of the update.
 const UPDATE_LUA: &str = r"
 local dirty, counter, prefix = KEYS[1], KEYS[2], ARGV[1]
 local ids, starts = {}, {}
@@ -115,7 +116,7 @@ for i = 1, n do
   local s = starts[i]
   local id, now, n_fields = ids[i], ARGV[s + 1], tonumber(ARGV[s + 2])
   local key = prefix .. id
-  local added = redis.call('HSET', key, 'v', version + 1, 't', now, unpack(ARGV, s + 3, s + 2 + 2 * n_fields))
+  local added = redis.call('HSET', key, 'v', string.format('%d', version + 1), 't', now, unpack(ARGV, s + 3, s + 2 + 2 * n_fields))
   if added == n_fields + 2 then
     redis.call('DEL', key)
     replies[i] = false

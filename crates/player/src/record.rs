@@ -1,5 +1,10 @@
 //! How a player's state is laid out as a buffered record in the key-value store: one text field
-//! per value (`x`, `y`, `z`, `r`, `h`, `a` as hex, and the store's own `v` version and `t` time).
+//! per value the client sets (`p` the position as `x,y,z`, `r`, `h`, `a` as hex), and the store's
+//! own `v` version and `t` time.
+//!
+//! The position is one field, not three, because Redis pays per field and per argument on the
+//! hot path (BENCHMARKS.md, "Fifth round"). Records written by an earlier layout carry `x`, `y`
+//! and `z` instead; they are still read, and a `p` written since wins over them.
 //!
 //! Floats are written with Rust's shortest round-trip formatting, so a value read back is the
 //! exact `f32` that was written.
@@ -11,11 +16,9 @@ use crate::{PlayerError, PlayerState, Position, StateUpdate};
 
 /// The fields an update sets; absent values are left out, so the store keeps the old ones.
 pub(crate) fn update_fields(update: &StateUpdate) -> Vec<Field> {
-    let mut fields = Vec::with_capacity(6);
-    if let Some(position) = update.position {
-        fields.push(("x".to_owned(), position.x.to_string()));
-        fields.push(("y".to_owned(), position.y.to_string()));
-        fields.push(("z".to_owned(), position.z.to_string()));
+    let mut fields = Vec::with_capacity(4);
+    if let Some(Position { x, y, z }) = update.position {
+        fields.push(("p".to_owned(), format!("{x},{y},{z}")));
     }
     if let Some(rotation) = update.rotation {
         fields.push(("r".to_owned(), rotation.to_string()));
@@ -34,7 +37,7 @@ pub(crate) fn update_fields(update: &StateUpdate) -> Vec<Field> {
 pub(crate) struct UpdateFields {
     text: String,
     /// Each field's name and where its value ends in `text` (it starts where the last one ended).
-    ends: [(&'static str, usize); 6],
+    ends: [(&'static str, usize); 4],
     len: usize,
 }
 
@@ -43,17 +46,15 @@ impl UpdateFields {
         use std::fmt::Write as _;
         let attributes_len = update.attributes.as_ref().map_or(0, |attributes| 2 * attributes.len());
         let mut fields =
-            UpdateFields { text: String::with_capacity(64 + attributes_len), ends: [("", 0); 6], len: 0 };
+            UpdateFields { text: String::with_capacity(64 + attributes_len), ends: [("", 0); 4], len: 0 };
         let push = |fields: &mut UpdateFields, name: &'static str, value: std::fmt::Arguments<'_>| {
             // Writing to a String cannot fail.
             let _ = fields.text.write_fmt(value);
             fields.ends[fields.len] = (name, fields.text.len());
             fields.len += 1;
         };
-        if let Some(position) = update.position {
-            push(&mut fields, "x", format_args!("{}", position.x));
-            push(&mut fields, "y", format_args!("{}", position.y));
-            push(&mut fields, "z", format_args!("{}", position.z));
+        if let Some(Position { x, y, z }) = update.position {
+            push(&mut fields, "p", format_args!("{x},{y},{z}"));
         }
         if let Some(rotation) = update.rotation {
             push(&mut fields, "r", format_args!("{rotation}"));
@@ -72,8 +73,8 @@ impl UpdateFields {
     }
 
     /// The (name, value) pairs, in the order [`update_fields`] gives them.
-    pub(crate) fn pairs(&self) -> ([(&'static str, &str); 6], usize) {
-        let mut pairs = [("", ""); 6];
+    pub(crate) fn pairs(&self) -> ([(&'static str, &str); 4], usize) {
+        let mut pairs = [("", ""); 4];
         let mut start = 0;
         for (pair, &(name, end)) in pairs.iter_mut().zip(&self.ends[..self.len]) {
             *pair = (name, &self.text[start..end]);
@@ -105,8 +106,19 @@ pub(crate) fn parse(player_id: Uuid, fields: &[Field]) -> Result<PlayerState, Pl
     }
     let mut state = PlayerState { player_id, ..PlayerState::default() };
     let mut position = Position::default();
+    let mut packed_position = None;
     for (name, value) in fields {
         match name.as_str() {
+            "p" => {
+                let mut coordinates = value.split(',');
+                let mut next = || number(name, coordinates.next().unwrap_or_default());
+                packed_position = Some(Position { x: next()?, y: next()?, z: next()? });
+                if coordinates.next().is_some() {
+                    return Err(PlayerError::Internal(format!(
+                        "buffered position {value:?} has over 3 values"
+                    )));
+                }
+            }
             "x" => position.x = number(name, value)?,
             "y" => position.y = number(name, value)?,
             "z" => position.z = number(name, value)?,
@@ -122,7 +134,7 @@ pub(crate) fn parse(player_id: Uuid, fields: &[Field]) -> Result<PlayerState, Pl
             _ => {}
         }
     }
-    state.position = position;
+    state.position = packed_position.unwrap_or(position);
     Ok(state)
 }
 
@@ -162,6 +174,27 @@ mod tests {
             let pairs: Vec<Field> =
                 pairs[..len].iter().map(|&(name, value)| (name.to_owned(), value.to_owned())).collect();
             assert_eq!(pairs, update_fields(&update), "{update:?}");
+        }
+    }
+
+    #[test]
+    fn a_position_of_the_earlier_three_field_layout_is_read_and_a_newer_packed_one_wins() {
+        let field = |name: &str, value: &str| (name.to_owned(), value.to_owned());
+        let earlier = [field("x", "1.5"), field("y", "-2"), field("z", "3"), field("v", "7")];
+        let state = parse(Uuid::from_u128(1), &earlier).expect("parse");
+        assert_eq!((state.position, state.version), (Position { x: 1.5, y: -2.0, z: 3.0 }, 7));
+
+        let updated_since =
+            [field("p", "4,5.25,-6"), earlier[0].clone(), earlier[1].clone(), earlier[2].clone()];
+        let state = parse(Uuid::from_u128(1), &updated_since).expect("parse");
+        assert_eq!(state.position, Position { x: 4.0, y: 5.25, z: -6.0 });
+    }
+
+    #[test]
+    fn a_malformed_packed_position_is_an_error_not_a_default() {
+        for value in ["1,2", "1,2,3,4", "1,,3", "a,b,c"] {
+            let fields = [("p".to_owned(), value.to_owned())];
+            assert!(parse(Uuid::from_u128(1), &fields).is_err(), "{value:?}");
         }
     }
 
