@@ -23,14 +23,33 @@ fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<{ crate::DEFAULT_MAX_FRAME_BYTES * 4 }>()
 }
 
-/// Encodes `message` in `encoding`: bincode bytes, or JSON text as UTF-8 bytes.
+/// Bincode messages up to this size are encoded on the stack first.
+const ENCODE_ON_STACK_BYTES: usize = 256;
+
+/// Encodes `message` in `encoding`: bincode bytes, or JSON text as UTF-8 bytes. Bincode bytes
+/// come in a vector whose capacity is its length.
 ///
 /// # Errors
 /// Only if serde refuses the value, which the protocol's types never do.
 pub fn encode<T: Serialize>(encoding: Encoding, message: &T) -> Result<Vec<u8>, CodecError> {
     match encoding {
-        Encoding::Bincode => bincode::serde::encode_to_vec(message, bincode_config())
-            .map_err(|error| CodecError::Bincode(error.to_string())),
+        Encoding::Bincode => {
+            // Most messages are a few dozen bytes. Encoded onto the stack and then copied, they
+            // take one allocation of exactly their size; encoding into a growing vector took two
+            // or three, and its spare capacity cost the frame another (`Bytes` from a vector
+            // whose length is not its capacity allocates a header).
+            let mut stack = [0_u8; ENCODE_ON_STACK_BYTES];
+            match bincode::serde::encode_into_slice(message, &mut stack, bincode_config()) {
+                Ok(len) => Ok(stack[..len].to_vec()),
+                Err(bincode::error::EncodeError::UnexpectedEnd) => {
+                    let mut bytes = bincode::serde::encode_to_vec(message, bincode_config())
+                        .map_err(|error| CodecError::Bincode(error.to_string()))?;
+                    bytes.shrink_to_fit();
+                    Ok(bytes)
+                }
+                Err(error) => Err(CodecError::Bincode(error.to_string())),
+            }
+        }
         Encoding::Json => Ok(serde_json::to_vec(message)?),
     }
 }
@@ -86,6 +105,22 @@ mod tests {
         bytes[last] = 200;
         assert!(decode::<ClientMessage>(Encoding::Bincode, &bytes).is_err());
         assert_eq!(peek_request_id(Encoding::Bincode, &bytes), 300);
+    }
+
+    #[test]
+    fn messages_on_either_side_of_the_stack_buffer_encode_to_exactly_their_bytes() {
+        for password_len in [1, ENCODE_ON_STACK_BYTES - 20, ENCODE_ON_STACK_BYTES, 10 * ENCODE_ON_STACK_BYTES]
+        {
+            let message = ClientMessage {
+                id: 7,
+                request: Request::Login { username: "ada".into(), password: "p".repeat(password_len) },
+            };
+            let bytes = encode(Encoding::Bincode, &message).expect("encode");
+            let plain = bincode::serde::encode_to_vec(&message, bincode_config()).expect("encode");
+            assert_eq!(bytes, plain, "password of {password_len} bytes");
+            assert_eq!(bytes.capacity(), bytes.len(), "password of {password_len} bytes");
+            assert_eq!(decode::<ClientMessage>(Encoding::Bincode, &bytes).expect("decode"), message);
+        }
     }
 
     #[test]

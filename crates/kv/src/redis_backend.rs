@@ -33,7 +33,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{BufferStats, BufferUpdate, ClaimedRecord, Field, Forward, KvError, forward, millis};
+use crate::{
+    BufferStats, BufferUpdate, ClaimedRecord, Field, Forward, KvError, PackedFields, forward, millis,
+    put_text, unpack_texts,
+};
 
 /// How long the first connection (and the first subscription) may take before giving up.
 const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -362,9 +365,11 @@ fn lost_connection(error: &RedisError) -> bool {
 /// One caller's buffered update, waiting for the batcher.
 struct UpdateRequest {
     namespace: Arc<Namespace>,
-    /// The id, then each field's name and value, each as a little-endian `u32` length and the
-    /// bytes: one allocation per update instead of one per string.
+    /// Each field's name and value, then the id, packed as [`PackedFields`] packs them: one
+    /// allocation per update instead of one per string.
     packed: Vec<u8>,
+    /// Where the id starts in `packed`.
+    id_at: usize,
     n_fields: usize,
     now_ms: u64,
     /// When the caller stops waiting ([`OPERATION_TIMEOUT`] after it called): the batcher
@@ -691,23 +696,19 @@ impl RedisBackend {
         &self,
         ns: &str,
         id: &str,
-        fields: &[(&str, &str)],
+        fields: PackedFields,
         now_ms: u64,
     ) -> Result<BufferUpdate, KvError> {
         let (reply, answer) = oneshot::channel();
-        let size =
-            fields.iter().map(|(name, value)| name.len() + value.len() + 8).sum::<usize>() + id.len() + 4;
-        let mut packed = Vec::with_capacity(size);
-        for text in std::iter::once(id).chain(fields.iter().flat_map(|&(name, value)| [name, value])) {
-            let len =
-                u32::try_from(text.len()).map_err(|_| KvError::Unavailable("field too long".to_owned()))?;
-            packed.extend_from_slice(&len.to_le_bytes());
-            packed.extend_from_slice(text.as_bytes());
-        }
+        let n_fields = fields.len();
+        let mut packed = fields.packed;
+        let id_at = packed.len();
+        put_text(&mut packed, id.as_bytes());
         let request = UpdateRequest {
             namespace: self.namespace(ns),
             packed,
-            n_fields: fields.len(),
+            id_at,
+            n_fields,
             now_ms,
             deadline: Instant::now() + OPERATION_TIMEOUT,
             reply,
@@ -1188,9 +1189,12 @@ async fn query_updates<'a>(
             .arg(&first.namespace.version_key)
             .arg(&first.namespace.record_prefix);
         for request in requests {
-            let mut texts = unpack(&request.packed);
-            command.arg(texts.next().unwrap_or_default()).arg(request.now_ms).arg(request.n_fields);
-            for text in texts {
+            let (fields, id) = request.packed.split_at(request.id_at);
+            command
+                .arg(unpack_texts(id).next().unwrap_or_default())
+                .arg(request.now_ms)
+                .arg(request.n_fields);
+            for text in unpack_texts(fields) {
                 command.arg(text);
             }
         }
@@ -1202,15 +1206,6 @@ async fn query_updates<'a>(
 }
 
 /// The strings of [`UpdateRequest::packed`], in order.
-fn unpack(mut packed: &[u8]) -> impl Iterator<Item = &[u8]> {
-    std::iter::from_fn(move || {
-        let (len, rest) = packed.split_first_chunk::<4>()?;
-        let (text, rest) = rest.split_at(u32::from_le_bytes(*len) as usize);
-        packed = rest;
-        Some(text)
-    })
-}
-
 fn is_noscript(reply: &Value) -> bool {
     matches!(reply, Value::ServerError(error) if error.kind() == Some(ServerErrorKind::NoScript))
 }

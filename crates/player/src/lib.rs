@@ -256,12 +256,10 @@ impl Players {
         let kv = &self.inner.kv;
         let mut id = Uuid::encode_buffer();
         let id = &*player_id.hyphenated().encode_lower(&mut id);
-        let fields = record::UpdateFields::new(update);
-        let (fields, n_fields) = fields.pairs();
-        let fields = &fields[..n_fields];
         // At most two tries: the second follows seeding the record from SQLite.
         for _ in 0..2 {
-            match kv.buffer_update_borrowed(NAMESPACE, id, fields, now_ms).await? {
+            let fields = record::packed_update_fields(update);
+            match kv.buffer_update_packed(NAMESPACE, id, fields, now_ms).await? {
                 BufferUpdate::Applied { version, n_dirty } => {
                     if n_dirty >= self.inner.config.flush_threshold as u64 {
                         self.inner.flush_wanted.notify_one();

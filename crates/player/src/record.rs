@@ -9,7 +9,7 @@
 //! Floats are written with Rust's shortest round-trip formatting, so a value read back is the
 //! exact `f32` that was written.
 
-use kv::Field;
+use kv::{Field, PackedFields};
 use uuid::Uuid;
 
 use crate::{PlayerError, PlayerState, Position, StateUpdate};
@@ -32,55 +32,32 @@ pub(crate) fn update_fields(update: &StateUpdate) -> Vec<Field> {
     fields
 }
 
-/// The fields an update sets, formatted into one string: the hot path's [`update_fields`], with one
-/// allocation instead of two per field.
-pub(crate) struct UpdateFields {
-    text: String,
-    /// Each field's name and where its value ends in `text` (it starts where the last one ended).
-    ends: [(&'static str, usize); 4],
-    len: usize,
+/// The fields an update sets, packed as the store takes them: the hot path's [`update_fields`],
+/// formatted straight into one buffer.
+pub(crate) fn packed_update_fields(update: &StateUpdate) -> PackedFields {
+    let attributes_len = update.attributes.as_ref().map_or(0, |attributes| 2 * attributes.len());
+    let mut fields = PackedFields::with_capacity(64 + attributes_len);
+    if let Some(Position { x, y, z }) = update.position {
+        fields.push("p", format_args!("{x},{y},{z}"));
+    }
+    if let Some(rotation) = update.rotation {
+        fields.push("r", format_args!("{rotation}"));
+    }
+    if let Some(health) = update.health {
+        fields.push("h", format_args!("{health}"));
+    }
+    if let Some(attributes) = &update.attributes {
+        fields.push("a", format_args!("{}", Hex(attributes)));
+    }
+    fields
 }
 
-impl UpdateFields {
-    pub(crate) fn new(update: &StateUpdate) -> UpdateFields {
-        use std::fmt::Write as _;
-        let attributes_len = update.attributes.as_ref().map_or(0, |attributes| 2 * attributes.len());
-        let mut fields =
-            UpdateFields { text: String::with_capacity(64 + attributes_len), ends: [("", 0); 4], len: 0 };
-        let push = |fields: &mut UpdateFields, name: &'static str, value: std::fmt::Arguments<'_>| {
-            // Writing to a String cannot fail.
-            let _ = fields.text.write_fmt(value);
-            fields.ends[fields.len] = (name, fields.text.len());
-            fields.len += 1;
-        };
-        if let Some(Position { x, y, z }) = update.position {
-            push(&mut fields, "p", format_args!("{x},{y},{z}"));
-        }
-        if let Some(rotation) = update.rotation {
-            push(&mut fields, "r", format_args!("{rotation}"));
-        }
-        if let Some(health) = update.health {
-            push(&mut fields, "h", format_args!("{health}"));
-        }
-        if let Some(attributes) = &update.attributes {
-            for byte in attributes {
-                let _ = write!(fields.text, "{byte:02x}");
-            }
-            fields.ends[fields.len] = ("a", fields.text.len());
-            fields.len += 1;
-        }
-        fields
-    }
+/// Bytes written as lowercase hex, two digits each.
+struct Hex<'a>(&'a [u8]);
 
-    /// The (name, value) pairs, in the order [`update_fields`] gives them.
-    pub(crate) fn pairs(&self) -> ([(&'static str, &str); 4], usize) {
-        let mut pairs = [("", ""); 4];
-        let mut start = 0;
-        for (pair, &(name, end)) in pairs.iter_mut().zip(&self.ends[..self.len]) {
-            *pair = (name, &self.text[start..end]);
-            start = end;
-        }
-        (pairs, self.len)
+impl std::fmt::Display for Hex<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|byte| write!(formatter, "{byte:02x}"))
     }
 }
 
@@ -169,10 +146,9 @@ mod tests {
             StateUpdate { attributes: Some(Vec::new()), ..StateUpdate::default() },
         ];
         for update in updates {
-            let packed = UpdateFields::new(&update);
-            let (pairs, len) = packed.pairs();
+            let packed = packed_update_fields(&update);
             let pairs: Vec<Field> =
-                pairs[..len].iter().map(|&(name, value)| (name.to_owned(), value.to_owned())).collect();
+                packed.iter().map(|(name, value)| (name.to_owned(), value.to_owned())).collect();
             assert_eq!(pairs, update_fields(&update), "{update:?}");
         }
     }
