@@ -1,13 +1,15 @@
 //! How a player's state is laid out as a buffered record in the key-value store: one text field
-//! per value the client sets (`p` the position as `x,y,z`, `r`, `h`, `a` as hex), and the store's
-//! own `v` version and `t` time.
+//! per value the client sets (`p` the position, `r`, `h`, `a` the attributes in hex), and the
+//! store's own `v` version and `t` time.
 //!
 //! The position is one field, not three, because Redis pays per field and per argument on the
-//! hot path (BENCHMARKS.md, "Fifth round"). Records written by an earlier layout carry `x`, `y`
-//! and `z` instead; they are still read, and a `p` written since wins over them.
+//! hot path; and it is the three coordinates' IEEE-754 bits, eight hex digits each (24 in all),
+//! because formatting three floats as decimals was the largest single cost of an update in the
+//! gateway (BENCHMARKS.md, "Fifth round"). Records written by an earlier layout carry `x`, `y` and
+//! `z` as decimals instead; they are still read, and a `p` written since wins over them.
 //!
-//! Floats are written with Rust's shortest round-trip formatting, so a value read back is the
-//! exact `f32` that was written.
+//! Other floats are written with Rust's shortest round-trip formatting; either way a value read
+//! back is the exact `f32` that was written.
 
 use kv::{Field, PackedFields};
 use uuid::Uuid;
@@ -18,7 +20,7 @@ use crate::{PlayerError, PlayerState, Position, StateUpdate};
 pub(crate) fn update_fields(update: &StateUpdate) -> Vec<Field> {
     let mut fields = Vec::with_capacity(4);
     if let Some(Position { x, y, z }) = update.position {
-        fields.push(("p".to_owned(), format!("{x},{y},{z}")));
+        fields.push(("p".to_owned(), PositionHex(Position { x, y, z }).to_string()));
     }
     if let Some(rotation) = update.rotation {
         fields.push(("r".to_owned(), rotation.to_string()));
@@ -37,8 +39,8 @@ pub(crate) fn update_fields(update: &StateUpdate) -> Vec<Field> {
 pub(crate) fn packed_update_fields(update: &StateUpdate) -> PackedFields {
     let attributes_len = update.attributes.as_ref().map_or(0, |attributes| 2 * attributes.len());
     let mut fields = PackedFields::with_capacity(64 + attributes_len);
-    if let Some(Position { x, y, z }) = update.position {
-        fields.push("p", format_args!("{x},{y},{z}"));
+    if let Some(position) = update.position {
+        fields.push("p", format_args!("{}", PositionHex(position)));
     }
     if let Some(rotation) = update.rotation {
         fields.push("r", format_args!("{rotation}"));
@@ -50,6 +52,24 @@ pub(crate) fn packed_update_fields(update: &StateUpdate) -> PackedFields {
         fields.push("a", format_args!("{}", Hex(attributes)));
     }
     fields
+}
+
+/// A position as its coordinates' bits, eight lowercase hex digits each.
+struct PositionHex(Position);
+
+impl std::fmt::Display for PositionHex {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Position { x, y, z } = self.0;
+        write!(formatter, "{:08x}{:08x}{:08x}", x.to_bits(), y.to_bits(), z.to_bits())
+    }
+}
+
+fn parse_position_hex(value: &str) -> Option<Position> {
+    if value.len() != 24 || !value.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return None;
+    }
+    let coordinate = |at: usize| u32::from_str_radix(&value[at..at + 8], 16).ok().map(f32::from_bits);
+    Some(Position { x: coordinate(0)?, y: coordinate(8)?, z: coordinate(16)? })
 }
 
 /// Bytes written as lowercase hex, two digits each.
@@ -87,14 +107,9 @@ pub(crate) fn parse(player_id: Uuid, fields: &[Field]) -> Result<PlayerState, Pl
     for (name, value) in fields {
         match name.as_str() {
             "p" => {
-                let mut coordinates = value.split(',');
-                let mut next = || number(name, coordinates.next().unwrap_or_default());
-                packed_position = Some(Position { x: next()?, y: next()?, z: next()? });
-                if coordinates.next().is_some() {
-                    return Err(PlayerError::Internal(format!(
-                        "buffered position {value:?} has over 3 values"
-                    )));
-                }
+                packed_position = Some(parse_position_hex(value).ok_or_else(|| {
+                    PlayerError::Internal(format!("buffered position {value:?} is not 24 hex digits"))
+                })?);
             }
             "x" => position.x = number(name, value)?,
             "y" => position.y = number(name, value)?,
@@ -160,15 +175,27 @@ mod tests {
         let state = parse(Uuid::from_u128(1), &earlier).expect("parse");
         assert_eq!((state.position, state.version), (Position { x: 1.5, y: -2.0, z: 3.0 }, 7));
 
-        let updated_since =
-            [field("p", "4,5.25,-6"), earlier[0].clone(), earlier[1].clone(), earlier[2].clone()];
+        let updated_since = [
+            field("p", "4080000040a80000c0c00000"),
+            earlier[0].clone(),
+            earlier[1].clone(),
+            earlier[2].clone(),
+        ];
         let state = parse(Uuid::from_u128(1), &updated_since).expect("parse");
         assert_eq!(state.position, Position { x: 4.0, y: 5.25, z: -6.0 });
     }
 
     #[test]
     fn a_malformed_packed_position_is_an_error_not_a_default() {
-        for value in ["1,2", "1,2,3,4", "1,,3", "a,b,c"] {
+        let valid = "3f80000040000000c0400000";
+        assert_eq!(parse_position_hex(valid), Some(Position { x: 1.0, y: 2.0, z: -3.0 }));
+        for value in [
+            "1,2,3",
+            &valid[..23],
+            &format!("{valid}0"),
+            "3f80000040000000c040000g",
+            "+f80000040000000c0400000",
+        ] {
             let fields = [("p".to_owned(), value.to_owned())];
             assert!(parse(Uuid::from_u128(1), &fields).is_err(), "{value:?}");
         }
