@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Counts the instructions the gateway runs per request under valgrind's callgrind: a figure the
+# machine's noise does not move, for comparing builds where CPU time per request moves by a
+# fifth from one run to the next. User space only (system calls are not counted), and callgrind
+# runs the gateway some 50 times slower, so few clients and a low rate: per-batch costs weigh
+# more here than at full load.
+#
+#   scripts/instructions.sh DIR CASE [CLIENTS]
+#
+# DIR holds a `gateway` and a `loadtest` binary (say target/release); CASE is `state` or `ping`
+# (closed loop, CLIENTS clients, default 20). Starts its own redis-server (port $INSTR_REDIS_PORT,
+# default 46393) and gateway (47090, admin 47091); a 3 s warm-up is not counted, the next 10 s are.
+set -euo pipefail
+
+[ $# -ge 2 ] || { sed -n '2,13p' "$0"; exit 2; }
+dir=$(realpath "$1"); case_name=$2; clients=${3:-20}
+case $case_name in state | ping) ;; *) echo "CASE is state or ping" >&2; exit 2 ;; esac
+command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
+redis_port=${INSTR_REDIS_PORT:-46393}
+game="127.0.0.1:47090"; admin="http://127.0.0.1:47091"
+
+work=$(mktemp -d /tmp/instructions.XXXXXX)
+redis_pid=""; gateway_pid=""
+stop_gateway() {
+  [ -n "$gateway_pid" ] || return 0
+  kill -TERM "$gateway_pid" 2>/dev/null || true
+  wait "$gateway_pid" 2>/dev/null || true
+  gateway_pid=""
+}
+cleanup() {
+  stop_gateway
+  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+source "$(dirname "$0")/bench-config.sh"
+write_bench_config "$work"
+GAME_SERVICE_TOKEN="instr-service-token-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
+export GAME_SERVICE_TOKEN LOADTEST_SERVICE_TOKEN=$GAME_SERVICE_TOKEN
+
+if redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
+  echo "port $redis_port is taken by another Redis; set INSTR_REDIS_PORT" >&2; exit 1
+fi
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >>"$work/redis.log" 2>&1 &
+redis_pid=$!
+for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+# Starts the gateway, under the command given first ("" for none).
+start_gateway() {
+  $1 "$dir/gateway" --config "$work/gateway.toml" --data-dir "$work/data" \
+    --redis-url "redis://127.0.0.1:$redis_port" --key-prefix instr: --listen "$game" \
+    --admin-listen "127.0.0.1:47091" --login-failures-per-address 1000000 \
+    --requests-per-sec 1000000 --request-burst 1000000 >>"$work/gateway.log" 2>&1 &
+  gateway_pid=$!
+  for _ in $(seq 600); do curl -sf "$admin/healthz" >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "gateway did not start" >&2; exit 1
+}
+
+# Sessions made natively: a login under callgrind takes seconds.
+start_gateway ""
+"$dir/loadtest" prepare-sessions --target "ws://$game/" --clients "$clients" --username-prefix instr \
+  --out "$work/tokens.txt" --no-progress >/dev/null
+stop_gateway
+
+start_gateway "valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$work/callgrind.out"
+run_load() {
+  "$dir/loadtest" --target "ws://$game/" --admin "$admin" --scenario "$case_name" --clients "$clients" \
+    --duration "$1" --ramp-up 1 --token-file "$work/tokens.txt" --no-progress >"$work/run.out" 2>&1
+}
+run_load 3
+callgrind_control --instr=on "$gateway_pid" >/dev/null 2>&1
+run_load 10
+callgrind_control --instr=off "$gateway_pid" >/dev/null 2>&1
+stop_gateway
+
+kind=$([ "$case_name" = state ] && echo update_state || echo ping)
+requests=$(awk -v kind="$kind" '$1 == kind {print $2}' "$work/run.out")
+# Read to the end (no early exit): under pipefail a closed pipe would fail the script.
+instructions=$(callgrind_annotate "$work/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !n++ {gsub(",", "", $1); print $1}')
+echo "$case_name, $clients clients: $requests requests, $instructions instructions, $((instructions / requests)) per request"
