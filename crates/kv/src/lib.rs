@@ -90,6 +90,13 @@ impl PackedFields {
         self.n_fields += 1;
     }
 
+    /// Adds a field whose value is already text.
+    pub fn push_str(&mut self, name: &str, value: &str) {
+        put_text(&mut self.packed, name.as_bytes());
+        put_text(&mut self.packed, value.as_bytes());
+        self.n_fields += 1;
+    }
+
     /// How many fields there are.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -675,7 +682,7 @@ mod tests {
         assert!(packed.is_empty());
         packed.push("p", format_args!("{},{},{}", 1.5, -2, 0.1_f32));
         packed.push("empty", format_args!(""));
-        packed.push("name", format_args!("{}", "héllo, wörld"));
+        packed.push_str("name", "héllo, wörld");
         let pairs: Vec<(&str, &str)> = packed.iter().collect();
         assert_eq!(pairs, [("p", "1.5,-2,0.1"), ("empty", ""), ("name", "héllo, wörld")]);
         assert_eq!(packed.len(), 3);
