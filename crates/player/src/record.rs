@@ -6,7 +6,9 @@
 //! hot path; and it is the three coordinates' IEEE-754 bits, eight hex digits each (24 in all),
 //! because formatting three floats as decimals was the largest single cost of an update in the
 //! gateway (BENCHMARKS.md, "Fifth round"). Records written by an earlier layout carry `x`, `y` and
-//! `z` as decimals instead; they are still read, and a `p` written since wins over them.
+//! `z` as decimals instead; they are still read, and a `p` written since wins over them. An
+//! earlier gateway does not read `p`, which is why gateways sharing a Redis run one release
+//! (README, "Where data lives").
 //!
 //! Other floats are written with Rust's shortest round-trip formatting; either way a value read
 //! back is the exact `f32` that was written.
