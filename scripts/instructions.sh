@@ -7,14 +7,19 @@
 #
 #   scripts/instructions.sh DIR CASE [CLIENTS]
 #
-# DIR holds a `gateway` and a `loadtest` binary (say target/release); CASE is `state` or `ping`
-# (closed loop, CLIENTS clients, default 20). Starts its own redis-server (port $INSTR_REDIS_PORT,
+# DIR holds a `gateway` and a `loadtest` binary (say target/release); CASE is `state`, `ping` or
+# `dm` (direct messages in pairs), closed loop, CLIENTS clients (default 20). Starts its own redis-server (port $INSTR_REDIS_PORT,
 # default 46393) and gateway (47090, admin 47091); a 3 s warm-up is not counted, the next 10 s are.
 set -euo pipefail
 
 [ $# -ge 2 ] || { sed -n '2,13p' "$0"; exit 2; }
 dir=$(realpath "$1"); case_name=$2; clients=${3:-20}
-case $case_name in state | ping) ;; *) echo "CASE is state or ping" >&2; exit 2 ;; esac
+case $case_name in
+  state) scenario=(--scenario state); kind=update_state ;;
+  ping) scenario=(--scenario ping); kind=ping ;;
+  dm) scenario=(--scenario chat --chat-dm); kind=chat_send_direct ;;
+  *) echo "CASE is state, ping or dm" >&2; exit 2 ;;
+esac
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
 redis_port=${INSTR_REDIS_PORT:-46393}
 game="127.0.0.1:47090"; admin="http://127.0.0.1:47091"
@@ -65,7 +70,7 @@ stop_gateway
 
 start_gateway "valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$work/callgrind.out"
 run_load() {
-  "$dir/loadtest" --target "ws://$game/" --admin "$admin" --scenario "$case_name" --clients "$clients" \
+  "$dir/loadtest" --target "ws://$game/" --admin "$admin" "${scenario[@]}" --clients "$clients" \
     --duration "$1" --ramp-up 1 --token-file "$work/tokens.txt" --no-progress >"$work/run.out" 2>&1
 }
 run_load 3
@@ -74,7 +79,6 @@ run_load 10
 callgrind_control --instr=off "$gateway_pid" >/dev/null 2>&1
 stop_gateway
 
-kind=$([ "$case_name" = state ] && echo update_state || echo ping)
 requests=$(awk -v kind="$kind" '$1 == kind {print $2}' "$work/run.out")
 # Read to the end (no early exit): under pipefail a closed pipe would fail the script.
 instructions=$(callgrind_annotate "$work/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !n++ {gsub(",", "", $1); print $1}')
