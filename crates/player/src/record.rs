@@ -21,11 +21,8 @@ use crate::{PlayerError, PlayerState, Position, StateUpdate};
 /// The fields an update sets; absent values are left out, so the store keeps the old ones.
 pub(crate) fn update_fields(update: &StateUpdate) -> Vec<Field> {
     let mut fields = Vec::with_capacity(4);
-    if let Some(Position { x, y, z }) = update.position {
-        fields.push((
-            "p".to_owned(),
-            String::from_utf8_lossy(&position_hex(Position { x, y, z })).into_owned(),
-        ));
+    if let Some(position) = update.position {
+        fields.push(("p".to_owned(), String::from_utf8_lossy(&position_hex(position)).into_owned()));
     }
     if let Some(rotation) = update.rotation {
         fields.push(("r".to_owned(), rotation.to_string()));
@@ -43,7 +40,9 @@ pub(crate) fn update_fields(update: &StateUpdate) -> Vec<Field> {
 /// formatted straight into one buffer.
 pub(crate) fn packed_update_fields(update: &StateUpdate) -> PackedFields {
     let attributes_len = update.attributes.as_ref().map_or(0, |attributes| 2 * attributes.len());
-    let mut fields = PackedFields::with_capacity(64 + attributes_len);
+    // The usual names and values besides the attributes: `p` and its 24 digits, a rotation and a
+    // health of a few digits each. Longer ones only make the buffer grow.
+    let mut fields = PackedFields::with_capacity(48 + attributes_len);
     if let Some(position) = update.position {
         // Hex digits are always UTF-8.
         fields.push_str("p", std::str::from_utf8(&position_hex(position)).unwrap_or_default());
