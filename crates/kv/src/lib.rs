@@ -123,7 +123,7 @@ impl From<&[Field]> for PackedFields {
         let text_bytes: usize = fields.iter().map(|(name, value)| name.len() + value.len()).sum();
         let mut packed = PackedFields::with_capacity(text_bytes + 2 * fields.len() * LENGTH_BYTES);
         for (name, value) in fields {
-            packed.push(name, format_args!("{value}"));
+            packed.push_str(name, value);
         }
         packed
     }

@@ -426,19 +426,8 @@ impl RedisBackend {
             .set_max_delay(COMMAND_RECONNECT_MAX_DELAY)
             .set_connection_timeout(Some(CONNECT_ATTEMPT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let connect = || async {
-            tokio::time::timeout(
-                FIRST_CONNECT_TIMEOUT,
-                ConnectionManager::new_with_config(client.clone(), config.clone()),
-            )
-            .await
-            .map_err(|_| {
-                KvError::Unavailable(format!(
-                    "no connection to Redis within {} s",
-                    FIRST_CONNECT_TIMEOUT.as_secs()
-                ))
-            })?
-            .map_err(unavailable)
+        let connect = || {
+            first_connect("connection", ConnectionManager::new_with_config(client.clone(), config.clone()))
         };
         let connection = connect().await?;
         let bulk = connect().await?;
@@ -899,21 +888,26 @@ impl RedisBackend {
         shutdown: CancellationToken,
     ) -> Result<(), KvError> {
         let channel = self.channel_name(channel);
-        let pubsub = tokio::time::timeout(FIRST_CONNECT_TIMEOUT, open_pubsub(&self.client, &channel))
-            .await
-            .map_err(|_| {
-                KvError::Unavailable(format!(
-                    "no subscription to Redis within {} s",
-                    FIRST_CONNECT_TIMEOUT.as_secs()
-                ))
-            })?
-            .map_err(unavailable)?;
+        let pubsub = first_connect("subscription", open_pubsub(&self.client, &channel)).await?;
         let span = tracing::info_span!("kv_subscription", %channel);
         tokio::spawn(
             run_subscription(self.client.clone(), channel, pubsub, sender, shutdown).instrument(span),
         );
         Ok(())
     }
+}
+
+/// A first connection or subscription (`what`), given up after [`FIRST_CONNECT_TIMEOUT`].
+async fn first_connect<T>(
+    what: &str,
+    connecting: impl Future<Output = RedisResult<T>>,
+) -> Result<T, KvError> {
+    tokio::time::timeout(FIRST_CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| {
+            KvError::Unavailable(format!("no {what} to Redis within {} s", FIRST_CONNECT_TIMEOUT.as_secs()))
+        })?
+        .map_err(unavailable)
 }
 
 /// Opens a dedicated pub/sub connection and subscribes; resolves once Redis confirmed.
@@ -1205,7 +1199,6 @@ async fn query_updates<'a>(
     }
 }
 
-/// The strings of [`UpdateRequest::packed`], in order.
 fn is_noscript(reply: &Value) -> bool {
     matches!(reply, Value::ServerError(error) if error.kind() == Some(ServerErrorKind::NoScript))
 }
