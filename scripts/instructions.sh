@@ -10,9 +10,10 @@
 # DIR holds a `gateway` and a `loadtest` binary (say target/release); CASE is `state`, `ping` or
 # `dm` (direct messages in pairs), closed loop, CLIENTS clients (default 20). Starts its own redis-server (port $INSTR_REDIS_PORT,
 # default 46393) and gateway (47090, admin 47091); a 3 s warm-up is not counted, the next 10 s are.
+# INSTR_KEEP=1 keeps the working directory, callgrind.out in it, for callgrind_annotate.
 set -euo pipefail
 
-[ $# -ge 2 ] || { sed -n '2,13p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,14p' "$0"; exit 2; }
 dir=$(realpath "$1"); case_name=$2; clients=${3:-20}
 case $case_name in
   state) scenario=(--scenario state); kind=update_state ;;
@@ -35,7 +36,7 @@ stop_gateway() {
 cleanup() {
   stop_gateway
   [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
-  rm -rf "$work"
+  [ -n "${INSTR_KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
 

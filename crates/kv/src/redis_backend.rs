@@ -87,9 +87,11 @@ const UPDATE_QUEUE_CAPACITY: usize = 4 * UPDATE_BATCH_MAX;
 /// Buffered updates of one namespace, many per run: a script run costs Redis several times what
 /// one update's commands do, so it is paid once per chunk rather than once per update. KEYS: dirty
 /// set, version counter. ARGV: record key prefix (`{prefix}{ns}:rec:`), then per update: id,
-/// now_ms, the number of field/value pairs, the pairs. Returns one value per update, in order: its
-/// new version, or nil if the record is absent (nothing changed); then the size of the dirty set
-/// after the run. Each update, like the whole run, is atomic.
+/// now_ms, the number of field/value pairs, the pairs. Returns {base, the size of the dirty set
+/// after the run, one character per update: `1` applied, `0` the record is absent (nothing
+/// changed)}; the k-th applied update got version base + k. Each update, like the whole run, is
+/// atomic. Three values rather than one per update, because parsing a reply costs the gateway far
+/// more per value than the script pays to build this one.
 ///
 /// This is the hot path, so each update costs one HSET and the rest is paid per chunk. Versions
 /// come from the namespace's counter, one INCRBY per run, so a record's versions only grow without
@@ -113,7 +115,7 @@ end
 local n = #ids
 local base = redis.call('INCRBY', counter, n) - n
 local scores = redis.call('ZMSCORE', dirty, unpack(ids))
-local replies, newly_dirty = {}, {}
+local applied, newly_dirty = {}, {}
 local version = base
 for i = 1, n do
   local s = starts[i]
@@ -122,10 +124,10 @@ for i = 1, n do
   local added = redis.call('HSET', key, 'v', string.format('%d', version + 1), 't', now, unpack(ARGV, s + 3, s + 2 + 2 * n_fields))
   if added == n_fields + 2 then
     redis.call('DEL', key)
-    replies[i] = false
+    applied[i] = '0'
   else
     version = version + 1
-    replies[i] = version
+    applied[i] = '1'
     if not scores[i] then
       redis.call('PERSIST', key)
       newly_dirty[#newly_dirty + 1] = now
@@ -140,8 +142,7 @@ local n_dirty = redis.call('ZCARD', dirty)
 if #newly_dirty > 0 then
   n_dirty = n_dirty + redis.call('ZADD', dirty, 'NX', unpack(newly_dirty))
 end
-replies[n + 1] = n_dirty
-return replies
+return {base, n_dirty, table.concat(applied)}
 ";
 
 /// Creates a record if absent. KEYS: record hash, version counter. ARGV: ttl_ms, then field/value
@@ -1203,31 +1204,33 @@ fn is_noscript(reply: &Value) -> bool {
     matches!(reply, Value::ServerError(error) if error.kind() == Some(ServerErrorKind::NoScript))
 }
 
-/// Answers the updates of one chunk from the script's reply: one value per update, then the size
-/// of the dirty set (see [`UPDATE_LUA`]); or one error for all.
+/// Answers the updates of one chunk from the script's reply: the version before the chunk, the size
+/// of the dirty set and which updates applied (see [`UPDATE_LUA`]); or one error for all.
 fn answer_chunk(requests: impl ExactSizeIterator<Item = UpdateRequest>, reply: Value) {
     let n_requests = requests.len();
     match reply {
-        Value::Array(values) if values.len() == n_requests + 1 => {
-            let n_dirty = match values.last() {
-                Some(Value::Int(n_dirty)) => u64::try_from(*n_dirty).unwrap_or_default(),
-                _ => 0,
-            };
-            for (request, value) in requests.zip(values) {
-                let outcome = match value {
-                    Value::Nil => Ok(BufferUpdate::NotLoaded),
-                    Value::Int(version) => Ok(BufferUpdate::Applied {
-                        version: u64::try_from(version).unwrap_or_default(),
-                        n_dirty,
-                    }),
-                    other => {
-                        Err(KvError::Unavailable(format!("unexpected reply to a buffered update: {other:?}")))
-                    }
-                };
-                // A caller that stopped waiting is no reason to fail the others.
-                let _ = request.reply.send(outcome);
+        Value::Array(values) => match values.as_slice() {
+            [Value::Int(base), Value::Int(n_dirty), Value::BulkString(applied)]
+                if applied.len() == n_requests =>
+            {
+                let n_dirty = u64::try_from(*n_dirty).unwrap_or_default();
+                let mut version = u64::try_from(*base).unwrap_or_default();
+                for (request, &applied) in requests.zip(applied) {
+                    let outcome = if applied == b'1' {
+                        version += 1;
+                        BufferUpdate::Applied { version, n_dirty }
+                    } else {
+                        BufferUpdate::NotLoaded
+                    };
+                    // A caller that stopped waiting is no reason to fail the others.
+                    let _ = request.reply.send(Ok(outcome));
+                }
             }
-        }
+            _ => {
+                let error = format!("unexpected reply to {n_requests} buffered updates: {values:?}");
+                answer_all(requests, &error);
+            }
+        },
         Value::ServerError(error) => {
             let error = RedisError::from(error).to_string();
             answer_all(requests, &error);

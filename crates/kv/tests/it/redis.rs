@@ -142,6 +142,48 @@ async fn assert_concurrent_updates_all_apply(kv: &Kv, ns: &str, n_records: usize
     assert_eq!(kv.buffer_stats(ns).await.unwrap().n_dirty, n_records as u64);
 }
 
+/// Updates of absent records interleaved with updates of live ones, sent at once so they share
+/// script runs: the live ones get every version out of 1..=n without a gap, the absent ones are
+/// refused and stay absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absent_records_in_a_batch_neither_take_versions_nor_appear() {
+    let server = RedisServer::start();
+    let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
+    for record in 0..10 {
+        let fields = vec![("v".to_owned(), "0".to_owned())];
+        assert!(kv.buffer_seed("player", &format!("live{record}"), fields, LONG).await.unwrap());
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for update in 0..1_000 {
+        let kv = kv.clone();
+        tasks.spawn(async move {
+            let id = if update % 3 == 0 {
+                format!("absent{}", update % 7)
+            } else {
+                format!("live{}", update % 10)
+            };
+            let fields = vec![("x".to_owned(), update.to_string())];
+            (kv.buffer_update("player", &id, fields, 1_000).await.unwrap(), id)
+        });
+    }
+    let mut versions = Vec::new();
+    for (outcome, id) in tasks.join_all().await {
+        match outcome {
+            BufferUpdate::Applied { version, .. } => {
+                assert!(id.starts_with("live"), "{id} was applied");
+                versions.push(version);
+            }
+            BufferUpdate::NotLoaded => assert!(id.starts_with("absent"), "{id} was not loaded"),
+        }
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=666).collect::<Vec<u64>>());
+    for absent in 0..7 {
+        assert_eq!(kv.buffer_get("player", &format!("absent{absent}")).await.unwrap(), None);
+    }
+    assert_eq!(kv.buffer_stats("player").await.unwrap().n_dirty, 10);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_buffered_updates_are_all_applied_with_distinct_versions() {
     let server = RedisServer::start();
