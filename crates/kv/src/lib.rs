@@ -7,7 +7,8 @@
 //!     `{prefix}account-sessions:{account_id}` (SET of token hashes);
 //!   - `{prefix}counter:{key}` (STRING: a fixed-window count);
 //!   - buffered records of namespace `{ns}` (see [`Kv::buffer_update`]): `{prefix}{ns}:rec:{id}` (HASH:
-//!     the record's fields, with its version in `v` and last update time in `t`), `{prefix}{ns}:dirty`
+//!     the record's fields, with its version in `v`, last update time in `t` and, while it is dirty
+//!     and not claimed, the marker `d`), `{prefix}{ns}:dirty`
 //!     (ZSET: member id, score = ms when it first became dirty), `{prefix}{ns}:claim` (HASH: id →
 //!     dirty-since ms, the batch a flusher is writing), `{prefix}{ns}:version` (STRING: the last
 //!     version handed out in the namespace);
@@ -198,8 +199,9 @@ pub struct BufferStats {
     pub oldest_dirty_ms: Option<u64>,
 }
 
-/// The fields [`Kv::buffer_update`] maintains itself: the version and the time of the last update.
-const RESERVED_FIELDS: [&str; 2] = ["v", "t"];
+/// The fields [`Kv::buffer_update`] maintains itself: the version, the time of the last update and
+/// (in Redis, never shown to callers) the dirty marker.
+const RESERVED_FIELDS: [&str; 3] = ["v", "t", redis_backend::DIRTY_MARKER];
 
 /// Errors of the key-value store.
 #[derive(Debug, thiserror::Error)]
