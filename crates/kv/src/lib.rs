@@ -259,6 +259,19 @@ impl Kv {
         Ok(Kv { backend: Backend::Redis(Arc::new(redis)) })
     }
 
+    /// Redis's `maxmemory-policy` if it may evict keys that have no TTL (an `allkeys-*` policy),
+    /// which could drop buffered updates before they are flushed; `None` for a safe policy, for
+    /// the embedded store, and for a Redis that refuses `CONFIG GET`.
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis cannot be reached.
+    pub async fn unsafe_eviction_policy(&self) -> Result<Option<String>, KvError> {
+        match &self.backend {
+            Backend::Redis(redis) => redis.unsafe_eviction_policy().await,
+            Backend::Embedded(_) => Ok(None),
+        }
+    }
+
     /// An in-process store for running without Redis, with the same semantics as the Redis backend.
     ///
     /// Takes an exclusive OS file lock on `lock_dir/embedded-kv.lock` (creating the directory if

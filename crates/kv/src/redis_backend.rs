@@ -421,13 +421,13 @@ fn no_answer_message() -> String {
     format!("no answer from Redis within {} s", OPERATION_TIMEOUT.as_secs())
 }
 
-/// A dirty-set score or claim value: whole milliseconds, as written by `buffer_update`.
 /// The record's fields without the dirty marker, which is the update script's own (see
 /// [`UPDATE_LUA`]), not a field of the caller's.
 fn without_dirty_marker(fields: &mut Vec<Field>) {
     fields.retain(|(name, _)| name != DIRTY_MARKER);
 }
 
+/// A dirty-set score or claim value: whole milliseconds, as written by `buffer_update`.
 fn parse_score(score: &str) -> Result<u64, KvError> {
     score
         .parse()
@@ -576,6 +576,29 @@ impl RedisBackend {
                 Err(no_answer())
             }
         }
+    }
+
+    /// Redis's `maxmemory-policy` if it is one that may evict keys without a TTL (see the module
+    /// docs); `None` for a safe one, or when Redis does not answer `CONFIG GET` (managed services
+    /// often rename or disable it).
+    pub(crate) async fn unsafe_eviction_policy(&self) -> Result<Option<String>, KvError> {
+        // In a pipeline that keeps errors, a refused CONFIG is a reply, not a failure.
+        let mut pipeline = redis::pipe();
+        pipeline.ignore_errors().cmd("CONFIG").arg("GET").arg("maxmemory-policy");
+        let pipeline = &pipeline;
+        let replies: Vec<Value> =
+            self.run(|mut connection| async move { pipeline.query_async(&mut connection).await }).await?;
+        let policy = match replies.first() {
+            Some(Value::Array(pair)) => match pair.get(1) {
+                Some(Value::BulkString(policy)) => String::from_utf8_lossy(policy).into_owned(),
+                _ => return Ok(None),
+            },
+            reply => {
+                tracing::debug!(?reply, "Redis did not tell its maxmemory-policy");
+                return Ok(None);
+            }
+        };
+        Ok(policy.starts_with("allkeys-").then_some(policy))
     }
 
     pub(crate) async fn ping(&self) -> Result<(), KvError> {

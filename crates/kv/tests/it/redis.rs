@@ -142,6 +142,47 @@ async fn assert_concurrent_updates_all_apply(kv: &Kv, ns: &str, n_records: usize
     assert_eq!(kv.buffer_stats(ns).await.unwrap().n_dirty, n_records as u64);
 }
 
+#[tokio::test]
+async fn an_eviction_policy_that_may_drop_keys_without_a_ttl_is_reported() {
+    let mut server = RedisServer::start();
+    let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
+    let mut raw = raw_connection(&server).await;
+    assert_eq!(kv.unsafe_eviction_policy().await.unwrap(), None, "Redis's default, noeviction");
+    for (policy, reported) in [("allkeys-lru", true), ("volatile-lru", false), ("allkeys-random", true)] {
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory-policy")
+            .arg(policy)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let expected = reported.then(|| policy.to_owned());
+        assert_eq!(kv.unsafe_eviction_policy().await.unwrap(), expected, "{policy}");
+    }
+    server.stop();
+    assert!(matches!(kv.unsafe_eviction_policy().await, Err(KvError::Unavailable(_))));
+}
+
+/// Managed Redis services often refuse CONFIG; that is no reason to fail, only to say nothing.
+#[tokio::test]
+async fn a_redis_that_refuses_config_reports_no_eviction_policy() {
+    let server = RedisServer::start();
+    let mut raw = raw_connection(&server).await;
+    let () = redis::cmd("ACL")
+        .arg(&["SETUSER", "no-config", "on", ">secret", "~*", "&*", "+@all", "-config"][..])
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory-policy", "allkeys-lru"][..])
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let url = format!("redis://no-config:secret@127.0.0.1:{}", server.port());
+    let kv = Kv::connect_redis(&url, "t:").await.unwrap();
+    assert_eq!(kv.unsafe_eviction_policy().await.unwrap(), None);
+}
+
 /// Updates of absent records interleaved with updates of live ones, sent at once so they share
 /// script runs: the live ones get every version out of 1..=n without a gap, the absent ones are
 /// refused and stay absent.
