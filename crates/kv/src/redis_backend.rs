@@ -112,8 +112,9 @@ const UPDATE_QUEUE_CAPACITY: usize = 4 * UPDATE_BATCH_MAX;
 /// (releasing a flushed record gives it its TTL back). The marker is what keeps the dirty check
 /// out of the dirty set: asking it with ZMSCORE, which formats every id's score as a double, cost
 /// Redis a sixth more instructions per update. The caller passes the number of updates so the
-/// script walks its arguments once (a first pass to count them cost another tenth). It relies on Redis never dropping the dirty set
-/// while keeping records, which holds unless it evicts keys without a TTL (see the module docs).
+/// script walks its arguments once (a first pass to count them cost another tenth). The marker
+/// relies on Redis never dropping the dirty set while keeping records, which holds unless it
+/// evicts keys without a TTL (see the module docs).
 /// The record keys are built inside the script, fine on one Redis but a cluster would need hash
 /// tags. The version is formatted as an integer by the script: Lua would format its number with
 /// `%.14g`, which costs Redis about a tenth of the update.
