@@ -18,26 +18,14 @@ use uuid::Uuid;
 
 use crate::{PlayerError, PlayerState, Position, StateUpdate};
 
-/// The fields an update sets; absent values are left out, so the store keeps the old ones.
+/// The fields an update sets; absent values are left out, so the store keeps the old ones. The
+/// plain form of [`packed_update_fields`], for seeding and tests.
 pub(crate) fn update_fields(update: &StateUpdate) -> Vec<Field> {
-    let mut fields = Vec::with_capacity(4);
-    if let Some(position) = update.position {
-        fields.push(("p".to_owned(), String::from_utf8_lossy(&position_hex(position)).into_owned()));
-    }
-    if let Some(rotation) = update.rotation {
-        fields.push(("r".to_owned(), rotation.to_string()));
-    }
-    if let Some(health) = update.health {
-        fields.push(("h".to_owned(), health.to_string()));
-    }
-    if let Some(attributes) = &update.attributes {
-        fields.push(("a".to_owned(), hex::encode(attributes)));
-    }
-    fields
+    packed_update_fields(update).iter().map(|(name, value)| (name.to_owned(), value.to_owned())).collect()
 }
 
-/// The fields an update sets, packed as the store takes them: the hot path's [`update_fields`],
-/// formatted straight into one buffer.
+/// The fields an update sets, packed as the store takes them: formatted straight into one buffer,
+/// one allocation for the whole update.
 pub(crate) fn packed_update_fields(update: &StateUpdate) -> PackedFields {
     let attributes_len = update.attributes.as_ref().map_or(0, |attributes| 2 * attributes.len());
     // The usual names and values besides the attributes: `p` and its 24 digits, a rotation and a
@@ -177,6 +165,17 @@ mod tests {
                 packed.iter().map(|(name, value)| (name.to_owned(), value.to_owned())).collect();
             assert_eq!(pairs, update_fields(&update), "{update:?}");
         }
+        let full = StateUpdate {
+            position: Some(Position { x: 1.0, y: 2.0, z: -3.0 }),
+            rotation: Some(-179.5),
+            health: Some(1_000_000),
+            attributes: Some(vec![0, 255, 16]),
+        };
+        let packed = packed_update_fields(&full);
+        assert_eq!(
+            packed.iter().collect::<Vec<_>>(),
+            [("p", "3f80000040000000c0400000"), ("r", "-179.5"), ("h", "1000000"), ("a", "00ff10")]
+        );
     }
 
     #[test]
