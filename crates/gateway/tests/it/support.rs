@@ -194,6 +194,18 @@ pub struct GatewayProcess {
     pub admin: SocketAddr,
 }
 
+/// Whether `/healthz` on the admin port answers 200 within a second.
+async fn answers_health_check(admin_addr: SocketAddr) -> bool {
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(admin_addr).await.ok()?;
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await.ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        Some(response.starts_with("HTTP/1.1 200"))
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Some(true)))
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -210,6 +222,9 @@ impl GatewayProcess {
     /// Started with these flags and environment variables besides the world's.
     pub async fn start_with_env(world: &World, extra_args: &[&str], env: &[(&str, &str)]) -> GatewayProcess {
         let (port, admin_port) = (free_port(), free_port());
+        // Kept beside the data, so a process that dies at start-up says why.
+        let log_path = world.data_dir.path().join(format!("gateway-{port}.log"));
+        let log = std::fs::File::create(&log_path).expect("gateway log file");
         let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
             .args(extra_args)
             .envs(env.iter().copied())
@@ -220,17 +235,23 @@ impl GatewayProcess {
             .args(["--key-prefix", "procs:"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("the gateway binary starts");
-        let process = GatewayProcess {
+        let mut process = GatewayProcess {
             child,
             url: format!("ws://127.0.0.1:{port}/"),
             admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
         };
+        // The ports are bound before start-up opens the domains, so a port taking connections
+        // does not mean the process serves; the admin router answers only once it does.
         let deadline = tokio::time::Instant::now() + PATIENCE;
-        while tokio::net::TcpStream::connect(process.admin).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "the gateway process listens");
+        while !answers_health_check(process.admin).await {
+            if let Some(status) = process.child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("the gateway process exited at start-up ({status}):\n{log}");
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the gateway process serves");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         process
