@@ -6,7 +6,10 @@
 #   scripts/ab.sh DIR_A DIR_B CASE[,CASE...] [REPEATS]
 #
 # DIR_A and DIR_B each hold a `gateway` and a `loadtest` binary (say a copy of an older
-# target/release, and target/release). Each CASE is one of:
+# target/release, and target/release). `embedded:DIR` runs DIR's gateway without Redis, on its
+# in-process KV: `scripts/ab.sh embedded:DIR DIR state,ping` measures what the hop to Redis costs.
+# Such a gateway keeps its sessions in itself, so each of its runs first logs the clients in (up
+# to a minute). Each CASE is one of:
 #   state         1,000 clients updating their state, closed loop
 #   ping          1,000 clients pinging, closed loop
 #   state-paced   2,000 clients × 25 updates/s
@@ -19,8 +22,12 @@
 # 47071) and stops by itself.
 set -euo pipefail
 
-[ $# -ge 3 ] || { sed -n '2,19p' "$0"; exit 2; }
-dir_a=$(realpath "$1"); dir_b=$(realpath "$2"); cases=$3; repeats=${4:-2}
+[ $# -ge 3 ] || { sed -n '2,22p' "$0"; exit 2; }
+cases=$3; repeats=${4:-2}
+# A side is a build directory, or `embedded:` and one.
+side() { case $1 in embedded:*) echo "embedded:$(realpath "${1#embedded:}")" ;; *) realpath "$1" ;; esac; }
+side_a=$(side "$1"); side_b=$(side "$2")
+dir_a=${side_a#embedded:}
 redis_port=${AB_REDIS_PORT:-46390}
 game="127.0.0.1:47070"; admin="http://127.0.0.1:47071"
 ulimit -n "$(ulimit -Hn)"
@@ -52,10 +59,12 @@ write_bench_config "$work"
 GAME_SERVICE_TOKEN="ab-service-token-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 export GAME_SERVICE_TOKEN LOADTEST_SERVICE_TOKEN=$GAME_SERVICE_TOKEN
 
-# Starts gateway binary $1 on data directory $2.
+# Starts the gateway of side $1 (a build directory, or `embedded:` and one) on data directory $2.
 start_gateway() {
-  "$1/gateway" --config "$work/gateway.toml" --data-dir "$2" --redis-url "redis://127.0.0.1:$redis_port" \
-    --key-prefix ab: --listen "$game" --admin-listen "127.0.0.1:47071" \
+  local kv=(--redis-url "redis://127.0.0.1:$redis_port" --key-prefix ab:)
+  [ "${1#embedded:}" = "$1" ] || kv=()
+  "${1#embedded:}/gateway" --config "$work/gateway.toml" --data-dir "$2" "${kv[@]}" \
+    --listen "$game" --admin-listen "127.0.0.1:47071" \
     --login-failures-per-address 1000000 --requests-per-sec 1000000 --request-burst 1000000 \
     >>"$work/gateway.log" 2>&1 &
   gateway_pid=$!
@@ -70,7 +79,7 @@ stop_gateway() {
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-echo "$dir_a against $dir_b, $repeats times each, alternated"
+echo "$side_a against $side_b, $repeats times each, alternated"
 start_redis
 # The accounts and their sessions, made once with build A and copied into every run's data directory.
 echo "preparing 2,000 sessions (about a minute)" >&2
@@ -91,20 +100,28 @@ for case_name in ${cases//,/ }; do
     room) args=(--scenario chat --clients 100 --chat-room-size 100 --rate chat=20 --duration 20); kind=chat_send ;;
     *) echo "unknown case $case_name" >&2; exit 2 ;;
   esac
-  args+=(--ramp-up 2 --token-file "$work/tokens.txt" --no-progress)
+  n_clients=$(echo "${args[*]}" | sed -E 's/.*--clients ([0-9]+).*/\1/')
+  args+=(--ramp-up 2 --no-progress)
   echo "\$ loadtest ${args[*]}"
 
   for _ in $(seq "$repeats"); do
-    for dir in "$dir_a" "$dir_b"; do
+    for side in "$side_a" "$side_b"; do
+      dir=${side#embedded:}
       run=$((run + 1))
       data="$work/data-$run"
       mkdir -p "$data"
       cp "$work/accounts"/auth.db* "$data"/
       [ "$case_name" = outage ] && redis-cli -p "$redis_port" save >/dev/null
-      start_gateway "$dir" "$data"
+      start_gateway "$side" "$data"
+      tokens="$work/tokens.txt"
+      if [ "$side" != "$dir" ]; then
+        tokens="$data/tokens.txt"
+        "$dir/loadtest" prepare-sessions --target "ws://$game/" --clients "$n_clients" --username-prefix ab \
+          --out "$tokens" --no-progress >/dev/null
+      fi
       gateway_before=$(cpu_ticks "$gateway_pid"); redis_before=$(cpu_ticks "$redis_pid")
       /usr/bin/time -f "%U %S" -o "$work/loadtest-cpu" "$dir/loadtest" --target "ws://$game/" --admin "$admin" \
-        "${args[@]}" >"$work/run.out" 2>&1 &
+        "${args[@]}" --token-file "$tokens" >"$work/run.out" 2>&1 &
       loadtest_pid=$!
       if [ "$case_name" = outage ]; then
         sleep 8
@@ -120,7 +137,7 @@ for case_name in ${cases//,/ }; do
       row=$(grep -E '^(update_state|ping|chat_send_direct|chat_send|chat_delivery) ' "$work/run.out")
       requests=$(echo "$row" | awk -v kind="$kind" '$1 == kind {print $2}')
       loadtest_secs=$(awk '{print $1 + $2}' "$work/loadtest-cpu")
-      echo "== $dir"
+      echo "== $side"
       echo "$row"
       # /proc counts CPU time in ticks of 10 ms. After the outage case's restart, Redis's figure
       # covers only the time since.
