@@ -497,7 +497,9 @@ impl Chat {
         if !membership.contains(sender) {
             return Err(ChatError::NotMember);
         }
-        self.store(sender, channel_id, text, membership.members().to_vec()).await
+        let now_ms = self.now_ms();
+        self.count_send(sender, now_ms).await?;
+        self.store(sender, channel_id, text, now_ms, membership.members().to_vec()).await
     }
 
     /// Sends `text` to the direct channel of `sender` and `to`, creating it on the first message.
@@ -515,6 +517,9 @@ impl Chat {
         if sender == to {
             return Err(ChatError::InvalidRequest("a direct message goes to someone else".into()));
         }
+        // Counted before the channel is made, so a refused first message leaves nothing behind.
+        let now_ms = self.now_ms();
+        self.count_send(sender, now_ms).await?;
         let channel_id = direct_channel_id(sender, to);
         if !self.has_direct_channel(sender, to).await? {
             let direct = Channel {
@@ -522,11 +527,11 @@ impl Chat {
                 kind: ChannelKind::Direct,
                 name: String::new(),
                 owner: None,
-                created_at_ms: self.now_ms(),
+                created_at_ms: now_ms,
             };
             channels::create(&self.inner.channels, direct, vec![sender, to]).await?;
         }
-        self.store(sender, channel_id, text, vec![sender, to]).await
+        self.store(sender, channel_id, text, now_ms, vec![sender, to]).await
     }
 
     /// Whether `a` and `b` have exchanged direct messages (their channel exists). When it does,
@@ -542,16 +547,15 @@ impl Chat {
         }
     }
 
-    /// Counts the send against the sender's rate, stamps it and waits for its group commit.
+    /// Stamps the message with `now_ms` and waits for its group commit.
     async fn store(
         &self,
         sender: Uuid,
         channel_id: ChannelId,
         text: String,
+        now_ms: u64,
         recipients: Vec<Uuid>,
     ) -> Result<Delivery<Message>, ChatError> {
-        let now_ms = self.now_ms();
-        self.count_send(sender, now_ms).await?;
         let message =
             Message { id: self.inner.ids.next(now_ms), channel_id, sender, text, sent_at_ms: now_ms };
         let (done, acknowledged) = oneshot::channel();

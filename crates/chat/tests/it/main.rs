@@ -300,6 +300,9 @@ async fn the_send_rate_is_per_player_and_per_window_of_the_clock() {
     chat.send_direct(ada, bob, "1").await.unwrap();
     chat.send_direct(ada, bob, "2").await.unwrap();
     assert!(matches!(chat.send_direct(ada, bob, "3").await, Err(ChatError::RateLimited)));
+    let carol = Uuid::now_v7();
+    assert!(matches!(chat.send_direct(ada, carol, "hi").await, Err(ChatError::RateLimited)));
+    assert!(!chat.has_direct_channel(ada, carol).await.unwrap(), "a refused first message makes no channel");
     chat.send_direct(bob, ada, "bob is not limited by ada's sends").await.unwrap();
     world.clock.advance(Duration::from_secs(10));
     chat.send_direct(ada, bob, "next window").await.unwrap();

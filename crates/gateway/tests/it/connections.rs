@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use game_client::{Client, ClientError, ConnectOptions};
-use proto::{Encoding, ErrorCode, close};
+use proto::chat::{ChatReply, ChatRequest};
+use proto::{Encoding, ErrorCode, Reply, Request, close};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::{PASSWORD, PATIENCE, TestGateway, World, closed, username};
+use crate::support::{PASSWORD, PATIENCE, TestGateway, World, closed, requests_of_every_kind, username};
 
 #[tokio::test]
 async fn an_unknown_protocol_version_is_refused_at_the_handshake_with_a_reason() {
@@ -200,4 +201,79 @@ async fn a_client_that_closes_gets_a_normal_close_in_return() {
     let (player, _) = gateway.player(&username("polite")).await;
     player.close().await;
     assert_eq!(closed(&player).await.code, Some(close::NORMAL));
+}
+
+/// Whatever needs Redis is refused with `unavailable` at once, whatever does not is served, and
+/// no request hangs, goes unanswered, or fails as `internal`; a refused request leaves nothing
+/// behind, and the same requests are served once Redis is back.
+#[tokio::test]
+async fn during_a_redis_outage_every_kind_of_request_is_answered_and_none_as_internal() {
+    let mut world = World::new();
+    let config = gateway::GatewayConfig { flush_interval: Duration::from_millis(100), ..world.config() };
+    let gateway = world.gateway_with(config).await;
+    let (other, other_session) = gateway.player(&username("other")).await;
+    // The other player's state is in player.db before Redis goes (and comes back empty).
+    other
+        .request(Request::UpdateState(proto::StateUpdate { health: Some(5), ..Default::default() }))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while gateway.metric("player_rows_flushed_total").await < Some(1.0) {
+        assert!(tokio::time::Instant::now() < deadline, "the other player's state is flushed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (player, _) = gateway.player(&username("stranded")).await;
+    let join = Request::Chat(ChatRequest::JoinRoom { name: "fuzz-room".into() });
+    let Reply::Chat(ChatReply::Channel(room)) = player.request(join).await.unwrap() else {
+        panic!("joining the room")
+    };
+    let requests = requests_of_every_kind(other_session.account_id, room.channel_id);
+
+    world.redis.stop();
+    let mut refused = Vec::new();
+    for request in &requests {
+        let answered = tokio::time::timeout(PATIENCE, player.request(request.clone()))
+            .await
+            .unwrap_or_else(|_| panic!("{request:?} was not answered during the outage"));
+        match answered.map_err(|error| error.code()) {
+            Ok(_) => {}
+            Err(Some(ErrorCode::Unavailable)) => refused.push(request.clone()),
+            Err(code) => assert!(
+                matches!(code, Some(ErrorCode::BadRequest | ErrorCode::NotFound | ErrorCode::Forbidden)),
+                "{request:?} during the outage: {code:?}"
+            ),
+        }
+    }
+    for kind in ["update_state", "get_player_state", "chat_send", "chat_send_direct"] {
+        assert!(refused.iter().any(|request| request.kind() == kind), "{kind} needs Redis: {refused:?}");
+    }
+    let Reply::Chat(ChatReply::Channels(channels)) =
+        player.request(Request::Chat(ChatRequest::Channels)).await.unwrap()
+    else {
+        panic!("the player's channels")
+    };
+    assert_eq!(channels, vec![room], "a refused direct message made no channel");
+
+    // The harness's Redis comes back empty, as one without persistence does: the session is gone,
+    // so refreshing it is refused as unauthorized (the client logs in again); the rest is served.
+    world.redis.restart();
+    for request in refused {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let answered = loop {
+            match player.request(request.clone()).await {
+                Err(error) if error.code() == Some(ErrorCode::Unavailable) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "{request:?} is answered once Redis is back"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                answered => break answered.map_err(|error| error.code()),
+            }
+        };
+        match request {
+            Request::Refresh => assert_eq!(answered.unwrap_err(), Some(ErrorCode::Unauthorized)),
+            _ => assert!(answered.is_ok(), "{request:?} after the outage: {answered:?}"),
+        }
+    }
 }

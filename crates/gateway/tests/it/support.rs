@@ -296,3 +296,54 @@ impl Drop for GatewayProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Valid requests of every domain; some name the other player, a room or an unknown id.
+pub fn requests_of_every_kind(other: proto::AccountId, room: proto::chat::ChannelId) -> Vec<proto::Request> {
+    use proto::Request;
+    use proto::chat::{ChatRequest, MessageId};
+    use proto::inventory::{InventoryRequest, ItemStack};
+    use proto::matchmaking::MatchRequest;
+    let unknown = uuid::Uuid::now_v7();
+    let stack = ItemStack { item_id: "gem".into(), quantity: 3 };
+    vec![
+        Request::Whoami,
+        Request::Ping,
+        Request::Refresh,
+        Request::UpdateState(proto::StateUpdate {
+            position: Some(proto::Position { x: 1.5, y: -2.0, z: 3.25 }),
+            rotation: Some(90.0),
+            health: Some(77),
+            attributes: Some(vec![1, 2, 3, 4]),
+        }),
+        Request::GetState,
+        Request::GetPlayerState { account_id: other },
+        Request::Chat(ChatRequest::JoinRoom { name: "fuzz-room".into() }),
+        Request::Chat(ChatRequest::Send { channel_id: room, text: "hello there".into() }),
+        Request::Chat(ChatRequest::SendDirect { to: other, text: "psst".into() }),
+        Request::Chat(ChatRequest::History { channel_id: room, before: None, limit: 5 }),
+        Request::Chat(ChatRequest::Delete { channel_id: room, message_id: MessageId(unknown) }),
+        Request::Chat(ChatRequest::AddMember { channel_id: room, account_id: other }),
+        Request::Chat(ChatRequest::RemoveMember { channel_id: room, account_id: other }),
+        Request::Chat(ChatRequest::Channels),
+        Request::Inventory(InventoryRequest::Holdings),
+        Request::Inventory(InventoryRequest::Consume {
+            item_id: "gem".into(),
+            quantity: 1,
+            idempotency_key: "fuzz-consume".into(),
+        }),
+        Request::Inventory(InventoryRequest::MakeOffer {
+            to: other,
+            gives: vec![stack.clone()],
+            wants: vec![stack],
+            idempotency_key: "fuzz-offer".into(),
+        }),
+        Request::Inventory(InventoryRequest::AcceptOffer {
+            offer_id: unknown,
+            idempotency_key: "fuzz-accept".into(),
+        }),
+        Request::Match(MatchRequest::Rating { mode: "duel".into(), account_id: Some(other) }),
+        Request::Match(MatchRequest::Report { match_id: unknown, winner: Some(1) }),
+        Request::Match(MatchRequest::History { before: None, limit: 10 }),
+        Request::Match(MatchRequest::Leaderboard { mode: "duel".into(), limit: 10 }),
+    ]
+}
