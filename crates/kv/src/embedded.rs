@@ -3,7 +3,7 @@
 //! Expiry is checked lazily on access against `Instant::now()`, as Redis does for reads; writes also
 //! sweep out expired entries now and then (amortised O(1) per write) so memory does not grow with keys
 //! nobody reads again. Pub/sub uses one `tokio::sync::broadcast` channel per channel name. Buffered
-//! records keep Redis's data model (a hash per record, a sorted set of dirty ids, a claim hash), so
+//! records keep Redis's data model (a hash per record, a sorted set of dirty ids, a claim), so
 //! both backends answer alike, including the order of equal scores (by id).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -60,7 +60,7 @@ struct Store {
     writes_since_sweep: usize,
 }
 
-/// One namespace of buffered records: on Redis, `{ns}:rec:{id}`, `{ns}:dirty`, `{ns}:claim` and
+/// One namespace of buffered records: on Redis, `{ns}:rec:{id}`, `{ns}:dirty`, `{ns}:claimed` and
 /// `{ns}:version`.
 #[derive(Default)]
 struct Buffer {

@@ -180,11 +180,11 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 ";
 
-/// Releases flushed ids. KEYS: claim hash, dirty set. ARGV: record key prefix, ttl_ms, then the
+/// Releases flushed ids. KEYS: claim, dirty set. ARGV: record key prefix, ttl_ms, then the
 /// ids (at least one, at most [`BUFFER_SCRIPT_IDS_MAX`]). Each leaves the claim; one that is not
 /// dirty again gets its TTL back (a dirty record has none, see [`UPDATE_LUA`]).
 const RELEASE_LUA: &str = r"
-redis.call('HDEL', KEYS[1], unpack(ARGV, 3))
+redis.call('ZREM', KEYS[1], unpack(ARGV, 3))
 local scores = redis.call('ZMSCORE', KEYS[2], unpack(ARGV, 3))
 for i = 1, #ARGV - 2 do
   if not scores[i] then
@@ -204,13 +204,18 @@ pub(crate) const DIRTY_MARKER: &str = "d";
 /// limit near 8,000 values).
 const BUFFER_SCRIPT_IDS_MAX: usize = 250;
 
-/// Claims the oldest dirty ids. KEYS: dirty set, claim hash. ARGV: max (at most
+/// Claims the oldest dirty ids. KEYS: dirty set, claim. ARGV: max (at most
 /// [`BUFFER_SCRIPT_IDS_MAX`]), the newest dirty-since score to take, the record key prefix.
-/// Returns {id, dirty_since, ...}, oldest first. Removes each claimed record's dirty marker `d`, so
-/// the next update of it dirties it again (see [`UPDATE_LUA`]). Scores stay the strings Redis
-/// gives, so no Lua number formatting touches them. Every step but the markers' is one call for all
-/// ids; the records themselves are read afterwards, outside the script (see
-/// [`RedisBackend::buffer_claim`]).
+/// Returns {id, dirty_since, ...}, oldest first; an id still claimed from before keeps its older
+/// dirty-since. Removes each claimed record's dirty marker `d`, so the next update of it dirties
+/// it again (see [`UPDATE_LUA`]). Scores stay the strings Redis gives, so no Lua number formatting
+/// touches them. Every step but the markers' is one call for all ids; the records themselves are
+/// read afterwards, outside the script (see [`RedisBackend::buffer_claim`]).
+///
+/// The claim is a sorted set like the dirty set, not a hash: Redis keeps a hash of up to 512
+/// short fields as a listpack, searched field by field, so claiming a run of 250 into a claim of
+/// up to a batch's size cost Redis a linear search per id (2 µs per id for the lookup of earlier
+/// claims alone); a sorted set past 128 members finds each in constant time.
 const CLAIM_LUA: &str = r"
 local taken = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, ARGV[1], 'WITHSCORES')
 local n = #taken / 2
@@ -218,37 +223,46 @@ if n == 0 then
   return {}
 end
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - 1)
-local ids = {}
+local ids, claims = {}, {}
 for i = 1, n do
   ids[i] = taken[2 * i - 1]
 end
-local earlier = redis.call('HMGET', KEYS[2], unpack(ids))
+local earlier = redis.call('ZMSCORE', KEYS[2], unpack(ids))
 for i = 1, n do
   if earlier[i] and tonumber(earlier[i]) < tonumber(taken[2 * i]) then
     taken[2 * i] = earlier[i]
   end
+  claims[2 * i - 1] = taken[2 * i]
+  claims[2 * i] = ids[i]
 end
-redis.call('HSET', KEYS[2], unpack(taken))
+redis.call('ZADD', KEYS[2], unpack(claims))
 for i = 1, n do
   redis.call('HDEL', ARGV[3] .. ids[i], 'd')
 end
 return taken
 ";
 
-/// Moves the claim back into the dirty set. KEYS: claim hash, dirty set. ZADD LT adds absent ids and
-/// lowers (never raises) the score of ids dirty again. Returns how many ids it moved.
+/// Moves the claim back into the dirty set. KEYS: claim, dirty set, the claim as a hash (id →
+/// dirty-since) that releases before the claim became a sorted set left, so a batch claimed by
+/// one of them before an upgrade is not lost. ZADD LT adds absent ids and lowers (never raises)
+/// the score of ids dirty again. Returns how many ids it moved.
 const RECOVER_LUA: &str = r"
-local claimed = redis.call('HGETALL', KEYS[1])
 local n_moved = 0
+local claimed = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 for i = 1, #claimed, 2 do
   redis.call('ZADD', KEYS[2], 'LT', claimed[i + 1], claimed[i])
   n_moved = n_moved + 1
 end
-redis.call('DEL', KEYS[1])
+local legacy = redis.call('HGETALL', KEYS[3])
+for i = 1, #legacy, 2 do
+  redis.call('ZADD', KEYS[2], 'LT', legacy[i + 1], legacy[i])
+  n_moved = n_moved + 1
+end
+redis.call('DEL', KEYS[1], KEYS[3])
 return n_moved
 ";
 
-/// Buffer sizes. KEYS: dirty set, claim hash. Returns {n_dirty, n_claimed, oldest or nil}, the
+/// Buffer sizes. KEYS: dirty set, claim. Returns {n_dirty, n_claimed, oldest or nil}, the
 /// oldest as the original score string.
 const STATS_LUA: &str = r"
 local oldest = false
@@ -256,12 +270,11 @@ local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #first > 0 then
   oldest = first[2]
 end
-for _, since in ipairs(redis.call('HVALS', KEYS[2])) do
-  if not oldest or tonumber(since) < tonumber(oldest) then
-    oldest = since
-  end
+local first_claimed = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if #first_claimed > 0 and (not oldest or tonumber(first_claimed[2]) < tonumber(oldest)) then
+  oldest = first_claimed[2]
 end
-return {redis.call('ZCARD', KEYS[1]), redis.call('HLEN', KEYS[2]), oldest}
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), oldest}
 ";
 
 /// Takes or renews a lease. KEYS: lease. ARGV: holder, ttl_ms. Returns 1 if the holder has it now.
@@ -524,6 +537,11 @@ impl RedisBackend {
     }
 
     fn claim_key(&self, ns: &str) -> String {
+        format!("{}{ns}:claimed", self.prefix)
+    }
+
+    /// Where releases before the claim became a sorted set kept it (see [`RECOVER_LUA`]).
+    fn legacy_claim_key(&self, ns: &str) -> String {
         format!("{}{ns}:claim", self.prefix)
     }
 
@@ -831,7 +849,7 @@ impl RedisBackend {
                 }
             }
             if !vanished.is_empty() {
-                let mut command = redis::cmd("HDEL");
+                let mut command = redis::cmd("ZREM");
                 command.arg(self.claim_key(ns)).arg(&vanished);
                 let command = &command;
                 self.run_bulk(
@@ -906,7 +924,7 @@ impl RedisBackend {
 
     pub(crate) async fn buffer_recover(&self, ns: &str) -> Result<u64, KvError> {
         let mut invocation = self.recover.prepare_invoke();
-        invocation.key(self.claim_key(ns)).key(self.dirty_key(ns));
+        invocation.key(self.claim_key(ns)).key(self.dirty_key(ns)).key(self.legacy_claim_key(ns));
         let invocation = &invocation;
         self.run_bulk(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await
     }

@@ -362,3 +362,38 @@ async fn under_load_updates_are_refused_at_once_while_redis_is_down() {
     // Not held for the operation timeout (5 s) while the store is known to be down.
     assert!(slowest < Duration::from_millis(500), "a refusal took {slowest:?}");
 }
+
+/// Releases before the claim became a sorted set kept it as a hash (id → dirty-since) under
+/// `{ns}:claim`; a batch such a flusher claimed and never released goes back into the dirty set
+/// like any other claim, so upgrading after a crash loses nothing.
+#[tokio::test]
+async fn a_claim_left_as_a_hash_by_an_earlier_release_is_recovered() {
+    let server = RedisServer::start();
+    let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
+    for id in ["old", "both", "new"] {
+        assert!(kv.buffer_seed("player", id, vec![("v".to_owned(), "0".to_owned())], LONG).await.unwrap());
+    }
+    kv.buffer_update("player", "both", Vec::new(), 500).await.unwrap();
+    kv.buffer_update("player", "new", Vec::new(), 700).await.unwrap();
+    assert_eq!(kv.buffer_claim("player", 1, u64::MAX).await.unwrap().len(), 1, "\"both\" claimed anew");
+    let mut raw = raw_connection(&server).await;
+    let () = redis::cmd("HSET")
+        .arg("t:player:claim")
+        .arg(&["old", "100", "both", "300"])
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+
+    assert_eq!(kv.buffer_recover("player").await.unwrap(), 3, "one from the claim, two from the old hash");
+    let claimed: Vec<(String, u64)> = kv
+        .buffer_claim("player", 10, u64::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|record| (record.id, record.dirty_since_ms))
+        .collect();
+    let expected = [("old", 100), ("both", 300), ("new", 700)].map(|(id, since)| (id.to_owned(), since));
+    assert_eq!(claimed, expected, "oldest first, each with its oldest dirty-since");
+    let exists: u64 = redis::cmd("EXISTS").arg("t:player:claim").query_async(&mut raw).await.unwrap();
+    assert_eq!(exists, 0, "the old hash is gone");
+}
