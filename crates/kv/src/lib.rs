@@ -8,11 +8,11 @@
 //!   - `{prefix}counter:{key}` (STRING: a fixed-window count);
 //!   - buffered records of namespace `{ns}` (see [`Kv::buffer_update`]): `{prefix}{ns}:rec:{id}` (HASH:
 //!     the record's fields, with its version in `v`, last update time in `t` and, while it is dirty
-//!     and not claimed, the marker `d`), `{prefix}{ns}:dirty`
-//!     (ZSET: member id, score = ms when it first became dirty), `{prefix}{ns}:claimed` (ZSET: member
-//!     id, score = dirty-since ms, the batch a flusher is writing; releases before it kept this
-//!     as the HASH `{prefix}{ns}:claim`, which recovery still reads), `{prefix}{ns}:version` (STRING: the last
-//!     version handed out in the namespace);
+//!     and not claimed, the marker `d`), `{prefix}{ns}:dirty` (ZSET: member id, score = ms when it
+//!     first became dirty), `{prefix}{ns}:claimed` (ZSET: member id, score = dirty-since ms, the
+//!     batch a flusher is writing; earlier releases kept it as the HASH `{prefix}{ns}:claim`,
+//!     which recovery still reads), `{prefix}{ns}:version` (STRING: the last version handed out in
+//!     the namespace);
 //!   - `{prefix}lease:{name}` (STRING: the holder of a lease, with the lease's TTL);
 //!   - waiting queues `{prefix}{queue}:tickets`, `{prefix}{queue}:q:{mode}` and
 //!     `{prefix}{queue}:away` (see [`Kv::queue_join`] and the `queue` module);
