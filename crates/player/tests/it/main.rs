@@ -86,6 +86,22 @@ async fn a_thousand_updates_of_one_player_become_one_row_write_with_the_last_val
 }
 
 #[tokio::test]
+async fn a_pass_writes_every_dirty_player_in_batches() {
+    let world = World::new();
+    let players = world.players(WriteMode::Buffered).await;
+    let ids: Vec<Uuid> = (0..250).map(|_| Uuid::new_v4()).collect();
+    for (n, id) in ids.iter().enumerate() {
+        players.update(*id, at(n as f32)).await.unwrap();
+    }
+    let report = players.flush_now().await.unwrap();
+    assert_eq!((report.rows_written, report.batches), (250, 3), "batches of 100");
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(world.row(*id), Some((1 + n as u64, n as f64, 0)), "player {n}");
+    }
+    assert_eq!(players.flush_now().await.unwrap().rows_written, 0, "every player was flushed");
+}
+
+#[tokio::test]
 async fn an_older_version_never_overwrites_a_newer_one() {
     let world = World::new();
     let buffered = world.players(WriteMode::Buffered).await;
