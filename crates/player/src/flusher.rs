@@ -144,7 +144,8 @@ pub(crate) async fn flush_all(players: &Players) -> Result<FlushReport, PlayerEr
             .collect();
         let started = Instant::now();
         let (written, skipped) = store::write_batch(&players.inner.shard, states).await?;
-        report.write_time += started.elapsed();
+        let write_time = started.elapsed();
+        report.write_time += write_time;
         players.inner.kv.buffer_release(NAMESPACE, &ids, players.inner.config.record_ttl).await?;
 
         let stats = &players.inner.stats;
@@ -153,7 +154,7 @@ pub(crate) async fn flush_all(players: &Players) -> Result<FlushReport, PlayerEr
         stats.last_flush_rows.store(n_claimed as u64, Ordering::Relaxed);
         stats
             .last_flush_micros
-            .store(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+            .store(u64::try_from(write_time.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
         report.rows_written += written;
         report.rows_skipped += skipped;
         report.batches += 1;
