@@ -16,7 +16,7 @@
 #   ping-paced    2,000 clients × 25 pings/s
 #   dm            1,000 direct-message pairs, closed loop
 #   room          100 members of one room, each sending 20 messages/s
-#   outage        state-paced, with Redis killed (SIGKILL) 8 s in and restarted 3 s later
+#   outage        state-paced, with Redis killed (SIGKILL) 8 s in and restarted 3 s later (Redis sides only)
 #
 # Everything runs on 127.0.0.1 (Redis on $AB_REDIS_PORT, default 46390; the gateway on 47070 and
 # 47071) and stops by itself.
