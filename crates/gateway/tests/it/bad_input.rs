@@ -7,7 +7,7 @@ use game_client::Client;
 use proto::{ClientMessage, Encoding, ErrorCode, Outcome, Reply, Request, close, codec};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{World, closed, requests_of_every_kind, username};
+use crate::support::{World, closed, join, requests_of_every_kind, username};
 
 fn error_code(outcome: &Outcome) -> Option<ErrorCode> {
     match outcome {
@@ -183,7 +183,7 @@ async fn raw_logged_in(
     let login = Request::Login { username: username.into(), password: crate::support::PASSWORD.into() };
     let bytes = codec::encode(encoding, &ClientMessage { id: 1, request: login }).unwrap();
     socket.send(frame(encoding, bytes)).await.unwrap();
-    match next_response(&mut socket).await {
+    match next_response(&mut socket, encoding).await {
         Ok(Outcome::Ok(_)) => socket,
         other => panic!("login of {username}: {other:?}"),
     }
@@ -196,10 +196,12 @@ fn frame(encoding: Encoding, bytes: Vec<u8>) -> Message {
     }
 }
 
-/// The next response on `socket`, skipping events; the close code if the server closed it.
-/// Panics if the connection ends without a close frame or nothing comes within the patience.
+/// The next response on `socket` (speaking `encoding`), skipping events; the close code if the
+/// server closed it. Panics if the connection ends without a close frame or nothing comes within
+/// the patience.
 async fn next_response(
     socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    encoding: Encoding,
 ) -> Result<Outcome, Option<u16>> {
     use futures_util::StreamExt;
     loop {
@@ -213,7 +215,6 @@ async fn next_response(
             Some(Ok(_)) => continue,
             ended => panic!("the connection ended without a close frame: {ended:?}"),
         };
-        let encoding = if bytes.first() == Some(&b'{') { Encoding::Json } else { Encoding::Bincode };
         match codec::decode::<proto::ServerMessage>(encoding, &bytes).expect("the server's frames decode") {
             proto::ServerMessage::Response(response) => return Ok(response.outcome),
             proto::ServerMessage::Event(_) => continue,
@@ -251,14 +252,7 @@ async fn mangled_requests_of_every_kind_are_each_answered_and_change_no_one_else
     };
     let fuzzer_name = username("fuzzer");
     let (fuzzer, _) = gateway.player(&fuzzer_name).await;
-    let room = match fuzzer
-        .request(Request::Chat(proto::chat::ChatRequest::JoinRoom { name: "fuzz-room".into() }))
-        .await
-        .unwrap()
-    {
-        Reply::Chat(proto::chat::ChatReply::Channel(channel)) => channel.channel_id,
-        other => panic!("unexpected {other:?}"),
-    };
+    let room = join(&fuzzer, "fuzz-room").await.channel_id;
     drop(fuzzer);
 
     let requests = requests_of_every_kind(bystander_session.account_id, room);
@@ -276,7 +270,7 @@ async fn mangled_requests_of_every_kind_are_each_answered_and_change_no_one_else
             for _ in 0..per_request {
                 let mangled = mangler.mangle(&valid, encoding);
                 socket.send(frame(encoding, mangled.clone())).await.unwrap();
-                match next_response(&mut socket).await {
+                match next_response(&mut socket, encoding).await {
                     Ok(outcome) => match error_code(&outcome) {
                         None => n_ok += 1,
                         Some(ErrorCode::BadRequest) => n_bad_request += 1,

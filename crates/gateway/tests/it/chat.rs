@@ -6,13 +6,11 @@
 use std::time::Duration;
 
 use game_client::{Client, ClientError};
-use proto::chat::{
-    ChannelId, ChannelInfo, ChannelKind, ChatEvent, ChatReply, ChatRequest, HistoryPage, MessageId,
-};
+use proto::chat::{ChannelId, ChannelKind, ChatEvent, ChatReply, ChatRequest, HistoryPage, MessageId};
 use proto::{ClientMessage, Encoding, ErrorCode, Event, Outcome, Reply, Request, codec};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{GatewayProcess, PATIENCE, World, admin, username};
+use crate::support::{GatewayProcess, PATIENCE, World, admin, join, username};
 
 /// 2030-12-31T23:59:59.999Z.
 const LAST_MS_OF_2030: u64 = 1_924_991_999_999;
@@ -26,13 +24,6 @@ async fn chat(client: &Client, request: ChatRequest) -> Result<ChatReply, Client
 
 fn code(result: Result<ChatReply, ClientError>) -> Option<ErrorCode> {
     result.expect_err("the request is refused").code()
-}
-
-async fn join(client: &Client, name: &str) -> ChannelInfo {
-    match chat(client, ChatRequest::JoinRoom { name: name.into() }).await.unwrap() {
-        ChatReply::Channel(channel) => channel,
-        other => panic!("unexpected {other:?}"),
-    }
 }
 
 async fn send(client: &Client, channel_id: ChannelId, text: &str) -> Result<ChatReply, ClientError> {

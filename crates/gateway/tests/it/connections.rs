@@ -10,7 +10,9 @@ use proto::{Encoding, ErrorCode, Reply, Request, close};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::{PASSWORD, PATIENCE, TestGateway, World, closed, requests_of_every_kind, username};
+use crate::support::{
+    PASSWORD, PATIENCE, TestGateway, World, closed, join, requests_of_every_kind, username,
+};
 
 #[tokio::test]
 async fn an_unknown_protocol_version_is_refused_at_the_handshake_with_a_reason() {
@@ -223,10 +225,7 @@ async fn during_a_redis_outage_every_kind_of_request_is_answered_and_none_as_int
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (player, _) = gateway.player(&username("stranded")).await;
-    let join = Request::Chat(ChatRequest::JoinRoom { name: "fuzz-room".into() });
-    let Reply::Chat(ChatReply::Channel(room)) = player.request(join).await.unwrap() else {
-        panic!("joining the room")
-    };
+    let room = join(&player, "fuzz-room").await;
     let requests = requests_of_every_kind(other_session.account_id, room.channel_id);
 
     world.redis.stop();

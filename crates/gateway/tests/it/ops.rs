@@ -10,7 +10,7 @@ use std::time::Duration;
 use proto::chat::{ChatReply, ChatRequest, MessageId};
 use proto::{ErrorCode, Reply, Request, close};
 
-use crate::support::{PASSWORD, World, closed, username};
+use crate::support::{PASSWORD, World, closed, join, username};
 
 /// Runs `gamectl` with `args` against the data directory and the world's Redis.
 async fn gamectl(world: &World, data_dir: &Path, args: &[&str]) -> Output {
@@ -68,10 +68,7 @@ async fn backup_under_load_restores_every_acknowledged_write() {
     let mut writers = Vec::new();
     for n in 0..n_players {
         let (client, session) = gateway.player(&username(&format!("backup{n}-"))).await;
-        let room = match client.request(Request::Chat(ChatRequest::JoinRoom { name: "lobby".into() })).await {
-            Ok(Reply::Chat(ChatReply::Channel(channel))) => channel.channel_id,
-            other => panic!("join: {other:?}"),
-        };
+        let room = join(&client, "lobby").await.channel_id;
         let (acked, running) = (acked.clone(), running.clone());
         writers.push(tokio::spawn(async move {
             let mut x = 0.0_f32;

@@ -166,6 +166,15 @@ pub fn code<T: std::fmt::Debug>(result: Result<T, game_client::ClientError>) -> 
     }
 }
 
+/// Joins the public room `name` (creating it) and returns it.
+pub async fn join(client: &Client, name: &str) -> proto::chat::ChannelInfo {
+    let request = proto::Request::Chat(proto::chat::ChatRequest::JoinRoom { name: name.into() });
+    match client.request(request).await {
+        Ok(proto::Reply::Chat(proto::chat::ChatReply::Channel(channel))) => channel,
+        other => panic!("joining {name}: {other:?}"),
+    }
+}
+
 /// One HTTP/1.1 request to an admin port with an optional bearer token: (status, body).
 pub async fn admin(
     addr: std::net::SocketAddr,
