@@ -9,12 +9,16 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long to wait for a started server to answer `PING`.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between readiness probes.
 const READY_POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// How many ports `start` tries before giving up.
+const START_ATTEMPTS: u32 = 5;
+/// The lowest port [`unused_port`] picks: above the well-known and most registered services.
+const LOWEST_PORT: u16 = 20_000;
 /// How many times `restart` tries to spawn when the port is briefly busy.
 const RESTART_ATTEMPTS: u32 = 10;
 /// Pause between those attempts.
@@ -38,18 +42,23 @@ impl RedisServer {
     /// # Panics
     /// If `redis-server` is not installed, or does not come up.
     pub fn start() -> RedisServer {
-        let port = free_port();
         let server_id = NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("kv-redis-{}-{server_id}-{port}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("kv-redis-{}-{server_id}", std::process::id()));
         if let Err(error) = std::fs::create_dir_all(&dir) {
             panic!("cannot create {}: {error}", dir.display());
         }
-        let mut server = RedisServer { child: None, port, dir };
-        server.child = Some(server.spawn());
-        if !server.wait_ready() {
-            panic!("redis-server on port {port} did not answer PING within {READY_TIMEOUT:?}");
+        let mut server = RedisServer { child: None, port: 0, dir };
+        // Another process can still take a port between the check and redis-server's bind; then
+        // the server exits at once, and another port is tried.
+        for _ in 0..START_ATTEMPTS {
+            server.port = unused_port();
+            server.child = Some(server.spawn());
+            if server.wait_ready() {
+                return server;
+            }
+            server.stop();
         }
-        server
+        panic!("redis-server did not answer PING on any of {START_ATTEMPTS} ports");
     }
 
     /// `redis://127.0.0.1:{port}`.
@@ -141,12 +150,42 @@ impl Drop for RedisServer {
     }
 }
 
-/// A port that was free a moment ago: bind port 0, read the port, release it.
-fn free_port() -> u16 {
-    match TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|listener| listener.local_addr()) {
-        Ok(address) => address.port(),
-        Err(error) => panic!("cannot find a free port: {error}"),
+/// A loopback port that was free a moment ago, for a server a test starts in another process.
+///
+/// Chosen below the kernel's ephemeral range: a port the kernel hands out (`bind` to port 0) can be
+/// given next to any outgoing connection of a test running beside this one, which then holds it
+/// when the server binds (CI saw a gateway fail that way). Ports below the range are only ever
+/// taken by a bind, and each test picks its own pseudo-randomly, so collisions are rare; callers
+/// still retry on one.
+///
+/// # Panics
+/// If no free port is found after many tries.
+pub fn unused_port() -> u16 {
+    static NEXT_PICK: AtomicU64 = AtomicU64::new(0);
+    let below = ephemeral_range_start().max(LOWEST_PORT + 1_000);
+    let seed = u64::from(std::process::id())
+        ^ SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.subsec_nanos().into());
+    for _ in 0..1_000 {
+        let pick = NEXT_PICK.fetch_add(1, Ordering::Relaxed);
+        // SplitMix64's finaliser: spreads consecutive picks, and processes, over the range.
+        let mut mixed = seed.wrapping_add(pick.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        mixed ^= mixed >> 31;
+        let port = LOWEST_PORT + (mixed % u64::from(below - LOWEST_PORT)) as u16;
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
     }
+    panic!("no free loopback port below {below}");
+}
+
+/// The first port of the kernel's ephemeral range (Linux's default if it cannot be read).
+fn ephemeral_range_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Sends `PING` and expects `+PONG`.

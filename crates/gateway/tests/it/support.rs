@@ -196,6 +196,9 @@ pub async fn admin(
     (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
 }
 
+/// How many times [`GatewayProcess::start`] tries new ports.
+const START_ATTEMPTS: u32 = 5;
+
 /// A `gateway` process, killed on drop if still running.
 pub struct GatewayProcess {
     child: Child,
@@ -215,10 +218,6 @@ async fn answers_health_check(admin_addr: SocketAddr) -> bool {
     matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Some(true)))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl GatewayProcess {
     pub async fn start(world: &World) -> GatewayProcess {
         Self::start_with(world, &[]).await
@@ -230,7 +229,24 @@ impl GatewayProcess {
 
     /// Started with these flags and environment variables besides the world's.
     pub async fn start_with_env(world: &World, extra_args: &[&str], env: &[(&str, &str)]) -> GatewayProcess {
-        let (port, admin_port) = (free_port(), free_port());
+        // A port found free can be taken by another test before the process binds it.
+        for _ in 0..START_ATTEMPTS {
+            match Self::try_start(world, extra_args, env).await {
+                Ok(process) => return process,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("the gateway process exited at start-up:\n{log}"),
+            }
+        }
+        panic!("the gateway process found its ports taken {START_ATTEMPTS} times");
+    }
+
+    /// Starts the process on two unused ports; its start-up log if it exits before it serves.
+    async fn try_start(
+        world: &World,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<GatewayProcess, String> {
+        let (port, admin_port) = (kv::testing::unused_port(), kv::testing::unused_port());
         // Kept beside the data, so a process that dies at start-up says why.
         let log_path = world.data_dir.path().join(format!("gateway-{port}.log"));
         let log = std::fs::File::create(&log_path).expect("gateway log file");
@@ -258,12 +274,12 @@ impl GatewayProcess {
         while !answers_health_check(process.admin).await {
             if let Some(status) = process.child.try_wait().unwrap() {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                panic!("the gateway process exited at start-up ({status}):\n{log}");
+                return Err(format!("({status})\n{log}"));
             }
             assert!(tokio::time::Instant::now() < deadline, "the gateway process serves");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        process
+        Ok(process)
     }
 
     pub async fn player(&self, name: &str) -> (Client, proto::SessionInfo) {
