@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use crate::{NAMESPACE, PlayerError, PlayerState, Players, record, store};
 
-/// The lease that elects the one flusher.
-const LEASE: &str = "player-flusher";
+/// The lease that elects the one flusher (a key in the store).
+pub const LEASE: &str = "player-flusher";
 
 /// What one flush wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,7 +59,7 @@ pub async fn run(players: Players, holder: String, shutdown: CancellationToken) 
                     recover(&players).await;
                     tracing::info!(holder, "this process is the player-state flusher");
                 }
-                if let Err(error) = flush_all(&players).await {
+                if let Err(error) = flush_all(&players, Some(&holder)).await {
                     tracing::warn!(%error, "player-state flush failed; the batch will be retried");
                     recover(&players).await;
                 }
@@ -87,7 +87,7 @@ async fn final_flush(players: &Players, holder: &str) {
     match kv.lease_acquire(LEASE, holder, players.inner.config.flush_lease).await {
         Ok(true) => {
             recover(players).await;
-            match flush_all(players).await {
+            match flush_all(players, Some(holder)).await {
                 Ok(report) => tracing::info!(rows = report.rows_written, "final player-state flush done"),
                 Err(error) => {
                     tracing::error!(%error, "final player-state flush failed; Redis still holds the data")
@@ -113,12 +113,20 @@ async fn recover(players: &Players) {
 
 /// Claims and writes batches until every player that was dirty when the pass began is written.
 ///
+/// With `lease_holder`, the pass renews that holder's lease after each batch and stops if it was
+/// lost: a pass can outlast the lease (a backlog of a few hundred thousand players), and the
+/// next holder's first step is to put back the claim of an interrupted flush, which would be
+/// this pass's batch in flight. Without a holder ([`Players::flush_now`]) it just runs.
+///
 /// Players dirtied during the pass wait for the next one: under steady load they are dirtied
 /// again within milliseconds, and chasing them would turn one flush per interval into a
 /// continuous stream of small ones that write each player many times a second. The cut-off is
 /// this process's clock against the dirtying process's: a gateway whose clock runs ahead has its
 /// players flushed later by the skew, never lost.
-pub(crate) async fn flush_all(players: &Players) -> Result<FlushReport, PlayerError> {
+pub(crate) async fn flush_all(
+    players: &Players,
+    lease_holder: Option<&str>,
+) -> Result<FlushReport, PlayerError> {
     let batch = players.inner.config.flush_batch;
     let pass_started_ms = players.inner.clock.now_ms();
     let mut report = FlushReport::default();
@@ -159,6 +167,12 @@ pub(crate) async fn flush_all(players: &Players) -> Result<FlushReport, PlayerEr
         report.rows_skipped += skipped;
         report.batches += 1;
         if n_claimed < batch || newest_dirty_ms > pass_started_ms {
+            return Ok(report);
+        }
+        if let Some(holder) = lease_holder
+            && !players.inner.kv.lease_acquire(LEASE, holder, players.inner.config.flush_lease).await?
+        {
+            tracing::warn!(holder, "lost the flusher lease during a pass; its new holder flushes the rest");
             return Ok(report);
         }
     }

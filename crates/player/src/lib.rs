@@ -320,7 +320,7 @@ impl Players {
     /// The store or the shard failed; what was claimed stays claimed and is recovered later.
     pub async fn flush_now(&self) -> Result<flusher::FlushReport, PlayerError> {
         self.inner.kv.buffer_recover(NAMESPACE).await?;
-        flusher::flush_all(self).await
+        flusher::flush_all(self, None).await
     }
 }
 

@@ -34,6 +34,13 @@ impl World {
         Players::open(self.dir.path().join("player.db"), kv, self.clock.clone(), config).await.unwrap()
     }
 
+    /// How many players `player.db` holds.
+    fn n_rows(&self) -> usize {
+        let conn = rusqlite::Connection::open(self.dir.path().join("player.db")).unwrap();
+        let n: i64 = conn.query_row("SELECT count(*) FROM player_state", [], |row| row.get(0)).unwrap();
+        usize::try_from(n).unwrap()
+    }
+
     /// The row in `player.db` as SQLite holds it: (version, x, health).
     fn row(&self, player_id: Uuid) -> Option<(u64, f64, u32)> {
         let conn = rusqlite::Connection::open(self.dir.path().join("player.db")).unwrap();
@@ -148,6 +155,49 @@ async fn a_batch_claimed_by_a_flusher_that_died_is_recovered_by_the_next() {
     for (n, (id, version)) in ids.iter().zip(versions).enumerate() {
         assert_eq!(world.row(*id), Some((version, 0.0, n as u32)));
     }
+    let stats = kv.buffer_stats("player").await.unwrap();
+    assert_eq!((stats.n_dirty, stats.n_claimed), (0, 0));
+}
+
+#[tokio::test]
+async fn a_pass_that_outlasts_the_lease_keeps_it_so_no_second_flusher_starts() {
+    let world = World::new();
+    let kv = Kv::connect_redis(&world.redis.url(), "t:").await.unwrap();
+    // One player per transaction: a pass over 4,000 players takes far longer than the lease.
+    let lease = Duration::from_millis(400);
+    let config = PlayerConfig {
+        flush_batch: 1,
+        flush_interval: Duration::from_millis(50),
+        flush_lease: lease,
+        ..PlayerConfig::default()
+    };
+    let players = Players::open(world.dir.path().join("player.db"), kv.clone(), world.clock.clone(), config)
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = (0..4_000).map(|_| Uuid::new_v4()).collect();
+    for id in &ids {
+        players.update(*id, health(1)).await.unwrap();
+    }
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let flusher = tokio::spawn(player::flusher::run(players.clone(), "first".into(), shutdown.clone()));
+    // Once the pass has begun, another process asks for the lease all through it, as its own
+    // flusher would.
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(30);
+    while world.n_rows() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the first flusher starts");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    while world.n_rows() < ids.len() {
+        assert!(tokio::time::Instant::now() < deadline, "every player reaches SQLite");
+        let taken = kv.lease_acquire(player::flusher::LEASE, "second", lease).await.unwrap();
+        assert!(!taken, "a second flusher got the lease {:?} into the first one's pass", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(started.elapsed() > lease, "the pass outlasted the lease ({:?})", started.elapsed());
+    shutdown.cancel();
+    flusher.await.unwrap();
     let stats = kv.buffer_stats("player").await.unwrap();
     assert_eq!((stats.n_dirty, stats.n_claimed), (0, 0));
 }
