@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::{BufferStats, BufferUpdate, ClaimedRecord, Field, Forward, KvError, forward, millis};
+use crate::{
+    BufferClaim, BufferStats, BufferUpdate, ClaimedRecord, Field, Forward, KvError, forward, millis,
+};
 
 /// Name of the lock file inside the data directory.
 const LOCK_FILE_NAME: &str = "embedded-kv.lock";
@@ -68,6 +70,8 @@ struct Buffer {
     dirty: DirtySet,
     /// Claimed id → dirty-since ms.
     claim: HashMap<String, u64>,
+    /// How many recoveries the claim has seen (see `BufferClaim::generation`).
+    claim_generation: u64,
     /// The last version handed out.
     version: u64,
 }
@@ -367,11 +371,11 @@ impl Embedded {
         Some(record.value.iter().map(|(name, value)| (name.clone(), value.clone())).collect())
     }
 
-    pub(crate) fn buffer_claim(&self, ns: &str, max: usize, dirty_until_ms: u64) -> Vec<ClaimedRecord> {
+    pub(crate) fn buffer_claim(&self, ns: &str, max: usize, dirty_until_ms: u64) -> BufferClaim {
         let now = Instant::now();
         let mut store = self.store();
         let Some(buffer) = store.buffers.get_mut(ns) else {
-            return Vec::new();
+            return BufferClaim { records: Vec::new(), generation: 0 };
         };
         let mut claimed = Vec::new();
         for _ in 0..max {
@@ -388,14 +392,17 @@ impl Embedded {
             *since = (*since).min(score);
             claimed.push(ClaimedRecord { id, fields, dirty_since_ms: *since });
         }
+        let generation = buffer.claim_generation;
         store.note_write(now);
-        claimed
+        BufferClaim { records: claimed, generation }
     }
 
-    pub(crate) fn buffer_release(&self, ns: &str, ids: &[String], ttl: Duration) {
+    pub(crate) fn buffer_release(&self, ns: &str, ids: &[String], generation: u64, ttl: Duration) {
         let now = Instant::now();
         let mut store = self.store();
-        if let Some(buffer) = store.buffers.get_mut(ns) {
+        if let Some(buffer) = store.buffers.get_mut(ns)
+            && buffer.claim_generation == generation
+        {
             for id in ids {
                 buffer.claim.remove(id);
                 if !buffer.dirty.contains(id)
@@ -412,6 +419,7 @@ impl Embedded {
         let Some(buffer) = store.buffers.get_mut(ns) else {
             return 0;
         };
+        buffer.claim_generation += 1;
         let n_moved = u64::try_from(buffer.claim.len()).unwrap_or(u64::MAX);
         for (id, since) in buffer.claim.drain() {
             buffer.dirty.add_or_lower(&id, since);

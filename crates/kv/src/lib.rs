@@ -11,8 +11,9 @@
 //!     and not claimed, the marker `d`), `{prefix}{ns}:dirty` (ZSET: member id, score = ms when it
 //!     first became dirty), `{prefix}{ns}:claimed` (ZSET: member id, score = dirty-since ms, the
 //!     batch a flusher is writing; earlier releases kept it as the HASH `{prefix}{ns}:claim`,
-//!     which recovery still reads), `{prefix}{ns}:version` (STRING: the last version handed out in
-//!     the namespace);
+//!     which recovery still reads), `{prefix}{ns}:claim-generation` (STRING: how many recoveries
+//!     the claim has seen, see [`BufferClaim::generation`]), `{prefix}{ns}:version` (STRING: the
+//!     last version handed out in the namespace);
 //!   - `{prefix}lease:{name}` (STRING: the holder of a lease, with the lease's TTL);
 //!   - waiting queues `{prefix}{queue}:tickets`, `{prefix}{queue}:q:{mode}` and
 //!     `{prefix}{queue}:away` (see [`Kv::queue_join`] and the `queue` module);
@@ -176,6 +177,17 @@ pub enum BufferUpdate {
     /// The record is not in the buffer (never seeded, expired, or Redis restarted): nothing was
     /// changed; seed it and retry.
     NotLoaded,
+}
+
+/// What one [`Kv::buffer_claim`] took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BufferClaim {
+    /// The claimed records, oldest first.
+    pub records: Vec<ClaimedRecord>,
+    /// The claim's generation, to hand back to [`Kv::buffer_release`]. Every
+    /// [`Kv::buffer_recover`] starts a new one: it hands the claim's ids to whoever claims them
+    /// next, so a release from before it must leave them alone.
+    pub generation: u64,
 }
 
 /// A record taken by a flusher ([`Kv::buffer_claim`]).
@@ -464,7 +476,9 @@ impl Kv {
 ///
 /// The flush protocol assumes one flusher per namespace at a time (hold a lease, see
 /// [`Kv::lease_acquire`]): [`Kv::buffer_claim`] → write → [`Kv::buffer_release`], with
-/// [`Kv::buffer_recover`] on start-up or on taking the lease.
+/// [`Kv::buffer_recover`] on start-up or on taking the lease. A recovery beside a flusher that is
+/// still writing (an ops flush) is safe: the flusher's release then changes nothing, and the ids
+/// stay with the claim that took them after the recovery until that one is released or recovered.
 impl Kv {
     /// If the record exists: sets `fields`, gives it the namespace's next version in `v`, sets `t`
     /// to `now_ms`, and marks it dirty with score `now_ms` unless it is dirty already (so the dirty
@@ -555,7 +569,9 @@ impl Kv {
     /// a large batch never stalls buffered updates for long. An id whose record has vanished (Redis lost it) is dropped from the claim and not returned.
     ///
     /// Ids that an earlier, unreleased claim still holds stay in the claim (a new claim adds to it);
-    /// an id claimed again keeps the older of its two dirty-since times.
+    /// an id claimed again keeps the older of its two dirty-since times. If a recovery runs while a
+    /// large claim is taken, the claim returns only what it took after it (the rest went back to
+    /// the dirty set), under the new generation.
     ///
     /// # Errors
     /// [`KvError::Unavailable`] if Redis does not answer.
@@ -564,9 +580,10 @@ impl Kv {
         ns: &str,
         max: usize,
         dirty_until_ms: u64,
-    ) -> Result<Vec<ClaimedRecord>, KvError> {
+    ) -> Result<BufferClaim, KvError> {
         if max == 0 {
-            return Ok(Vec::new());
+            // Nothing taken, so nothing to release under any generation.
+            return Ok(BufferClaim { records: Vec::new(), generation: 0 });
         }
         match &self.backend {
             Backend::Redis(redis) => redis.buffer_claim(ns, max, dirty_until_ms).await,
@@ -577,24 +594,33 @@ impl Kv {
     /// Removes these ids from the claim, once the flusher has committed them, and gives each record
     /// that was not updated meanwhile the TTL `ttl` (it is clean now). Ids updated meanwhile stay
     /// in the dirty set, so their newer fields are flushed by a later claim. Unknown ids are ignored.
+    /// Does nothing if the claim's `generation` (from [`BufferClaim`]) is no longer the current
+    /// one: a recovery since then gave its ids to another claim.
     ///
     /// # Errors
     /// [`KvError::Unavailable`] if Redis does not answer.
-    pub async fn buffer_release(&self, ns: &str, ids: &[String], ttl: Duration) -> Result<(), KvError> {
+    pub async fn buffer_release(
+        &self,
+        ns: &str,
+        ids: &[String],
+        generation: u64,
+        ttl: Duration,
+    ) -> Result<(), KvError> {
         if ids.is_empty() {
             return Ok(());
         }
         match &self.backend {
-            Backend::Redis(redis) => redis.buffer_release(ns, ids, ttl).await,
+            Backend::Redis(redis) => redis.buffer_release(ns, ids, generation, ttl).await,
             Backend::Embedded(embedded) => {
-                embedded.buffer_release(ns, ids, ttl);
+                embedded.buffer_release(ns, ids, generation, ttl);
                 Ok(())
             }
         }
     }
 
     /// Moves every id in the claim back into the dirty set (an id that is dirty again keeps the
-    /// smaller of its two scores), empties the claim, and returns how many ids it moved. Run it on
+    /// smaller of its two scores), empties the claim, starts the claim's next generation, and
+    /// returns how many ids it moved. Run it on
     /// start-up or on taking the flusher lease, so a flusher that crashed mid-flush loses nothing.
     ///
     /// # Errors

@@ -40,8 +40,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    BufferStats, BufferUpdate, ClaimedRecord, Field, Forward, KvError, PackedFields, forward, millis,
-    put_text, unpack_texts,
+    BufferClaim, BufferStats, BufferUpdate, ClaimedRecord, Field, Forward, KvError, PackedFields, forward,
+    millis, put_text, unpack_texts,
 };
 
 /// How long the first connection (and the first subscription) may take before giving up.
@@ -180,18 +180,23 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 ";
 
-/// Releases flushed ids. KEYS: claim, dirty set. ARGV: record key prefix, ttl_ms, then the
-/// ids (at least one, at most [`BUFFER_SCRIPT_IDS_MAX`]). Each leaves the claim; one that is not
-/// dirty again gets its TTL back (a dirty record has none, see [`UPDATE_LUA`]).
+/// Releases flushed ids. KEYS: claim, dirty set, claim generation. ARGV: record key prefix,
+/// ttl_ms, the generation of the claim that took the ids, then the ids (at least one, at most
+/// [`BUFFER_SCRIPT_IDS_MAX`]). Each leaves the claim; one that is not dirty again gets its TTL
+/// back (a dirty record has none, see [`UPDATE_LUA`]). Nothing happens if a recovery started a
+/// new generation since: the ids went back to the dirty set, and may be claimed anew.
 const RELEASE_LUA: &str = r"
-redis.call('ZREM', KEYS[1], unpack(ARGV, 3))
-local scores = redis.call('ZMSCORE', KEYS[2], unpack(ARGV, 3))
-for i = 1, #ARGV - 2 do
+if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[3] then
+  return 0
+end
+redis.call('ZREM', KEYS[1], unpack(ARGV, 4))
+local scores = redis.call('ZMSCORE', KEYS[2], unpack(ARGV, 4))
+for i = 1, #ARGV - 3 do
   if not scores[i] then
-    redis.call('PEXPIRE', ARGV[1] .. ARGV[i + 2], ARGV[2])
+    redis.call('PEXPIRE', ARGV[1] .. ARGV[i + 3], ARGV[2])
   end
 end
-return 0
+return 1
 ";
 
 /// The field that marks a buffered record dirty and not claimed (see [`UPDATE_LUA`]).
@@ -204,10 +209,10 @@ pub(crate) const DIRTY_MARKER: &str = "d";
 /// limit near 8,000 values).
 const BUFFER_SCRIPT_IDS_MAX: usize = 250;
 
-/// Claims the oldest dirty ids. KEYS: dirty set, claim. ARGV: max (at most
+/// Claims the oldest dirty ids. KEYS: dirty set, claim, claim generation. ARGV: max (at most
 /// [`BUFFER_SCRIPT_IDS_MAX`]), the newest dirty-since score to take, the record key prefix.
-/// Returns {id, dirty_since, ...}, oldest first; an id still claimed from before keeps its older
-/// dirty-since. Removes each claimed record's dirty marker `d`, so the next update of it dirties
+/// Returns {generation, {id, dirty_since, ...}}, oldest first; an id still claimed from before
+/// keeps its older dirty-since. Removes each claimed record's dirty marker `d`, so the next update of it dirties
 /// it again (see [`UPDATE_LUA`]). Scores stay the strings Redis gives, so no Lua number formatting
 /// touches them. Every step but the markers' is one call for all ids; the records themselves are
 /// read afterwards, outside the script (see [`RedisBackend::buffer_claim`]).
@@ -217,10 +222,11 @@ const BUFFER_SCRIPT_IDS_MAX: usize = 250;
 /// up to a batch's size cost Redis a linear search per id (2 µs per id for the lookup of earlier
 /// claims alone); a sorted set past 128 members finds each in constant time.
 const CLAIM_LUA: &str = r"
+local generation = redis.call('GET', KEYS[3]) or '0'
 local taken = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, ARGV[1], 'WITHSCORES')
 local n = #taken / 2
 if n == 0 then
-  return {}
+  return {generation, {}}
 end
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - 1)
 local ids, claims = {}, {}
@@ -239,14 +245,16 @@ redis.call('ZADD', KEYS[2], unpack(claims))
 for i = 1, n do
   redis.call('HDEL', ARGV[3] .. ids[i], 'd')
 end
-return taken
+return {generation, taken}
 ";
 
-/// Moves the claim back into the dirty set. KEYS: claim, dirty set, the claim as a hash (id →
-/// dirty-since) that releases before the claim became a sorted set left, so a batch claimed by
-/// one of them before an upgrade is not lost. ZADD LT adds absent ids and lowers (never raises)
-/// the score of ids dirty again. Returns how many ids it moved.
+/// Moves the claim back into the dirty set and starts the claim's next generation. KEYS: claim,
+/// dirty set, the claim as a hash (id → dirty-since) that releases before the claim became a
+/// sorted set left, so a batch claimed by one of them before an upgrade is not lost, claim
+/// generation. ZADD LT adds absent ids and lowers (never raises) the score of ids dirty again.
+/// Returns how many ids it moved.
 const RECOVER_LUA: &str = r"
+redis.call('INCR', KEYS[4])
 local n_moved = 0
 local claimed = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 for i = 1, #claimed, 2 do
@@ -540,6 +548,10 @@ impl RedisBackend {
         format!("{}{ns}:claimed", self.prefix)
     }
 
+    fn claim_generation_key(&self, ns: &str) -> String {
+        format!("{}{ns}:claim-generation", self.prefix)
+    }
+
     /// Where releases before the claim became a sorted set kept it (see [`RECOVER_LUA`]).
     fn legacy_claim_key(&self, ns: &str) -> String {
         format!("{}{ns}:claim", self.prefix)
@@ -825,11 +837,11 @@ impl RedisBackend {
         ns: &str,
         max: usize,
         dirty_until_ms: u64,
-    ) -> Result<Vec<ClaimedRecord>, KvError> {
+    ) -> Result<BufferClaim, KvError> {
         let mut claimed = Vec::with_capacity(max.min(4 * BUFFER_SCRIPT_IDS_MAX));
         let mut remaining = max;
         let mut run = remaining.min(BUFFER_SCRIPT_IDS_MAX);
-        let mut taken = self.claim_run(ns, run, dirty_until_ms).await?;
+        let (mut generation, mut taken) = self.claim_run(ns, run, dirty_until_ms).await?.unwrap_or_default();
         while !taken.is_empty() {
             // A short run means nothing older than the cut-off is left to claim.
             remaining = if taken.len() < run { 0 } else { remaining - run };
@@ -857,26 +869,37 @@ impl RedisBackend {
                 )
                 .await?;
             }
-            taken = next?;
+            taken = match next? {
+                // A recovery between two runs put what the earlier ones took back into the
+                // dirty set: it is no longer this claim's to write.
+                Some((next_generation, next_taken)) if next_generation != generation => {
+                    claimed.clear();
+                    generation = next_generation;
+                    next_taken
+                }
+                Some((_, next_taken)) => next_taken,
+                None => Vec::new(),
+            };
         }
-        Ok(claimed)
+        Ok(BufferClaim { records: claimed, generation })
     }
 
-    /// One run of the claim script: at most `run` ids and their dirty-since scores, oldest first
-    /// (none, without asking Redis, for a run of 0).
+    /// One run of the claim script: the claim's generation and at most `run` ids with their
+    /// dirty-since scores, oldest first (`None`, without asking Redis, for a run of 0).
     async fn claim_run(
         &self,
         ns: &str,
         run: usize,
         dirty_until_ms: u64,
-    ) -> Result<Vec<(String, String)>, KvError> {
+    ) -> Result<Option<(u64, Vec<(String, String)>)>, KvError> {
         if run == 0 {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let mut invocation = self.claim.prepare_invoke();
         invocation
             .key(self.dirty_key(ns))
             .key(self.claim_key(ns))
+            .key(self.claim_generation_key(ns))
             .arg(run)
             .arg(dirty_until_ms)
             .arg(self.record_key(ns, ""));
@@ -903,6 +926,7 @@ impl RedisBackend {
         &self,
         ns: &str,
         ids: &[String],
+        generation: u64,
         ttl: Duration,
     ) -> Result<(), KvError> {
         for ids in ids.chunks(BUFFER_SCRIPT_IDS_MAX) {
@@ -910,8 +934,10 @@ impl RedisBackend {
             invocation
                 .key(self.claim_key(ns))
                 .key(self.dirty_key(ns))
+                .key(self.claim_generation_key(ns))
                 .arg(self.record_key(ns, ""))
                 .arg(millis(ttl))
+                .arg(generation)
                 .arg(ids);
             let invocation = &invocation;
             self.run_bulk(
@@ -924,7 +950,11 @@ impl RedisBackend {
 
     pub(crate) async fn buffer_recover(&self, ns: &str) -> Result<u64, KvError> {
         let mut invocation = self.recover.prepare_invoke();
-        invocation.key(self.claim_key(ns)).key(self.dirty_key(ns)).key(self.legacy_claim_key(ns));
+        invocation
+            .key(self.claim_key(ns))
+            .key(self.dirty_key(ns))
+            .key(self.legacy_claim_key(ns))
+            .key(self.claim_generation_key(ns));
         let invocation = &invocation;
         self.run_bulk(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await
     }

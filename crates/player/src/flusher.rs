@@ -131,7 +131,8 @@ pub(crate) async fn flush_all(
     let pass_started_ms = players.inner.clock.now_ms();
     let mut report = FlushReport::default();
     loop {
-        let claimed = players.inner.kv.buffer_claim(NAMESPACE, batch, pass_started_ms).await?;
+        let kv::BufferClaim { records: claimed, generation } =
+            players.inner.kv.buffer_claim(NAMESPACE, batch, pass_started_ms).await?;
         let n_claimed = claimed.len();
         if n_claimed == 0 {
             return Ok(report);
@@ -154,7 +155,7 @@ pub(crate) async fn flush_all(
         let (written, skipped) = store::write_batch(&players.inner.shard, states).await?;
         let write_time = started.elapsed();
         report.write_time += write_time;
-        players.inner.kv.buffer_release(NAMESPACE, &ids, players.inner.config.record_ttl).await?;
+        players.inner.kv.buffer_release(NAMESPACE, &ids, generation, players.inner.config.record_ttl).await?;
 
         let stats = &players.inner.stats;
         stats.flushes.fetch_add(1, Ordering::Relaxed);

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use kv::{BufferStats, BufferUpdate, ClaimedRecord, Field, Kv, QueueJoin, QueueStats, QueueTicket};
+use kv::{
+    BufferClaim, BufferStats, BufferUpdate, ClaimedRecord, Field, Kv, QueueJoin, QueueStats, QueueTicket,
+};
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +58,7 @@ conformance! {
     update_after_claim_redirties_while_still_claimed => check_update_after_claim_redirties,
     release_removes_from_the_claim_only => check_release_removes_from_claim_only,
     recover_moves_the_claim_back_keeping_the_older_score => check_recover_keeps_older_score,
+    a_release_from_before_a_recovery_leaves_the_claim_taken_after_it => check_stale_release_changes_nothing,
     dirty_records_never_expire_and_clean_ones_do => check_dirty_records_never_expire,
     namespaces_are_separate => check_namespaces_are_separate,
     lease_goes_to_one_holder_renews_and_is_released => check_lease_holder_renew_release,
@@ -100,8 +103,12 @@ fn stats(n_dirty: u64, n_claimed: u64, oldest_dirty_ms: Option<u64>) -> BufferSt
 }
 
 async fn claimed_ids(kv: &Kv, max: usize) -> Vec<(String, u64)> {
-    let claimed = kv.buffer_claim("player", max, u64::MAX).await.unwrap();
-    claimed.into_iter().map(|record| (record.id, record.dirty_since_ms)).collect()
+    pairs(&kv.buffer_claim("player", max, u64::MAX).await.unwrap())
+}
+
+/// Each claimed record's (id, dirty-since).
+fn pairs(claim: &BufferClaim) -> Vec<(String, u64)> {
+    claim.records.iter().map(|record| (record.id.clone(), record.dirty_since_ms)).collect()
 }
 
 fn ids(pairs: &[(&str, u64)]) -> Vec<(String, u64)> {
@@ -112,7 +119,7 @@ async fn check_update_absent_is_not_loaded(kv: &Kv) {
     assert_eq!(update(kv, "p1", &[("x", "1")], 1_000).await, BufferUpdate::NotLoaded);
     assert_eq!(kv.buffer_get("player", "p1").await.unwrap(), None);
     assert_eq!(kv.buffer_stats("player").await.unwrap(), BufferStats::default());
-    assert_eq!(kv.buffer_claim("player", 10, u64::MAX).await.unwrap(), []);
+    assert_eq!(kv.buffer_claim("player", 10, u64::MAX).await.unwrap().records, []);
     // An empty seed creates nothing, so the record stays absent.
     assert!(!kv.buffer_seed("player", "p1", Vec::new(), LONG).await.unwrap());
     assert_eq!(update(kv, "p1", &[], 1_000).await, BufferUpdate::NotLoaded);
@@ -194,7 +201,7 @@ async fn check_claim_oldest_first(kv: &Kv) {
     // "d" was seeded but never updated: not dirty, never claimed.
 
     let first: Vec<ClaimedRecord> =
-        kv.buffer_claim("player", 2, u64::MAX).await.unwrap().into_iter().map(sorted).collect();
+        kv.buffer_claim("player", 2, u64::MAX).await.unwrap().records.into_iter().map(sorted).collect();
     assert_eq!(
         first,
         [
@@ -227,17 +234,17 @@ async fn check_large_claim_and_release(kv: &Kv) {
         update(kv, id, &[("x", "1")], 1_000 + n as u64).await;
     }
     // Only ids dirty since at most the given time are taken.
-    assert_eq!(kv.buffer_claim("player", 1_100, 1_009).await.unwrap().len(), 10);
+    assert_eq!(kv.buffer_claim("player", 1_100, 1_009).await.unwrap().records.len(), 10);
     kv.buffer_recover("player").await.unwrap();
-    let claimed = kv.buffer_claim("player", 1_100, u64::MAX).await.unwrap();
-    let claimed_ids: Vec<&str> = claimed.iter().map(|record| record.id.as_str()).collect();
+    let claim = kv.buffer_claim("player", 1_100, u64::MAX).await.unwrap();
+    let claimed_ids: Vec<&str> = claim.records.iter().map(|record| record.id.as_str()).collect();
     assert_eq!(claimed_ids, ids[..1_100].iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(claimed.iter().all(|record| record.fields.contains(&("x".to_owned(), "1".to_owned()))));
+    assert!(claim.records.iter().all(|record| record.fields.contains(&("x".to_owned(), "1".to_owned()))));
     assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(100, 1_100, Some(1_000)));
-    let claimed_ids: Vec<String> = claimed.into_iter().map(|record| record.id).collect();
-    kv.buffer_release("player", &claimed_ids, LONG).await.unwrap();
+    let claimed_ids: Vec<String> = claim.records.into_iter().map(|record| record.id).collect();
+    kv.buffer_release("player", &claimed_ids, claim.generation, LONG).await.unwrap();
     assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(100, 0, Some(2_100)));
-    assert_eq!(kv.buffer_claim("player", 1_000, u64::MAX).await.unwrap().len(), 100);
+    assert_eq!(kv.buffer_claim("player", 1_000, u64::MAX).await.unwrap().records.len(), 100);
 }
 
 async fn check_update_after_claim_redirties(kv: &Kv) {
@@ -250,7 +257,7 @@ async fn check_update_after_claim_redirties(kv: &Kv) {
     assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(1, 1, Some(100)));
 
     // Claimed again before the first claim was released: one claim entry, the older time.
-    let again = kv.buffer_claim("player", 10, u64::MAX).await.unwrap();
+    let again = kv.buffer_claim("player", 10, u64::MAX).await.unwrap().records;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].dirty_since_ms, 100);
     assert!(again[0].fields.contains(&("x".to_owned(), "2".to_owned())));
@@ -264,17 +271,48 @@ async fn check_release_removes_from_claim_only(kv: &Kv) {
     update(kv, "a", &[], 100).await;
     update(kv, "b", &[], 200).await;
     update(kv, "c", &[], 300).await;
-    assert_eq!(claimed_ids(kv, 2).await, ids(&[("a", 100), ("b", 200)]));
+    let claim = kv.buffer_claim("player", 2, u64::MAX).await.unwrap();
+    assert_eq!(pairs(&claim), ids(&[("a", 100), ("b", 200)]));
     // "a" is updated while the flusher writes it.
     update(kv, "a", &[("x", "new")], 400).await;
 
-    kv.buffer_release("player", &["a".to_owned(), "b".to_owned(), "unknown".to_owned()], LONG).await.unwrap();
-    kv.buffer_release("player", &[], LONG).await.unwrap();
+    let released = ["a".to_owned(), "b".to_owned(), "unknown".to_owned()];
+    kv.buffer_release("player", &released, claim.generation, LONG).await.unwrap();
+    kv.buffer_release("player", &[], claim.generation, LONG).await.unwrap();
     assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(2, 0, Some(300)));
     // The re-dirtied "a" is flushed again later, with its newer fields; "b" is done.
     assert_eq!(claimed_ids(kv, 10).await, ids(&[("c", 300), ("a", 400)]));
     // Records outlive their flush: they stay in the buffer until their TTL ends.
     assert!(kv.buffer_get("player", "b").await.unwrap().is_some());
+}
+
+async fn check_stale_release_changes_nothing(kv: &Kv) {
+    for id in ["a", "b"] {
+        assert!(seed(kv, id, &[("v", "0")]).await);
+    }
+    update(kv, "a", &[], 100).await;
+    update(kv, "b", &[], 200).await;
+    // The flusher claims both; while it writes, "a" is updated and an ops flush recovers the
+    // claim and takes both again.
+    let flusher = kv.buffer_claim("player", 10, u64::MAX).await.unwrap();
+    update(kv, "a", &[("x", "new")], 300).await;
+    assert_eq!(kv.buffer_recover("player").await.unwrap(), 2);
+    let ops = kv.buffer_claim("player", 10, u64::MAX).await.unwrap();
+    assert_eq!(pairs(&ops), ids(&[("a", 100), ("b", 200)]));
+    assert_ne!(ops.generation, flusher.generation);
+
+    // The flusher's release comes late: the ops flush's claim still holds both, so a crash now
+    // would still recover them.
+    let both = ["a".to_owned(), "b".to_owned()];
+    kv.buffer_release("player", &both, flusher.generation, LONG).await.unwrap();
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(0, 2, Some(100)));
+    assert_eq!(kv.buffer_recover("player").await.unwrap(), 2);
+    let after_crash = kv.buffer_claim("player", 10, u64::MAX).await.unwrap();
+    assert_eq!(pairs(&after_crash), ids(&[("a", 100), ("b", 200)]));
+    assert!(after_crash.records[0].fields.contains(&("x".to_owned(), "new".to_owned())));
+
+    kv.buffer_release("player", &both, after_crash.generation, LONG).await.unwrap();
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), BufferStats::default());
 }
 
 async fn check_recover_keeps_older_score(kv: &Kv) {
@@ -291,9 +329,11 @@ async fn check_recover_keeps_older_score(kv: &Kv) {
     // The flusher "crashed": nothing was released.
     assert_eq!(kv.buffer_recover("player").await.unwrap(), 2);
     assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(3, 0, Some(50)));
-    assert_eq!(claimed_ids(kv, 10).await, ids(&[("c", 50), ("a", 100), ("b", 200)]));
+    let claim = kv.buffer_claim("player", 10, u64::MAX).await.unwrap();
+    assert_eq!(pairs(&claim), ids(&[("c", 50), ("a", 100), ("b", 200)]));
 
-    kv.buffer_release("player", &["a".to_owned(), "b".to_owned(), "c".to_owned()], LONG).await.unwrap();
+    let released = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+    kv.buffer_release("player", &released, claim.generation, LONG).await.unwrap();
     assert_eq!(kv.buffer_recover("player").await.unwrap(), 0);
     assert_eq!(kv.buffer_stats("player").await.unwrap(), BufferStats::default());
 }
@@ -311,17 +351,18 @@ async fn check_dirty_records_never_expire(kv: &Kv) {
     // Updated again while the flusher wrote it: still dirty after the release, so no TTL.
     assert!(seed(kv, "redirtied", &[("v", "0")]).await);
     update(kv, "redirtied", &[("x", "1")], 300).await;
-    assert_eq!(claimed_ids(kv, 2).await, ids(&[("flushed", 200), ("redirtied", 300)]));
+    let claim = kv.buffer_claim("player", 2, u64::MAX).await.unwrap();
+    assert_eq!(pairs(&claim), ids(&[("flushed", 200), ("redirtied", 300)]));
     update(kv, "redirtied", &[("x", "2")], 400).await;
     let flushed = ["flushed".to_owned(), "redirtied".to_owned()];
-    kv.buffer_release("player", &flushed, short).await.unwrap();
+    kv.buffer_release("player", &flushed, claim.generation, short).await.unwrap();
 
     sleep(Duration::from_millis(600)).await;
     assert_eq!(kv.buffer_get("player", "seeded").await.unwrap(), None);
     assert_eq!(update(kv, "seeded", &[], 700).await, BufferUpdate::NotLoaded);
     assert_eq!(kv.buffer_get("player", "flushed").await.unwrap(), None);
     let claimed: Vec<ClaimedRecord> =
-        kv.buffer_claim("player", 10, u64::MAX).await.unwrap().into_iter().map(sorted).collect();
+        kv.buffer_claim("player", 10, u64::MAX).await.unwrap().records.into_iter().map(sorted).collect();
     let claimed: Vec<(&str, &[Field])> =
         claimed.iter().map(|record| (record.id.as_str(), record.fields.as_slice())).collect();
     assert_eq!(
@@ -341,7 +382,7 @@ async fn check_namespaces_are_separate(kv: &Kv) {
     assert!(kv.buffer_seed("guild", "1", fields(&[("v", "10")]), LONG).await.unwrap());
     assert_eq!(kv.buffer_update("guild", "1", Vec::new(), 100).await.unwrap(), applied(11, 1));
     assert_eq!(kv.buffer_stats("player").await.unwrap(), BufferStats::default());
-    assert_eq!(kv.buffer_claim("player", 10, u64::MAX).await.unwrap(), []);
+    assert_eq!(kv.buffer_claim("player", 10, u64::MAX).await.unwrap().records, []);
     assert_eq!(get_sorted(kv, "player", "1").await, Some(fields(&[("v", "0")])));
     assert_eq!(kv.buffer_stats("guild").await.unwrap(), stats(1, 0, Some(100)));
 }

@@ -375,7 +375,11 @@ async fn a_claim_left_as_a_hash_by_an_earlier_release_is_recovered() {
     }
     kv.buffer_update("player", "both", Vec::new(), 500).await.unwrap();
     kv.buffer_update("player", "new", Vec::new(), 700).await.unwrap();
-    assert_eq!(kv.buffer_claim("player", 1, u64::MAX).await.unwrap().len(), 1, "\"both\" claimed anew");
+    assert_eq!(
+        kv.buffer_claim("player", 1, u64::MAX).await.unwrap().records.len(),
+        1,
+        "\"both\" claimed anew"
+    );
     let mut raw = raw_connection(&server).await;
     let () = redis::cmd("HSET")
         .arg("t:player:claim")
@@ -389,6 +393,7 @@ async fn a_claim_left_as_a_hash_by_an_earlier_release_is_recovered() {
         .buffer_claim("player", 10, u64::MAX)
         .await
         .unwrap()
+        .records
         .into_iter()
         .map(|record| (record.id, record.dirty_since_ms))
         .collect();

@@ -140,7 +140,7 @@ async fn a_batch_claimed_by_a_flusher_that_died_is_recovered_by_the_next() {
     // A flusher claims a batch, then "crashes" before writing it: the claim stays in Redis.
     let kv = Kv::connect_redis(&world.redis.url(), "t:").await.unwrap();
     let claimed = kv.buffer_claim("player", 100, u64::MAX).await.unwrap();
-    assert_eq!(claimed.len(), 100);
+    assert_eq!(claimed.records.len(), 100);
 
     // The next flusher to take the lease recovers the claim first and writes everything.
     let shutdown = tokio_util::sync::CancellationToken::new();
