@@ -167,7 +167,9 @@ pub(crate) async fn flush_all(
         report.rows_written += written;
         report.rows_skipped += skipped;
         report.batches += 1;
-        if n_claimed < batch || newest_dirty_ms > pass_started_ms {
+        // A short batch is not the end: a recovery beside this pass (an ops flush) cuts a claim
+        // short and puts its ids back, to be claimed next. Only an empty claim ends the pass.
+        if newest_dirty_ms > pass_started_ms {
             return Ok(report);
         }
         if let Some(holder) = lease_holder
