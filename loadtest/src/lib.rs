@@ -30,7 +30,7 @@ pub use report::Report;
 pub use scenario::{Mix, Rates, ScenarioKind, ScenarioOptions};
 
 use crate::metrics::Snapshot;
-use crate::report::GatewayReport;
+use crate::report::{FlushLag, GatewayReport};
 use crate::scenario::{ClientContext, DRAIN_TIMEOUT, REQUEST_TIMEOUT, Shared};
 
 /// The password of every load-test account.
@@ -46,6 +46,9 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(3);
 const SETTLE_POLL: Duration = Duration::from_millis(100);
 /// Pause between reaching the peak and scraping it, so the last handshakes' buffers are counted.
 const PEAK_SETTLE: Duration = Duration::from_millis(500);
+/// Time between two samples of each gateway's player-state flush lag during a run: a fraction of
+/// the default flush interval (1 s), so the lag's peaks just before each flush are seen.
+pub const FLUSH_LAG_SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Everything one run is told.
 #[derive(Debug, Clone)]
@@ -191,6 +194,8 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     }
     let progress = options.progress.then(|| tokio::spawn(progress(shared.clone(), options.clients, start)));
 
+    let (stop_sampling, sampling_stopped) = tokio::sync::oneshot::channel();
+    let flush_lag = tokio::spawn(sample_flush_lag(options.admins.clone(), shared.deadline, sampling_stopped));
     let peak = scrape_at_peak(&options.admins, &shared, n_holding).await;
     let grace = shared.deadline + DRAIN_TIMEOUT + REQUEST_TIMEOUT;
     while tokio::time::timeout_at(grace, clients.join_next()).await.is_ok_and(|joined| joined.is_some()) {}
@@ -202,6 +207,8 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     if let Some(progress) = progress {
         progress.abort();
     }
+    let _ = stop_sampling.send(());
+    let flush_lag = flush_lag.await.unwrap_or_default();
 
     let undelivered = shared.chat.undelivered();
     if undelivered > 0 {
@@ -223,7 +230,8 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         .enumerate()
         .map(|(i, ((admin, before), after))| {
             let peak = peak.as_ref().and_then(|peak| peak.get(i).cloned());
-            GatewayReport::new(admin.clone(), before, peak, after)
+            let lag = flush_lag.get(i).copied().filter(|lag| lag.samples > 0);
+            GatewayReport::new(admin.clone(), before, peak, after, lag)
         })
         .collect();
     Ok(Report::new(options.mix.name(), options.clients, elapsed_secs, &stats, gateways))
@@ -278,6 +286,31 @@ pub async fn prepare_sessions(options: Options, concurrency: usize) -> anyhow::R
         bail!("{missing} of {} accounts could not log in:\n{}", options.clients, report.render());
     }
     Ok((tokens, report))
+}
+
+/// Samples each gateway's `player_flush_lag_seconds` every [`FLUSH_LAG_SAMPLE_INTERVAL`] until
+/// `deadline` or `stop` (the clients finished early), one entry per admin port; a sample that
+/// fails is left out.
+async fn sample_flush_lag(
+    admins: Vec<String>,
+    deadline: Instant,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> Vec<FlushLag> {
+    let mut lags = vec![FlushLag::default(); admins.len()];
+    let mut ticks = tokio::time::interval(FLUSH_LAG_SAMPLE_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            now = ticks.tick() => if now >= deadline { break },
+            _ = &mut stop => break,
+        }
+        for (admin, lag) in admins.iter().zip(&mut lags) {
+            if let Ok(snapshot) = metrics::scrape(admin).await {
+                lag.add(snapshot.player_flush_lag_secs);
+            }
+        }
+    }
+    lags
 }
 
 async fn scrape_all(admins: &[String]) -> anyhow::Result<Vec<Snapshot>> {

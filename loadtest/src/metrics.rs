@@ -24,6 +24,8 @@ pub struct Snapshot {
     pub player_updates_accepted: u64,
     /// `player_rows_flushed_total`: player-state rows the flusher wrote to SQLite.
     pub player_rows_flushed: u64,
+    /// `player_flush_lag_seconds`: the age of the oldest update not yet in SQLite.
+    pub player_flush_lag_secs: f64,
 }
 
 impl Snapshot {
@@ -72,14 +74,15 @@ pub fn parse(text: &str) -> Snapshot {
     let mut snapshot = Snapshot::default();
     for line in text.lines().filter(|line| !line.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else { continue };
-        let Ok(value) = value.trim().parse::<f64>() else { continue };
-        // Counters and gauges here are integers; the cast keeps whole values exact.
-        let value = value as u64;
+        let Ok(exact) = value.trim().parse::<f64>() else { continue };
+        // Counters and gauges here are integers but one; the cast keeps whole values exact.
+        let value = exact as u64;
         let (name, labels) = match series.split_once('{') {
             Some((name, labels)) => (name, labels.trim_end_matches('}')),
             None => (series, ""),
         };
         match name {
+            "player_flush_lag_seconds" => snapshot.player_flush_lag_secs = exact,
             "process_resident_memory_bytes" => snapshot.resident_bytes = value,
             "gateway_connections" => snapshot.connections = value,
             "player_updates_accepted_total" => snapshot.player_updates_accepted = value,
@@ -179,10 +182,12 @@ mod tests {
                     gateway_requests_total{request=\"ping\",outcome=\"ok\"} 70\n\
                     gateway_requests_total{request=\"login\",outcome=\"unauthorized\"} 2\n\
                     gateway_requests_total{request=\"login\",outcome=\"ok\"} 3\n\
-                    player_updates_accepted_total 1200\nplayer_rows_flushed_total 60\n";
+                    player_updates_accepted_total 1200\nplayer_rows_flushed_total 60\n\
+                    player_flush_lag_seconds 0.375\n";
         let after = parse(text);
         assert_eq!(after.connections, 12);
         assert_eq!((after.player_updates_accepted, after.player_rows_flushed), (1200, 60));
+        assert!((after.player_flush_lag_secs - 0.375).abs() < 1e-9);
         assert_eq!(after.resident_bytes, 4_096_000);
         let before = parse("gateway_requests_total{request=\"ping\",outcome=\"ok\"} 20\n");
         let deltas = after.requests_since(&before);

@@ -108,11 +108,37 @@ pub struct GatewayReport {
     /// Player-state rows its flusher wrote to SQLite during the run (buffered mode; the last
     /// flush of the run may land after the scrape).
     pub player_rows_flushed: u64,
+    /// Its player-state flush lag, sampled through the run (`None` if no sample succeeded).
+    pub flush_lag: Option<FlushLag>,
+}
+
+/// The largest `player_flush_lag_seconds` a gateway reported in samples taken through a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct FlushLag {
+    /// The largest lag seen, in seconds.
+    pub max_secs: f64,
+    /// How many samples it is the largest of.
+    pub samples: u64,
+}
+
+impl FlushLag {
+    /// Counts one sample.
+    pub fn add(&mut self, lag_secs: f64) {
+        self.max_secs = self.max_secs.max(lag_secs);
+        self.samples += 1;
+    }
 }
 
 impl GatewayReport {
-    /// The report of a gateway scraped `before`, at the `peak` and `after`.
-    pub fn new(admin: String, before: Snapshot, peak: Option<Snapshot>, after: Snapshot) -> GatewayReport {
+    /// The report of a gateway scraped `before`, at the `peak` and `after`, with its flush lag
+    /// sampled in between.
+    pub fn new(
+        admin: String,
+        before: Snapshot,
+        peak: Option<Snapshot>,
+        after: Snapshot,
+        flush_lag: Option<FlushLag>,
+    ) -> GatewayReport {
         let memory_per_connection_bytes = peak.as_ref().filter(|peak| peak.connections > 0).map(|peak| {
             (peak.resident_bytes as f64 - before.resident_bytes as f64) / peak.connections as f64
         });
@@ -128,6 +154,7 @@ impl GatewayReport {
             peak,
             after,
             memory_per_connection_bytes,
+            flush_lag,
         }
     }
 }
@@ -252,6 +279,15 @@ impl Report {
                     gateway.player_rows_flushed,
                     gateway.player_rows_flushed as f64 / gateway.player_updates_accepted as f64
                 );
+                if let Some(lag) = gateway.flush_lag {
+                    let _ = write!(
+                        out,
+                        "; flush lag at most {:.3} s in {} samples {} ms apart",
+                        lag.max_secs,
+                        lag.samples,
+                        crate::FLUSH_LAG_SAMPLE_INTERVAL.as_millis()
+                    );
+                }
             }
             let _ = writeln!(out);
         }

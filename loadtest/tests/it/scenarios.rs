@@ -81,6 +81,10 @@ async fn state_updates_are_counted_alike_by_client_server_and_player_store() {
     assert!(updates > 100, "only {updates} updates:\n{}", report.render());
     // Every acknowledged update reached the player domain, and nothing else did.
     assert_eq!(report.gateways[0].player_updates_accepted, updates, "{}", report.render());
+    // Players stay dirty between flushes under load, so the lag sampled through the run is seen.
+    let lag = report.gateways[0].flush_lag.expect("the flush lag was sampled");
+    assert!(lag.samples >= 5 && lag.max_secs > 0.0, "{lag:?}");
+    assert!(report.render().contains("flush lag at most"), "{}", report.render());
     gateway.stop().await;
 }
 
