@@ -16,13 +16,14 @@
 #   ping-paced    2,000 clients × 25 pings/s
 #   dm            1,000 direct-message pairs, closed loop
 #   room          100 members of one room, each sending 20 messages/s
+#   inventory     1,000 clients trading in pairs and consuming, closed loop (durable transactions)
 #   outage        state-paced, with Redis killed (SIGKILL) 8 s in and restarted 3 s later (Redis sides only)
 #
 # Everything runs on 127.0.0.1 (Redis on $AB_REDIS_PORT, default 46390; the gateway on 47070 and
 # 47071) and stops by itself.
 set -euo pipefail
 
-[ $# -ge 3 ] || { sed -n '2,22p' "$0"; exit 2; }
+[ $# -ge 3 ] || { sed -n '2,23p' "$0"; exit 2; }
 cases=$3; repeats=${4:-2}
 # A side is a build directory, or `embedded:` and one.
 side() { case $1 in embedded:*) echo "embedded:$(realpath "${1#embedded:}")" ;; *) realpath "$1" ;; esac; }
@@ -98,6 +99,7 @@ for case_name in ${cases//,/ }; do
     ping-paced) args=(--scenario ping --clients 2000 --rate ping=25 --duration 20); kind=ping ;;
     dm) args=(--scenario chat --chat-dm --clients 2000 --duration 15); kind=chat_send_direct ;;
     room) args=(--scenario chat --clients 100 --chat-room-size 100 --rate chat=20 --duration 20); kind=chat_send ;;
+    inventory) args=(--scenario inventory --clients 1000 --duration 15); kind=inventory_accept_offer ;;
     *) echo "unknown case $case_name" >&2; exit 2 ;;
   esac
   n_clients=$(echo "${args[*]}" | sed -E 's/.*--clients ([0-9]+).*/\1/')
@@ -134,7 +136,7 @@ for case_name in ${cases//,/ }; do
       gateway_ticks=$(( $(cpu_ticks "$gateway_pid") - gateway_before ))
       redis_ticks=$(( $(cpu_ticks "$redis_pid") - redis_before ))
       stop_gateway
-      row=$(grep -E '^(update_state|ping|chat_send_direct|chat_send|chat_delivery) ' "$work/run.out")
+      row=$(grep -E '^(update_state|ping|chat_send_direct|chat_send|chat_delivery|inventory_accept_offer|inventory:) ' "$work/run.out")
       requests=$(echo "$row" | awk -v kind="$kind" '$1 == kind {print $2}')
       loadtest_secs=$(awk '{print $1 + $2}' "$work/loadtest-cpu")
       echo "== $side"

@@ -106,7 +106,9 @@ pub struct InventoryConfig {
     /// must be positive.
     pub wal_limit_bytes: u64,
     /// How `inventory.db` is opened; `synchronous` defaults to FULL here: the economy survives a
-    /// power loss, and group commit keeps that fast.
+    /// power loss, and group commit keeps that fast. Its temporary files are always kept in
+    /// memory ([`ShardConfig::temp_in_memory`]): the committer's savepoint per change would
+    /// otherwise write a sub-journal page by page.
     pub shard: ShardConfig,
 }
 
@@ -347,7 +349,8 @@ impl Inventory {
                     .into(),
             ));
         }
-        let shard = Shard::open(path, &config.shard, store::MIGRATIONS).await?;
+        let shard_config = ShardConfig { temp_in_memory: true, ..config.shard.clone() };
+        let shard = Shard::open(path, &shard_config, store::MIGRATIONS).await?;
         let (jobs, queue) = mpsc::channel(config.queue);
         let inner =
             Arc::new(Inner { shard, catalogue, clock, config, stats: InventoryStats::default(), jobs });

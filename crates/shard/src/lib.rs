@@ -59,6 +59,12 @@ pub struct ShardConfig {
     /// Number of read connections, default [`ShardConfig::DEFAULT_READ_POOL_SIZE`] (4); must be
     /// at least 1.
     pub read_pool_size: usize,
+    /// `temp_store=MEMORY`: SQLite's temporary files in memory, default off. For a writer that
+    /// wraps each change in a savepoint: a savepoint's sub-journal (the pages it may have to
+    /// restore) is such a file, and once it outgrows 64 KiB SQLite writes it out with a system
+    /// call per page. Not for shards that sort large results or are compacted (`VACUUM`), whose
+    /// temporary data would then take memory.
+    pub temp_in_memory: bool,
 }
 
 impl ShardConfig {
@@ -74,6 +80,7 @@ impl Default for ShardConfig {
             synchronous: Synchronous::default(),
             busy_timeout: Self::DEFAULT_BUSY_TIMEOUT,
             read_pool_size: Self::DEFAULT_READ_POOL_SIZE,
+            temp_in_memory: false,
         }
     }
 }
@@ -391,6 +398,9 @@ fn apply_connection_pragmas(conn: &Connection, config: &ShardConfig) -> rusqlite
     conn.pragma_update(None, "busy_timeout", busy_timeout_ms)?;
     conn.pragma_update(None, "synchronous", config.synchronous.pragma_value())?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    if config.temp_in_memory {
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+    }
     Ok(())
 }
 

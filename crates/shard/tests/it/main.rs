@@ -36,6 +36,21 @@ async fn open_sets_wal_and_pragmas_on_writer_and_readers() {
 }
 
 #[tokio::test]
+async fn temporary_files_stay_in_memory_only_when_asked() {
+    // `PRAGMA temp_store`: 0 is the build's default (files), 2 is memory.
+    for (temp_in_memory, expected) in [(false, 0), (true, 2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ShardConfig { temp_in_memory, ..ShardConfig::default() };
+        let shard = Shard::open(dir.path().join("items.db"), &config, ITEMS_MIGRATIONS).await.unwrap();
+        let query =
+            |conn: &shard::rusqlite::Connection| conn.query_row("PRAGMA temp_store", [], |r| r.get(0));
+        let written: i64 = shard.write(move |conn| query(conn)).await.unwrap();
+        let read: i64 = shard.read(move |conn| query(conn)).await.unwrap();
+        assert_eq!((written, read), (expected, expected), "temp_in_memory = {temp_in_memory}");
+    }
+}
+
+#[tokio::test]
 async fn migrations_apply_once_and_reopening_does_not_rerun_them() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("items.db");
