@@ -212,8 +212,8 @@ const BUFFER_SCRIPT_IDS_MAX: usize = 250;
 /// Claims the oldest dirty ids. KEYS: dirty set, claim, claim generation. ARGV: max (at most
 /// [`BUFFER_SCRIPT_IDS_MAX`]), the newest dirty-since score to take, the record key prefix.
 /// Returns {generation, {id, dirty_since, ...}}, oldest first; an id still claimed from before
-/// keeps its older dirty-since. Removes each claimed record's dirty marker `d`, so the next update of it dirties
-/// it again (see [`UPDATE_LUA`]). Scores stay the strings Redis gives, so no Lua number formatting
+/// keeps its older dirty-since. Removes each claimed record's dirty marker `d`, so the next
+/// update of it dirties it again (see [`UPDATE_LUA`]). Scores stay the strings Redis gives, so no Lua number formatting
 /// touches them. Every step but the markers' is one call for all ids; the records themselves are
 /// read afterwards, outside the script (see [`RedisBackend::buffer_claim`]).
 ///
