@@ -163,8 +163,8 @@ async fn a_batch_claimed_by_a_flusher_that_died_is_recovered_by_the_next() {
 async fn a_pass_that_outlasts_the_lease_keeps_it_so_no_second_flusher_starts() {
     let world = World::new();
     let kv = Kv::connect_redis(&world.redis.url(), "t:").await.unwrap();
-    // One player per transaction: a pass over 4,000 players takes far longer than the lease.
-    let lease = Duration::from_millis(400);
+    // One player per transaction: a pass over 8,000 players takes far longer than the lease.
+    let lease = Duration::from_millis(500);
     let config = PlayerConfig {
         flush_batch: 1,
         flush_interval: Duration::from_millis(50),
@@ -174,7 +174,7 @@ async fn a_pass_that_outlasts_the_lease_keeps_it_so_no_second_flusher_starts() {
     let players = Players::open(world.dir.path().join("player.db"), kv.clone(), world.clock.clone(), config)
         .await
         .unwrap();
-    let ids: Vec<Uuid> = (0..4_000).map(|_| Uuid::new_v4()).collect();
+    let ids: Vec<Uuid> = (0..8_000).map(|_| Uuid::new_v4()).collect();
     for id in &ids {
         players.update(*id, health(1)).await.unwrap();
     }
@@ -195,7 +195,8 @@ async fn a_pass_that_outlasts_the_lease_keeps_it_so_no_second_flusher_starts() {
         assert!(!taken, "a second flusher got the lease {:?} into the first one's pass", started.elapsed());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(started.elapsed() > lease, "the pass outlasted the lease ({:?})", started.elapsed());
+    let pass = started.elapsed();
+    assert!(pass > lease, "the pass outlasted the lease ({pass:?})");
     shutdown.cancel();
     flusher.await.unwrap();
     let stats = kv.buffer_stats("player").await.unwrap();
