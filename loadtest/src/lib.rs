@@ -194,8 +194,10 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     }
     let progress = options.progress.then(|| tokio::spawn(progress(shared.clone(), options.clients, start)));
 
+    // Only runs that update player state have a flush lag; the others are left unscraped.
+    let lag_admins = if n_of(ScenarioKind::State) > 0 { options.admins.clone() } else { Vec::new() };
     let (stop_sampling, sampling_stopped) = tokio::sync::oneshot::channel();
-    let flush_lag = tokio::spawn(sample_flush_lag(options.admins.clone(), shared.deadline, sampling_stopped));
+    let flush_lag = tokio::spawn(sample_flush_lag(lag_admins, shared.deadline, sampling_stopped));
     let peak = scrape_at_peak(&options.admins, &shared, n_holding).await;
     let grace = shared.deadline + DRAIN_TIMEOUT + REQUEST_TIMEOUT;
     while tokio::time::timeout_at(grace, clients.join_next()).await.is_ok_and(|joined| joined.is_some()) {}

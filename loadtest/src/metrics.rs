@@ -75,7 +75,8 @@ pub fn parse(text: &str) -> Snapshot {
     for line in text.lines().filter(|line| !line.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else { continue };
         let Ok(exact) = value.trim().parse::<f64>() else { continue };
-        // Counters and gauges here are integers but one; the cast keeps whole values exact.
+        // The counters and gauges read here are integers, but for the flush lag; the cast keeps
+        // whole values exact.
         let value = exact as u64;
         let (name, labels) = match series.split_once('{') {
             Some((name, labels)) => (name, labels.trim_end_matches('}')),

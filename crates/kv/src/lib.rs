@@ -620,8 +620,8 @@ impl Kv {
 
     /// Moves every id in the claim back into the dirty set (an id that is dirty again keeps the
     /// smaller of its two scores), empties the claim, starts the claim's next generation, and
-    /// returns how many ids it moved. Run it on
-    /// start-up or on taking the flusher lease, so a flusher that crashed mid-flush loses nothing.
+    /// returns how many ids it moved. Run it on start-up or on taking the flusher lease, so a
+    /// flusher that crashed mid-flush loses nothing.
     ///
     /// # Errors
     /// [`KvError::Unavailable`] if Redis does not answer.

@@ -183,17 +183,28 @@ pub async fn admin(
     token: Option<&str>,
     body: &str,
 ) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("admin port");
+    try_admin(addr, method, path, token, body).await.expect("the admin port answers")
+}
+
+/// [`admin`], or `None` if the port cannot be reached or the exchange breaks off.
+async fn try_admin(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(request.as_bytes()).await.expect("write");
+    stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
+    stream.read_to_string(&mut response).await.ok()?;
     let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+    Some((status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
 }
 
 /// How many times [`GatewayProcess::start`] tries new ports.
@@ -208,14 +219,8 @@ pub struct GatewayProcess {
 
 /// Whether `/healthz` on the admin port answers 200 within a second.
 async fn answers_health_check(admin_addr: SocketAddr) -> bool {
-    let probe = async {
-        let mut stream = tokio::net::TcpStream::connect(admin_addr).await.ok()?;
-        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await.ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.ok()?;
-        Some(response.starts_with("HTTP/1.1 200"))
-    };
-    matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Some(true)))
+    let probe = try_admin(admin_addr, "GET", "/healthz", None, "");
+    matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Some((200, _))))
 }
 
 impl GatewayProcess {
