@@ -98,15 +98,13 @@ pub async fn run(
         Some(url) => {
             let kv = Kv::connect_redis(url, &config.key_prefix).await?;
             tracing::info!(redis = %redact(url), "using Redis");
-            match kv.unsafe_eviction_policy().await {
-                Ok(None) => {}
-                Ok(Some(policy)) => tracing::error!(
-                    policy,
-                    "Redis's maxmemory-policy may evict keys without a TTL, which could drop player \
-                     state after it was acknowledged and before it is flushed; set it to \
-                     noeviction or a volatile-* policy"
-                ),
-                Err(error) => tracing::warn!(%error, "could not read Redis's maxmemory-policy"),
+            match kv.risky_settings().await {
+                Ok(risky) => {
+                    for setting in risky {
+                        tracing::error!("{setting}");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "could not read Redis's settings"),
             }
             kv
         }

@@ -216,6 +216,49 @@ pub struct BufferStats {
 /// (in Redis, never shown to callers) the dirty marker.
 const RESERVED_FIELDS: [&str; 3] = ["v", "t", redis_backend::DIRTY_MARKER];
 
+/// A Redis setting the buffer's guarantees do not hold under ([`Kv::risky_settings`]). Its
+/// `Display` says what can go wrong and what to set instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RiskySetting {
+    /// An `allkeys-*` `maxmemory-policy` may evict a dirty record (it has no TTL) after its update
+    /// was acknowledged and before it is flushed, or the dirty set while its records stay dirty.
+    EvictsKeysWithoutTtl {
+        /// The policy, e.g. `allkeys-lru`.
+        policy: String,
+    },
+    /// RDB snapshots without an append-only file: a restart loads the last snapshot, up to its
+    /// interval old. Buffered records then come back older than what the flusher has written
+    /// since, with the version counter behind it: reads show the older state, and updates build on
+    /// it and are skipped by the flusher as older than SQLite until the counter catches up.
+    /// Sessions revoked since the snapshot come back too. Without persistence a restart loses the
+    /// records instead, and they are read again from SQLite; an append-only file bounds what comes
+    /// back stale to about its fsync interval.
+    SnapshotsWithoutAppendOnlyFile {
+        /// The `save` setting, e.g. `3600 1 300 100 60 10000`.
+        save: String,
+    },
+}
+
+impl fmt::Display for RiskySetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RiskySetting::EvictsKeysWithoutTtl { policy } => write!(
+                f,
+                "Redis's maxmemory-policy {policy} may evict keys without a TTL, which could drop player \
+                 state after it was acknowledged and before it is flushed; set it to noeviction or a \
+                 volatile-* policy"
+            ),
+            RiskySetting::SnapshotsWithoutAppendOnlyFile { save } => write!(
+                f,
+                "Redis saves RDB snapshots (save \"{save}\") without an append-only file: after a restart \
+                 it would bring back player state older than player.db, which later updates build on, \
+                 and sessions revoked since the snapshot; run it without persistence (save \"\") or with \
+                 appendonly yes"
+            ),
+        }
+    }
+}
+
 /// Errors of the key-value store.
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
@@ -272,16 +315,16 @@ impl Kv {
         Ok(Kv { backend: Backend::Redis(Arc::new(redis)) })
     }
 
-    /// Redis's `maxmemory-policy` if it may evict keys that have no TTL (an `allkeys-*` policy),
-    /// which could drop buffered updates before they are flushed; `None` for a safe policy, for
-    /// the embedded store, and for a Redis that refuses `CONFIG GET`.
+    /// The settings of this Redis under which acknowledged buffered state can be lost or come back
+    /// older than what was flushed (see [`RiskySetting`]); none for the embedded store, and none
+    /// that Redis does not tell (a Redis that refuses `CONFIG GET`).
     ///
     /// # Errors
     /// [`KvError::Unavailable`] if Redis cannot be reached.
-    pub async fn unsafe_eviction_policy(&self) -> Result<Option<String>, KvError> {
+    pub async fn risky_settings(&self) -> Result<Vec<RiskySetting>, KvError> {
         match &self.backend {
-            Backend::Redis(redis) => redis.unsafe_eviction_policy().await,
-            Backend::Embedded(_) => Ok(None),
+            Backend::Redis(redis) => redis.risky_settings().await,
+            Backend::Embedded(_) => Ok(Vec::new()),
         }
     }
 

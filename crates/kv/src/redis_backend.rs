@@ -40,8 +40,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    BufferClaim, BufferStats, BufferUpdate, ClaimedRecord, Field, Forward, KvError, PackedFields, forward,
-    millis, put_text, unpack_texts,
+    BufferClaim, BufferStats, BufferUpdate, ClaimedRecord, Field, Forward, KvError, PackedFields,
+    RiskySetting, forward, millis, put_text, unpack_texts,
 };
 
 /// How long the first connection (and the first subscription) may take before giving up.
@@ -450,6 +450,23 @@ fn without_dirty_marker(fields: &mut Vec<Field>) {
 }
 
 /// A dirty-set score or claim value: whole milliseconds, as written by `buffer_update`.
+/// The value in a `CONFIG GET` reply for one parameter; `None` for an error or no such parameter.
+fn config_value(reply: &Value) -> Option<String> {
+    let value = match reply {
+        Value::Array(pair) => pair.get(1),
+        Value::Map(pairs) => pairs.first().map(|(_, value)| value),
+        _ => None,
+    };
+    match value {
+        Some(Value::BulkString(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Some(Value::SimpleString(text)) => Some(text.clone()),
+        _ => {
+            tracing::debug!(?reply, "Redis did not tell a setting");
+            None
+        }
+    }
+}
+
 fn parse_score(score: &str) -> Result<u64, KvError> {
     score
         .parse()
@@ -609,27 +626,31 @@ impl RedisBackend {
         }
     }
 
-    /// Redis's `maxmemory-policy` if it is one that may evict keys without a TTL (see the module
-    /// docs); `None` for a safe one, or when Redis does not answer `CONFIG GET` (managed services
-    /// often rename or disable it).
-    pub(crate) async fn unsafe_eviction_policy(&self) -> Result<Option<String>, KvError> {
-        // In a pipeline that keeps errors, a refused CONFIG is a reply, not a failure.
+    /// The settings of this Redis under which buffered state can be lost or come back stale (see
+    /// [`RiskySetting`]). A setting Redis does not tell (managed services often rename or disable
+    /// `CONFIG`) counts as safe.
+    pub(crate) async fn risky_settings(&self) -> Result<Vec<RiskySetting>, KvError> {
+        // In a pipeline that keeps errors, a refused CONFIG is a reply, not a failure. One
+        // parameter per CONFIG GET: Redis before 7.0 takes only one.
         let mut pipeline = redis::pipe();
-        pipeline.ignore_errors().cmd("CONFIG").arg("GET").arg("maxmemory-policy");
+        pipeline.ignore_errors();
+        for parameter in ["maxmemory-policy", "save", "appendonly"] {
+            pipeline.cmd("CONFIG").arg("GET").arg(parameter);
+        }
         let pipeline = &pipeline;
         let replies: Vec<Value> =
             self.run(|mut connection| async move { pipeline.query_async(&mut connection).await }).await?;
-        let policy = match replies.first() {
-            Some(Value::Array(pair)) => match pair.get(1) {
-                Some(Value::BulkString(policy)) => String::from_utf8_lossy(policy).into_owned(),
-                _ => return Ok(None),
-            },
-            reply => {
-                tracing::debug!(?reply, "Redis did not tell its maxmemory-policy");
-                return Ok(None);
-            }
-        };
-        Ok(policy.starts_with("allkeys-").then_some(policy))
+        let [policy, save, appendonly] = [0, 1, 2].map(|n| replies.get(n).and_then(config_value));
+        let mut risky = Vec::new();
+        if let Some(policy) = policy.filter(|policy| policy.starts_with("allkeys-")) {
+            risky.push(RiskySetting::EvictsKeysWithoutTtl { policy });
+        }
+        if let (Some(save), Some("no")) = (save, appendonly.as_deref())
+            && !save.trim().is_empty()
+        {
+            risky.push(RiskySetting::SnapshotsWithoutAppendOnlyFile { save });
+        }
+        Ok(risky)
     }
 
     pub(crate) async fn ping(&self) -> Result<(), KvError> {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use kv::{BufferUpdate, Kv, KvError};
+use kv::{BufferUpdate, Kv, KvError, RiskySetting};
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 
@@ -142,30 +142,51 @@ async fn assert_concurrent_updates_all_apply(kv: &Kv, ns: &str, n_records: usize
     assert_eq!(kv.buffer_stats(ns).await.unwrap().n_dirty, n_records as u64);
 }
 
+async fn config_set(raw: &mut redis::aio::MultiplexedConnection, parameter: &str, value: &str) {
+    let () = redis::cmd("CONFIG").arg("SET").arg(parameter).arg(value).query_async(raw).await.unwrap();
+}
+
 #[tokio::test]
 async fn an_eviction_policy_that_may_drop_keys_without_a_ttl_is_reported() {
     let mut server = RedisServer::start();
     let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
     let mut raw = raw_connection(&server).await;
-    assert_eq!(kv.unsafe_eviction_policy().await.unwrap(), None, "Redis's default, noeviction");
+    assert_eq!(kv.risky_settings().await.unwrap(), [], "Redis's default, noeviction");
     for (policy, reported) in [("allkeys-lru", true), ("volatile-lru", false), ("allkeys-random", true)] {
-        let () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("maxmemory-policy")
-            .arg(policy)
-            .query_async(&mut raw)
-            .await
-            .unwrap();
-        let expected = reported.then(|| policy.to_owned());
-        assert_eq!(kv.unsafe_eviction_policy().await.unwrap(), expected, "{policy}");
+        config_set(&mut raw, "maxmemory-policy", policy).await;
+        let expected: Vec<RiskySetting> = reported
+            .then(|| RiskySetting::EvictsKeysWithoutTtl { policy: policy.to_owned() })
+            .into_iter()
+            .collect();
+        assert_eq!(kv.risky_settings().await.unwrap(), expected, "{policy}");
     }
     server.stop();
-    assert!(matches!(kv.unsafe_eviction_policy().await, Err(KvError::Unavailable(_))));
+    assert!(matches!(kv.risky_settings().await, Err(KvError::Unavailable(_))));
+}
+
+/// Snapshots alone bring back old records after a restart; an append-only file, or no
+/// persistence at all, does not.
+#[tokio::test]
+async fn snapshots_without_an_append_only_file_are_reported() {
+    let server = RedisServer::start();
+    let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
+    let mut raw = raw_connection(&server).await;
+    assert_eq!(kv.risky_settings().await.unwrap(), [], "the harness runs without persistence");
+    config_set(&mut raw, "save", "3600 1 60 10000").await;
+    assert_eq!(
+        kv.risky_settings().await.unwrap(),
+        [RiskySetting::SnapshotsWithoutAppendOnlyFile { save: "3600 1 60 10000".to_owned() }]
+    );
+    config_set(&mut raw, "appendonly", "yes").await;
+    assert_eq!(kv.risky_settings().await.unwrap(), [], "with an append-only file");
+    config_set(&mut raw, "appendonly", "no").await;
+    config_set(&mut raw, "maxmemory-policy", "allkeys-lfu").await;
+    assert_eq!(kv.risky_settings().await.unwrap().len(), 2, "both at once");
 }
 
 /// Managed Redis services often refuse CONFIG; that is no reason to fail, only to say nothing.
 #[tokio::test]
-async fn a_redis_that_refuses_config_reports_no_eviction_policy() {
+async fn a_redis_that_refuses_config_reports_no_risky_setting() {
     let server = RedisServer::start();
     let mut raw = raw_connection(&server).await;
     let () = redis::cmd("ACL")
@@ -173,14 +194,11 @@ async fn a_redis_that_refuses_config_reports_no_eviction_policy() {
         .query_async(&mut raw)
         .await
         .unwrap();
-    let () = redis::cmd("CONFIG")
-        .arg(&["SET", "maxmemory-policy", "allkeys-lru"][..])
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    config_set(&mut raw, "maxmemory-policy", "allkeys-lru").await;
+    config_set(&mut raw, "save", "60 1").await;
     let url = format!("redis://no-config:secret@127.0.0.1:{}", server.port());
     let kv = Kv::connect_redis(&url, "t:").await.unwrap();
-    assert_eq!(kv.unsafe_eviction_policy().await.unwrap(), None);
+    assert_eq!(kv.risky_settings().await.unwrap(), []);
 }
 
 /// Updates of absent records interleaved with updates of live ones, sent at once so they share
