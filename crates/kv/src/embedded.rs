@@ -444,6 +444,30 @@ impl Embedded {
         }
     }
 
+    pub(crate) fn buffer_version(&self, ns: &str) -> u64 {
+        self.store().buffers.get(ns).map_or(0, |buffer| buffer.version)
+    }
+
+    pub(crate) fn buffer_raise_version(&self, ns: &str, at_least: u64) -> bool {
+        let mut store = self.store();
+        let buffer = store.buffers.entry(ns.to_owned()).or_default();
+        let raised = buffer.version < at_least;
+        buffer.version = buffer.version.max(at_least);
+        raised
+    }
+
+    pub(crate) fn buffer_drop_clean(&self, ns: &str) -> u64 {
+        let now = Instant::now();
+        let mut store = self.store();
+        let Some(buffer) = store.buffers.get_mut(ns) else { return 0 };
+        let before = buffer.records.len();
+        let Buffer { records, dirty, claim, .. } = buffer;
+        records.retain(|id, _| dirty.contains(id) || claim.contains_key(id));
+        let n_dropped = before - buffer.records.len();
+        store.note_write(now);
+        u64::try_from(n_dropped).unwrap_or(u64::MAX)
+    }
+
     pub(crate) fn lease_acquire(&self, name: &str, holder: &str, ttl: Duration) -> bool {
         let now = Instant::now();
         let mut store = self.store();

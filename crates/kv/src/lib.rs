@@ -687,6 +687,47 @@ impl Kv {
         }
     }
 
+    /// The last version the namespace handed out (0 before the first).
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer.
+    pub async fn buffer_version(&self, ns: &str) -> Result<u64, KvError> {
+        match &self.backend {
+            Backend::Redis(redis) => redis.buffer_version(ns).await,
+            Backend::Embedded(embedded) => Ok(embedded.buffer_version(ns)),
+        }
+    }
+
+    /// Raises the namespace's version counter to `at_least` if it is lower, so every later update
+    /// gets a version above it; atomic. Returns whether it raised it.
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer.
+    pub async fn buffer_raise_version(&self, ns: &str, at_least: u64) -> Result<bool, KvError> {
+        match &self.backend {
+            Backend::Redis(redis) => redis.buffer_raise_version(ns, at_least).await,
+            Backend::Embedded(embedded) => Ok(embedded.buffer_raise_version(ns, at_least)),
+        }
+    }
+
+    /// Drops every record of the namespace that is neither dirty nor claimed, so its next update
+    /// or read finds it absent and seeds it again from durable storage. For a flusher that finds
+    /// the buffer older than what it has written (a Redis restored from an old snapshot): a clean
+    /// record holds nothing that was not flushed, but it may hold an older state than the flushed
+    /// one. Returns how many it dropped.
+    ///
+    /// On Redis this walks the namespace's keys with `SCAN`, a page of a few hundred at a time,
+    /// each page one atomic script run; a record updated while the walk runs is dirty and stays.
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer; the pages before the failure are dropped.
+    pub async fn buffer_drop_clean(&self, ns: &str) -> Result<u64, KvError> {
+        match &self.backend {
+            Backend::Redis(redis) => redis.buffer_drop_clean(ns).await,
+            Backend::Embedded(embedded) => Ok(embedded.buffer_drop_clean(ns)),
+        }
+    }
+
     /// Takes the lease `name` for `holder` for `ttl` if it is free, or renews it for `ttl` if
     /// `holder` already has it; atomic. Returns whether `holder` holds it now.
     ///

@@ -270,6 +270,32 @@ redis.call('DEL', KEYS[1], KEYS[3])
 return n_moved
 ";
 
+/// Raises a namespace's version counter. KEYS: version counter. ARGV: the least version it may
+/// hold. Returns 1 if it raised it.
+const RAISE_VERSION_LUA: &str = r"
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+";
+
+/// Deletes the clean records among some record keys: those without the dirty marker `d` that
+/// the claim does not hold (see [`UPDATE_LUA`]). KEYS: claim. ARGV: the length of the record key
+/// prefix, then record keys. Returns how many it deleted.
+const DROP_CLEAN_LUA: &str = r"
+local prefix_length = tonumber(ARGV[1])
+local n = 0
+for i = 2, #ARGV do
+  local key = ARGV[i]
+  if redis.call('HEXISTS', key, 'd') == 0
+      and not redis.call('ZSCORE', KEYS[1], string.sub(key, prefix_length + 1)) then
+    n = n + redis.call('DEL', key)
+  end
+end
+return n
+";
+
 /// Buffer sizes. KEYS: dirty set, claim. Returns {n_dirty, n_claimed, oldest or nil}, the
 /// oldest as the original score string.
 const STATS_LUA: &str = r"
@@ -323,6 +349,8 @@ pub(crate) struct RedisBackend {
     stats: Script,
     lease_acquire: Script,
     lease_release: Script,
+    raise_version: Script,
+    drop_clean: Script,
     /// Hands buffered updates to the batcher task, which ends once this (the only sender) is dropped.
     updates: mpsc::Sender<UpdateRequest>,
     /// Whether Redis answered the last attempt, shared with the batcher.
@@ -450,6 +478,18 @@ fn without_dirty_marker(fields: &mut Vec<Field>) {
 }
 
 /// A dirty-set score or claim value: whole milliseconds, as written by `buffer_update`.
+/// `text` as a `SCAN MATCH` pattern that matches only itself (a key prefix may hold `*` or `[`).
+fn escape_glob(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for character in text.chars() {
+        if matches!(character, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(character);
+    }
+    escaped
+}
+
 /// The value in a `CONFIG GET` reply for one parameter; `None` for an error or no such parameter.
 fn config_value(reply: &Value) -> Option<String> {
     let value = match reply {
@@ -511,6 +551,8 @@ impl RedisBackend {
             stats: Script::new(STATS_LUA),
             lease_acquire: Script::new(LEASE_ACQUIRE_LUA),
             lease_release: Script::new(LEASE_RELEASE_LUA),
+            raise_version: Script::new(RAISE_VERSION_LUA),
+            drop_clean: Script::new(DROP_CLEAN_LUA),
             updates,
             reachability,
             namespaces: Mutex::new(Vec::new()),
@@ -988,6 +1030,52 @@ impl RedisBackend {
             self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await?;
         let oldest_dirty_ms = oldest.as_deref().map(parse_score).transpose()?;
         Ok(BufferStats { n_dirty, n_claimed, oldest_dirty_ms })
+    }
+
+    pub(crate) async fn buffer_version(&self, ns: &str) -> Result<u64, KvError> {
+        let mut command = redis::cmd("GET");
+        command.arg(self.version_key(ns));
+        let command = &command;
+        let version: Option<u64> =
+            self.run(|mut connection| async move { command.query_async(&mut connection).await }).await?;
+        Ok(version.unwrap_or(0))
+    }
+
+    pub(crate) async fn buffer_raise_version(&self, ns: &str, at_least: u64) -> Result<bool, KvError> {
+        let mut invocation = self.raise_version.prepare_invoke();
+        invocation.key(self.version_key(ns)).arg(at_least);
+        let invocation = &invocation;
+        self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await
+    }
+
+    /// Walks the namespace's record keys with `SCAN`, a page at a time, and drops the clean ones
+    /// of each page in one script run, so Redis is never held for long.
+    pub(crate) async fn buffer_drop_clean(&self, ns: &str) -> Result<u64, KvError> {
+        let prefix = self.record_key(ns, "");
+        let pattern = format!("{}*", escape_glob(&prefix));
+        let mut cursor = 0_u64;
+        let mut n_dropped = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(BUFFER_SCRIPT_IDS_MAX);
+            let scan = &scan;
+            let (next, keys): (u64, Vec<String>) = self
+                .run_bulk(|mut connection| async move { scan.query_async(&mut connection).await })
+                .await?;
+            if !keys.is_empty() {
+                let mut invocation = self.drop_clean.prepare_invoke();
+                invocation.key(self.claim_key(ns)).arg(prefix.len()).arg(&keys);
+                let invocation = &invocation;
+                let dropped: u64 = self
+                    .run_bulk(|mut connection| async move { invocation.invoke_async(&mut connection).await })
+                    .await?;
+                n_dropped += dropped;
+            }
+            if next == 0 {
+                return Ok(n_dropped);
+            }
+            cursor = next;
+        }
     }
 
     pub(crate) async fn lease_acquire(

@@ -59,6 +59,8 @@ conformance! {
     release_removes_from_the_claim_only => check_release_removes_from_claim_only,
     recover_moves_the_claim_back_keeping_the_older_score => check_recover_keeps_older_score,
     a_release_from_before_a_recovery_leaves_the_claim_taken_after_it => check_stale_release_changes_nothing,
+    the_version_counter_is_read_and_only_ever_raised => check_version_read_and_raised,
+    dropping_clean_records_keeps_dirty_and_claimed_ones => check_drop_clean_keeps_dirty_and_claimed,
     dirty_records_never_expire_and_clean_ones_do => check_dirty_records_never_expire,
     namespaces_are_separate => check_namespaces_are_separate,
     lease_goes_to_one_holder_renews_and_is_released => check_lease_holder_renew_release,
@@ -313,6 +315,48 @@ async fn check_stale_release_changes_nothing(kv: &Kv) {
 
     kv.buffer_release("player", &both, after_crash.generation, LONG).await.unwrap();
     assert_eq!(kv.buffer_stats("player").await.unwrap(), BufferStats::default());
+}
+
+async fn check_version_read_and_raised(kv: &Kv) {
+    assert_eq!(kv.buffer_version("player").await.unwrap(), 0, "nothing handed out yet");
+    assert!(seed(kv, "p1", &[("v", "0")]).await);
+    assert_eq!(update(kv, "p1", &[("x", "1")], 1_000).await, applied(1, 1));
+    assert_eq!(kv.buffer_version("player").await.unwrap(), 1);
+    assert!(kv.buffer_raise_version("player", 40).await.unwrap());
+    assert!(!kv.buffer_raise_version("player", 7).await.unwrap(), "a lower floor changes nothing");
+    assert_eq!(kv.buffer_version("player").await.unwrap(), 40);
+    assert_eq!(update(kv, "p1", &[("x", "2")], 1_001).await, applied(41, 1), "versions continue above it");
+    assert_eq!(kv.buffer_version("other").await.unwrap(), 0, "each namespace counts on its own");
+}
+
+async fn check_drop_clean_keeps_dirty_and_claimed(kv: &Kv) {
+    for id in ["never-updated", "claimed", "flushed", "dirty"] {
+        assert!(seed(kv, id, &[("v", "0"), ("x", "seeded")]).await);
+    }
+    assert!(kv.buffer_seed("other", "never-updated", fields(&[("v", "0")]), LONG).await.unwrap());
+    update(kv, "claimed", &[("x", "1")], 100).await;
+    update(kv, "flushed", &[("x", "1")], 200).await;
+    let claim = kv.buffer_claim("player", 10, u64::MAX).await.unwrap();
+    kv.buffer_release("player", &["flushed".to_owned()], claim.generation, LONG).await.unwrap();
+    update(kv, "dirty", &[("x", "1")], 300).await;
+
+    assert_eq!(kv.buffer_drop_clean("player").await.unwrap(), 2);
+    for (id, kept) in [("never-updated", false), ("claimed", true), ("flushed", false), ("dirty", true)] {
+        assert_eq!(kv.buffer_get("player", id).await.unwrap().is_some(), kept, "{id}");
+    }
+    assert_eq!(
+        update(kv, "flushed", &[("x", "2")], 400).await,
+        BufferUpdate::NotLoaded,
+        "seeded again on use"
+    );
+    assert!(
+        kv.buffer_get("other", "never-updated").await.unwrap().is_some(),
+        "other namespaces are left alone"
+    );
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(1, 1, Some(100)));
+    // The claim still releases normally.
+    kv.buffer_release("player", &["claimed".to_owned()], claim.generation, LONG).await.unwrap();
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(1, 0, Some(300)));
 }
 
 async fn check_recover_keeps_older_score(kv: &Kv) {

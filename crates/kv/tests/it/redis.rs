@@ -201,6 +201,28 @@ async fn a_redis_that_refuses_config_reports_no_risky_setting() {
     assert_eq!(kv.risky_settings().await.unwrap(), []);
 }
 
+/// The walk over a namespace's keys matches the key prefix literally, even one with glob
+/// characters, and pages through more records than one page holds.
+#[tokio::test]
+async fn dropping_clean_records_stays_within_its_own_key_prefix() {
+    let server = RedisServer::start();
+    let starred = Kv::connect_redis(&server.url(), "a*:").await.unwrap();
+    let plain = Kv::connect_redis(&server.url(), "ab:").await.unwrap();
+    for n in 0..1_000 {
+        let id = format!("p{n}");
+        assert!(
+            starred.buffer_seed("player", &id, vec![("v".to_owned(), "0".to_owned())], LONG).await.unwrap()
+        );
+        assert!(
+            plain.buffer_seed("player", &id, vec![("v".to_owned(), "0".to_owned())], LONG).await.unwrap()
+        );
+    }
+    assert_eq!(starred.buffer_drop_clean("player").await.unwrap(), 1_000);
+    assert_eq!(starred.buffer_get("player", "p999").await.unwrap(), None);
+    assert!(plain.buffer_get("player", "p999").await.unwrap().is_some(), "a*: is not a pattern");
+    assert_eq!(plain.buffer_drop_clean("player").await.unwrap(), 1_000);
+}
+
 /// Updates of absent records interleaved with updates of live ones, sent at once so they share
 /// script runs: the live ones get every version out of 1..=n without a gap, the absent ones are
 /// refused and stay absent.
