@@ -252,6 +252,12 @@ pub fn render_player(stats: &player::PlayerStats, buffer: Option<kv::BufferStats
         load(&stats.last_flush_micros) / 1e6,
     );
     line("player_seeds_total", "Records loaded into the buffer from SQLite.", "counter", load(&stats.seeds));
+    line(
+        "player_buffer_heals_total",
+        "Flush passes that found the buffer behind player.db (Redis lost or went back to older data).",
+        "counter",
+        load(&stats.buffer_heals),
+    );
     if let Some(buffer) = buffer {
         line(
             "player_buffered",

@@ -227,12 +227,12 @@ pub enum RiskySetting {
         policy: String,
     },
     /// RDB snapshots without an append-only file: a restart loads the last snapshot, up to its
-    /// interval old. Buffered records then come back older than what the flusher has written
-    /// since, with the version counter behind it: reads show the older state, and updates build on
-    /// it and are skipped by the flusher as older than SQLite until the counter catches up.
-    /// Sessions revoked since the snapshot come back too. Without persistence a restart loses the
-    /// records instead, and they are read again from SQLite; an append-only file bounds what comes
-    /// back stale to about its fsync interval.
+    /// interval old. Sessions revoked since the snapshot come back. Buffered records come back
+    /// older than what was flushed since: a flusher notices at its next pass (the version counter
+    /// is behind what it wrote) and has them read from durable storage again, but until then
+    /// reads show the older state and what updates build on it may be lost. Without persistence
+    /// a restart loses the records instead, and they are read from durable storage at once; an
+    /// append-only file bounds what comes back stale to about its fsync interval.
     SnapshotsWithoutAppendOnlyFile {
         /// The `save` setting, e.g. `3600 1 300 100 60 10000`.
         save: String,
@@ -251,8 +251,8 @@ impl fmt::Display for RiskySetting {
             RiskySetting::SnapshotsWithoutAppendOnlyFile { save } => write!(
                 f,
                 "Redis saves RDB snapshots (save \"{save}\") without an append-only file: after a restart \
-                 it would bring back player state older than player.db, which later updates build on, \
-                 and sessions revoked since the snapshot; run it without persistence (save \"\") or with \
+                 it would bring back sessions revoked since the snapshot, and player state older than \
+                 player.db until the next flush; run it without persistence (save \"\") or with \
                  appendonly yes"
             ),
         }

@@ -71,7 +71,24 @@ impl RedisServer {
         self.port
     }
 
-    /// Kills the server process (SIGKILL) and waits for it to exit. Its data is gone (no persistence).
+    /// Has the server write a snapshot of its data now (`SAVE`), which the next
+    /// [`RedisServer::restart`] loads: a Redis that comes back with older data.
+    ///
+    /// # Panics
+    /// If the server does not answer `+OK`.
+    pub fn save_snapshot(&self) {
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let mut stream =
+            TcpStream::connect_timeout(&address, Duration::from_secs(1)).expect("connect to redis-server");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("set a read timeout");
+        stream.write_all(b"SAVE\r\n").expect("send SAVE");
+        let mut reply = [0_u8; 5];
+        stream.read_exact(&mut reply).expect("read SAVE's reply");
+        assert_eq!(&reply, b"+OK\r\n", "SAVE failed");
+    }
+
+    /// Kills the server process (SIGKILL) and waits for it to exit. Its data is gone (no
+    /// persistence), except a snapshot taken with [`RedisServer::save_snapshot`].
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // Errors mean it already exited, which is what we want.

@@ -6,6 +6,12 @@
 //! transaction commits; a flusher that dies in between leaves the claim behind, and whoever takes
 //! the lease next puts it back into the dirty set first. So a crash loses nothing, and writing a
 //! batch twice is harmless because an older version never overwrites a newer one.
+//!
+//! Every flush raises a watermark in `player.db`, the highest version written. The buffer's
+//! version counter is never below it unless the buffer lost its data or went back to older data;
+//! a pass that finds it below drops the buffer's clean states, which `player.db` holds at the
+//! same or a newer version, so they are read from there again, flushes the rest and raises the
+//! counter to the watermark, so versions continue above it.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -123,10 +129,66 @@ async fn recover(players: &Players) {
 /// continuous stream of small ones that write each player many times a second. The cut-off is
 /// this process's clock against the dirtying process's: a gateway whose clock runs ahead has its
 /// players flushed later by the skew, never lost.
+///
+/// A pass that finds the buffer behind `player.db` (see [`buffer_behind_sqlite`]) first drops
+/// its clean states and, after writing, drops the ones it skipped and raises the version counter.
 pub(crate) async fn flush_all(
     players: &Players,
     lease_holder: Option<&str>,
 ) -> Result<FlushReport, PlayerError> {
+    let Some(watermark) = buffer_behind_sqlite(players).await? else {
+        return flush_pass(players, lease_holder).await;
+    };
+    // Until the counter is raised at the end, every pass comes back here: a pass cut short (a
+    // lost lease, an error) leaves the healing to the next.
+    let kv = &players.inner.kv;
+    let mut dropped = kv.buffer_drop_clean(NAMESPACE).await?;
+    let report = flush_pass(players, lease_holder).await?;
+    // The flushed states older than SQLite's were skipped, and are clean now.
+    dropped += kv.buffer_drop_clean(NAMESPACE).await?;
+    kv.buffer_raise_version(NAMESPACE, watermark).await?;
+    players.inner.stats.buffer_heals.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(
+        dropped,
+        skipped = report.rows_skipped,
+        watermark,
+        "buffered player states are read from player.db again; versions continue above it"
+    );
+    Ok(report)
+}
+
+/// `Some(watermark)` if the buffer's version counter is below the highest version a flush has
+/// written, which it never is while the buffer keeps its data: versions are handed out by that
+/// counter before they are flushed.
+///
+/// Below it, the buffer lost data or came back with older data (Redis restarted from an old
+/// snapshot, or failed over to a replica that lagged). A buffered record may then hold an older
+/// state than `player.db`, which reads would show and partial updates build on, and new updates
+/// would get versions the flush skips as older than SQLite's. A clean record holds nothing
+/// `player.db` lacks, so the cure is to drop the clean records (read again from `player.db` on
+/// their next use), flush the dirty ones (those older than SQLite's are skipped, and so clean),
+/// drop again, and raise the counter to the watermark. An empty buffer (a Redis that restarted
+/// without persistence, the embedded store after a restart) takes the same path, quickly.
+async fn buffer_behind_sqlite(players: &Players) -> Result<Option<u64>, PlayerError> {
+    let watermark = store::flush_watermark(&players.inner.shard).await?;
+    let counter = players.inner.kv.buffer_version(NAMESPACE).await?;
+    if counter >= watermark {
+        return Ok(None);
+    }
+    if counter > 0 {
+        tracing::warn!(
+            counter,
+            watermark,
+            "the player-state buffer went back in time (its version counter is below player.db's \
+             flush watermark: Redis restarted from an old snapshot or failed over to a lagging \
+             replica); dropping its clean states so they are read from player.db again"
+        );
+    }
+    Ok(Some(watermark))
+}
+
+/// One pass of claims and writes; see [`flush_all`].
+async fn flush_pass(players: &Players, lease_holder: Option<&str>) -> Result<FlushReport, PlayerError> {
     let batch = players.inner.config.flush_batch;
     let pass_started_ms = players.inner.clock.now_ms();
     let mut report = FlushReport::default();

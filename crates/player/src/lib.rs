@@ -158,6 +158,8 @@ pub struct PlayerStats {
     pub last_flush_micros: AtomicU64,
     /// Records seeded into the buffer from SQLite (first update after a cold start).
     pub seeds: AtomicU64,
+    /// Flush passes that found the buffer behind `player.db` and healed it (see [`flusher`]).
+    pub buffer_heals: AtomicU64,
 }
 
 /// The player domain: cheap to clone.
@@ -256,8 +258,10 @@ impl Players {
         let kv = &self.inner.kv;
         let mut id = Uuid::encode_buffer();
         let id = &*player_id.hyphenated().encode_lower(&mut id);
-        // At most two tries: the second follows seeding the record from SQLite.
-        for _ in 0..2 {
+        // Each retry follows seeding the record from SQLite. Three tries, since a flusher healing
+        // a buffer that went back in time drops clean records, a freshly seeded one too (see
+        // `flusher::flush_all`), once before its pass and once after.
+        for _ in 0..3 {
             let fields = record::packed_update_fields(update);
             match kv.buffer_update_packed(NAMESPACE, id, fields, now_ms).await? {
                 BufferUpdate::Applied { version, n_dirty } => {

@@ -6,21 +6,33 @@ use uuid::Uuid;
 
 use crate::{PlayerError, PlayerState, Position, StateUpdate};
 
-pub(crate) static MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "player_state",
-    sql: "CREATE TABLE player_state (
-              player_id     BLOB PRIMARY KEY,   -- the account's UUID, 16 bytes
-              x             REAL NOT NULL,
-              y             REAL NOT NULL,
-              z             REAL NOT NULL,
-              rotation      REAL NOT NULL,
-              health        INTEGER NOT NULL,
-              attributes    BLOB NOT NULL,
-              version       INTEGER NOT NULL,
-              updated_at_ms INTEGER NOT NULL
-          ) STRICT, WITHOUT ROWID;",
-}];
+pub(crate) static MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "player_state",
+        sql: "CREATE TABLE player_state (
+                  player_id     BLOB PRIMARY KEY,   -- the account's UUID, 16 bytes
+                  x             REAL NOT NULL,
+                  y             REAL NOT NULL,
+                  z             REAL NOT NULL,
+                  rotation      REAL NOT NULL,
+                  health        INTEGER NOT NULL,
+                  attributes    BLOB NOT NULL,
+                  version       INTEGER NOT NULL,
+                  updated_at_ms INTEGER NOT NULL
+              ) STRICT, WITHOUT ROWID;",
+    },
+    Migration {
+        version: 2,
+        description: "flush_watermark",
+        sql: "CREATE TABLE flush_watermark (
+                  id              INTEGER PRIMARY KEY CHECK (id = 0),
+                  highest_version INTEGER NOT NULL    -- the highest version a flush has written
+              ) STRICT;
+              INSERT INTO flush_watermark (id, highest_version)
+                  SELECT 0, coalesce(max(version), 0) FROM player_state;",
+    },
+];
 
 /// Writes a flushed state unless the stored one is as new or newer: an older version never
 /// overwrites a newer one, whatever order flushes run in.
@@ -43,6 +55,9 @@ const UPDATE_DIRECT: &str = "
         health = coalesce(?6, health), attributes = coalesce(?7, attributes),
         version = version + 1, updated_at_ms = ?8
     RETURNING version";
+
+const RAISE_WATERMARK: &str =
+    "UPDATE flush_watermark SET highest_version = max(highest_version, ?1) WHERE id = 0";
 
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -106,7 +121,20 @@ pub(crate) async fn load(shard: &Shard, player_id: Uuid) -> Result<Option<Player
         .await?)
 }
 
-/// Writes `states` in one transaction; returns (rows written, rows skipped as not newer).
+/// The highest version any flush has written: the buffer's version counter is never below it
+/// unless the buffer lost data or went back to older data (see `flusher::flush_all`).
+pub(crate) async fn flush_watermark(shard: &Shard) -> Result<u64, PlayerError> {
+    let highest: i64 = shard
+        .read(|conn| {
+            conn.prepare_cached("SELECT highest_version FROM flush_watermark WHERE id = 0")?
+                .query_row([], |row| row.get(0))
+        })
+        .await?;
+    Ok(u64::try_from(highest).unwrap_or(0))
+}
+
+/// Writes `states` in one transaction, and raises the flush watermark to the newest of them;
+/// returns (rows written, rows skipped as not newer).
 pub(crate) async fn write_batch(shard: &Shard, states: Vec<PlayerState>) -> Result<(u64, u64), PlayerError> {
     Ok(shard
         .write(move |conn| {
@@ -133,6 +161,8 @@ pub(crate) async fn write_batch(shard: &Shard, states: Vec<PlayerState>) -> Resu
                     }
                 }
             }
+            let highest = states.iter().map(|state| state.version).max().unwrap_or(0);
+            tx.prepare_cached(RAISE_WATERMARK)?.execute(params![to_i64(highest)])?;
             tx.commit()?;
             Ok::<_, rusqlite::Error>((written, stale))
         })

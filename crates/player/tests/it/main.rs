@@ -216,20 +216,74 @@ async fn after_redis_loses_everything_reads_fall_back_to_sqlite_and_versions_con
     assert!(matches!(players.update(id, at(4.0)).await, Err(player::PlayerError::Store(_))));
     world.redis.restart();
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let state = loop {
-        match players.get(id).await {
-            Ok(state) => break state.unwrap(),
-            Err(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(error) => panic!("{error}"),
-        }
-    };
+    let state = until_reachable(|| players.get(id)).await.unwrap();
     assert_eq!((state.position.x, state.version), (3.0, 3), "read from SQLite");
     assert_eq!(players.update(id, health(10)).await.unwrap(), 4, "the version continues from SQLite's");
     let state = players.get(id).await.unwrap().unwrap();
     assert_eq!((state.position.x, state.health), (3.0, 10), "seeded from SQLite, then updated");
+}
+
+/// Redis comes back from an old snapshot: its records and its version counter are older than
+/// `player.db`. The next flush notices (the counter is below `player.db`'s flush watermark), drops
+/// the clean records so they are read from `player.db` again, flushes the dirty ones and moves the
+/// counter past the watermark, so no read shows the older state any more and later updates,
+/// partial ones included, build on the newer state and reach SQLite.
+#[tokio::test]
+async fn after_redis_comes_back_from_an_old_snapshot_states_are_read_from_sqlite_again() {
+    let mut world = World::new();
+    let players = world.players(WriteMode::Buffered).await;
+    let (mover, idler) = (Uuid::new_v4(), Uuid::new_v4());
+    for id in [mover, idler] {
+        players.update(id, at(1.0)).await.unwrap();
+    }
+    players.flush_now().await.unwrap();
+    world.redis.save_snapshot();
+    for n in 2..=5 {
+        for id in [mover, idler] {
+            players.update(id, at(n as f32)).await.unwrap();
+        }
+    }
+    players.flush_now().await.unwrap();
+    let (mover_row, idler_row) = (world.row(mover).unwrap(), world.row(idler).unwrap());
+    assert_eq!((mover_row.1, idler_row.1), (5.0, 5.0));
+
+    world.redis.restart();
+    let restored = until_reachable(|| players.get(idler)).await.unwrap();
+    assert_eq!(restored.position.x, 1.0, "before the next flush, Redis serves the snapshot's state");
+
+    let report = until_reachable(|| players.flush_now()).await;
+    assert_eq!(report.rows_written, 0, "nothing in the snapshot is newer than player.db");
+    let idler_state = players.get(idler).await.unwrap().unwrap();
+    assert_eq!((idler_state.position.x, idler_state.version), (5.0, idler_row.0), "read from player.db");
+
+    let version = players.update(mover, health(50)).await.unwrap();
+    assert!(version > mover_row.0, "version {version} continues above player.db's {}", mover_row.0);
+    players.update(idler, at(6.0)).await.unwrap();
+    players.flush_now().await.unwrap();
+    assert_eq!(world.row(mover), Some((version, 5.0, 50)), "the partial update kept the newer position");
+    assert_eq!(world.row(idler).map(|row| row.1), Some(6.0));
+    let second = players.flush_now().await.unwrap();
+    assert_eq!((second.rows_written, second.rows_skipped), (0, 0), "healed once, then a quiet pass");
+    assert_eq!(players.stats().buffer_heals.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+/// Retries `operation` while the store is unreachable: each connection to a restarted Redis
+/// finds out on its first use, and reconnects.
+async fn until_reachable<T, F, Fut>(mut operation: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, player::PlayerError>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match operation().await {
+            Ok(value) => return value,
+            Err(player::PlayerError::Store(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
 }
 
 #[tokio::test]
