@@ -142,6 +142,10 @@ pub(crate) async fn flush_all(
     // Until the counter is raised at the end, every pass comes back here: a pass cut short (a
     // lost lease, an error) leaves the healing to the next.
     let kv = &players.inner.kv;
+    // A claim that came back with the old data is no flush in flight (a holder that kept the
+    // lease would never recover it): its records go back to the dirty set, to be written or
+    // skipped by this pass.
+    kv.buffer_recover(NAMESPACE).await?;
     let mut dropped = kv.buffer_drop_clean(NAMESPACE).await?;
     let report = flush_pass(players, lease_holder).await?;
     // The flushed states older than SQLite's were skipped, and are clean now.
@@ -165,9 +169,10 @@ pub(crate) async fn flush_all(
 /// snapshot, or failed over to a replica that lagged). A buffered record may then hold an older
 /// state than `player.db`, which reads would show and partial updates build on, and new updates
 /// would get versions the flush skips as older than SQLite's. A clean record holds nothing
-/// `player.db` lacks, so the cure is to drop the clean records (read again from `player.db` on
-/// their next use), flush the dirty ones (those older than SQLite's are skipped, and so clean),
-/// drop again, and raise the counter to the watermark. An empty buffer (a Redis that restarted
+/// `player.db` lacks, so the cure is to put any claim that came back with the data into the
+/// dirty set, drop the clean records (read again from `player.db` on their next use), flush the
+/// dirty ones (those older than SQLite's are skipped, and so clean), drop again, and raise the
+/// counter to the watermark. An empty buffer (a Redis that restarted
 /// without persistence, the embedded store after a restart) takes the same path, quickly.
 async fn buffer_behind_sqlite(players: &Players) -> Result<Option<u64>, PlayerError> {
     let watermark = store::flush_watermark(&players.inner.shard).await?;

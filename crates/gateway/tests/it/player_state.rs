@@ -1,5 +1,5 @@
 //! Player state through the gateway: read-your-writes, who may read and write what, bad values,
-//! and the flusher writing to `player.db`.
+//! the flusher writing to `player.db`, and Redis going away or coming back with older data.
 
 use std::time::Duration;
 
@@ -233,5 +233,52 @@ async fn while_redis_is_down_updates_are_refused_as_unavailable_and_resume_after
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(own_state(player).await.position.x, 3.0);
+    }
+}
+
+/// Redis restarts from a snapshot taken before the player's last moves, which `player.db`
+/// already holds: the flusher notices the buffer went back in time, the player reads their newer
+/// state again, and a later partial update builds on it.
+#[tokio::test]
+async fn after_redis_comes_back_from_an_old_snapshot_a_player_reads_their_newer_state_again() {
+    let mut world = World::new();
+    let config = gateway::GatewayConfig { flush_interval: Duration::from_millis(200), ..world.config() };
+    let gateway = world.gateway_with(config).await;
+    let (player, session) = gateway.player(&username("rewound")).await;
+    update(&player, moved_to(1.0, 0.0, 0.0)).await.unwrap();
+    let flushed = |x: f64| stored_row(&world, session.account_id).is_some_and(|row| row.1 == x);
+    eventually(|| flushed(1.0), "the first move reaches player.db").await;
+    world.redis.save_snapshot();
+    for x in 2..=5 {
+        update(&player, moved_to(x as f32, 0.0, 0.0)).await.unwrap();
+    }
+    eventually(|| flushed(5.0), "the last move reaches player.db").await;
+
+    world.redis.restart();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Ok(Reply::State(state)) = player.request(Request::GetState).await
+            && state.position.x == 5.0
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the player reads their newer state again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gateway.metric("player_buffer_heals_total").await >= Some(1.0));
+    let health = StateUpdate { health: Some(42), ..StateUpdate::default() };
+    update(&player, health).await.unwrap();
+    eventually(
+        || stored_row(&world, session.account_id).is_some_and(|row| (row.1, row.2) == (5.0, 42)),
+        "the partial update reaches player.db on top of the newer position",
+    )
+    .await;
+}
+
+async fn eventually(condition: impl Fn() -> bool, what: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

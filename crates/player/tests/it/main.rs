@@ -232,20 +232,24 @@ async fn after_redis_loses_everything_reads_fall_back_to_sqlite_and_versions_con
 async fn after_redis_comes_back_from_an_old_snapshot_states_are_read_from_sqlite_again() {
     let mut world = World::new();
     let players = world.players(WriteMode::Buffered).await;
-    let (mover, idler) = (Uuid::new_v4(), Uuid::new_v4());
+    let (mover, idler, in_flight) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     for id in [mover, idler] {
         players.update(id, at(1.0)).await.unwrap();
     }
     players.flush_now().await.unwrap();
+    // The snapshot also catches `in_flight` claimed by a flush that has not committed yet.
+    players.update(in_flight, at(1.0)).await.unwrap();
+    let flusher = Kv::connect_redis(&world.redis.url(), "t:").await.unwrap();
+    assert_eq!(flusher.buffer_claim("player", 10, u64::MAX).await.unwrap().records.len(), 1);
     world.redis.save_snapshot();
     for n in 2..=5 {
-        for id in [mover, idler] {
+        for id in [mover, idler, in_flight] {
             players.update(id, at(n as f32)).await.unwrap();
         }
     }
     players.flush_now().await.unwrap();
     let (mover_row, idler_row) = (world.row(mover).unwrap(), world.row(idler).unwrap());
-    assert_eq!((mover_row.1, idler_row.1), (5.0, 5.0));
+    assert_eq!((mover_row.1, idler_row.1, world.row(in_flight).unwrap().1), (5.0, 5.0, 5.0));
 
     world.redis.restart();
     let restored = until_reachable(|| players.get(idler)).await.unwrap();
@@ -255,6 +259,9 @@ async fn after_redis_comes_back_from_an_old_snapshot_states_are_read_from_sqlite
     assert_eq!(report.rows_written, 0, "nothing in the snapshot is newer than player.db");
     let idler_state = players.get(idler).await.unwrap().unwrap();
     assert_eq!((idler_state.position.x, idler_state.version), (5.0, idler_row.0), "read from player.db");
+    let in_flight_state = players.get(in_flight).await.unwrap().unwrap();
+    assert_eq!(in_flight_state.position.x, 5.0, "the restored claim was put back and dropped too");
+    assert_eq!(players.buffer_stats().await.unwrap(), kv::BufferStats::default(), "nothing left behind");
 
     let version = players.update(mover, health(50)).await.unwrap();
     assert!(version > mover_row.0, "version {version} continues above player.db's {}", mover_row.0);
