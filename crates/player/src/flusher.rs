@@ -7,11 +7,13 @@
 //! the lease next puts it back into the dirty set first. So a crash loses nothing, and writing a
 //! batch twice is harmless because an older version never overwrites a newer one.
 //!
-//! Every flush raises a watermark in `player.db`, the highest version written. The buffer's
-//! version counter is never below it unless the buffer lost its data or went back to older data;
-//! a pass that finds it below drops the buffer's clean states, which `player.db` holds at the
-//! same or a newer version, so they are read from there again, flushes the rest and raises the
-//! counter to the watermark, so versions continue above it.
+//! `player.db` keeps a watermark, the highest version it has held: every flush raises it, and so
+//! does a process that takes the lease (up to what direct writes stored). The buffer's version
+//! counter is never below it unless the buffer lost its data or went back to older data, or
+//! direct writes moved players past it; a pass that finds it below drops the buffer's clean
+//! states, which `player.db` holds at the same or a newer version, so they are read from there
+//! again, flushes the rest and raises the counter to the watermark, so versions continue above
+//! it.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -63,6 +65,9 @@ pub async fn run(players: Players, holder: String, shutdown: CancellationToken) 
                 if !holding {
                     holding = true;
                     recover(&players).await;
+                    if let Err(error) = store::raise_watermark_to_stored(&players.inner.shard).await {
+                        tracing::warn!(%error, "could not bring the version watermark up to player.db");
+                    }
                     tracing::info!(holder, "this process is the player-state flusher");
                 }
                 if let Err(error) = flush_all(&players, Some(&holder)).await {
@@ -161,21 +166,23 @@ pub(crate) async fn flush_all(
     Ok(report)
 }
 
-/// `Some(watermark)` if the buffer's version counter is below the highest version a flush has
-/// written, which it never is while the buffer keeps its data: versions are handed out by that
-/// counter before they are flushed.
+/// `Some(watermark)` if the buffer's version counter is below the highest version `player.db`
+/// has held, which it never is while the buffer keeps its data and every write goes through it:
+/// versions are handed out by that counter before they are flushed.
 ///
 /// Below it, the buffer lost data or came back with older data (Redis restarted from an old
-/// snapshot, or failed over to a replica that lagged). A buffered record may then hold an older
-/// state than `player.db`, which reads would show and partial updates build on, and new updates
-/// would get versions the flush skips as older than SQLite's. A clean record holds nothing
-/// `player.db` lacks, so the cure is to put any claim that came back with the data into the
-/// dirty set, drop the clean records (read again from `player.db` on their next use), flush the
-/// dirty ones (those older than SQLite's are skipped, and so clean), drop again, and raise the
-/// counter to the watermark. An empty buffer (a Redis that restarted
-/// without persistence, the embedded store after a restart) takes the same path, quickly.
+/// snapshot, or failed over to a replica that lagged), or direct writes moved players ahead of
+/// it (a deployment that ran in `direct` mode for a while, then `buffered` again). A buffered
+/// record may then hold an older state than `player.db`, which reads would show and partial
+/// updates build on, and new updates would get versions the flush skips as older than SQLite's.
+/// A clean record holds nothing `player.db` lacks, so the cure is to put any claim that came
+/// back with the data into the dirty set, drop the clean records (read again from `player.db`
+/// on their next use), flush the dirty ones (those older than SQLite's are skipped, and so
+/// clean), drop again, and raise the counter to the watermark. An empty buffer (a Redis that
+/// restarted without persistence, the embedded store after a restart) takes the same path,
+/// quickly.
 async fn buffer_behind_sqlite(players: &Players) -> Result<Option<u64>, PlayerError> {
-    let watermark = store::flush_watermark(&players.inner.shard).await?;
+    let watermark = store::version_watermark(&players.inner.shard).await?;
     let counter = players.inner.kv.buffer_version(NAMESPACE).await?;
     if counter >= watermark {
         return Ok(None);
@@ -184,9 +191,10 @@ async fn buffer_behind_sqlite(players: &Players) -> Result<Option<u64>, PlayerEr
         tracing::warn!(
             counter,
             watermark,
-            "the player-state buffer went back in time (its version counter is below player.db's \
-             flush watermark: Redis restarted from an old snapshot or failed over to a lagging \
-             replica); dropping its clean states so they are read from player.db again"
+            "the player-state buffer is behind player.db (its version counter is below player.db's \
+             highest version: Redis restarted from an old snapshot or failed over to a lagging \
+             replica, or direct-mode writes moved players ahead); dropping its clean states so \
+             they are read from player.db again"
         );
     }
     Ok(Some(watermark))

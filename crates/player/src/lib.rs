@@ -324,6 +324,7 @@ impl Players {
     /// The store or the shard failed; what was claimed stays claimed and is recovered later.
     pub async fn flush_now(&self) -> Result<flusher::FlushReport, PlayerError> {
         self.inner.kv.buffer_recover(NAMESPACE).await?;
+        store::raise_watermark_to_stored(&self.inner.shard).await?;
         flusher::flush_all(self, None).await
     }
 }

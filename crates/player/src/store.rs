@@ -24,12 +24,12 @@ pub(crate) static MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
-        description: "flush_watermark",
-        sql: "CREATE TABLE flush_watermark (
+        description: "version_watermark",
+        sql: "CREATE TABLE version_watermark (
                   id              INTEGER PRIMARY KEY CHECK (id = 0),
-                  highest_version INTEGER NOT NULL    -- the highest version a flush has written
+                  highest_version INTEGER NOT NULL    -- the highest version player_state has held
               ) STRICT;
-              INSERT INTO flush_watermark (id, highest_version)
+              INSERT INTO version_watermark (id, highest_version)
                   SELECT 0, coalesce(max(version), 0) FROM player_state;",
     },
 ];
@@ -57,7 +57,7 @@ const UPDATE_DIRECT: &str = "
     RETURNING version";
 
 const RAISE_WATERMARK: &str =
-    "UPDATE flush_watermark SET highest_version = max(highest_version, ?1) WHERE id = 0";
+    "UPDATE version_watermark SET highest_version = max(highest_version, ?1) WHERE id = 0";
 
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -121,19 +121,36 @@ pub(crate) async fn load(shard: &Shard, player_id: Uuid) -> Result<Option<Player
         .await?)
 }
 
-/// The highest version any flush has written: the buffer's version counter is never below it
-/// unless the buffer lost data or went back to older data (see `flusher::flush_all`).
-pub(crate) async fn flush_watermark(shard: &Shard) -> Result<u64, PlayerError> {
+/// The highest version `player_state` has held, as far as flushes know: every flush raises it in
+/// its transaction, and [`raise_watermark_to_stored`] catches up with direct writes. The buffer's
+/// version counter is never below it unless the buffer lost data or went back to older data, or
+/// direct writes moved a player past it (see `flusher::flush_all`).
+pub(crate) async fn version_watermark(shard: &Shard) -> Result<u64, PlayerError> {
     let highest: i64 = shard
         .read(|conn| {
-            conn.prepare_cached("SELECT highest_version FROM flush_watermark WHERE id = 0")?
+            conn.prepare_cached("SELECT highest_version FROM version_watermark WHERE id = 0")?
                 .query_row([], |row| row.get(0))
         })
         .await?;
     Ok(u64::try_from(highest).unwrap_or(0))
 }
 
-/// Writes `states` in one transaction, and raises the flush watermark to the newest of them;
+/// Raises the version watermark to the highest version `player_state` holds. Direct writes (a
+/// process in `direct` mode, or this deployment before it switched to `buffered`) do not raise it
+/// themselves, which keeps each to one row; this catches up with them by a scan of the table, so
+/// it runs when a process takes the flusher lease and before an explicit flush, not every pass.
+pub(crate) async fn raise_watermark_to_stored(shard: &Shard) -> Result<(), PlayerError> {
+    let highest: i64 = shard
+        .read(|conn| {
+            conn.prepare_cached("SELECT coalesce(max(version), 0) FROM player_state")?
+                .query_row([], |row| row.get(0))
+        })
+        .await?;
+    shard.write(move |conn| conn.prepare_cached(RAISE_WATERMARK)?.execute(params![highest])).await?;
+    Ok(())
+}
+
+/// Writes `states` in one transaction, and raises the version watermark to the newest of them;
 /// returns (rows written, rows skipped as not newer).
 pub(crate) async fn write_batch(shard: &Shard, states: Vec<PlayerState>) -> Result<(u64, u64), PlayerError> {
     Ok(shard

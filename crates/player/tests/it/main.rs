@@ -126,6 +126,13 @@ async fn an_older_version_never_overwrites_a_newer_one() {
     let report = buffered.flush_now().await.unwrap();
     assert_eq!((report.rows_written, report.rows_skipped), (0, 1));
     assert_eq!(world.row(id), Some((7, 100.0, 0)));
+    // That flush saw the buffer behind player.db, so the skipped state left the buffer: the next
+    // read and update start from SQLite's newer state, and the update is not skipped.
+    assert_eq!(buffered.get(id).await.unwrap().unwrap().position.x, 100.0);
+    let version = buffered.update(id, health(5)).await.unwrap();
+    assert!(version > 7, "version {version}");
+    buffered.flush_now().await.unwrap();
+    assert_eq!(world.row(id), Some((version, 100.0, 5)));
 }
 
 #[tokio::test]
@@ -224,7 +231,7 @@ async fn after_redis_loses_everything_reads_fall_back_to_sqlite_and_versions_con
 }
 
 /// Redis comes back from an old snapshot: its records and its version counter are older than
-/// `player.db`. The next flush notices (the counter is below `player.db`'s flush watermark), drops
+/// `player.db`. The next flush notices (the counter is below `player.db`'s highest version), drops
 /// the clean records so they are read from `player.db` again, flushes the dirty ones and moves the
 /// counter past the watermark, so no read shows the older state any more and later updates,
 /// partial ones included, build on the newer state and reach SQLite.
