@@ -164,11 +164,11 @@ async fn the_flusher_writes_the_newest_state_to_sqlite_and_coalesces_updates() {
         assert!(matches!(outcome.unwrap(), proto::Outcome::Ok(Reply::StateAccepted { .. })));
     }
 
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while stored_row(&world, session.account_id) != Some((1000, 1000.0, 0)) {
-        assert!(tokio::time::Instant::now() < deadline, "the newest state reaches player.db");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        || stored_row(&world, session.account_id) == Some((1000, 1000.0, 0)),
+        "the newest state reaches player.db",
+    )
+    .await;
     let rows_written = gateway.metric("player_rows_flushed_total").await.unwrap();
     assert!(rows_written <= 3.0, "1,000 updates became {rows_written} row writes");
     assert_eq!(gateway.metric("player_updates_accepted_total").await, Some(1000.0));
@@ -275,6 +275,7 @@ async fn after_redis_comes_back_from_an_old_snapshot_a_player_reads_their_newer_
     .await;
 }
 
+/// Waits until `condition` holds, failing with `what` after [`PATIENCE`].
 async fn eventually(condition: impl Fn() -> bool, what: &str) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !condition() {
