@@ -299,6 +299,9 @@ pub struct RedisStatus {
     pub buffered_players: Option<u64>,
     /// Age of the oldest unflushed player-state update, in milliseconds.
     pub flush_lag_ms: Option<u64>,
+    /// Settings of this Redis under which buffered state can be lost or come back stale, each
+    /// saying what to set instead (`kv::RiskySetting`).
+    pub risky_settings: Vec<String>,
 }
 
 /// One gateway in [`Status`].
@@ -411,6 +414,10 @@ async fn redis_status(config: &GatewayConfig, timeout: Duration) -> RedisStatus 
         }
     };
     status.reachable = true;
+    match bounded(timeout, "settings", kv.risky_settings()).await {
+        Ok(risky) => status.risky_settings = risky.iter().map(ToString::to_string).collect(),
+        Err(error) => status.error = Some(error.to_string()),
+    }
     let player_db = config.data_dir.join("player.db");
     if !player_db.is_file() {
         return status;

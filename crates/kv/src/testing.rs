@@ -77,14 +77,28 @@ impl RedisServer {
     /// # Panics
     /// If the server does not answer `+OK`.
     pub fn save_snapshot(&self) {
+        self.expect_ok("SAVE");
+    }
+
+    /// Changes a setting of the running server (`CONFIG SET`), e.g. `save` to `60 1`; a restart
+    /// starts from the harness's own settings again.
+    ///
+    /// # Panics
+    /// If the server does not answer `+OK`.
+    pub fn config_set(&self, parameter: &str, value: &str) {
+        self.expect_ok(&format!("CONFIG SET {parameter} \"{value}\""));
+    }
+
+    /// Sends one inline command and expects `+OK`.
+    fn expect_ok(&self, command: &str) {
         let address = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
         let mut stream =
             TcpStream::connect_timeout(&address, Duration::from_secs(1)).expect("connect to redis-server");
         stream.set_read_timeout(Some(Duration::from_secs(5))).expect("set a read timeout");
-        stream.write_all(b"SAVE\r\n").expect("send SAVE");
+        stream.write_all(format!("{command}\r\n").as_bytes()).expect("send the command");
         let mut reply = [0_u8; 5];
-        stream.read_exact(&mut reply).expect("read SAVE's reply");
-        assert_eq!(&reply, b"+OK\r\n", "SAVE failed");
+        stream.read_exact(&mut reply).expect("read the reply");
+        assert_eq!(&reply, b"+OK\r\n", "{command} failed");
     }
 
     /// Kills the server process (SIGKILL) and waits for it to exit. Its data is gone (no

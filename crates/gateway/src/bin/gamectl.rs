@@ -437,6 +437,9 @@ fn print_status(status: &ops::Status) {
         ),
         (false, error) => println!("redis NOT reachable: {}", error.as_deref().unwrap_or("unknown")),
     }
+    for setting in &redis.risky_settings {
+        println!("redis WARNING: {setting}");
+    }
     for gateway in &status.gateways {
         if gateway.reachable {
             println!(

@@ -1,6 +1,7 @@
 //! The real `gamectl` binary against real gateways and a real Redis: an online backup under load
 //! restores every acknowledged write, restore refuses over a running gateway, `integrity` finds
-//! a damaged shard, clear errors, and disabling an account ends its live session.
+//! a damaged shard, clear errors, disabling an account ends its live session, and `status`
+//! reports the shards, the player buffer and a risky Redis setting.
 
 use std::path::Path;
 use std::process::Output;
@@ -306,4 +307,39 @@ async fn match_shows_a_recorded_match_read_from_the_shard() {
 
     let unknown = gamectl(&world, world.data_dir.path(), &["match", &uuid::Uuid::new_v4().to_string()]).await;
     assert!(!unknown.status.success());
+}
+
+#[tokio::test]
+async fn status_reports_the_shards_the_player_buffer_and_a_risky_redis_setting() {
+    let world = World::new();
+    let config = gateway::GatewayConfig {
+        flush_interval: Duration::from_secs(3600),
+        flush_lease: Duration::from_secs(7200),
+        ..world.config()
+    };
+    let gateway = world.gateway_with(config).await;
+    let (player, _) = gateway.player(&username("ctl_status")).await;
+    // Past the start-up flush, the update below stays buffered.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let update = proto::StateUpdate { health: Some(5), ..Default::default() };
+    player.request(Request::UpdateState(update)).await.unwrap();
+
+    let output = gamectl(&world, world.data_dir.path(), &["--json", "status"]).await;
+    assert_success(&output);
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["redis"]["reachable"], true);
+    assert_eq!(status["redis"]["buffered_players"], 1, "the update waits for its flush");
+    assert_eq!(status["redis"]["risky_settings"], serde_json::json!([]), "the harness keeps nothing on disk");
+    let player_db = status["shards"].as_array().unwrap().iter().find(|shard| shard["file"] == "player.db");
+    assert!(player_db.is_some_and(|shard| shard["tables"]["version_watermark"] == 1), "{status}");
+
+    world.redis.config_set("save", "60 1");
+    let output = gamectl(&world, world.data_dir.path(), &["status"]).await;
+    assert_success(&output);
+    assert!(
+        stdout(&output).contains("redis WARNING: Redis saves RDB snapshots (save \"60 1\")"),
+        "{}",
+        stdout(&output)
+    );
+    gateway.stop().await.unwrap();
 }
