@@ -152,6 +152,10 @@ pub(crate) async fn flush_all(
     // skipped by this pass.
     kv.buffer_recover(NAMESPACE).await?;
     let mut dropped = kv.buffer_drop_clean(NAMESPACE).await?;
+    // The walk over a large buffer can take seconds.
+    if !still_holding(players, lease_holder).await? {
+        return Ok(FlushReport::default());
+    }
     let report = flush_pass(players, lease_holder).await?;
     // The flushed states older than SQLite's were skipped, and are clean now.
     dropped += kv.buffer_drop_clean(NAMESPACE).await?;
@@ -247,11 +251,19 @@ async fn flush_pass(players: &Players, lease_holder: Option<&str>) -> Result<Flu
         if newest_dirty_ms > pass_started_ms {
             return Ok(report);
         }
-        if let Some(holder) = lease_holder
-            && !players.inner.kv.lease_acquire(LEASE, holder, players.inner.config.flush_lease).await?
-        {
-            tracing::warn!(holder, "lost the flusher lease during a pass; its new holder flushes the rest");
+        if !still_holding(players, lease_holder).await? {
             return Ok(report);
         }
     }
+}
+
+/// Renews `lease_holder`'s lease; false if another process took it (the pass then stops, its new
+/// holder flushes the rest). Always true without a holder ([`Players::flush_now`]).
+async fn still_holding(players: &Players, lease_holder: Option<&str>) -> Result<bool, PlayerError> {
+    let Some(holder) = lease_holder else { return Ok(true) };
+    let held = players.inner.kv.lease_acquire(LEASE, holder, players.inner.config.flush_lease).await?;
+    if !held {
+        tracing::warn!(holder, "lost the flusher lease during a pass; its new holder flushes the rest");
+    }
+    Ok(held)
 }
