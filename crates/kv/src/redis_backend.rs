@@ -477,7 +477,6 @@ fn without_dirty_marker(fields: &mut Vec<Field>) {
     fields.retain(|(name, _)| name != DIRTY_MARKER);
 }
 
-/// A dirty-set score or claim value: whole milliseconds, as written by `buffer_update`.
 /// `text` as a `SCAN MATCH` pattern that matches only itself (a key prefix may hold `*` or `[`).
 fn escape_glob(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
@@ -507,6 +506,7 @@ fn config_value(reply: &Value) -> Option<String> {
     }
 }
 
+/// A dirty-set score or claim value: whole milliseconds, as written by `buffer_update`.
 fn parse_score(score: &str) -> Result<u64, KvError> {
     score
         .parse()
