@@ -312,15 +312,8 @@ async fn match_shows_a_recorded_match_read_from_the_shard() {
 #[tokio::test]
 async fn status_reports_the_shards_the_player_buffer_and_a_risky_redis_setting() {
     let world = World::new();
-    let config = gateway::GatewayConfig {
-        flush_interval: Duration::from_secs(3600),
-        flush_lease: Duration::from_secs(7200),
-        ..world.config()
-    };
-    let gateway = world.gateway_with(config).await;
+    let gateway = world.gateway_flushing_only_at_the_ends().await;
     let (player, _) = gateway.player(&username("ctl_status")).await;
-    // Past the start-up flush, the update below stays buffered.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let update = proto::StateUpdate { health: Some(5), ..Default::default() };
     player.request(Request::UpdateState(update)).await.unwrap();
 

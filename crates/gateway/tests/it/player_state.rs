@@ -190,15 +190,8 @@ async fn direct_mode_acknowledges_after_sqlite_commits() {
 #[tokio::test]
 async fn shutdown_ends_with_a_final_flush() {
     let world = World::new();
-    let config = gateway::GatewayConfig {
-        flush_interval: Duration::from_secs(3600),
-        flush_lease: Duration::from_secs(7200),
-        ..world.config()
-    };
-    let gateway = world.gateway_with(config).await;
+    let gateway = world.gateway_flushing_only_at_the_ends().await;
     let (player, session) = gateway.player(&username("last")).await;
-    // Give the start-up flush its moment, so the update below waits for the final one.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     update(&player, moved_to(5.0, 0.0, 0.0)).await.unwrap();
     assert_eq!(stored_row(&world, session.account_id), None);
     gateway.stop().await.unwrap();

@@ -59,6 +59,20 @@ impl World {
     pub async fn gateway_with(&self, config: GatewayConfig) -> TestGateway {
         TestGateway::start(config, self.clock.clone()).await
     }
+
+    /// Starts a gateway whose flusher writes only at start-up and at shutdown (an hour between
+    /// flushes), and returns once its start-up flush has had its moment: player states updated
+    /// from now on stay buffered until it stops.
+    pub async fn gateway_flushing_only_at_the_ends(&self) -> TestGateway {
+        let config = GatewayConfig {
+            flush_interval: Duration::from_secs(3600),
+            flush_lease: Duration::from_secs(7200),
+            ..self.config()
+        };
+        let gateway = self.gateway_with(config).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        gateway
+    }
 }
 
 /// A gateway running in this process.
