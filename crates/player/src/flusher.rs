@@ -196,9 +196,9 @@ async fn buffer_behind_sqlite(players: &Players) -> Result<Option<u64>, PlayerEr
             counter,
             watermark,
             "the player-state buffer is behind player.db (its version counter is below player.db's \
-             highest version: Redis restarted from an old snapshot or failed over to a lagging \
-             replica, or direct-mode writes moved players ahead); dropping its clean states so \
-             they are read from player.db again"
+             highest version: Redis lost its data or came back with older data, from a snapshot \
+             or a lagging replica, or direct-mode writes moved players ahead); dropping its clean \
+             states so they are read from player.db again"
         );
     }
     Ok(Some(watermark))
