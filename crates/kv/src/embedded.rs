@@ -16,7 +16,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    BufferClaim, BufferStats, BufferUpdate, ClaimedRecord, Field, Forward, KvError, forward, millis,
+    BufferClaim, BufferStats, BufferUpdate, BufferVersion, ClaimedRecord, Field, Forward, KvError, forward,
+    millis,
 };
 
 /// Name of the lock file inside the data directory.
@@ -74,6 +75,8 @@ struct Buffer {
     claim_generation: u64,
     /// The last version handed out.
     version: u64,
+    /// Whether a flusher has marked the buffer (see `Kv::buffer_mark_flushed`).
+    flushed: bool,
 }
 
 /// A sorted set of ids by score, ordered like a Redis ZSET (score, then id).
@@ -444,8 +447,19 @@ impl Embedded {
         }
     }
 
-    pub(crate) fn buffer_version(&self, ns: &str) -> u64 {
-        self.store().buffers.get(ns).map_or(0, |buffer| buffer.version)
+    pub(crate) fn buffer_version(&self, ns: &str) -> BufferVersion {
+        let store = self.store();
+        store.buffers.get(ns).map_or(BufferVersion::default(), |buffer| BufferVersion {
+            last: buffer.version,
+            flushed: buffer.flushed,
+        })
+    }
+
+    pub(crate) fn buffer_mark_flushed(&self, ns: &str) {
+        let now = Instant::now();
+        let mut store = self.store();
+        store.buffers.entry(ns.to_owned()).or_default().flushed = true;
+        store.note_write(now);
     }
 
     pub(crate) fn buffer_raise_version(&self, ns: &str, at_least: u64) -> bool {
@@ -456,14 +470,14 @@ impl Embedded {
         raised
     }
 
-    pub(crate) fn buffer_drop_clean(&self, ns: &str) -> u64 {
+    pub(crate) fn buffer_drop_all(&self, ns: &str) -> u64 {
         let now = Instant::now();
         let mut store = self.store();
         let Some(buffer) = store.buffers.get_mut(ns) else { return 0 };
-        let before = buffer.records.len();
-        let Buffer { records, dirty, claim, .. } = buffer;
-        records.retain(|id, _| dirty.contains(id) || claim.contains_key(id));
-        let n_dropped = before - buffer.records.len();
+        let n_dropped = buffer.records.len();
+        buffer.records.clear();
+        buffer.dirty = DirtySet::default();
+        buffer.claim.clear();
         store.note_write(now);
         u64::try_from(n_dropped).unwrap_or(u64::MAX)
     }

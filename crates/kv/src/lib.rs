@@ -13,7 +13,8 @@
 //!     batch a flusher is writing; earlier releases kept it as the HASH `{prefix}{ns}:claim`,
 //!     which recovery still reads), `{prefix}{ns}:claim-generation` (STRING: how many recoveries
 //!     the claim has seen, see [`BufferClaim::generation`]), `{prefix}{ns}:version` (STRING: the
-//!     last version handed out in the namespace);
+//!     last version handed out in the namespace), `{prefix}{ns}:flushed` (STRING: set once a
+//!     flusher has marked the buffer, see [`Kv::buffer_mark_flushed`]);
 //!   - `{prefix}lease:{name}` (STRING: the holder of a lease, with the lease's TTL);
 //!   - waiting queues `{prefix}{queue}:tickets`, `{prefix}{queue}:q:{mode}` and
 //!     `{prefix}{queue}:away` (see [`Kv::queue_join`] and the `queue` module);
@@ -201,6 +202,16 @@ pub struct ClaimedRecord {
     pub dirty_since_ms: u64,
 }
 
+/// A buffer's version counter ([`Kv::buffer_version`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BufferVersion {
+    /// The last version the namespace handed out (0 before the first).
+    pub last: u64,
+    /// Whether a flusher has marked this buffer ([`Kv::buffer_mark_flushed`]) since the store
+    /// began it: false in a store that lost its data, true in one that came back with older data.
+    pub flushed: bool,
+}
+
 /// Sizes of a buffer ([`Kv::buffer_stats`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BufferStats {
@@ -229,8 +240,8 @@ pub enum RiskySetting {
     /// RDB snapshots without an append-only file: a restart loads the last snapshot, up to its
     /// interval old. Sessions revoked since the snapshot come back. Buffered records come back
     /// older than what was flushed since: a flusher notices at its next pass (the version counter
-    /// is behind what it wrote) and has them read from durable storage again, but until then
-    /// reads show the older state and what updates build on it may be lost. Without persistence
+    /// is behind what it wrote) and drops them, so they are read from durable storage again, but
+    /// until then reads show the older state and the updates acknowledged are lost. Without persistence
     /// a restart loses the records instead, and they are read from durable storage at once; an
     /// append-only file bounds what comes back stale to about its fsync interval.
     SnapshotsWithoutAppendOnlyFile {
@@ -687,14 +698,31 @@ impl Kv {
         }
     }
 
-    /// The last version the namespace handed out (0 before the first).
+    /// The namespace's version counter: the last version handed out, and whether a flusher has
+    /// marked the buffer since the store began it; one round trip.
     ///
     /// # Errors
     /// [`KvError::Unavailable`] if Redis does not answer.
-    pub async fn buffer_version(&self, ns: &str) -> Result<u64, KvError> {
+    pub async fn buffer_version(&self, ns: &str) -> Result<BufferVersion, KvError> {
         match &self.backend {
             Backend::Redis(redis) => redis.buffer_version(ns).await,
             Backend::Embedded(embedded) => Ok(embedded.buffer_version(ns)),
+        }
+    }
+
+    /// Marks the buffer as flushed at least once in this store's life, so a flusher can tell a
+    /// store that lost its data (no mark) from one that came back with older data (the mark came
+    /// back too), see [`BufferVersion::flushed`].
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer.
+    pub async fn buffer_mark_flushed(&self, ns: &str) -> Result<(), KvError> {
+        match &self.backend {
+            Backend::Redis(redis) => redis.buffer_mark_flushed(ns).await,
+            Backend::Embedded(embedded) => {
+                embedded.buffer_mark_flushed(ns);
+                Ok(())
+            }
         }
     }
 
@@ -710,21 +738,22 @@ impl Kv {
         }
     }
 
-    /// Drops every record of the namespace that is neither dirty nor claimed, so its next update
-    /// or read finds it absent and seeds it again from durable storage. For a flusher that finds
-    /// the buffer older than what it has written (a Redis restored from an old snapshot): a clean
-    /// record holds nothing that was not flushed, but it may hold an older state than the flushed
-    /// one. Returns how many it dropped.
+    /// Drops every record of the namespace, dirty, claimed or clean, and empties its dirty set and
+    /// claim, so each record's next update or read seeds it again from durable storage. For a
+    /// flusher that finds the buffer older than durable storage (a Redis back from an old
+    /// snapshot): every record in it may hold an older state, or updates built on one. Updates
+    /// acknowledged into it are lost. Returns how many records it dropped.
     ///
-    /// On Redis this walks the namespace's keys with `SCAN`, a page of a few hundred at a time,
-    /// each page one atomic script run; a record updated while the walk runs is dirty and stays.
+    /// On Redis this empties the dirty set and the claim first, then walks the namespace's keys
+    /// with `SCAN`, a page of a few hundred at a time, each page one `DEL`; a record seeded again
+    /// after the walk passed it stays, dirty.
     ///
     /// # Errors
     /// [`KvError::Unavailable`] if Redis does not answer; the pages before the failure are dropped.
-    pub async fn buffer_drop_clean(&self, ns: &str) -> Result<u64, KvError> {
+    pub async fn buffer_drop_all(&self, ns: &str) -> Result<u64, KvError> {
         match &self.backend {
-            Backend::Redis(redis) => redis.buffer_drop_clean(ns).await,
-            Backend::Embedded(embedded) => Ok(embedded.buffer_drop_clean(ns)),
+            Backend::Redis(redis) => redis.buffer_drop_all(ns).await,
+            Backend::Embedded(embedded) => Ok(embedded.buffer_drop_all(ns)),
         }
     }
 

@@ -40,8 +40,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    BufferClaim, BufferStats, BufferUpdate, ClaimedRecord, Field, Forward, KvError, PackedFields,
-    RiskySetting, forward, millis, put_text, unpack_texts,
+    BufferClaim, BufferStats, BufferUpdate, BufferVersion, ClaimedRecord, Field, Forward, KvError,
+    PackedFields, RiskySetting, forward, millis, put_text, unpack_texts,
 };
 
 /// How long the first connection (and the first subscription) may take before giving up.
@@ -280,22 +280,6 @@ end
 return 0
 ";
 
-/// Deletes the clean records among some record keys: those without the dirty marker `d` that
-/// the claim does not hold (see [`UPDATE_LUA`]). KEYS: claim. ARGV: the length of the record key
-/// prefix, then record keys. Returns how many it deleted.
-const DROP_CLEAN_LUA: &str = r"
-local prefix_length = tonumber(ARGV[1])
-local n = 0
-for i = 2, #ARGV do
-  local key = ARGV[i]
-  if redis.call('HEXISTS', key, 'd') == 0
-      and not redis.call('ZSCORE', KEYS[1], string.sub(key, prefix_length + 1)) then
-    n = n + redis.call('DEL', key)
-  end
-end
-return n
-";
-
 /// Buffer sizes. KEYS: dirty set, claim. Returns {n_dirty, n_claimed, oldest or nil}, the
 /// oldest as the original score string.
 const STATS_LUA: &str = r"
@@ -350,7 +334,6 @@ pub(crate) struct RedisBackend {
     lease_acquire: Script,
     lease_release: Script,
     raise_version: Script,
-    drop_clean: Script,
     /// Hands buffered updates to the batcher task, which ends once this (the only sender) is dropped.
     updates: mpsc::Sender<UpdateRequest>,
     /// Whether Redis answered the last attempt, shared with the batcher.
@@ -552,7 +535,6 @@ impl RedisBackend {
             lease_acquire: Script::new(LEASE_ACQUIRE_LUA),
             lease_release: Script::new(LEASE_RELEASE_LUA),
             raise_version: Script::new(RAISE_VERSION_LUA),
-            drop_clean: Script::new(DROP_CLEAN_LUA),
             updates,
             reachability,
             namespaces: Mutex::new(Vec::new()),
@@ -601,6 +583,10 @@ impl RedisBackend {
 
     fn version_key(&self, ns: &str) -> String {
         format!("{}{ns}:version", self.prefix)
+    }
+
+    fn flushed_key(&self, ns: &str) -> String {
+        format!("{}{ns}:flushed", self.prefix)
     }
 
     fn claim_key(&self, ns: &str) -> String {
@@ -1032,13 +1018,20 @@ impl RedisBackend {
         Ok(BufferStats { n_dirty, n_claimed, oldest_dirty_ms })
     }
 
-    pub(crate) async fn buffer_version(&self, ns: &str) -> Result<u64, KvError> {
-        let mut command = redis::cmd("GET");
-        command.arg(self.version_key(ns));
+    pub(crate) async fn buffer_version(&self, ns: &str) -> Result<BufferVersion, KvError> {
+        let mut command = redis::cmd("MGET");
+        command.arg(self.version_key(ns)).arg(self.flushed_key(ns));
         let command = &command;
-        let version: Option<u64> =
+        let (last, flushed): (Option<u64>, Option<String>) =
             self.run(|mut connection| async move { command.query_async(&mut connection).await }).await?;
-        Ok(version.unwrap_or(0))
+        Ok(BufferVersion { last: last.unwrap_or(0), flushed: flushed.is_some() })
+    }
+
+    pub(crate) async fn buffer_mark_flushed(&self, ns: &str) -> Result<(), KvError> {
+        let mut command = redis::cmd("SET");
+        command.arg(self.flushed_key(ns)).arg(1);
+        let command = &command;
+        self.run(|mut connection| async move { command.query_async::<()>(&mut connection).await }).await
     }
 
     pub(crate) async fn buffer_raise_version(&self, ns: &str, at_least: u64) -> Result<bool, KvError> {
@@ -1048,11 +1041,21 @@ impl RedisBackend {
         self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await
     }
 
-    /// Walks the namespace's record keys with `SCAN`, a page at a time, and drops the clean ones
-    /// of each page in one script run, so Redis is never held for long.
-    pub(crate) async fn buffer_drop_clean(&self, ns: &str) -> Result<u64, KvError> {
-        let prefix = self.record_key(ns, "");
-        let pattern = format!("{}*", escape_glob(&prefix));
+    /// Deletes the dirty set and the claim, then walks the namespace's record keys with `SCAN`, a
+    /// page at a time, deleting each page with one `DEL`, so Redis is never held for long.
+    ///
+    /// The sets go first: a record seeded again while the walk runs carries the dirty marker, so
+    /// its later updates never add it to the dirty set again, and deleting the set after it would
+    /// leave it unflushed for good. The other way round, an update of an old record the walk has
+    /// not reached yet may put its id in the new dirty set; the walk deletes the record, and the
+    /// claim skips an id whose record is gone.
+    pub(crate) async fn buffer_drop_all(&self, ns: &str) -> Result<u64, KvError> {
+        let mut delete = redis::cmd("DEL");
+        delete.arg(self.dirty_key(ns)).arg(self.claim_key(ns)).arg(self.legacy_claim_key(ns));
+        let delete = &delete;
+        self.run_bulk(|mut connection| async move { delete.query_async::<()>(&mut connection).await })
+            .await?;
+        let pattern = format!("{}*", escape_glob(&self.record_key(ns, "")));
         let mut cursor = 0_u64;
         let mut n_dropped = 0;
         loop {
@@ -1063,13 +1066,13 @@ impl RedisBackend {
                 .run_bulk(|mut connection| async move { scan.query_async(&mut connection).await })
                 .await?;
             if !keys.is_empty() {
-                let mut invocation = self.drop_clean.prepare_invoke();
-                invocation.key(self.claim_key(ns)).arg(prefix.len()).arg(&keys);
-                let invocation = &invocation;
-                let dropped: u64 = self
-                    .run_bulk(|mut connection| async move { invocation.invoke_async(&mut connection).await })
+                let mut delete = redis::cmd("DEL");
+                delete.arg(&keys);
+                let delete = &delete;
+                let deleted: u64 = self
+                    .run_bulk(|mut connection| async move { delete.query_async(&mut connection).await })
                     .await?;
-                n_dropped += dropped;
+                n_dropped += deleted;
             }
             if next == 0 {
                 return Ok(n_dropped);

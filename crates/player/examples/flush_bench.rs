@@ -2,8 +2,8 @@
 //! buffers one update for each of [`N_PLAYERS`] players, then times one flush pass (claim from
 //! Redis, upsert into `player.db`, release), twice: into an empty table (inserts) and, after one
 //! more update each, over the stored rows (updates, the steady state). It prints the rows per
-//! second of the SQLite transactions alone and of the whole pass, then how long dropping every
-//! (now clean) record takes, the first step of healing a buffer that went back in time.
+//! second of the SQLite transactions alone and of the whole pass, then how long dropping the
+//! whole buffer takes, which heals one that came back older than `player.db`.
 //!
 //! `cargo run --release -p player --example flush_bench` (needs `redis-server` on the PATH).
 
@@ -55,12 +55,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             buffered_in.as_secs_f64(),
         );
     }
-    // Every player is clean now: what the first step of healing a buffer that went back in time
-    // costs (the player domain buffers in namespace "player").
+    // What healing a buffer that came back older than player.db costs: dropping all of it (the
+    // player domain buffers in namespace "player").
     let dropping = Instant::now();
-    let dropped = kv.buffer_drop_clean("player").await?;
+    let dropped = kv.buffer_drop_all("player").await?;
     println!(
-        "dropping every clean record (a buffer that went back in time): {dropped} in {:.1} ms",
+        "dropping the whole buffer (one that came back older than player.db): {dropped} records in {:.1} ms",
         dropping.elapsed().as_secs_f64() * 1e3
     );
     Ok(())

@@ -9,11 +9,9 @@
 //!
 //! `player.db` keeps a watermark, the highest version it has held: every flush raises it, and so
 //! does a process that takes the lease (up to what direct writes stored). The buffer's version
-//! counter is never below it unless the buffer lost its data or went back to older data, or
-//! direct writes moved players past it; a pass that finds it below drops the buffer's clean
-//! states, which `player.db` holds at the same or a newer version, so they are read from there
-//! again, flushes the rest and raises the counter to the watermark, so versions continue above
-//! it.
+//! counter is never below it unless the buffer lost its data or came back with older data, or
+//! direct writes moved players past it. A pass that finds it below raises the counter to it,
+//! after dropping the whole buffer if it came back with older data.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -135,73 +133,61 @@ async fn recover(players: &Players) {
 /// this process's clock against the dirtying process's: a gateway whose clock runs ahead has its
 /// players flushed later by the skew, never lost.
 ///
-/// A pass that finds the buffer behind `player.db` (see [`buffer_behind_sqlite`]) first drops
-/// its clean states and, after writing, drops the ones it skipped and raises the version counter.
+/// A buffer found behind `player.db` is healed first (see [`heal`]).
 pub(crate) async fn flush_all(
     players: &Players,
     lease_holder: Option<&str>,
 ) -> Result<FlushReport, PlayerError> {
-    let Some(watermark) = buffer_behind_sqlite(players).await? else {
-        return flush_pass(players, lease_holder).await;
-    };
-    // Until the counter is raised at the end, every pass comes back here: a pass cut short (a
-    // lost lease, an error) leaves the healing to the next.
     let kv = &players.inner.kv;
-    // A claim that came back with the old data is no flush in flight (a holder that kept the
-    // lease would never recover it): its records go back to the dirty set, to be written or
-    // skipped by this pass.
-    kv.buffer_recover(NAMESPACE).await?;
-    let mut dropped = kv.buffer_drop_clean(NAMESPACE).await?;
-    // The walk over a large buffer can take seconds.
-    if !still_holding(players, lease_holder).await? {
-        return Ok(FlushReport::default());
+    let version = kv.buffer_version(NAMESPACE).await?;
+    let watermark = store::version_watermark(&players.inner.shard).await?;
+    if version.last < watermark {
+        heal(players, version, watermark).await?;
+        // Dropping a large buffer can take seconds.
+        if !still_holding(players, lease_holder).await? {
+            return Ok(FlushReport::default());
+        }
     }
-    let report = flush_pass(players, lease_holder).await?;
-    // The flushed states older than SQLite's were skipped, and are clean now.
-    dropped += kv.buffer_drop_clean(NAMESPACE).await?;
-    kv.buffer_raise_version(NAMESPACE, watermark).await?;
-    players.inner.stats.buffer_heals.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(
-        dropped,
-        skipped = report.rows_skipped,
-        watermark,
-        "buffered player states are read from player.db again; versions continue above it"
-    );
-    Ok(report)
+    if !version.flushed {
+        kv.buffer_mark_flushed(NAMESPACE).await?;
+    }
+    flush_pass(players, lease_holder).await
 }
 
-/// `Some(watermark)` if the buffer's version counter is below the highest version `player.db`
-/// has held, which it never is while the buffer keeps its data and every write goes through it:
+/// Heals a buffer whose version counter is below `watermark`, the highest version `player.db`
+/// has held. It never is while the buffer keeps its data and every write goes through it:
 /// versions are handed out by that counter before they are flushed.
 ///
-/// Below it, the buffer lost data or came back with older data (Redis restarted from an old
-/// snapshot, or failed over to a replica that lagged), or direct writes moved players ahead of
-/// it (a deployment that ran in `direct` mode for a while, then `buffered` again). A buffered
-/// record may then hold an older state than `player.db`, which reads would show and partial
-/// updates build on, and new updates would get versions the flush skips as older than SQLite's.
-/// A clean record holds nothing `player.db` lacks, so the cure is to put any claim that came
-/// back with the data into the dirty set, drop the clean records (read again from `player.db`
-/// on their next use), flush the dirty ones (those older than SQLite's are skipped, and so
-/// clean), drop again, and raise the counter to the watermark. An empty buffer (a Redis that
-/// restarted without persistence, the embedded store after a restart) takes the same path,
-/// quickly.
-async fn buffer_behind_sqlite(players: &Players) -> Result<Option<u64>, PlayerError> {
-    let watermark = store::version_watermark(&players.inner.shard).await?;
-    let counter = players.inner.kv.buffer_version(NAMESPACE).await?;
-    if counter >= watermark {
-        return Ok(None);
-    }
-    if counter > 0 {
+/// Below it, the buffer either lost its data (Redis restarted without persistence, the embedded
+/// store after a restart), or came back with older data (Redis restarted from an old snapshot,
+/// or failed over to a replica that lagged), or direct writes moved players ahead of it (a
+/// deployment that ran in `direct` mode for a while, then `buffered` again). The buffer's
+/// flushed mark tells the first from the others: a store that lost its data lost the mark too.
+///
+/// A buffer that lost its data holds only records seeded from `player.db` since, and the updates
+/// on them: the counter is raised to the watermark, and nothing else changes. A buffer that came
+/// back with older data may hold records older than `player.db`, which reads would show and
+/// updates build on (the counter is shared, so an update on one can even get a version above
+/// its player's stored one, and carry the older state's other fields into `player.db`): every
+/// record is dropped, with the updates acknowledged into it since the store came back, and each
+/// is seeded from `player.db` again on its next use; then the counter is raised.
+async fn heal(players: &Players, version: kv::BufferVersion, watermark: u64) -> Result<(), PlayerError> {
+    let kv = &players.inner.kv;
+    let mut dropped = 0;
+    if version.flushed {
         tracing::warn!(
-            counter,
+            counter = version.last,
             watermark,
-            "the player-state buffer is behind player.db (its version counter is below player.db's \
-             highest version: Redis lost its data or came back with older data, from a snapshot \
-             or a lagging replica, or direct-mode writes moved players ahead); dropping its clean \
-             states so they are read from player.db again"
+            "the player-state buffer came back older than player.db (Redis restarted from an old \
+             snapshot or failed over to a lagging replica, or direct-mode writes moved players \
+             ahead); dropping it, so every player's state is read from player.db again"
         );
+        dropped = kv.buffer_drop_all(NAMESPACE).await?;
     }
-    Ok(Some(watermark))
+    kv.buffer_raise_version(NAMESPACE, watermark).await?;
+    players.inner.stats.buffer_heals.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(dropped, watermark, "player-state versions continue above player.db's highest");
+    Ok(())
 }
 
 /// One pass of claims and writes; see [`flush_all`].

@@ -259,8 +259,8 @@ impl Players {
         let mut id = Uuid::encode_buffer();
         let id = &*player_id.hyphenated().encode_lower(&mut id);
         // Each retry follows seeding the record from SQLite. Three tries, since a flusher healing
-        // a buffer that went back in time drops clean records, a freshly seeded one too (see
-        // `flusher::flush_all`), once before its pass and once after.
+        // a buffer that came back with older data drops every record, a freshly seeded one too
+        // (see `flusher::heal`).
         for _ in 0..3 {
             let fields = record::packed_update_fields(update);
             match kv.buffer_update_packed(NAMESPACE, id, fields, now_ms).await? {

@@ -185,3 +185,34 @@ pub(crate) async fn write_batch(shard: &Shard, states: Vec<PlayerState>) -> Resu
         })
         .await?)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
+    use super::*;
+
+    fn at_version(player_id: Uuid, x: f32, version: u64) -> PlayerState {
+        PlayerState { player_id, position: Position { x, y: 0.0, z: 0.0 }, version, ..PlayerState::default() }
+    }
+
+    #[tokio::test]
+    async fn a_flush_never_lets_an_older_version_overwrite_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = Shard::open(dir.path().join("player.db"), &shard::ShardConfig::default(), MIGRATIONS)
+            .await
+            .unwrap();
+        let id = Uuid::new_v4();
+        assert_eq!(write_batch(&shard, vec![at_version(id, 5.0, 5)]).await.unwrap(), (1, 0));
+        for (x, older_or_same) in [(3.0, 3), (5.5, 5)] {
+            let skipped = write_batch(&shard, vec![at_version(id, x, older_or_same)]).await.unwrap();
+            assert_eq!(skipped, (0, 1), "version {older_or_same}");
+        }
+        assert_eq!(
+            load(&shard, id).await.unwrap().map(|state| (state.version, state.position.x)),
+            Some((5, 5.0))
+        );
+        assert_eq!(write_batch(&shard, vec![at_version(id, 6.0, 6)]).await.unwrap(), (1, 0));
+        assert_eq!(version_watermark(&shard).await.unwrap(), 6);
+    }
+}

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use kv::{
-    BufferClaim, BufferStats, BufferUpdate, ClaimedRecord, Field, Kv, QueueJoin, QueueStats, QueueTicket,
+    BufferClaim, BufferStats, BufferUpdate, BufferVersion, ClaimedRecord, Field, Kv, QueueJoin, QueueStats,
+    QueueTicket,
 };
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
@@ -60,7 +61,7 @@ conformance! {
     recover_moves_the_claim_back_keeping_the_older_score => check_recover_keeps_older_score,
     a_release_from_before_a_recovery_leaves_the_claim_taken_after_it => check_stale_release_changes_nothing,
     the_version_counter_is_read_and_only_ever_raised => check_version_read_and_raised,
-    dropping_clean_records_keeps_dirty_and_claimed_ones => check_drop_clean_keeps_dirty_and_claimed,
+    dropping_a_buffer_leaves_nothing_of_it_and_no_other_namespace_touched => check_drop_all,
     dirty_records_never_expire_and_clean_ones_do => check_dirty_records_never_expire,
     namespaces_are_separate => check_namespaces_are_separate,
     lease_goes_to_one_holder_renews_and_is_released => check_lease_holder_renew_release,
@@ -317,19 +318,24 @@ async fn check_stale_release_changes_nothing(kv: &Kv) {
     assert_eq!(kv.buffer_stats("player").await.unwrap(), BufferStats::default());
 }
 
-async fn check_version_read_and_raised(kv: &Kv) {
-    assert_eq!(kv.buffer_version("player").await.unwrap(), 0, "nothing handed out yet");
-    assert!(seed(kv, "p1", &[("v", "0")]).await);
-    assert_eq!(update(kv, "p1", &[("x", "1")], 1_000).await, applied(1, 1));
-    assert_eq!(kv.buffer_version("player").await.unwrap(), 1);
-    assert!(kv.buffer_raise_version("player", 40).await.unwrap());
-    assert!(!kv.buffer_raise_version("player", 7).await.unwrap(), "a lower floor changes nothing");
-    assert_eq!(kv.buffer_version("player").await.unwrap(), 40);
-    assert_eq!(update(kv, "p1", &[("x", "2")], 1_001).await, applied(41, 1), "versions continue above it");
-    assert_eq!(kv.buffer_version("other").await.unwrap(), 0, "each namespace counts on its own");
+fn version(last: u64, flushed: bool) -> BufferVersion {
+    BufferVersion { last, flushed }
 }
 
-async fn check_drop_clean_keeps_dirty_and_claimed(kv: &Kv) {
+async fn check_version_read_and_raised(kv: &Kv) {
+    assert_eq!(kv.buffer_version("player").await.unwrap(), version(0, false), "nothing handed out yet");
+    assert!(seed(kv, "p1", &[("v", "0")]).await);
+    assert_eq!(update(kv, "p1", &[("x", "1")], 1_000).await, applied(1, 1));
+    assert_eq!(kv.buffer_version("player").await.unwrap(), version(1, false));
+    kv.buffer_mark_flushed("player").await.unwrap();
+    assert!(kv.buffer_raise_version("player", 40).await.unwrap());
+    assert!(!kv.buffer_raise_version("player", 7).await.unwrap(), "a lower floor changes nothing");
+    assert_eq!(kv.buffer_version("player").await.unwrap(), version(40, true));
+    assert_eq!(update(kv, "p1", &[("x", "2")], 1_001).await, applied(41, 1), "versions continue above it");
+    assert_eq!(kv.buffer_version("other").await.unwrap(), version(0, false), "each namespace on its own");
+}
+
+async fn check_drop_all(kv: &Kv) {
     for id in ["never-updated", "claimed", "flushed", "dirty"] {
         assert!(seed(kv, id, &[("v", "0"), ("x", "seeded")]).await);
     }
@@ -339,24 +345,21 @@ async fn check_drop_clean_keeps_dirty_and_claimed(kv: &Kv) {
     let claim = kv.buffer_claim("player", 10, u64::MAX).await.unwrap();
     kv.buffer_release("player", &["flushed".to_owned()], claim.generation, LONG).await.unwrap();
     update(kv, "dirty", &[("x", "1")], 300).await;
+    update(kv, "claimed", &[("x", "2")], 400).await;
+    kv.buffer_mark_flushed("player").await.unwrap();
 
-    assert_eq!(kv.buffer_drop_clean("player").await.unwrap(), 2);
-    for (id, kept) in [("never-updated", false), ("claimed", true), ("flushed", false), ("dirty", true)] {
-        assert_eq!(kv.buffer_get("player", id).await.unwrap().is_some(), kept, "{id}");
+    assert_eq!(kv.buffer_drop_all("player").await.unwrap(), 4);
+    for id in ["never-updated", "claimed", "flushed", "dirty"] {
+        assert_eq!(kv.buffer_get("player", id).await.unwrap(), None, "{id}");
+        assert_eq!(update(kv, id, &[("x", "3")], 500).await, BufferUpdate::NotLoaded, "{id}");
     }
-    assert_eq!(
-        update(kv, "flushed", &[("x", "2")], 400).await,
-        BufferUpdate::NotLoaded,
-        "seeded again on use"
-    );
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), BufferStats::default(), "no dirty set, no claim");
+    assert_eq!(kv.buffer_recover("player").await.unwrap(), 0);
+    assert_eq!(kv.buffer_version("player").await.unwrap(), version(4, true), "the counter and the mark stay");
     assert!(
         kv.buffer_get("other", "never-updated").await.unwrap().is_some(),
         "other namespaces are left alone"
     );
-    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(1, 1, Some(100)));
-    // The claim still releases normally.
-    kv.buffer_release("player", &["claimed".to_owned()], claim.generation, LONG).await.unwrap();
-    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(1, 0, Some(300)));
 }
 
 async fn check_recover_keeps_older_score(kv: &Kv) {

@@ -204,7 +204,7 @@ async fn a_redis_that_refuses_config_reports_no_risky_setting() {
 /// The walk over a namespace's keys matches the key prefix literally, even one with glob
 /// characters, and pages through more records than one page holds.
 #[tokio::test]
-async fn dropping_clean_records_stays_within_its_own_key_prefix() {
+async fn dropping_a_buffer_stays_within_its_own_key_prefix() {
     let server = RedisServer::start();
     let starred = Kv::connect_redis(&server.url(), "a*:").await.unwrap();
     let plain = Kv::connect_redis(&server.url(), "ab:").await.unwrap();
@@ -217,10 +217,63 @@ async fn dropping_clean_records_stays_within_its_own_key_prefix() {
             plain.buffer_seed("player", &id, vec![("v".to_owned(), "0".to_owned())], LONG).await.unwrap()
         );
     }
-    assert_eq!(starred.buffer_drop_clean("player").await.unwrap(), 1_000);
+    assert_eq!(starred.buffer_drop_all("player").await.unwrap(), 1_000);
     assert_eq!(starred.buffer_get("player", "p999").await.unwrap(), None);
     assert!(plain.buffer_get("player", "p999").await.unwrap().is_some(), "a*: is not a pattern");
-    assert_eq!(plain.buffer_drop_clean("player").await.unwrap(), 1_000);
+    assert_eq!(plain.buffer_drop_all("player").await.unwrap(), 1_000);
+}
+
+/// Records seeded again while the walk that drops a buffer is under way are flushed like any
+/// other: none is left carrying the dirty marker outside the dirty set, where no later update
+/// would put it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_seeded_again_while_a_buffer_is_dropped_stay_dirty() {
+    let server = RedisServer::start();
+    let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
+    for n in 0..5_000 {
+        let fields = vec![("v".to_owned(), "0".to_owned())];
+        assert!(kv.buffer_seed("player", &format!("p{n}"), fields, LONG).await.unwrap());
+    }
+    let hot: Vec<String> = (0..40).map(|n| format!("p{n}")).collect();
+    let update = |id: &str, round: u64| {
+        let kv = kv.clone();
+        let id = id.to_owned();
+        async move {
+            let fields = vec![("x".to_owned(), round.to_string())];
+            if kv.buffer_update("player", &id, fields.clone(), 1_000).await.unwrap()
+                == BufferUpdate::NotLoaded
+            {
+                let seed = vec![("v".to_owned(), "0".to_owned())];
+                kv.buffer_seed("player", &id, seed, LONG).await.unwrap();
+                kv.buffer_update("player", &id, fields, 1_000).await.unwrap();
+            }
+        }
+    };
+    let dropped = std::sync::atomic::AtomicBool::new(false);
+    let updating = async {
+        let mut round = 0;
+        while !dropped.load(std::sync::atomic::Ordering::Relaxed) {
+            round += 1;
+            for id in &hot {
+                update(id, round).await;
+            }
+        }
+    };
+    let dropping = async {
+        kv.buffer_drop_all("player").await.unwrap();
+        dropped.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    tokio::join!(updating, dropping);
+
+    for id in &hot {
+        update(id, 0).await;
+    }
+    let claim = kv.buffer_claim("player", 10_000, u64::MAX).await.unwrap();
+    let mut claimed: Vec<&str> = claim.records.iter().map(|record| record.id.as_str()).collect();
+    claimed.sort_unstable();
+    let mut expected: Vec<&str> = hot.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(claimed, expected, "every record updated after the drop is claimed, and nothing else");
 }
 
 /// Updates of absent records interleaved with updates of live ones, sent at once so they share
