@@ -231,10 +231,11 @@ async fn after_redis_loses_everything_reads_fall_back_to_sqlite_and_versions_con
 }
 
 /// Redis comes back from an old snapshot: its records and its version counter are older than
-/// `player.db`. The next flush notices (the counter is below `player.db`'s highest version), drops
-/// the clean records so they are read from `player.db` again, flushes the dirty ones and moves the
-/// counter past the watermark, so no read shows the older state any more and later updates,
-/// partial ones included, build on the newer state and reach SQLite.
+/// `player.db`. The next flush notices (the counter is below `player.db`'s highest version, and
+/// the buffer's flushed marker came back too), drops the whole buffer, a restored claim with it,
+/// so every state is read from `player.db` again, and moves the counter to the watermark, so no
+/// read shows the older state any more and later updates, partial ones included, build on the
+/// newer state and reach SQLite.
 #[tokio::test]
 async fn after_redis_comes_back_from_an_old_snapshot_states_are_read_from_sqlite_again() {
     let mut world = World::new();
@@ -281,10 +282,10 @@ async fn after_redis_comes_back_from_an_old_snapshot_states_are_read_from_sqlite
     assert_eq!(players.stats().buffer_heals.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
-/// The same, with players moving while the flusher heals: a restored record that a move dirties
-/// again while the healing pass writes it is built on the snapshot's older health, and must go
-/// with that move rather than stay in the buffer, where reads would show the older health and a
-/// later flush would write it back into `player.db`.
+/// The same, with players moving while the flusher heals: a move merged into a restored record
+/// carries the snapshot's older health, and must be dropped with it rather than stay in the
+/// buffer, where reads would show the older health and a later flush would write it back into
+/// `player.db` (the shared counter can give such a move a version above its stored one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moves_during_the_heal_never_bring_back_the_snapshots_health() {
     let mut world = World::new();
