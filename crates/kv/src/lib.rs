@@ -240,10 +240,10 @@ pub enum RiskySetting {
     /// RDB snapshots without an append-only file: a restart loads the last snapshot, up to its
     /// interval old. Sessions revoked since the snapshot come back. Buffered records come back
     /// older than what was flushed since: a flusher notices at its next pass (the version counter
-    /// is behind what it wrote) and drops them, so they are read from durable storage again, but
-    /// until then reads show the older state and the updates acknowledged are lost. Without persistence
-    /// a restart loses the records instead, and they are read from durable storage at once; an
-    /// append-only file bounds what comes back stale to about its fsync interval.
+    /// is behind what it wrote) and drops them, so they are read from durable storage again; until
+    /// then reads show the older state, and the updates acknowledged meanwhile are lost. Without
+    /// persistence a restart loses the records instead, and they are read from durable storage at
+    /// once; an append-only file bounds what comes back stale to about its fsync interval.
     SnapshotsWithoutAppendOnlyFile {
         /// The `save` setting, e.g. `3600 1 300 100 60 10000`.
         save: String,
