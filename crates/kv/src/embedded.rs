@@ -75,8 +75,8 @@ struct Buffer {
     claim_generation: u64,
     /// The last version handed out.
     version: u64,
-    /// Whether a flusher has marked the buffer (see `Kv::buffer_mark_flushed`).
-    flushed: bool,
+    /// The baseline the buffer was begun with (see `Kv::buffer_begin`).
+    baseline: Option<u64>,
 }
 
 /// A sorted set of ids by score, ordered like a Redis ZSET (score, then id).
@@ -451,14 +451,14 @@ impl Embedded {
         let store = self.store();
         store.buffers.get(ns).map_or(BufferVersion::default(), |buffer| BufferVersion {
             last: buffer.version,
-            flushed: buffer.flushed,
+            baseline: buffer.baseline,
         })
     }
 
-    pub(crate) fn buffer_mark_flushed(&self, ns: &str) {
+    pub(crate) fn buffer_begin(&self, ns: &str, baseline: u64) {
         let now = Instant::now();
         let mut store = self.store();
-        store.buffers.entry(ns.to_owned()).or_default().flushed = true;
+        store.buffers.entry(ns.to_owned()).or_default().baseline.get_or_insert(baseline);
         store.note_write(now);
     }
 

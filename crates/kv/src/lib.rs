@@ -13,8 +13,9 @@
 //!     batch a flusher is writing; earlier releases kept it as the HASH `{prefix}{ns}:claim`,
 //!     which recovery still reads), `{prefix}{ns}:claim-generation` (STRING: how many recoveries
 //!     the claim has seen, see [`BufferClaim::generation`]), `{prefix}{ns}:version` (STRING: the
-//!     last version handed out in the namespace), `{prefix}{ns}:flushed` (STRING: set once a
-//!     flusher has marked the buffer, see [`Kv::buffer_mark_flushed`]);
+//!     last version handed out in the namespace), `{prefix}{ns}:baseline` (STRING: the number
+//!     the buffer was begun with, see [`Kv::buffer_begin`]; the release before kept only a mark,
+//!     `{prefix}{ns}:flushed`, which is still read);
 //!   - `{prefix}lease:{name}` (STRING: the holder of a lease, with the lease's TTL);
 //!   - waiting queues `{prefix}{queue}:tickets`, `{prefix}{queue}:q:{mode}` and
 //!     `{prefix}{queue}:away` (see [`Kv::queue_join`] and the `queue` module);
@@ -207,9 +208,10 @@ pub struct ClaimedRecord {
 pub struct BufferVersion {
     /// The last version the namespace handed out (0 before the first).
     pub last: u64,
-    /// Whether a flusher has marked this buffer ([`Kv::buffer_mark_flushed`]) since the store
-    /// began it: false in a store that lost its data, true in one that came back with older data.
-    pub flushed: bool,
+    /// The number the buffer was begun with ([`Kv::buffer_begin`]): `None` in a store that lost
+    /// its data and has not been begun since; the old number in one that came back with older
+    /// data.
+    pub baseline: Option<u64>,
 }
 
 /// Sizes of a buffer ([`Kv::buffer_stats`]).
@@ -698,8 +700,8 @@ impl Kv {
         }
     }
 
-    /// The namespace's version counter: the last version handed out, and whether a flusher has
-    /// marked the buffer since the store began it; one round trip.
+    /// The namespace's version counter: the last version handed out, and the baseline the buffer
+    /// was begun with; one round trip.
     ///
     /// # Errors
     /// [`KvError::Unavailable`] if Redis does not answer.
@@ -710,17 +712,20 @@ impl Kv {
         }
     }
 
-    /// Marks the buffer as flushed at least once in this store's life, so a flusher can tell a
-    /// store that lost its data (no mark) from one that came back with older data (the mark came
-    /// back too), see [`BufferVersion::flushed`].
+    /// Begins the buffer with `baseline` unless it was begun already, in which case nothing
+    /// changes: the first baseline stays for as long as the store keeps the buffer's data, and
+    /// goes when the store loses it. A caller passes how far its durable copy had come when it
+    /// first wrote to the buffer (the player domain: `player.db`'s highest version), so a store
+    /// that later comes back with older data is told from one that lost its data by
+    /// [`BufferVersion::baseline`].
     ///
     /// # Errors
     /// [`KvError::Unavailable`] if Redis does not answer.
-    pub async fn buffer_mark_flushed(&self, ns: &str) -> Result<(), KvError> {
+    pub async fn buffer_begin(&self, ns: &str, baseline: u64) -> Result<(), KvError> {
         match &self.backend {
-            Backend::Redis(redis) => redis.buffer_mark_flushed(ns).await,
+            Backend::Redis(redis) => redis.buffer_begin(ns, baseline).await,
             Backend::Embedded(embedded) => {
-                embedded.buffer_mark_flushed(ns);
+                embedded.buffer_begin(ns, baseline);
                 Ok(())
             }
         }

@@ -280,6 +280,19 @@ end
 return 0
 ";
 
+/// Begins a buffer unless it was begun. KEYS: baseline, the earlier release's flushed mark. ARGV:
+/// the baseline. A buffer that release had flushed began before any baseline the caller could
+/// give now, so it gets the lowest: a later one would hide that it may be older than the caller's
+/// durable copy.
+const BEGIN_LUA: &str = r"
+local baseline = ARGV[1]
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  baseline = '0'
+end
+redis.call('SET', KEYS[1], baseline, 'NX')
+return 0
+";
+
 /// Buffer sizes. KEYS: dirty set, claim. Returns {n_dirty, n_claimed, oldest or nil}, the
 /// oldest as the original score string.
 const STATS_LUA: &str = r"
@@ -334,6 +347,7 @@ pub(crate) struct RedisBackend {
     lease_acquire: Script,
     lease_release: Script,
     raise_version: Script,
+    begin: Script,
     /// Hands buffered updates to the batcher task, which ends once this (the only sender) is dropped.
     updates: mpsc::Sender<UpdateRequest>,
     /// Whether Redis answered the last attempt, shared with the batcher.
@@ -535,6 +549,7 @@ impl RedisBackend {
             lease_acquire: Script::new(LEASE_ACQUIRE_LUA),
             lease_release: Script::new(LEASE_RELEASE_LUA),
             raise_version: Script::new(RAISE_VERSION_LUA),
+            begin: Script::new(BEGIN_LUA),
             updates,
             reachability,
             namespaces: Mutex::new(Vec::new()),
@@ -585,7 +600,12 @@ impl RedisBackend {
         format!("{}{ns}:version", self.prefix)
     }
 
-    fn flushed_key(&self, ns: &str) -> String {
+    fn baseline_key(&self, ns: &str) -> String {
+        format!("{}{ns}:baseline", self.prefix)
+    }
+
+    /// Where the release before baselines marked a buffer it had flushed (`"1"`).
+    fn legacy_flushed_key(&self, ns: &str) -> String {
         format!("{}{ns}:flushed", self.prefix)
     }
 
@@ -1020,18 +1040,20 @@ impl RedisBackend {
 
     pub(crate) async fn buffer_version(&self, ns: &str) -> Result<BufferVersion, KvError> {
         let mut command = redis::cmd("MGET");
-        command.arg(self.version_key(ns)).arg(self.flushed_key(ns));
+        command.arg(self.version_key(ns)).arg(self.baseline_key(ns)).arg(self.legacy_flushed_key(ns));
         let command = &command;
-        let (last, flushed): (Option<u64>, Option<String>) =
+        let (last, baseline, legacy_flushed): (Option<u64>, Option<u64>, Option<String>) =
             self.run(|mut connection| async move { command.query_async(&mut connection).await }).await?;
-        Ok(BufferVersion { last: last.unwrap_or(0), flushed: flushed.is_some() })
+        // The earlier release's mark: see `BEGIN_LUA`.
+        let baseline = baseline.or(legacy_flushed.map(|_| 0));
+        Ok(BufferVersion { last: last.unwrap_or(0), baseline })
     }
 
-    pub(crate) async fn buffer_mark_flushed(&self, ns: &str) -> Result<(), KvError> {
-        let mut command = redis::cmd("SET");
-        command.arg(self.flushed_key(ns)).arg(1);
-        let command = &command;
-        self.run(|mut connection| async move { command.query_async::<()>(&mut connection).await }).await
+    pub(crate) async fn buffer_begin(&self, ns: &str, baseline: u64) -> Result<(), KvError> {
+        let mut invocation = self.begin.prepare_invoke();
+        invocation.key(self.baseline_key(ns)).key(self.legacy_flushed_key(ns)).arg(baseline);
+        let invocation = &invocation;
+        self.run(|mut connection| async move { invocation.invoke_async::<()>(&mut connection).await }).await
     }
 
     pub(crate) async fn buffer_raise_version(&self, ns: &str, at_least: u64) -> Result<bool, KvError> {

@@ -148,8 +148,8 @@ pub(crate) async fn flush_all(
             return Ok(FlushReport::default());
         }
     }
-    if !version.flushed {
-        kv.buffer_mark_flushed(NAMESPACE).await?;
+    if version.baseline.is_none() {
+        kv.buffer_begin(NAMESPACE, watermark).await?;
     }
     flush_pass(players, lease_holder).await
 }
@@ -162,21 +162,26 @@ pub(crate) async fn flush_all(
 /// store after a restart), or came back with older data (Redis restarted from an old snapshot,
 /// or failed over to a replica that lagged), or direct writes moved players ahead of it (a
 /// deployment that ran in `direct` mode for a while, then `buffered` again). The buffer's
-/// flushed mark tells the first from the others: a store that lost its data lost the mark too.
+/// baseline tells the first from the others: it is the watermark when the buffer was begun (by
+/// its first seed or its first flush pass, whichever came first), and a store that lost its
+/// data lost it too.
 ///
-/// A buffer that lost its data holds only records seeded from `player.db` since, and the updates
-/// on them: the counter is raised to the watermark, and nothing else changes. A buffer that came
-/// back with older data may hold records older than `player.db`, which reads would show and
-/// updates build on (the counter is shared, so an update on one can even get a version above
-/// its player's stored one, and carry the older state's other fields into `player.db`): every
-/// record is dropped, with the updates acknowledged into it since the store came back, and each
-/// is seeded from `player.db` again on its next use; then the counter is raised.
+/// No baseline, or one at the watermark (nothing was flushed since the buffer began): the buffer
+/// holds only records seeded from `player.db` since, and the updates on them, so the counter is
+/// raised to the watermark and nothing else changes. A baseline below the watermark: the buffer
+/// began before something `player.db` holds now was flushed, so it may hold records older than
+/// `player.db`, which reads would show and updates build on (the counter is shared, so an update
+/// on one can even get a version above its player's stored one, and carry the older state's
+/// other fields into `player.db`). Every record is dropped, with the updates acknowledged into
+/// it since the store came back, and each is seeded from `player.db` again on its next use; then
+/// the counter is raised.
 async fn heal(players: &Players, version: kv::BufferVersion, watermark: u64) -> Result<(), PlayerError> {
     let kv = &players.inner.kv;
     let mut dropped = 0;
-    if version.flushed {
+    if version.baseline.is_some_and(|baseline| baseline < watermark) {
         tracing::warn!(
             counter = version.last,
+            baseline = version.baseline,
             watermark,
             "the player-state buffer came back older than player.db (Redis restarted from an old \
              snapshot or failed over to a lagging replica, or direct-mode writes moved players \

@@ -201,6 +201,11 @@ impl Players {
             ));
         }
         let shard = Shard::open(path, &config.shard, store::MIGRATIONS).await?;
+        if config.mode == WriteMode::Buffered {
+            // Before the first seed begins the buffer with it: a deployment that wrote directly
+            // until now has moved players past the watermark.
+            store::raise_watermark_to_stored(&shard).await?;
+        }
         let inner =
             Inner { shard, kv, clock, config, stats: PlayerStats::default(), flush_wanted: Notify::new() };
         Ok(Players { inner: Arc::new(inner) })
@@ -277,8 +282,12 @@ impl Players {
     }
 
     /// Loads a player's state from SQLite into the buffer, so buffered versions continue from the
-    /// stored one.
+    /// stored one. Begins the buffer first if it is new, so a snapshot of it taken before the
+    /// first flush pass is still told apart from a store that lost its data (see
+    /// `flusher::heal`).
     async fn seed(&self, player_id: Uuid) -> Result<(), PlayerError> {
+        let watermark = store::version_watermark(&self.inner.shard).await?;
+        self.inner.kv.buffer_begin(NAMESPACE, watermark).await?;
         let stored = store::load(&self.inner.shard, player_id).await?;
         let state = stored.unwrap_or(PlayerState { player_id, ..PlayerState::default() });
         let created = self

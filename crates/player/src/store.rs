@@ -138,7 +138,8 @@ pub(crate) async fn version_watermark(shard: &Shard) -> Result<u64, PlayerError>
 /// Raises the version watermark to the highest version `player_state` holds. Direct writes (a
 /// process in `direct` mode, or this deployment before it switched to `buffered`) do not raise it
 /// themselves, which keeps each to one row; this catches up with them by a scan of the table, so
-/// it runs when a process takes the flusher lease and before an explicit flush, not every pass.
+/// it runs when a buffered process opens `player.db`, when a process takes the flusher lease and
+/// before an explicit flush, not every pass.
 pub(crate) async fn raise_watermark_to_stored(shard: &Shard) -> Result<(), PlayerError> {
     let highest: i64 = shard
         .read(|conn| {

@@ -318,21 +318,23 @@ async fn check_stale_release_changes_nothing(kv: &Kv) {
     assert_eq!(kv.buffer_stats("player").await.unwrap(), BufferStats::default());
 }
 
-fn version(last: u64, flushed: bool) -> BufferVersion {
-    BufferVersion { last, flushed }
+fn version(last: u64, baseline: Option<u64>) -> BufferVersion {
+    BufferVersion { last, baseline }
 }
 
 async fn check_version_read_and_raised(kv: &Kv) {
-    assert_eq!(kv.buffer_version("player").await.unwrap(), version(0, false), "nothing handed out yet");
+    assert_eq!(kv.buffer_version("player").await.unwrap(), version(0, None), "nothing handed out yet");
     assert!(seed(kv, "p1", &[("v", "0")]).await);
     assert_eq!(update(kv, "p1", &[("x", "1")], 1_000).await, applied(1, 1));
-    assert_eq!(kv.buffer_version("player").await.unwrap(), version(1, false));
-    kv.buffer_mark_flushed("player").await.unwrap();
+    assert_eq!(kv.buffer_version("player").await.unwrap(), version(1, None));
+    kv.buffer_begin("player", 30).await.unwrap();
+    kv.buffer_begin("player", 35).await.unwrap();
+    assert_eq!(kv.buffer_version("player").await.unwrap(), version(1, Some(30)), "the first baseline stays");
     assert!(kv.buffer_raise_version("player", 40).await.unwrap());
     assert!(!kv.buffer_raise_version("player", 7).await.unwrap(), "a lower floor changes nothing");
-    assert_eq!(kv.buffer_version("player").await.unwrap(), version(40, true));
+    assert_eq!(kv.buffer_version("player").await.unwrap(), version(40, Some(30)));
     assert_eq!(update(kv, "p1", &[("x", "2")], 1_001).await, applied(41, 1), "versions continue above it");
-    assert_eq!(kv.buffer_version("other").await.unwrap(), version(0, false), "each namespace on its own");
+    assert_eq!(kv.buffer_version("other").await.unwrap(), version(0, None), "each namespace on its own");
 }
 
 async fn check_drop_all(kv: &Kv) {
@@ -346,7 +348,7 @@ async fn check_drop_all(kv: &Kv) {
     kv.buffer_release("player", &["flushed".to_owned()], claim.generation, LONG).await.unwrap();
     update(kv, "dirty", &[("x", "1")], 300).await;
     update(kv, "claimed", &[("x", "2")], 400).await;
-    kv.buffer_mark_flushed("player").await.unwrap();
+    kv.buffer_begin("player", 2).await.unwrap();
 
     assert_eq!(kv.buffer_drop_all("player").await.unwrap(), 4);
     for id in ["never-updated", "claimed", "flushed", "dirty"] {
@@ -355,7 +357,11 @@ async fn check_drop_all(kv: &Kv) {
     }
     assert_eq!(kv.buffer_stats("player").await.unwrap(), BufferStats::default(), "no dirty set, no claim");
     assert_eq!(kv.buffer_recover("player").await.unwrap(), 0);
-    assert_eq!(kv.buffer_version("player").await.unwrap(), version(4, true), "the counter and the mark stay");
+    assert_eq!(
+        kv.buffer_version("player").await.unwrap(),
+        version(4, Some(2)),
+        "the counter and the baseline stay"
+    );
     assert!(
         kv.buffer_get("other", "never-updated").await.unwrap().is_some(),
         "other namespaces are left alone"

@@ -495,3 +495,19 @@ async fn a_claim_left_as_a_hash_by_an_earlier_release_is_recovered() {
     let exists: u64 = redis::cmd("EXISTS").arg("t:player:claim").query_async(&mut raw).await.unwrap();
     assert_eq!(exists, 0, "the old hash is gone");
 }
+
+/// A Redis the earlier release marked `{ns}:flushed` (no baseline then) holds a buffer begun at
+/// the lowest baseline, also after this release begins it: such a store, come back from a
+/// snapshot, is still healed as older.
+#[tokio::test]
+async fn the_flushed_mark_of_an_earlier_release_reads_as_the_lowest_baseline() {
+    let server = RedisServer::start();
+    let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
+    let mut raw = raw_connection(&server).await;
+    let () = redis::cmd("SET").arg("t:player:flushed").arg(1).query_async(&mut raw).await.unwrap();
+    assert_eq!(kv.buffer_version("player").await.unwrap().baseline, Some(0));
+    kv.buffer_begin("player", 25).await.unwrap();
+    assert_eq!(kv.buffer_version("player").await.unwrap().baseline, Some(0), "begun as it was, not now");
+    kv.buffer_begin("guild", 25).await.unwrap();
+    assert_eq!(kv.buffer_version("guild").await.unwrap().baseline, Some(25));
+}

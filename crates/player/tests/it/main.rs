@@ -135,6 +135,26 @@ async fn an_older_version_never_overwrites_a_newer_one() {
     assert_eq!(world.row(id), Some((version, 100.0, 5)));
 }
 
+/// A deployment that wrote directly switches to buffered with an empty Redis: its first seeds
+/// begin the buffer at the versions direct writes reached, so the first flush finds a buffer
+/// begun from `player.db` as it is, and keeps the moves made before it.
+#[tokio::test]
+async fn after_a_switch_from_direct_writes_the_first_moves_are_kept() {
+    let world = World::new();
+    let direct = world.players(WriteMode::Direct).await;
+    let (busy, quiet) = (Uuid::new_v4(), Uuid::new_v4());
+    direct.update(quiet, at(1.0)).await.unwrap();
+    for n in 1..=20 {
+        direct.update(busy, at(n as f32)).await.unwrap();
+    }
+    drop(direct);
+
+    let buffered = world.players(WriteMode::Buffered).await;
+    assert_eq!(buffered.update(quiet, at(7.0)).await.unwrap(), 2, "below player.db's highest, 20");
+    assert_eq!(buffered.flush_now().await.unwrap().rows_written, 1);
+    assert_eq!(world.row(quiet).map(|row| row.1), Some(7.0));
+}
+
 #[tokio::test]
 async fn a_batch_claimed_by_a_flusher_that_died_is_recovered_by_the_next() {
     let world = World::new();
@@ -232,10 +252,10 @@ async fn after_redis_loses_everything_reads_fall_back_to_sqlite_and_versions_con
 
 /// Redis comes back from an old snapshot: its records and its version counter are older than
 /// `player.db`. The next flush notices (the counter is below `player.db`'s highest version, and
-/// the buffer's flushed marker came back too), drops the whole buffer, a restored claim with it,
-/// so every state is read from `player.db` again, and moves the counter to the watermark, so no
-/// read shows the older state any more and later updates, partial ones included, build on the
-/// newer state and reach SQLite.
+/// the buffer's baseline, from before that version was flushed, came back too), drops the whole
+/// buffer, a restored claim with it, so every state is read from `player.db` again, and moves the
+/// counter to the watermark, so no read shows the older state any more and later updates, partial
+/// ones included, build on the newer state and reach SQLite.
 #[tokio::test]
 async fn after_redis_comes_back_from_an_old_snapshot_states_are_read_from_sqlite_again() {
     let mut world = World::new();
@@ -332,6 +352,57 @@ async fn moves_during_the_heal_never_bring_back_the_snapshots_health() {
     for id in &ids {
         assert_eq!(world.row(*id).map(|row| (row.1, row.2)), Some((-1.0, 2)), "player.db after the heal");
     }
+}
+
+/// A snapshot taken before the buffer's first flush pass, restored after later flushes: the
+/// buffer was begun by its first seed, so it is still known to be older than `player.db` and
+/// dropped, rather than taken for a store that lost its data.
+#[tokio::test]
+async fn a_snapshot_from_before_the_first_flush_is_still_healed_as_older() {
+    let mut world = World::new();
+    let players = world.players(WriteMode::Buffered).await;
+    let id = Uuid::new_v4();
+    players.update(id, health(1)).await.unwrap();
+    world.redis.save_snapshot();
+    for value in 2..=5 {
+        players.update(id, health(value)).await.unwrap();
+    }
+    players.flush_now().await.unwrap();
+    assert_eq!(world.row(id).map(|row| row.2), Some(5));
+
+    world.redis.restart();
+    assert_eq!(until_reachable(|| players.get(id)).await.unwrap().health, 1, "the snapshot's state");
+    until_reachable(|| players.flush_now()).await;
+    let state = players.get(id).await.unwrap().unwrap();
+    assert_eq!((state.health, state.version), (5, world.row(id).unwrap().0), "read from player.db");
+    players.update(id, at(2.0)).await.unwrap();
+    players.flush_now().await.unwrap();
+    assert_eq!(world.row(id).map(|row| (row.1, row.2)), Some((2.0, 5)), "built on player.db's health");
+}
+
+/// Redis loses everything, and a player whose version is below `player.db`'s highest moves
+/// before the next flush: the pass raises the counter but keeps that move, since the buffer was
+/// begun from `player.db` after the loss.
+#[tokio::test]
+async fn after_redis_loses_everything_moves_before_the_next_flush_are_kept() {
+    let mut world = World::new();
+    let players = world.players(WriteMode::Buffered).await;
+    let (busy, quiet) = (Uuid::new_v4(), Uuid::new_v4());
+    players.update(quiet, at(1.0)).await.unwrap();
+    for n in 1..=20 {
+        players.update(busy, at(n as f32)).await.unwrap();
+    }
+    players.flush_now().await.unwrap();
+    world.redis.stop();
+    world.redis.restart();
+
+    let version = until_reachable(|| players.update(quiet, at(7.0))).await;
+    assert!(version < world.row(busy).unwrap().0, "below player.db's highest version, so the pass heals");
+    let report = until_reachable(|| players.flush_now()).await;
+    assert_eq!(report.rows_written, 1);
+    assert_eq!(world.row(quiet).map(|row| row.1), Some(7.0), "the move after the loss reached player.db");
+    assert_eq!(players.get(quiet).await.unwrap().unwrap().position.x, 7.0);
+    assert_eq!(players.stats().buffer_heals.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
 /// Retries `operation` while the store is unreachable: each connection to a restarted Redis
