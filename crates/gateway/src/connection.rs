@@ -333,7 +333,7 @@ impl Connection {
     async fn on_frame(&mut self, bytes: &[u8], frame_encoding: Encoding) {
         let started = Instant::now();
         if !self.budget.try_take() {
-            let id = codec::peek_request_id(self.encoding, bytes);
+            let id = codec::peek_request_id(frame_encoding, bytes);
             self.respond(
                 id,
                 Outcome::Error(ErrorBody::new(ErrorCode::RateLimited, "request rate limit exceeded")),

@@ -16,6 +16,14 @@ fn error_code(outcome: &Outcome) -> Option<ErrorCode> {
     }
 }
 
+/// The answer to request `id`; fails the test, rather than hanging it, if none comes.
+async fn answer(client: &Client, id: u64) -> Outcome {
+    tokio::time::timeout(crate::support::PATIENCE, client.expect_response(id))
+        .await
+        .unwrap_or_else(|_| panic!("no answer to request {id}"))
+        .unwrap()
+}
+
 async fn assert_still_serving(bystander: &Client) {
     bystander.ping().await.expect("the server keeps serving other clients");
 }
@@ -27,7 +35,7 @@ async fn malformed_json_is_a_bad_request_with_id_zero() {
     let (bystander, _) = gateway.player(&username("calm")).await;
     let client = gateway.connect(Encoding::Json).await;
     client.send_raw(Message::Text("{not json".into())).await.unwrap();
-    let outcome = client.expect_response(proto::UNKNOWN_REQUEST_ID).await.unwrap();
+    let outcome = answer(&client, proto::UNKNOWN_REQUEST_ID).await;
     assert_eq!(error_code(&outcome), Some(ErrorCode::BadRequest));
     assert_still_serving(&bystander).await;
 }
@@ -38,7 +46,7 @@ async fn an_unknown_message_type_is_a_bad_request_that_keeps_its_id() {
     let gateway = world.gateway().await;
     let json = gateway.connect(Encoding::Json).await;
     json.send_raw(Message::Text(r#"{"id":77,"request":{"teleport":{"x":1}}}"#.into())).await.unwrap();
-    assert_eq!(error_code(&json.expect_response(77).await.unwrap()), Some(ErrorCode::BadRequest));
+    assert_eq!(error_code(&answer(&json, 77).await), Some(ErrorCode::BadRequest));
 
     let binary = gateway.connect(Encoding::Bincode).await;
     let mut bytes =
@@ -46,7 +54,7 @@ async fn an_unknown_message_type_is_a_bad_request_that_keeps_its_id() {
     let variant = bytes.len() - 1;
     bytes[variant] = 200;
     binary.send_raw(Message::Binary(bytes.into())).await.unwrap();
-    assert_eq!(error_code(&binary.expect_response(78).await.unwrap()), Some(ErrorCode::BadRequest));
+    assert_eq!(error_code(&answer(&binary, 78).await), Some(ErrorCode::BadRequest));
 }
 
 #[tokio::test]
@@ -59,7 +67,7 @@ async fn malformed_bincode_is_a_bad_request_and_the_connection_survives() {
     }
     // A string whose length prefix claims far more bytes than the frame holds.
     client.send_raw(Message::Binary(vec![0x09, 0x00, 0xfc, 0xff, 0xff, 0xff, 0x7f].into())).await.unwrap();
-    let outcome = client.expect_response(9).await.unwrap();
+    let outcome = answer(&client, 9).await;
     assert_eq!(error_code(&outcome), Some(ErrorCode::BadRequest));
     client.ping().await.unwrap();
 }
@@ -72,8 +80,22 @@ async fn a_frame_of_the_wrong_kind_is_a_bad_request() {
     let bytes = codec::encode(Encoding::Bincode, &ClientMessage { id: 5, request: Request::Ping }).unwrap();
     client.send_raw(Message::Binary(bytes.into())).await.unwrap();
     // The id is read in the frame's own encoding, so the answer still carries it.
-    let outcome = client.expect_response(5).await.unwrap();
+    let outcome = answer(&client, 5).await;
     assert_eq!(error_code(&outcome), Some(ErrorCode::BadRequest));
+}
+
+#[tokio::test]
+async fn a_frame_of_the_wrong_kind_past_the_rate_limit_is_refused_with_its_own_id() {
+    let world = World::new();
+    let config = gateway::GatewayConfig { requests_per_sec: 1, request_burst: 1, ..world.config() };
+    let gateway = world.gateway_with(config).await;
+    let client = gateway.connect(Encoding::Json).await;
+    // Takes the one request token (answered `unauthorized`: nobody is logged in).
+    assert!(client.ping().await.is_err());
+    let bytes = codec::encode(Encoding::Bincode, &ClientMessage { id: 5, request: Request::Ping }).unwrap();
+    client.send_raw(Message::Binary(bytes.into())).await.unwrap();
+    let outcome = answer(&client, 5).await;
+    assert_eq!(error_code(&outcome), Some(ErrorCode::RateLimited));
 }
 
 #[tokio::test]
