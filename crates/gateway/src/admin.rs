@@ -1,4 +1,5 @@
-//! The admin HTTP port: liveness, readiness and metrics for orchestrators and Prometheus. It is
+//! The admin HTTP port: liveness, readiness and metrics for orchestrators and Prometheus, and the
+//! service endpoints for operators and trusted game servers, which need the service token. It is
 //! separate from the game port so it can stay private.
 
 use std::sync::Arc;
@@ -6,11 +7,14 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::Path;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use uuid::Uuid;
 
 use crate::Shared;
+use crate::errors;
+use crate::inventory_requests::{authorise, error_answer};
 
 /// The admin routes.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -59,21 +63,28 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> String {
 }
 
 /// Sends the request body as a [`proto::Event::Notice`] to every connection of the account, on
-/// whichever gateway process it is connected to. For operators and trusted game servers: the
-/// admin port must not be reachable by players.
+/// whichever gateway process it is connected to. For operators and trusted game servers, with
+/// the service token: a notice reaches players as the game's own word.
 async fn notice(
     State(shared): State<Arc<Shared>>,
     Path(account_id): Path<Uuid>,
+    headers: HeaderMap,
     text: String,
-) -> (StatusCode, &'static str) {
+) -> Response {
+    if let Err(answer) = authorise(&shared, &headers) {
+        return answer.into_response();
+    }
     if text.len() > shared.config.max_frame_bytes / 2 {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "notice too long\n");
+        return (StatusCode::PAYLOAD_TOO_LARGE, "notice too long\n").into_response();
+    }
+    if let Err(error) = shared.auth.account(account_id).await {
+        return error_answer(&errors::from_auth(&error)).into_response();
     }
     match shared.hub.deliver(account_id, proto::Event::Notice { text }).await {
-        Ok(()) => (StatusCode::ACCEPTED, "queued\n"),
+        Ok(()) => (StatusCode::ACCEPTED, "queued\n").into_response(),
         Err(error) => {
             tracing::warn!(%error, "could not publish a notice");
-            (StatusCode::SERVICE_UNAVAILABLE, "bus unavailable\n")
+            (StatusCode::SERVICE_UNAVAILABLE, "bus unavailable\n").into_response()
         }
     }
 }

@@ -122,9 +122,8 @@ async fn a_client_that_stops_reading_is_disconnected_as_a_slow_consumer() {
     let (_, session) = gateway.player(&username("sluggish")).await;
     let mut sluggish = silent_socket(&gateway, Some(&session.token)).await;
     let notice = "x".repeat(30_000);
-    let path = format!("/accounts/{}/notice", session.account_id);
     for _ in 0..600 {
-        gateway.http("POST", &path, &notice).await.unwrap();
+        gateway.notice(session.account_id, &notice).await;
     }
     assert_eq!(close_code_of(&mut sluggish).await, Some(close::SLOW_CONSUMER));
     let closes = gateway.metric(&format!("gateway_closes_total{{code=\"{}\"}}", close::SLOW_CONSUMER)).await;

@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use game_client::{Client, ConnectOptions};
+use gateway::GatewayConfig;
 use proto::{Encoding, ErrorCode, Event, close};
 
-use crate::support::{PATIENCE, World, closed, username};
+use crate::support::{PATIENCE, SERVICE_TOKEN, World, admin, closed, username};
 
 #[tokio::test]
 async fn refresh_rotates_the_token_and_the_old_one_stops_working_everywhere() {
@@ -65,13 +66,35 @@ async fn an_event_reaches_a_player_on_whichever_gateway_they_are_connected_to() 
     let gateway_b = world.gateway().await;
     let (player, session) = gateway_b.player(&username("listener")).await;
 
-    let (status, _) = gateway_a
-        .http("POST", &format!("/accounts/{}/notice", session.account_id), "server restarts at noon")
-        .await
-        .unwrap();
-    assert_eq!(status, 202);
+    assert_eq!(gateway_a.notice(session.account_id, "server restarts at noon").await.0, 202);
     let event = tokio::time::timeout(PATIENCE, player.next_event()).await.unwrap();
     assert_eq!(event, Some(Event::Notice { text: "server restarts at noon".into() }));
+}
+
+/// A notice reaches players as the game's own word, so only holders of the service token send
+/// one, and only to an account that exists; a refused notice reaches no one.
+#[tokio::test]
+async fn a_notice_needs_the_service_token_and_a_known_account() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let (player, session) = gateway.player(&username("reader")).await;
+    let path = format!("/accounts/{}/notice", session.account_id);
+    let post = |token| admin(gateway.admin, "POST", &path, token, "visit evil.example");
+    assert_eq!(post(None).await.0, 401);
+    assert_eq!(post(Some("not-the-service-token")).await.0, 401);
+    let unknown = proto::AccountId(uuid::Uuid::now_v7());
+    assert_eq!(gateway.notice(unknown, "hello").await.0, 404);
+
+    let off = world.gateway_with(GatewayConfig { service_token: None, ..world.config() }).await;
+    assert_eq!(admin(off.admin, "POST", &path, Some(SERVICE_TOKEN), "hello").await.0, 404, "endpoint off");
+
+    assert_eq!(gateway.notice(session.account_id, "maintenance at noon").await.0, 202);
+    let event = tokio::time::timeout(PATIENCE, player.next_event()).await.unwrap();
+    assert_eq!(
+        event,
+        Some(Event::Notice { text: "maintenance at noon".into() }),
+        "the first notice to arrive"
+    );
 }
 
 #[tokio::test]

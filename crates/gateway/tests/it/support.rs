@@ -20,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 /// A password that satisfies the rules.
 pub const PASSWORD: &str = "correct horse battery";
 
+/// The service token of the world's gateways (the admin port's service endpoints).
+pub const SERVICE_TOKEN: &str = "service-token-of-the-test-world";
+
 /// Bounds every wait in the tests: a hang is a failure, not a stuck CI run.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -46,6 +49,7 @@ impl World {
             redis_url: Some(self.redis.url()),
             key_prefix: "test:".into(),
             shutdown_timeout: Duration::from_secs(5),
+            service_token: Some(gateway::config::ServiceToken::new(SERVICE_TOKEN)),
             ..GatewayConfig::default()
         }
     }
@@ -121,6 +125,11 @@ impl TestGateway {
         }
         let session = client.login(username, PASSWORD).await.expect("login");
         (client, session)
+    }
+
+    /// Sends `account_id` a notice through the admin port, with the service token: (status, body).
+    pub async fn notice(&self, account_id: proto::AccountId, text: &str) -> (u16, String) {
+        admin(self.admin, "POST", &format!("/accounts/{account_id}/notice"), Some(SERVICE_TOKEN), text).await
     }
 
     /// One HTTP/1.1 request to the admin port: (status, body).
@@ -271,6 +280,7 @@ impl GatewayProcess {
         let log = std::fs::File::create(&log_path).expect("gateway log file");
         let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
             .args(extra_args)
+            .env("GAME_SERVICE_TOKEN", SERVICE_TOKEN)
             .envs(env.iter().copied())
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
@@ -308,9 +318,10 @@ impl GatewayProcess {
         (client, session)
     }
 
-    /// POSTs `body` to the process's admin port without a token; the status code.
-    pub async fn post(&self, path: &str, body: &str) -> u16 {
-        admin(self.admin, "POST", path, None, body).await.0
+    /// Sends `account_id` a notice through the process's admin port; the status code.
+    pub async fn notice(&self, account_id: proto::AccountId, text: &str) -> u16 {
+        let path = format!("/accounts/{account_id}/notice");
+        admin(self.admin, "POST", &path, Some(SERVICE_TOKEN), text).await.0
     }
 
     /// Kills the process with SIGKILL: no shutdown, no final flush.
