@@ -458,7 +458,11 @@ impl Embedded {
     pub(crate) fn buffer_begin(&self, ns: &str, baseline: u64) {
         let now = Instant::now();
         let mut store = self.store();
-        store.buffers.entry(ns.to_owned()).or_default().baseline.get_or_insert(baseline);
+        let buffer = store.buffers.entry(ns.to_owned()).or_default();
+        if buffer.baseline.is_none() {
+            buffer.baseline = Some(baseline);
+            buffer.version = buffer.version.max(baseline);
+        }
         store.note_write(now);
     }
 

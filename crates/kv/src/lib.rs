@@ -714,10 +714,11 @@ impl Kv {
 
     /// Begins the buffer with `baseline` unless it was begun already, in which case nothing
     /// changes: the first baseline stays for as long as the store keeps the buffer's data, and
-    /// goes when the store loses it. A caller passes how far its durable copy had come when it
-    /// first wrote to the buffer (the player domain: `player.db`'s highest version), so a store
-    /// that later comes back with older data is told from one that lost its data by
-    /// [`BufferVersion::baseline`].
+    /// goes when the store loses it. Beginning also raises the version counter to the baseline,
+    /// so every version handed out since is above it. A caller passes how far its durable copy
+    /// had come when it first wrote to the buffer (the player domain: `player.db`'s highest
+    /// version), so a store that later comes back with older data is told from one that lost
+    /// its data by [`BufferVersion::baseline`]; atomic.
     ///
     /// # Errors
     /// [`KvError::Unavailable`] if Redis does not answer.

@@ -280,16 +280,18 @@ end
 return 0
 ";
 
-/// Begins a buffer unless it was begun. KEYS: baseline, the earlier release's flushed mark. ARGV:
-/// the baseline. A buffer that release had flushed began before any baseline the caller could
-/// give now, so it gets the lowest: a later one would hide that it may be older than the caller's
-/// durable copy.
+/// Begins a buffer unless it was begun: sets its baseline and raises its version counter to it.
+/// KEYS: baseline, the earlier release's flushed mark, version counter. ARGV: the baseline. A
+/// buffer that release had flushed began before any baseline the caller could give now, so it
+/// gets the lowest: a later one would hide that it may be older than the caller's durable copy.
 const BEGIN_LUA: &str = r"
 local baseline = ARGV[1]
 if redis.call('EXISTS', KEYS[2]) == 1 then
   baseline = '0'
 end
-redis.call('SET', KEYS[1], baseline, 'NX')
+if redis.call('SET', KEYS[1], baseline, 'NX') and tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(baseline) then
+  redis.call('SET', KEYS[3], baseline)
+end
 return 0
 ";
 
@@ -1051,7 +1053,11 @@ impl RedisBackend {
 
     pub(crate) async fn buffer_begin(&self, ns: &str, baseline: u64) -> Result<(), KvError> {
         let mut invocation = self.begin.prepare_invoke();
-        invocation.key(self.baseline_key(ns)).key(self.legacy_flushed_key(ns)).arg(baseline);
+        invocation
+            .key(self.baseline_key(ns))
+            .key(self.legacy_flushed_key(ns))
+            .key(self.version_key(ns))
+            .arg(baseline);
         let invocation = &invocation;
         self.run(|mut connection| async move { invocation.invoke_async::<()>(&mut connection).await }).await
     }

@@ -163,12 +163,11 @@ pub(crate) async fn flush_all(
 /// or failed over to a replica that lagged), or direct writes moved players ahead of it (a
 /// deployment that ran in `direct` mode for a while, then `buffered` again). The buffer's
 /// baseline tells the first from the others: it is the watermark when the buffer was begun (by
-/// its first seed or its first flush pass, whichever came first), and a store that lost its
-/// data lost it too.
+/// its first seed or its first flush pass, whichever came first), beginning raised the counter
+/// to it, and a store that lost its data lost it too.
 ///
-/// No baseline, or one at the watermark (nothing was flushed since the buffer began): the buffer
-/// holds only records seeded from `player.db` since, and the updates on them, so the counter is
-/// raised to the watermark and nothing else changes. A baseline below the watermark: the buffer
+/// No baseline: the buffer lost its data and holds no record yet (a seed would have begun it),
+/// so the counter is raised to the watermark and nothing else changes. A baseline: the buffer
 /// began before something `player.db` holds now was flushed, so it may hold records older than
 /// `player.db`, which reads would show and updates build on (the counter is shared, so an update
 /// on one can even get a version above its player's stored one, and carry the older state's
@@ -178,7 +177,7 @@ pub(crate) async fn flush_all(
 async fn heal(players: &Players, version: kv::BufferVersion, watermark: u64) -> Result<(), PlayerError> {
     let kv = &players.inner.kv;
     let mut dropped = 0;
-    if version.baseline.is_some_and(|baseline| baseline < watermark) {
+    if version.baseline.is_some() {
         tracing::warn!(
             counter = version.last,
             baseline = version.baseline,

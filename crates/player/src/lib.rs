@@ -282,7 +282,8 @@ impl Players {
     }
 
     /// Loads a player's state from SQLite into the buffer, so buffered versions continue from the
-    /// stored one. Begins the buffer first if it is new, so a snapshot of it taken before the
+    /// stored one. Begins the buffer first if it is new, at `player.db`'s watermark: versions
+    /// continue above every stored one at once, and a snapshot of the buffer taken before its
     /// first flush pass is still told apart from a store that lost its data (see
     /// `flusher::heal`).
     async fn seed(&self, player_id: Uuid) -> Result<(), PlayerError> {

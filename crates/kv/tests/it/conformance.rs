@@ -328,8 +328,9 @@ async fn check_version_read_and_raised(kv: &Kv) {
     assert_eq!(update(kv, "p1", &[("x", "1")], 1_000).await, applied(1, 1));
     assert_eq!(kv.buffer_version("player").await.unwrap(), version(1, None));
     kv.buffer_begin("player", 30).await.unwrap();
+    assert_eq!(kv.buffer_version("player").await.unwrap(), version(30, Some(30)), "begun: counter raised");
     kv.buffer_begin("player", 35).await.unwrap();
-    assert_eq!(kv.buffer_version("player").await.unwrap(), version(1, Some(30)), "the first baseline stays");
+    assert_eq!(kv.buffer_version("player").await.unwrap(), version(30, Some(30)), "the first baseline stays");
     assert!(kv.buffer_raise_version("player", 40).await.unwrap());
     assert!(!kv.buffer_raise_version("player", 7).await.unwrap(), "a lower floor changes nothing");
     assert_eq!(kv.buffer_version("player").await.unwrap(), version(40, Some(30)));

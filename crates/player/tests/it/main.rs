@@ -136,8 +136,8 @@ async fn an_older_version_never_overwrites_a_newer_one() {
 }
 
 /// A deployment that wrote directly switches to buffered with an empty Redis: its first seeds
-/// begin the buffer at the versions direct writes reached, so the first flush finds a buffer
-/// begun from `player.db` as it is, and keeps the moves made before it.
+/// begin the buffer at the versions direct writes reached, so versions continue above them and
+/// the first flush keeps the moves made before it.
 #[tokio::test]
 async fn after_a_switch_from_direct_writes_the_first_moves_are_kept() {
     let world = World::new();
@@ -150,7 +150,7 @@ async fn after_a_switch_from_direct_writes_the_first_moves_are_kept() {
     drop(direct);
 
     let buffered = world.players(WriteMode::Buffered).await;
-    assert_eq!(buffered.update(quiet, at(7.0)).await.unwrap(), 2, "below player.db's highest, 20");
+    assert_eq!(buffered.update(quiet, at(7.0)).await.unwrap(), 21, "above player.db's highest, 20");
     assert_eq!(buffered.flush_now().await.unwrap().rows_written, 1);
     assert_eq!(world.row(quiet).map(|row| row.1), Some(7.0));
 }
@@ -356,35 +356,42 @@ async fn moves_during_the_heal_never_bring_back_the_snapshots_health() {
 
 /// A snapshot taken before the buffer's first flush pass, restored after later flushes: the
 /// buffer was begun by its first seed, so it is still known to be older than `player.db` and
-/// dropped, rather than taken for a store that lost its data.
+/// dropped, rather than taken for a store that lost its data. Here the buffer is itself new
+/// after Redis lost everything, and the player's versions are far below `player.db`'s highest,
+/// which the flushes after the snapshot must still move past.
 #[tokio::test]
 async fn a_snapshot_from_before_the_first_flush_is_still_healed_as_older() {
     let mut world = World::new();
     let players = world.players(WriteMode::Buffered).await;
-    let id = Uuid::new_v4();
-    players.update(id, health(1)).await.unwrap();
-    world.redis.save_snapshot();
-    for value in 2..=5 {
-        players.update(id, health(value)).await.unwrap();
+    let (busy, id) = (Uuid::new_v4(), Uuid::new_v4());
+    for _ in 0..20 {
+        players.update(busy, health(1)).await.unwrap();
     }
     players.flush_now().await.unwrap();
-    assert_eq!(world.row(id).map(|row| row.2), Some(5));
+    world.redis.stop();
+    world.redis.restart();
+
+    until_reachable(|| players.update(id, health(1))).await;
+    world.redis.save_snapshot();
+    players.update(id, health(2)).await.unwrap();
+    until_reachable(|| players.flush_now()).await;
+    assert_eq!(world.row(id).map(|row| row.2), Some(2));
 
     world.redis.restart();
     assert_eq!(until_reachable(|| players.get(id)).await.unwrap().health, 1, "the snapshot's state");
     until_reachable(|| players.flush_now()).await;
     let state = players.get(id).await.unwrap().unwrap();
-    assert_eq!((state.health, state.version), (5, world.row(id).unwrap().0), "read from player.db");
+    assert_eq!((state.health, state.version), (2, world.row(id).unwrap().0), "read from player.db");
     players.update(id, at(2.0)).await.unwrap();
     players.flush_now().await.unwrap();
-    assert_eq!(world.row(id).map(|row| (row.1, row.2)), Some((2.0, 5)), "built on player.db's health");
+    assert_eq!(world.row(id).map(|row| (row.1, row.2)), Some((2.0, 2)), "built on player.db's health");
 }
 
-/// Redis loses everything, and a player whose version is below `player.db`'s highest moves
-/// before the next flush: the pass raises the counter but keeps that move, since the buffer was
-/// begun from `player.db` after the loss.
+/// Redis loses everything, and a player whose stored version is below `player.db`'s highest
+/// moves before the next flush: its seed begins the buffer at that highest version, so the move
+/// takes a version above it at once, and the next pass writes it; there is nothing to heal.
 #[tokio::test]
-async fn after_redis_loses_everything_moves_before_the_next_flush_are_kept() {
+async fn after_redis_loses_everything_versions_continue_above_the_highest_at_once() {
     let mut world = World::new();
     let players = world.players(WriteMode::Buffered).await;
     let (busy, quiet) = (Uuid::new_v4(), Uuid::new_v4());
@@ -397,12 +404,15 @@ async fn after_redis_loses_everything_moves_before_the_next_flush_are_kept() {
     world.redis.restart();
 
     let version = until_reachable(|| players.update(quiet, at(7.0))).await;
-    assert!(version < world.row(busy).unwrap().0, "below player.db's highest version, so the pass heals");
+    assert!(version > world.row(busy).unwrap().0, "version {version} is above player.db's highest");
     let report = until_reachable(|| players.flush_now()).await;
     assert_eq!(report.rows_written, 1);
-    assert_eq!(world.row(quiet).map(|row| row.1), Some(7.0), "the move after the loss reached player.db");
-    assert_eq!(players.get(quiet).await.unwrap().unwrap().position.x, 7.0);
-    assert_eq!(players.stats().buffer_heals.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        world.row(quiet).map(|row| (row.0, row.1)),
+        Some((version, 7.0)),
+        "the move reached player.db"
+    );
+    assert_eq!(players.stats().buffer_heals.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
 
 /// Retries `operation` while the store is unreachable: each connection to a restarted Redis
