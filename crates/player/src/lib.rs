@@ -287,9 +287,8 @@ impl Players {
     /// first flush pass is still told apart from a store that lost its data (see
     /// `flusher::heal`).
     async fn seed(&self, player_id: Uuid) -> Result<(), PlayerError> {
-        let watermark = store::version_watermark(&self.inner.shard).await?;
+        let (stored, watermark) = store::load_with_watermark(&self.inner.shard, player_id).await?;
         self.inner.kv.buffer_begin(NAMESPACE, watermark).await?;
-        let stored = store::load(&self.inner.shard, player_id).await?;
         let state = stored.unwrap_or(PlayerState { player_id, ..PlayerState::default() });
         let created = self
             .inner

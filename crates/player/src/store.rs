@@ -91,34 +91,42 @@ pub(crate) async fn update_direct(
 }
 
 pub(crate) async fn load(shard: &Shard, player_id: Uuid) -> Result<Option<PlayerState>, PlayerError> {
-    Ok(shard
-        .read(move |conn| {
-            conn.prepare_cached(
-                "SELECT x, y, z, rotation, health, attributes, version, updated_at_ms
-                 FROM player_state WHERE player_id = ?1",
-            )?
-            .query_row(params![player_id.as_bytes().as_slice()], |row| {
-                #[allow(clippy::cast_possible_truncation, reason = "stored from f32, so exact")]
-                let position = Position {
-                    x: row.get::<_, f64>(0)? as f32,
-                    y: row.get::<_, f64>(1)? as f32,
-                    z: row.get::<_, f64>(2)? as f32,
-                };
-                #[allow(clippy::cast_possible_truncation, reason = "stored from f32, so exact")]
-                let rotation = row.get::<_, f64>(3)? as f32;
-                Ok(PlayerState {
-                    player_id,
-                    position,
-                    rotation,
-                    health: row.get(4)?,
-                    attributes: row.get(5)?,
-                    version: u64::try_from(row.get::<_, i64>(6)?).unwrap_or(0),
-                    updated_at_ms: u64::try_from(row.get::<_, i64>(7)?).unwrap_or(0),
-                })
-            })
-            .optional()
+    Ok(shard.read(move |conn| load_on(conn, player_id)).await?)
+}
+
+/// A player's stored state and the version watermark, in one read: what seeding needs.
+pub(crate) async fn load_with_watermark(
+    shard: &Shard,
+    player_id: Uuid,
+) -> Result<(Option<PlayerState>, u64), PlayerError> {
+    Ok(shard.read(move |conn| Ok((load_on(conn, player_id)?, watermark_on(conn)?))).await?)
+}
+
+fn load_on(conn: &rusqlite::Connection, player_id: Uuid) -> rusqlite::Result<Option<PlayerState>> {
+    conn.prepare_cached(
+        "SELECT x, y, z, rotation, health, attributes, version, updated_at_ms
+         FROM player_state WHERE player_id = ?1",
+    )?
+    .query_row(params![player_id.as_bytes().as_slice()], |row| {
+        #[allow(clippy::cast_possible_truncation, reason = "stored from f32, so exact")]
+        let position = Position {
+            x: row.get::<_, f64>(0)? as f32,
+            y: row.get::<_, f64>(1)? as f32,
+            z: row.get::<_, f64>(2)? as f32,
+        };
+        #[allow(clippy::cast_possible_truncation, reason = "stored from f32, so exact")]
+        let rotation = row.get::<_, f64>(3)? as f32;
+        Ok(PlayerState {
+            player_id,
+            position,
+            rotation,
+            health: row.get(4)?,
+            attributes: row.get(5)?,
+            version: u64::try_from(row.get::<_, i64>(6)?).unwrap_or(0),
+            updated_at_ms: u64::try_from(row.get::<_, i64>(7)?).unwrap_or(0),
         })
-        .await?)
+    })
+    .optional()
 }
 
 /// The highest version `player_state` has held, as far as flushes know: every flush raises it in
@@ -126,12 +134,13 @@ pub(crate) async fn load(shard: &Shard, player_id: Uuid) -> Result<Option<Player
 /// version counter is never below it unless the buffer lost data or went back to older data, or
 /// direct writes moved a player past it (see `flusher::flush_all`).
 pub(crate) async fn version_watermark(shard: &Shard) -> Result<u64, PlayerError> {
-    let highest: i64 = shard
-        .read(|conn| {
-            conn.prepare_cached("SELECT highest_version FROM version_watermark WHERE id = 0")?
-                .query_row([], |row| row.get(0))
-        })
-        .await?;
+    Ok(shard.read(watermark_on).await?)
+}
+
+fn watermark_on(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
+    let highest: i64 = conn
+        .prepare_cached("SELECT highest_version FROM version_watermark WHERE id = 0")?
+        .query_row([], |row| row.get(0))?;
     Ok(u64::try_from(highest).unwrap_or(0))
 }
 

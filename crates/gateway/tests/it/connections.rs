@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::support::{
-    PASSWORD, PATIENCE, TestGateway, World, closed, join, requests_of_every_kind, username,
+    PASSWORD, PATIENCE, TestGateway, World, closed, join, notice, requests_of_every_kind, username,
 };
 
 #[tokio::test]
@@ -121,9 +121,9 @@ async fn a_client_that_stops_reading_is_disconnected_as_a_slow_consumer() {
     let gateway = world.gateway_with(gateway::GatewayConfig { outbound_queue: 8, ..world.config() }).await;
     let (_, session) = gateway.player(&username("sluggish")).await;
     let mut sluggish = silent_socket(&gateway, Some(&session.token)).await;
-    let notice = "x".repeat(30_000);
+    let text = "x".repeat(30_000);
     for _ in 0..600 {
-        gateway.notice(session.account_id, &notice).await;
+        notice(gateway.admin, session.account_id, &text).await;
     }
     assert_eq!(close_code_of(&mut sluggish).await, Some(close::SLOW_CONSUMER));
     let closes = gateway.metric(&format!("gateway_closes_total{{code=\"{}\"}}", close::SLOW_CONSUMER)).await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use game_client::Client;
 use proto::{Encoding, Event, close};
 
-use crate::support::{GatewayProcess, PATIENCE, World, closed, username};
+use crate::support::{GatewayProcess, PATIENCE, World, closed, notice, username};
 
 #[tokio::test]
 async fn two_gateway_processes_share_accounts_events_and_revocations() {
@@ -21,7 +21,7 @@ async fn two_gateway_processes_share_accounts_events_and_revocations() {
     on_second.resume(&session.token).await.unwrap();
 
     // An event posted to the first process reaches the connection on the second.
-    assert_eq!(first.notice(session.account_id, "hello from the first").await, 202);
+    assert_eq!(notice(first.admin, session.account_id, "hello from the first").await, 202);
     let event = tokio::time::timeout(PATIENCE, on_second.next_event()).await.unwrap();
     assert_eq!(event, Some(Event::Notice { text: "hello from the first".into() }));
 

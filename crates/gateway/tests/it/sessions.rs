@@ -7,7 +7,7 @@ use game_client::{Client, ConnectOptions};
 use gateway::GatewayConfig;
 use proto::{Encoding, ErrorCode, Event, close};
 
-use crate::support::{PATIENCE, SERVICE_TOKEN, World, admin, closed, username};
+use crate::support::{PATIENCE, SERVICE_TOKEN, World, admin, closed, notice, username};
 
 #[tokio::test]
 async fn refresh_rotates_the_token_and_the_old_one_stops_working_everywhere() {
@@ -66,7 +66,7 @@ async fn an_event_reaches_a_player_on_whichever_gateway_they_are_connected_to() 
     let gateway_b = world.gateway().await;
     let (player, session) = gateway_b.player(&username("listener")).await;
 
-    assert_eq!(gateway_a.notice(session.account_id, "server restarts at noon").await.0, 202);
+    assert_eq!(notice(gateway_a.admin, session.account_id, "server restarts at noon").await, 202);
     let event = tokio::time::timeout(PATIENCE, player.next_event()).await.unwrap();
     assert_eq!(event, Some(Event::Notice { text: "server restarts at noon".into() }));
 }
@@ -83,12 +83,12 @@ async fn a_notice_needs_the_service_token_and_a_known_account() {
     assert_eq!(post(None).await.0, 401);
     assert_eq!(post(Some("not-the-service-token")).await.0, 401);
     let unknown = proto::AccountId(uuid::Uuid::now_v7());
-    assert_eq!(gateway.notice(unknown, "hello").await.0, 404);
+    assert_eq!(notice(gateway.admin, unknown, "hello").await, 404);
 
     let off = world.gateway_with(GatewayConfig { service_token: None, ..world.config() }).await;
     assert_eq!(admin(off.admin, "POST", &path, Some(SERVICE_TOKEN), "hello").await.0, 404, "endpoint off");
 
-    assert_eq!(gateway.notice(session.account_id, "maintenance at noon").await.0, 202);
+    assert_eq!(notice(gateway.admin, session.account_id, "maintenance at noon").await, 202);
     let event = tokio::time::timeout(PATIENCE, player.next_event()).await.unwrap();
     assert_eq!(
         event,

@@ -127,11 +127,6 @@ impl TestGateway {
         (client, session)
     }
 
-    /// Sends `account_id` a notice through the admin port, with the service token: (status, body).
-    pub async fn notice(&self, account_id: proto::AccountId, text: &str) -> (u16, String) {
-        admin(self.admin, "POST", &format!("/accounts/{account_id}/notice"), Some(SERVICE_TOKEN), text).await
-    }
-
     /// One HTTP/1.1 request to the admin port: (status, body).
     pub async fn http(&self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
         let mut stream = tokio::net::TcpStream::connect(self.admin).await?;
@@ -196,6 +191,12 @@ pub async fn join(client: &Client, name: &str) -> proto::chat::ChannelInfo {
         Ok(proto::Reply::Chat(proto::chat::ChatReply::Channel(channel))) => channel,
         other => panic!("joining {name}: {other:?}"),
     }
+}
+
+/// Sends `account_id` a notice through the admin port at `addr`, with the service token; the
+/// status code.
+pub async fn notice(addr: std::net::SocketAddr, account_id: proto::AccountId, text: &str) -> u16 {
+    admin(addr, "POST", &format!("/accounts/{account_id}/notice"), Some(SERVICE_TOKEN), text).await.0
 }
 
 /// One HTTP/1.1 request to an admin port with an optional bearer token: (status, body).
@@ -316,12 +317,6 @@ impl GatewayProcess {
         let _ = client.register(name, PASSWORD).await;
         let session = client.login(name, PASSWORD).await.unwrap();
         (client, session)
-    }
-
-    /// Sends `account_id` a notice through the process's admin port; the status code.
-    pub async fn notice(&self, account_id: proto::AccountId, text: &str) -> u16 {
-        let path = format!("/accounts/{account_id}/notice");
-        admin(self.admin, "POST", &path, Some(SERVICE_TOKEN), text).await.0
     }
 
     /// Kills the process with SIGKILL: no shutdown, no final flush.
