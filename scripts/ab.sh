@@ -8,6 +8,7 @@
 # DIR_A and DIR_B each hold a `gateway` and a `loadtest` binary (say a copy of an older
 # target/release, and target/release). `embedded:DIR` runs DIR's gateway without Redis, on its
 # in-process KV: `scripts/ab.sh embedded:DIR DIR state,ping` measures what the hop to Redis costs.
+# `unix:DIR` runs DIR's gateway against the same Redis through its Unix socket instead of TCP.
 # Such a gateway keeps its sessions in itself, so each of its runs first logs the clients in (up
 # to a minute). Each CASE is one of:
 #   state         1,000 clients updating their state, closed loop
@@ -23,12 +24,12 @@
 # 47071) and stops by itself.
 set -euo pipefail
 
-[ $# -ge 3 ] || { sed -n '2,23p' "$0"; exit 2; }
+[ $# -ge 3 ] || { sed -n '2,24p' "$0"; exit 2; }
 cases=$3; repeats=${4:-2}
 # A side is a build directory, or `embedded:` and one.
-side() { case $1 in embedded:*) echo "embedded:$(realpath "${1#embedded:}")" ;; *) realpath "$1" ;; esac; }
+side() { case $1 in embedded:* | unix:*) echo "${1%%:*}:$(realpath "${1#*:}")" ;; *) realpath "$1" ;; esac; }
 side_a=$(side "$1"); side_b=$(side "$2")
-dir_a=${side_a#embedded:}
+dir_a=${side_a#*:}
 redis_port=${AB_REDIS_PORT:-46390}
 game="127.0.0.1:47070"; admin="http://127.0.0.1:47071"
 ulimit -n "$(ulimit -Hn)"
@@ -47,7 +48,7 @@ start_redis() {
   if redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
     echo "port $redis_port is taken by another Redis; set AB_REDIS_PORT" >&2; exit 1
   fi
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
+  redis-server --port "$redis_port" --bind 127.0.0.1 --unixsocket "$work/redis.sock" --save "" --appendonly no --dir "$work" \
     >>"$work/redis.log" 2>&1 &
   redis_pid=$!
   for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && return; sleep 0.1; done
@@ -60,11 +61,14 @@ write_bench_config "$work"
 GAME_SERVICE_TOKEN="ab-service-token-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 export GAME_SERVICE_TOKEN LOADTEST_SERVICE_TOKEN=$GAME_SERVICE_TOKEN
 
-# Starts the gateway of side $1 (a build directory, or `embedded:` and one) on data directory $2.
+# Starts the gateway of side $1 (a build directory, or `embedded:` or `unix:` and one) on data directory $2.
 start_gateway() {
   local kv=(--redis-url "redis://127.0.0.1:$redis_port" --key-prefix ab:)
-  [ "${1#embedded:}" = "$1" ] || kv=()
-  "${1#embedded:}/gateway" --config "$work/gateway.toml" --data-dir "$2" "${kv[@]}" \
+  case $1 in
+    embedded:*) kv=() ;;
+    unix:*) kv=(--redis-url "redis+unix://$work/redis.sock" --key-prefix ab:) ;;
+  esac
+  "${1#*:}/gateway" --config "$work/gateway.toml" --data-dir "$2" "${kv[@]}" \
     --listen "$game" --admin-listen "127.0.0.1:47071" \
     --login-failures-per-address 1000000 --requests-per-sec 1000000 --request-burst 1000000 \
     >>"$work/gateway.log" 2>&1 &
@@ -108,7 +112,7 @@ for case_name in ${cases//,/ }; do
 
   for _ in $(seq "$repeats"); do
     for side in "$side_a" "$side_b"; do
-      dir=${side#embedded:}
+      dir=${side#*:}
       run=$((run + 1))
       data="$work/data-$run"
       mkdir -p "$data"
@@ -116,12 +120,13 @@ for case_name in ${cases//,/ }; do
       [ "$case_name" = outage ] && redis-cli -p "$redis_port" save >/dev/null
       start_gateway "$side" "$data"
       tokens="$work/tokens.txt"
-      if [ "$side" != "$dir" ]; then
+      if [ "${side%%:*}" = embedded ]; then
         tokens="$data/tokens.txt"
         "$dir/loadtest" prepare-sessions --target "ws://$game/" --clients "$n_clients" --username-prefix ab \
           --out "$tokens" --no-progress >/dev/null
       fi
       gateway_before=$(cpu_ticks "$gateway_pid"); redis_before=$(cpu_ticks "$redis_pid")
+      redis-cli -p "$redis_port" config resetstat >/dev/null
       /usr/bin/time -f "%U %S" -o "$work/loadtest-cpu" "$dir/loadtest" --target "ws://$game/" --admin "$admin" \
         "${args[@]}" --token-file "$tokens" >"$work/run.out" 2>&1 &
       loadtest_pid=$!
@@ -146,6 +151,11 @@ for case_name in ${cases//,/ }; do
       awk -v kind="$kind" -v n="$requests" -v g="$gateway_ticks" -v r="$redis_ticks" -v l="$loadtest_secs" 'BEGIN {
         printf "CPU µs per " kind ": load generator %.1f, gateway %.1f, Redis %.1f\n",
           l * 1e6 / n, g * 1e4 / n, r * 1e4 / n }'
+      # How many updates shared a run of the update script (`EVALSHA`, counted by Redis).
+      script_runs=$(redis-cli -p "$redis_port" info commandstats | sed -nE 's/^cmdstat_evalsha:calls=([0-9]+),.*/\1/p')
+      if [ "$kind" = update_state ] && [ "${script_runs:-0}" -gt 0 ]; then
+        awk -v n="$requests" -v runs="$script_runs" 'BEGIN { printf "updates per script run: %.1f\n", n / runs }'
+      fi
     done
   done
 done
