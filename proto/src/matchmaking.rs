@@ -39,7 +39,9 @@ pub enum MatchRequest {
     Report {
         /// The match.
         match_id: Uuid,
-        /// The winning team, or `None` for a draw.
+        /// The winning team, or `None` for a draw. Required in JSON even though it is an
+        /// `Option`: a report left without it would otherwise count as a vote for a draw.
+        #[serde(deserialize_with = "Option::deserialize")]
         winner: Option<u32>,
     },
     /// This player's matches, newest first. Answered with [`MatchReply::History`].
@@ -367,5 +369,16 @@ mod tests {
             serde_json::to_string(&found).expect("json"),
             r#"{"event":{"match":{"match_found":{"match_id":"01930000-0000-7000-8000-0000000000bb","mode":"duel","teams":[["00000000-0000-0000-0000-000000000001"],["00000000-0000-0000-0000-000000000002"]]}}}}"#
         );
+    }
+
+    #[test]
+    fn a_report_must_say_its_winner_even_for_a_draw() {
+        let draw = r#"{"id":51,"request":{"match":{"report":{"match_id":"01930000-0000-7000-8000-0000000000bb","winner":null}}}}"#;
+        let decoded: ClientMessage = serde_json::from_str(draw).expect("a written-out draw is a report");
+        assert!(matches!(decoded.request, Request::Match(MatchRequest::Report { winner: None, .. })));
+        let forgotten =
+            r#"{"id":52,"request":{"match":{"report":{"match_id":"01930000-0000-7000-8000-0000000000bb"}}}}"#;
+        let error = serde_json::from_str::<ClientMessage>(forgotten).expect_err("no winner, no report");
+        assert!(error.to_string().contains("missing field `winner`"), "{error}");
     }
 }

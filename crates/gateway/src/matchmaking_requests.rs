@@ -205,27 +205,30 @@ pub(crate) async fn run_matchmaker(shared: Arc<Shared>, holder: String, shutdown
             () = shutdown.cancelled() => break,
             _ = ticks.tick() => {}
         }
-        match shared.matchmaking.tick(&holder).await {
-            Ok(formed) => {
-                failing = false;
-                for details in formed {
-                    let event = MatchEvent::MatchFound {
-                        match_id: details.match_id,
-                        mode: details.mode.clone(),
-                        teams: details
-                            .teams
-                            .iter()
-                            .map(|team| team.iter().map(|player| AccountId(player.account_id)).collect())
-                            .collect(),
-                    };
-                    announce(&shared, details.account_ids(), event).await;
-                }
-            }
-            Err(error) if !failing => {
+        let tick = shared.matchmaking.tick(&holder).await;
+        let (formed, failed) = match tick {
+            Ok(tick) => (tick.formed, tick.failed),
+            Err(error) => (Vec::new(), Some(error)),
+        };
+        for details in formed {
+            let event = MatchEvent::MatchFound {
+                match_id: details.match_id,
+                mode: details.mode.clone(),
+                teams: details
+                    .teams
+                    .iter()
+                    .map(|team| team.iter().map(|player| AccountId(player.account_id)).collect())
+                    .collect(),
+            };
+            announce(&shared, details.account_ids(), event).await;
+        }
+        match failed {
+            Some(error) if !failing => {
                 failing = true;
                 tracing::warn!(%error, "matchmaking pass failed; retrying every interval");
             }
-            Err(_) => {}
+            Some(_) => {}
+            None => failing = false,
         }
     }
     if let Err(error) = shared.matchmaking.release(&holder).await {
@@ -237,7 +240,9 @@ pub(crate) async fn run_matchmaker(shared: Arc<Shared>, holder: String, shutdown
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ResultBody {
-    /// The winning team; `null` for a draw.
+    /// The winning team; `null` for a draw. Required: a body without it must not finish the
+    /// match as a draw.
+    #[serde(deserialize_with = "Option::deserialize")]
     winner: Option<u32>,
 }
 

@@ -32,6 +32,7 @@ use std::sync::Arc;
 
 use clock::SharedClock;
 use kv::{Kv, QueueJoin};
+use shard::rusqlite::TransactionBehavior;
 use shard::{Shard, ShardConfig};
 use uuid::Uuid;
 
@@ -81,6 +82,15 @@ pub struct Participant {
     pub rating_before: f64,
     /// Their rating right after this match's result.
     pub rating_after: Option<f64>,
+}
+
+/// What one matchmaker step did ([`Matchmaking::tick`]).
+#[derive(Debug, Default)]
+pub struct Tick {
+    /// The matches formed and recorded, whose players are to be told.
+    pub formed: Vec<MatchDetails>,
+    /// The first error of a mode whose pass failed; the other modes' passes ran.
+    pub failed: Option<MatchError>,
 }
 
 /// A match as recorded.
@@ -316,16 +326,19 @@ impl Matchmaking {
     /// One matchmaker step, for every process to call each `interval`: takes or renews the lease
     /// for `holder` (unique per process) and, only if this process holds it, removes the tickets
     /// of players away longer than the disconnect grace and runs one pass per mode. Returns the
-    /// matches formed and recorded (empty when another process holds the lease).
+    /// matches formed and recorded (none when another process holds the lease), and the first
+    /// error of a mode whose pass failed: the other modes' passes still run, and the matches
+    /// they recorded are returned, so their players are told.
     ///
     /// # Errors
-    /// [`MatchError::Store`] when Redis fails (tickets claimed before the failure of a mode stay
-    /// claimed only if their match was recorded); [`MatchError::Shard`] when recording fails
-    /// (the claimed tickets are put back into the queue first, best effort).
-    pub async fn tick(&self, holder: &str) -> Result<Vec<MatchDetails>, MatchError> {
+    /// [`MatchError::Store`] when Redis fails before any pass ran. A pass's own failure is in
+    /// [`Tick::failed`]: [`MatchError::Store`] when Redis fails (tickets claimed before the
+    /// failure stay claimed only if their match was recorded); [`MatchError::Shard`] when
+    /// recording fails (the claimed tickets are put back into the queue first, best effort).
+    pub async fn tick(&self, holder: &str) -> Result<Tick, MatchError> {
         let inner = &self.inner;
         if !inner.kv.lease_acquire(LEASE, holder, inner.config.lease).await? {
-            return Ok(Vec::new());
+            return Ok(Tick::default());
         }
         let now_ms = inner.clock.now_ms();
         let grace_ms = u64::try_from(inner.config.disconnect_grace.as_millis()).unwrap_or(u64::MAX);
@@ -333,11 +346,16 @@ impl Matchmaking {
         if !removed.is_empty() {
             tracing::info!(tickets = removed.len(), "removed the tickets of disconnected players");
         }
-        let mut formed = Vec::new();
+        let mut tick = Tick::default();
         for mode in &inner.config.modes {
-            formed.extend(self.pass(mode, now_ms).await?);
+            match self.pass(mode, now_ms).await {
+                Ok(formed) => tick.formed.extend(formed),
+                Err(error) => {
+                    tick.failed.get_or_insert(error);
+                }
+            }
         }
-        Ok(formed)
+        Ok(tick)
     }
 
     /// Gives up the matchmaker lease if `holder` has it (at shutdown), so another process takes
@@ -377,11 +395,15 @@ impl Matchmaking {
         let groups: Vec<Vec<String>> =
             proposals.iter().map(|p| p.player_ids().iter().map(Uuid::to_string).collect()).collect();
         let claimed = inner.kv.queue_claim(QUEUE, &mode.name, &groups).await?;
-        let new_matches: Vec<store::NewMatch> = proposals
+        let proposals: Vec<pass::Proposal> = proposals
             .into_iter()
             .zip(claimed)
             .filter(|(_, claimed)| *claimed)
-            .map(|(proposal, _)| store::NewMatch {
+            .map(|(proposal, _)| proposal)
+            .collect();
+        let new_matches: Vec<store::NewMatch> = proposals
+            .iter()
+            .map(|proposal| store::NewMatch {
                 match_id: new_match_id(now_ms),
                 mode: mode.name.clone(),
                 created_at_ms: now_ms,
@@ -398,7 +420,7 @@ impl Matchmaking {
         let new_matches = Arc::new(new_matches);
         let to_write = new_matches.clone();
         if let Err(error) = inner.shard.write(move |conn| store::insert_matches(conn, &to_write)).await {
-            self.requeue(&new_matches).await;
+            self.requeue(&mode.name, &proposals).await;
             return Err(error.into());
         }
         let formed: Vec<MatchDetails> = new_matches
@@ -435,17 +457,18 @@ impl Matchmaking {
     }
 
     /// Puts the players of matches that could not be recorded back into their queue, with their
-    /// original enqueue times.
-    async fn requeue(&self, matches: &[store::NewMatch]) {
-        for new in matches {
-            for (account_id, rating) in new.teams.iter().flatten() {
-                // The player keeps their place; a player who queued again meanwhile keeps the new ticket.
-                let at = new.created_at_ms;
-                if let Err(error) =
-                    self.inner.kv.queue_join(QUEUE, &account_id.to_string(), &new.mode, *rating, at).await
-                {
-                    tracing::warn!(%error, %account_id, "could not put a player back into the queue");
-                }
+    /// original enqueue times: they keep their place and their widened windows.
+    async fn requeue(&self, mode: &str, proposals: &[pass::Proposal]) {
+        for ticket in proposals.iter().flat_map(|proposal| proposal.teams.iter().flatten()) {
+            let account_id = ticket.player_id;
+            // A player who queued again meanwhile keeps the new ticket.
+            if let Err(error) = self
+                .inner
+                .kv
+                .queue_join(QUEUE, &account_id.to_string(), mode, ticket.rating, ticket.enqueued_at_ms)
+                .await
+            {
+                tracing::warn!(%error, %account_id, "could not put a player back into the queue");
             }
         }
     }
@@ -472,7 +495,10 @@ impl Matchmaking {
         self.inner
             .shard
             .write(move |conn| {
-                let tx = conn.transaction()?;
+                // Immediate: the report reads, then writes, and processes share `match.db`; a
+                // deferred transaction whose read was overtaken by another's write would fail
+                // with `SQLITE_BUSY` at once instead of waiting its turn.
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 Ok(store::report(&tx, match_id, reporter, outcome, now_ms, k_factor)
                     .and_then(|receipt| tx.commit().map(|()| receipt).map_err(MatchError::from)))
             })

@@ -393,6 +393,10 @@ pub(crate) fn around(
     account_id: Uuid,
     n: u32,
 ) -> rusqlite::Result<Vec<LeaderboardEntry>> {
+    // One snapshot for the three reads: a result landing between them could otherwise lift more
+    // players above this one than were counted before it, and the ranks would not add up.
+    let snapshot = conn.unchecked_transaction()?;
+    let conn = &*snapshot;
     let own = rating_row(conn, mode, account_id)?;
     let rating = own.map_or(INITIAL_RATING, |row| row.0);
     let before = n_ranked_before(conn, mode, rating, account_id)?;

@@ -83,6 +83,11 @@ async fn two_gateways_share_one_queue_and_the_service_reports_the_result_once() 
     let MatchReply::Left { was_queued } = call(&ada, MatchRequest::Leave).await.unwrap() else { panic!() };
     assert!(!was_queued, "a matched player has left the queue");
 
+    // A body that forgets the winner is refused, not taken for a draw.
+    let (status, answer) =
+        admin(two.admin, "POST", &format!("/match/{match_id}/result"), Some(TOKEN), "{}").await;
+    assert_eq!(status, 400, "{answer}");
+
     // The game server reports: ada's team wins.
     let ada_team = team_of(&teams, ada_session.account_id);
     let body = format!(r#"{{"winner":{ada_team}}}"#);

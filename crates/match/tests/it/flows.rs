@@ -31,7 +31,7 @@ async fn play(
     mm.queue(winner, "duel").await.unwrap();
     mm.queue(loser, "duel").await.unwrap();
     world.clock.advance(Duration::from_secs(40));
-    let formed = mm.tick("h").await.unwrap();
+    let formed = mm.tick("h").await.unwrap().formed;
     assert_eq!(formed.len(), 1, "{formed:?}");
     let team = formed[0].teams.iter().position(|team| team[0].account_id == winner).unwrap();
     let receipt =
@@ -54,7 +54,7 @@ async fn window_widens_with_waiting_time_until_the_pair_matches() {
     // 32 apart: within the initial window of 50 at once.
     mm.queue(high, "duel").await.unwrap();
     mm.queue(low, "duel").await.unwrap();
-    assert_eq!(mm.tick("h").await.unwrap().len(), 1);
+    assert_eq!(mm.tick("h").await.unwrap().formed.len(), 1);
 
     // A rival who beat four newcomers is rated about 60 above the next newcomer: more than the
     // initial window of 50.
@@ -66,13 +66,13 @@ async fn window_widens_with_waiting_time_until_the_pair_matches() {
     assert!(gap > 55.0 && gap < 65.0, "{gap}");
     mm.queue(rival, "duel").await.unwrap();
     mm.queue(newcomer, "duel").await.unwrap();
-    assert!(mm.tick("h").await.unwrap().is_empty(), "outside the initial window");
+    assert!(mm.tick("h").await.unwrap().formed.is_empty(), "outside the initial window");
     // The window reaches the gap after (gap - 50) / 10 seconds, not a moment before.
     let needed_ms = ((gap - 50.0) * 100.0).ceil() as u64;
     world.clock.advance(Duration::from_millis(needed_ms - 1));
-    assert!(mm.tick("h").await.unwrap().is_empty(), "one ms too early");
+    assert!(mm.tick("h").await.unwrap().formed.is_empty(), "one ms too early");
     world.clock.advance(Duration::from_millis(1));
-    let formed = mm.tick("h").await.unwrap();
+    let formed = mm.tick("h").await.unwrap().formed;
     assert_eq!(formed.len(), 1);
     let mut ids = formed[0].account_ids();
     ids.sort();
@@ -148,7 +148,7 @@ async fn concurrent_queueing_and_cancelling_never_matches_anyone_twice_or_after_
             tokio::spawn(async move {
                 let mut formed = Vec::new();
                 for _ in 0..30 {
-                    formed.extend(mm.tick(holder).await.unwrap().into_iter().map(|m| (holder, m)));
+                    formed.extend(mm.tick(holder).await.unwrap().formed.into_iter().map(|m| (holder, m)));
                     tokio::task::yield_now().await;
                 }
                 formed
@@ -164,7 +164,7 @@ async fn concurrent_queueing_and_cancelling_never_matches_anyone_twice_or_after_
         formed.extend(task.await.unwrap());
     }
     // Drain what is left with one more pass.
-    formed.extend(first.tick("one").await.unwrap().into_iter().map(|m| ("one", m)));
+    formed.extend(first.tick("one").await.unwrap().formed.into_iter().map(|m| ("one", m)));
     let holders: HashSet<&str> = formed.iter().map(|(holder, _)| *holder).collect();
     assert_eq!(holders.len(), 1, "only the lease holder forms matches");
     let mut times_matched: HashMap<Uuid, u32> = HashMap::new();
@@ -201,21 +201,82 @@ async fn a_disconnected_player_is_not_matched_and_loses_the_ticket_after_the_gra
     mm.queue(back, "duel").await.unwrap();
     assert!(mm.disconnected(gone).await.unwrap());
     assert!(mm.disconnected(back).await.unwrap());
-    assert!(mm.tick("h").await.unwrap().is_empty(), "away players are not matched");
+    assert!(mm.tick("h").await.unwrap().formed.is_empty(), "away players are not matched");
     world.clock.advance(Duration::from_secs(29));
     assert!(mm.connected(back).await.unwrap());
-    assert!(mm.tick("h").await.unwrap().is_empty());
+    assert!(mm.tick("h").await.unwrap().formed.is_empty());
     assert!(mm.ticket(gone).await.unwrap().is_some(), "still within the grace");
     world.clock.advance(Duration::from_secs(1));
-    assert!(mm.tick("h").await.unwrap().is_empty());
+    assert!(mm.tick("h").await.unwrap().formed.is_empty());
     assert_eq!(mm.ticket(gone).await.unwrap(), None, "removed after the grace");
     mm.queue(other, "duel").await.unwrap();
-    let formed = mm.tick("h").await.unwrap();
+    let formed = mm.tick("h").await.unwrap().formed;
     let mut ids = formed[0].account_ids();
     ids.sort();
     let mut expected = vec![back, other];
     expected.sort();
     assert_eq!(ids, expected);
+}
+
+#[tokio::test]
+async fn a_mode_whose_matches_cannot_be_recorded_loses_no_other_mode_and_no_place_in_line() {
+    let world = World::new();
+    let mm = world.matchmaking(config()).await;
+    // `match.db` refuses team matches, as a full disk or a broken shard would refuse them all.
+    let db = rusqlite::Connection::open(world.dir.path().join("match.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_team BEFORE INSERT ON matches WHEN NEW.mode = 'team'
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+    )
+    .unwrap();
+    let duelists = [player(), player()];
+    let team_players = [player(), player(), player(), player()];
+    for duelist in duelists {
+        mm.queue(duelist, "duel").await.unwrap();
+    }
+    for team_player in team_players {
+        mm.queue(team_player, "team").await.unwrap();
+    }
+    world.clock.advance(Duration::from_secs(20));
+
+    let tick = mm.tick("h").await.unwrap();
+    assert!(matches!(tick.failed, Some(MatchError::Shard(_))), "{:?}", tick.failed);
+    let modes: Vec<&str> = tick.formed.iter().map(|formed| formed.mode.as_str()).collect();
+    assert_eq!(modes, ["duel"], "the duel was recorded, so its players must be told");
+    for team_player in team_players {
+        let ticket = mm.ticket(team_player).await.unwrap().expect("back in the queue");
+        assert_eq!(ticket.enqueued_at_ms, T0, "with the place they had");
+    }
+
+    db.execute_batch("DROP TRIGGER refuse_team").unwrap();
+    let tick = mm.tick("h").await.unwrap();
+    assert!(tick.failed.is_none(), "{:?}", tick.failed);
+    let mut matched = tick.formed[0].account_ids();
+    matched.sort();
+    let mut expected = team_players.to_vec();
+    expected.sort();
+    assert_eq!(matched, expected);
+}
+
+#[tokio::test]
+async fn processes_sharing_match_db_record_results_at_the_same_time() {
+    let world = World::new();
+    let (one, two) = (world.matchmaking(config()).await, world.matchmaking(config()).await);
+    for _ in 0..200 {
+        one.queue(player(), "duel").await.unwrap();
+    }
+    let formed = one.tick("h").await.unwrap().formed;
+    assert_eq!(formed.len(), 100);
+    let mut reports = tokio::task::JoinSet::new();
+    for (index, game) in formed.iter().enumerate() {
+        let process = if index % 2 == 0 { one.clone() } else { two.clone() };
+        let match_id = game.match_id;
+        reports
+            .spawn(async move { process.report(match_id, Reporter::Service, MatchOutcome::Winner(0)).await });
+    }
+    while let Some(report) = reports.join_next().await {
+        assert_eq!(report.unwrap().unwrap().status, ReportStatus::Finished);
+    }
 }
 
 #[tokio::test]
@@ -227,7 +288,7 @@ async fn results_are_idempotent_and_conflicts_refused() {
     // A trusted report decides at once; repeating it changes nothing.
     mm.queue(a, "duel").await.unwrap();
     mm.queue(b, "duel").await.unwrap();
-    let formed = mm.tick("h").await.unwrap();
+    let formed = mm.tick("h").await.unwrap().formed;
     let match_id = formed[0].match_id;
     let a_team = formed[0].teams.iter().position(|t| t[0].account_id == a).unwrap() as u32;
     let receipt = mm.report(match_id, Reporter::Service, MatchOutcome::Winner(a_team)).await.unwrap();
@@ -250,7 +311,7 @@ async fn results_are_idempotent_and_conflicts_refused() {
     world.clock.advance(Duration::from_secs(1));
     mm.queue(a, "duel").await.unwrap();
     mm.queue(b, "duel").await.unwrap();
-    let match_id = mm.tick("h").await.unwrap()[0].match_id;
+    let match_id = mm.tick("h").await.unwrap().formed[0].match_id;
     let details = mm.details(match_id).await.unwrap();
     let b_team = details.teams.iter().position(|t| t[0].account_id == b).unwrap() as u32;
     let b_wins = MatchOutcome::Winner(b_team);
@@ -286,7 +347,7 @@ async fn results_are_idempotent_and_conflicts_refused() {
     world.clock.advance(Duration::from_secs(1));
     mm.queue(a, "duel").await.unwrap();
     mm.queue(b, "duel").await.unwrap();
-    let match_id = mm.tick("h").await.unwrap()[0].match_id;
+    let match_id = mm.tick("h").await.unwrap().formed[0].match_id;
     mm.report(match_id, Reporter::Player(a), MatchOutcome::Winner(0)).await.unwrap();
     let disputed = mm.report(match_id, Reporter::Player(b), MatchOutcome::Winner(1)).await.unwrap();
     assert_eq!(disputed.status, ReportStatus::Disputed);
