@@ -443,12 +443,15 @@ impl Connection {
                 auth.logout(&session).await.map_err(|e| errors::from_auth(&e))?;
                 self.end_session();
                 self.announce_revoked(&[session.key]).await;
+                // Logged out is gone, as far as a queued ticket is concerned.
+                matchmaking_requests::disconnected(&self.shared, account_id).await;
                 Ok(Reply::LoggedOut)
             }
             Request::LogoutEverywhere => {
                 let ended = auth.logout_everywhere(account_id).await.map_err(|e| errors::from_auth(&e))?;
                 self.end_session();
                 self.announce_revoked(&ended).await;
+                matchmaking_requests::disconnected(&self.shared, account_id).await;
                 Ok(Reply::LoggedOut)
             }
             Request::Whoami => {

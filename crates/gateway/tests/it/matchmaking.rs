@@ -192,18 +192,22 @@ async fn players_agree_on_a_result_and_bad_reports_are_refused() {
 }
 
 #[tokio::test]
-async fn a_disconnected_player_leaves_the_queue_after_the_grace_period() {
+async fn a_player_who_disconnects_or_logs_out_leaves_the_queue_after_the_grace_period() {
     let world = World::new();
     let gateway = world.gateway_with(config(&world)).await;
     let (ada, _) = gateway.player(&username("ada")).await;
+    let (bob, _) = gateway.player(&username("bob")).await;
     let (watcher, _) = gateway.player(&username("watcher")).await;
     call(&ada, MatchRequest::Queue { mode: "team".into() }).await.unwrap();
-    assert_eq!(waiting(&watcher).await, 1);
+    call(&bob, MatchRequest::Queue { mode: "team".into() }).await.unwrap();
+    assert_eq!(waiting(&watcher).await, 2);
     ada.close().await;
     drop(ada);
-    // Within the grace the ticket stays, however many passes run.
+    // Bob's connection stays open, but nobody is logged in on it any more.
+    bob.logout().await.unwrap();
+    // Within the grace the tickets stay, however many passes run.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(waiting(&watcher).await, 1);
+    assert_eq!(waiting(&watcher).await, 2);
     world.clock.advance(matchmaking_grace() + Duration::from_secs(1));
     tokio::time::timeout(PATIENCE, async {
         while waiting(&watcher).await != 0 {
@@ -211,7 +215,7 @@ async fn a_disconnected_player_leaves_the_queue_after_the_grace_period() {
         }
     })
     .await
-    .expect("the ticket is removed after the grace");
+    .expect("both tickets are removed after the grace");
 }
 
 /// Tickets waiting in the `team` queue, as a player sees them.
