@@ -253,6 +253,10 @@ impl GatewayConfig {
     /// [`crate::GatewayError::Config`] naming the first broken rule.
     pub fn validate(&self) -> Result<(), crate::GatewayError> {
         let fail = |message: &str| Err(crate::GatewayError::Config(message.into()));
+        // Tokio's intervals panic on a zero period, in every connection or in the flusher.
+        if self.heartbeat_interval.is_zero() || self.flush_interval.is_zero() {
+            return fail("heartbeat_interval and flush_interval must be positive");
+        }
         if self.heartbeat_interval >= self.idle_timeout {
             return fail("heartbeat_interval must be below idle_timeout");
         }
@@ -382,5 +386,9 @@ mod tests {
         let config =
             GatewayConfig { heartbeat_interval: Duration::from_secs(60), ..GatewayConfig::default() };
         assert!(config.validate().is_err());
+        for zero_period in ["heartbeat_interval = 0", "flush_interval = 0"] {
+            let config: GatewayConfig = toml::from_str(zero_period).unwrap();
+            assert!(config.validate().is_err(), "{zero_period} must be refused, not panic later");
+        }
     }
 }
