@@ -21,6 +21,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 19_000;
 pub const DEFAULT_MAX_FRAME_BYTES: usize = proto::DEFAULT_MAX_FRAME_BYTES;
 /// Default number of messages waiting to be written to one connection before it counts as slow.
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+/// Default number of bytes waiting to be written to one connection before it counts as slow: a
+/// few of the largest replies (a chat history page of long messages is about 400 KiB).
+pub const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 4 << 20;
 /// Default sustained requests per second per connection.
 pub const DEFAULT_REQUESTS_PER_SEC: u32 = 200;
 /// Default number of requests a connection may send at once before the sustained rate applies.
@@ -96,6 +99,9 @@ pub struct GatewayConfig {
     pub max_frame_bytes: usize,
     /// Messages queued for one connection before it is closed as slow; default [`DEFAULT_OUTBOUND_QUEUE`].
     pub outbound_queue: usize,
+    /// Bytes queued for one connection before it is closed as slow (a single larger message is
+    /// still sent); default [`DEFAULT_OUTBOUND_QUEUE_BYTES`].
+    pub outbound_queue_bytes: usize,
     /// Sustained requests per second per connection; default [`DEFAULT_REQUESTS_PER_SEC`].
     pub requests_per_sec: u32,
     /// Requests a connection may send at once (the size of its token bucket, which refills at
@@ -206,6 +212,7 @@ impl Default for GatewayConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
             requests_per_sec: DEFAULT_REQUESTS_PER_SEC,
             request_burst: DEFAULT_REQUEST_BURST,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
@@ -263,8 +270,14 @@ impl GatewayConfig {
         if self.session_max_lifetime < self.session_idle_ttl {
             return fail("session_max_lifetime must be at least session_idle_ttl");
         }
-        if self.max_connections == 0 || self.outbound_queue == 0 || self.requests_per_sec == 0 {
-            return fail("max_connections, outbound_queue and requests_per_sec must be positive");
+        if self.max_connections == 0
+            || self.outbound_queue == 0
+            || self.outbound_queue_bytes == 0
+            || self.requests_per_sec == 0
+        {
+            return fail(
+                "max_connections, outbound_queue, outbound_queue_bytes and requests_per_sec must be positive",
+            );
         }
         if self.flush_lease <= self.flush_interval || self.flush_batch == 0 {
             return fail("flush_lease must exceed flush_interval, and flush_batch must be positive");
@@ -387,7 +400,7 @@ mod tests {
             GatewayConfig { heartbeat_interval: Duration::from_secs(60), ..GatewayConfig::default() };
         assert!(config.validate().is_err());
         for zero_period in ["heartbeat_interval = 0", "flush_interval = 0"] {
-            let config: GatewayConfig = toml::from_str(zero_period).unwrap();
+            let config: GatewayConfig = toml::from_str(zero_period).expect("a well-formed setting");
             assert!(config.validate().is_err(), "{zero_period} must be refused, not panic later");
         }
     }

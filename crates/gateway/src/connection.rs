@@ -29,7 +29,7 @@ use crate::hub::ConnectionId;
 use crate::inventory_requests;
 use crate::matchmaking_requests;
 use crate::metrics::RequestKindStats;
-use crate::outbound::Outbound;
+use crate::outbound::{Outbound, QueueLimits};
 use crate::player_requests;
 
 /// Frames the writer feeds are gathered up to this many bytes before a socket write (the writer
@@ -82,7 +82,11 @@ pub(crate) async fn serve(
         };
         let Some(encoding) = handshake.encoding else { return };
         let (sink, stream) = socket.split();
-        let (outbound, queue) = Outbound::new(encoding, shared.config.outbound_queue, shared.metrics.clone());
+        let (outbound, queue) = Outbound::new(
+            encoding,
+            QueueLimits { frames: shared.config.outbound_queue, bytes: shared.config.outbound_queue_bytes },
+            shared.metrics.clone(),
+        );
         let mut writer = tokio::spawn(queue.write_to(sink));
         shared.metrics.connection_opened();
 

@@ -1,9 +1,12 @@
 //! The write side of a connection: a bounded queue of encoded frames drained by one writer task,
 //! and the one way to close the connection with a code.
 //!
-//! The queue is bounded so a client that stops reading costs a fixed amount of memory: when the
-//! queue is full the connection is closed as a slow consumer instead of growing.
+//! The queue is bounded in frames and in bytes so a client that stops reading costs a fixed
+//! amount of memory: when either is reached the connection is closed as a slow consumer instead
+//! of growing. Frames alone would not do: a thousand chat history pages of long messages are
+//! hundreds of megabytes.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::{Sink, SinkExt};
@@ -26,6 +29,15 @@ struct CloseRequest {
     flush: bool,
 }
 
+/// How much one connection's queue holds before the connection counts as slow.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Frames waiting to be written.
+    pub frames: usize,
+    /// Their bytes; a single larger frame still goes out when nothing else waits.
+    pub bytes: usize,
+}
+
 /// The sending half, shared by the connection task and the hub. Cheap to clone.
 #[derive(Clone)]
 pub struct Outbound {
@@ -36,6 +48,9 @@ struct Inner {
     /// Boxed: the channel keeps blocks of 32 slots per connection once used, and a slot of a
     /// bare `Message` is 64 bytes where a box is 8.
     frames: mpsc::Sender<Box<Message>>,
+    /// Bytes of the frames in `frames`, shared with the writer, which takes them off.
+    queued_bytes: Arc<AtomicUsize>,
+    max_queued_bytes: usize,
     encoding: Encoding,
     close: Mutex<Option<oneshot::Sender<CloseRequest>>>,
     closing: CancellationToken,
@@ -45,22 +60,26 @@ struct Inner {
 /// The receiving half, owned by the writer task.
 pub struct OutboundQueue {
     frames: mpsc::Receiver<Box<Message>>,
+    queued_bytes: Arc<AtomicUsize>,
     close: oneshot::Receiver<CloseRequest>,
 }
 
 impl Outbound {
-    /// A queue of at most `capacity` frames for a connection speaking `encoding`.
-    pub fn new(encoding: Encoding, capacity: usize, metrics: Arc<Metrics>) -> (Outbound, OutboundQueue) {
-        let (frames_tx, frames) = mpsc::channel(capacity);
+    /// A queue within `limits` for a connection speaking `encoding`.
+    pub fn new(encoding: Encoding, limits: QueueLimits, metrics: Arc<Metrics>) -> (Outbound, OutboundQueue) {
+        let (frames_tx, frames) = mpsc::channel(limits.frames);
         let (close_tx, close) = oneshot::channel();
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let inner = Inner {
             frames: frames_tx,
+            queued_bytes: queued_bytes.clone(),
+            max_queued_bytes: limits.bytes,
             encoding,
             close: Mutex::new(Some(close_tx)),
             closing: CancellationToken::new(),
             metrics,
         };
-        (Outbound { inner: Arc::new(inner) }, OutboundQueue { frames, close })
+        (Outbound { inner: Arc::new(inner) }, OutboundQueue { frames, queued_bytes, close })
     }
 
     /// Queues `message`. A full queue closes the connection as a slow consumer.
@@ -78,16 +97,26 @@ impl Outbound {
 
     /// Queues a frame that is already encoded (or a control frame such as a ping).
     pub fn send_frame(&self, frame: Message) {
+        let len = frame.len();
+        let queued_before = self.inner.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if queued_before > 0 && queued_before + len > self.inner.max_queued_bytes {
+            self.inner.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            return self.close_slow();
+        }
         match self.inner.frames.try_send(Box::new(frame)) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.inner.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(
-                    proto::close::SLOW_CONSUMER,
-                    "outbound queue full: the client reads too slowly",
-                    false,
-                );
+                self.inner.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                self.close_slow();
             }
         }
+    }
+
+    fn close_slow(&self) {
+        self.close(proto::close::SLOW_CONSUMER, "outbound queue full: the client reads too slowly", false);
     }
 
     /// Queues an event.
@@ -159,10 +188,12 @@ impl OutboundQueue {
                 }
                 frame = self.frames.recv() => {
                     let Some(frame) = frame else { return };
+                    self.dequeued(&frame);
                     if sink.feed(*frame).await.is_err() {
                         return;
                     }
                     while let Ok(frame) = self.frames.try_recv() {
+                        self.dequeued(&frame);
                         if sink.feed(*frame).await.is_err() {
                             return;
                         }
@@ -173,5 +204,10 @@ impl OutboundQueue {
                 }
             }
         }
+    }
+
+    /// A frame leaving the queue for the socket: its bytes no longer count against the queue.
+    fn dequeued(&self, frame: &Message) {
+        self.queued_bytes.fetch_sub(frame.len(), Ordering::Relaxed);
     }
 }

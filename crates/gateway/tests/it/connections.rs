@@ -131,6 +131,23 @@ async fn a_client_that_stops_reading_is_disconnected_as_a_slow_consumer() {
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_large_messages_is_disconnected_before_its_queue_grows_large() {
+    let world = World::new();
+    // The queue may hold 1,024 messages, but not more than 256 KiB of them.
+    let config = gateway::GatewayConfig { outbound_queue_bytes: 256 << 10, ..world.config() };
+    let gateway = world.gateway_with(config).await;
+    let (_, session) = gateway.player(&username("hoarder")).await;
+    let mut hoarder = silent_socket(&gateway, Some(&session.token)).await;
+    // 600 notices of 30 KB: 18 MB, more than the kernel's socket buffers take, in far fewer
+    // than 1,024 messages.
+    let text = "x".repeat(30_000);
+    for _ in 0..600 {
+        notice(gateway.admin, session.account_id, &text).await;
+    }
+    assert_eq!(close_code_of(&mut hoarder).await, Some(close::SLOW_CONSUMER));
+}
+
+#[tokio::test]
 async fn shutdown_closes_every_connection_with_going_away_and_returns() {
     let world = World::new();
     let gateway = world.gateway().await;
