@@ -209,8 +209,13 @@ pub(crate) async fn apply(shared: &Shared, own_id: Uuid, request: ChatRequest) -
             ChatReply::MemberAdded { channel_id: group, account_id }
         }
         ChatRequest::RemoveMember { channel_id: group, account_id } => {
-            chat.remove_member(own_id, channel_id(group), account_id.0).await.map_err(fail)?;
-            announce(shared, vec![account_id.0], ChatEvent::Removed { channel_id: group }).await;
+            let Delivery { recipients, .. } =
+                chat.remove_member(own_id, channel_id(group), account_id.0).await.map_err(fail)?;
+            // The removed one is among the recipients only if they were a member: nobody else
+            // is told of a group they never saw.
+            if recipients.contains(&account_id.0) {
+                announce(shared, vec![account_id.0], ChatEvent::Removed { channel_id: group }).await;
+            }
             ChatReply::MemberRemoved { channel_id: group, account_id }
         }
         ChatRequest::Send { channel_id: to, text } => {

@@ -180,9 +180,17 @@ async fn only_group_members_read_and_post_and_only_the_owner_adds_and_removes() 
     assert_eq!(code(send(&member, id, "still here?").await), Some(ErrorCode::Forbidden));
     assert_eq!(texts(&history(&owner, id, None, 10).await.unwrap()), ["glad to be here"]);
     match chat(&owner, ChatRequest::Channels).await.unwrap() {
-        ChatReply::Channels(channels) => assert_eq!(channels, [group]),
+        ChatReply::Channels(channels) => assert_eq!(channels, [group.clone()]),
         other => panic!("unexpected {other:?}"),
     }
+
+    // Removing someone who never was a member tells them nothing: the next event the outsider
+    // gets is being added, not a `removed` from a group they never saw.
+    let remove_outsider =
+        ChatRequest::RemoveMember { channel_id: id, account_id: outsider_session.account_id };
+    chat(&owner, remove_outsider).await.unwrap();
+    chat(&owner, add(outsider_session.account_id)).await.unwrap();
+    assert_eq!(next_chat_event(&outsider).await, ChatEvent::Added(group));
 }
 
 #[tokio::test]
