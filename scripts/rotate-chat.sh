@@ -12,6 +12,8 @@ year="$(date -u +%Y)"
 "$gamectl" chat provision "$((year + 1))"
 
 retire="$((year - 2))"
+# A year still listed live is retired again: that also finishes a retire interrupted before it
+# removed the live shard (gamectl chat retire resumes it).
 if "$gamectl" chat list | awk -v year="$retire" '$1 == year && $2 == "live" { found = 1 } END { exit !found }'; then
   "$gamectl" chat retire "$retire"
 else

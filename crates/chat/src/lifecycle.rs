@@ -1,7 +1,9 @@
 //! Shard lifecycle operations for ops tooling: provision a year, retire a year into the archive,
 //! list every year's shard. Plain functions over a data directory, so a CLI (or a gateway
 //! subcommand) only parses arguments and prints the result; they are safe beside running
-//! gateways on the same directory (a gateway notices a retired year at its next read of it).
+//! gateways on the same directory: a gateway notices a retired year at its next read of it, and
+//! its writes to a year being retired are refused by the mark the shard carries from the first
+//! step of [`retire`] on (see `messages.rs`).
 //!
 //! Archived years are not served: history that reaches one ends with the `archived` marker.
 
@@ -37,14 +39,27 @@ pub struct YearShard {
     pub messages: u64,
 }
 
+/// How [`retire`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetireOutcome {
+    /// The year was live and is now archived.
+    Retired,
+    /// An earlier, interrupted retire of the year was finished.
+    Resumed,
+    /// The year was already archived; nothing was left to do (leftover log files aside).
+    AlreadyRetired,
+}
+
 /// What [`retire`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetireReport {
+    /// Retired now, finished, or retired before.
+    pub outcome: RetireOutcome,
     /// The archived copy.
     pub archive_path: PathBuf,
-    /// Messages in it (equal to the live shard's count, or the retire would have failed).
+    /// Messages in it (every message of the live shard, or the retire would have failed).
     pub messages: u64,
-    /// Size of the live shard with its log before, and of the compacted copy.
+    /// Size of the live shard with its log before (zero when it was already gone).
     pub bytes_before: u64,
     /// Size of the archive.
     pub bytes_after: u64,
@@ -69,15 +84,22 @@ pub async fn provision(
     Ok(path)
 }
 
-/// Retires a past year: checkpoints it, compacts it with `VACUUM INTO` into the archive
-/// directory, verifies the copy (integrity check, same message count), makes it read-only and
-/// removes the live file and its companions. `now_ms` decides the current year, which (like any
-/// later one) is refused.
+/// Retires a past year: marks its shard for retirement (after which no gateway process commits
+/// another write to it), checkpoints it, compacts it with `VACUUM INTO` into the archive
+/// directory, verifies the copy (integrity check, and every message of the live shard in it
+/// unchanged), makes it read-only and removes the live file and its companions. `now_ms` decides
+/// the current year, which (like any later one) is refused.
+///
+/// Every step can be repeated, so an interrupted retire is finished by running it again: a
+/// marked live shard is copied again, or checked against an archive already in place, before it
+/// is removed. Once the year is archived, running it again only removes leftover log files and
+/// reports [`RetireOutcome::AlreadyRetired`].
 ///
 /// # Errors
-/// [`ChatError::Refused`] for the current or a future year, a year without a live shard, or an
-/// archive that already exists; [`ChatError::Verification`] when the copy does not match (the
-/// copy is removed and the live shard kept); shard and file errors.
+/// [`ChatError::Refused`] for the current or a future year, or a year with no shard at all;
+/// [`ChatError::Verification`] when the copy (or an archive already in place) does not hold
+/// every message of the live shard (a new copy is removed; the live shard is kept, marked, so it
+/// takes no writes until an operator decides); shard and file errors.
 pub async fn retire(
     data_dir: &Path,
     archive_dir: &Path,
@@ -94,43 +116,79 @@ pub async fn retire(
     let live = data_dir.join(shard_file_name(year));
     let archive = archive_dir.join(shard_file_name(year));
     if !live.try_exists()? {
-        return Err(ChatError::Refused(format!("year {year} has no live shard")));
-    }
-    if archive.try_exists()? {
-        return Err(ChatError::Refused(format!("{} already exists", archive.display())));
+        if !archive.try_exists()? {
+            return Err(ChatError::Refused(format!("year {year} has no shard, live or archived")));
+        }
+        // A retire stopped between removing the database and its log files.
+        remove_live_files(&live)?;
+        let checked = archive.clone();
+        let messages = blocking(move || {
+            let conn = open_read_only(&checked, true)?;
+            Ok(messages::count(&conn).map_err(shard::ShardError::from)?)
+        })
+        .await?;
+        let bytes_after = std::fs::metadata(&archive)?.len();
+        tracing::info!(year, archive = %archive.display(), "chat year already retired");
+        return Ok(RetireReport {
+            outcome: RetireOutcome::AlreadyRetired,
+            archive_path: archive,
+            messages,
+            bytes_before: 0,
+            bytes_after,
+        });
     }
     std::fs::create_dir_all(archive_dir)?;
     let bytes_before = live_bytes(&live);
-    let partial = archive_dir.join(format!("{}.partial", shard_file_name(year)));
-    if partial.try_exists()? {
-        std::fs::remove_file(&partial)?;
-    }
 
     let shard = Shard::open(&live, config, messages::MIGRATIONS).await?;
+    // First, so that the copy below holds every write any process ever acknowledged here: a
+    // write transaction that begins after this commit finds the mark and changes nothing.
+    shard.write(move |conn| messages::mark_retiring(conn, now_ms)).await?;
     shard.checkpoint().await?;
-    let target = partial.to_string_lossy().into_owned();
-    // One statement, so the count and the copy see the same snapshot only if nothing writes in
-    // between; a past year takes no writes, and a mismatch fails the retire rather than lose rows.
-    let live_count = shard
-        .write(move |conn| {
-            let count = messages::count(conn)?;
-            conn.execute("VACUUM INTO ?1", [&target])?;
-            Ok(count)
-        })
-        .await?;
 
-    if let Err(error) = verify(&partial, live_count) {
-        let _ = std::fs::remove_file(&partial);
-        return Err(error);
-    }
-    std::fs::rename(&partial, &archive)?;
+    let resumed = archive.try_exists()?;
+    let messages = if resumed {
+        let (checked, live) = (archive.clone(), live.clone());
+        blocking(move || verify(&checked, &live)).await?
+    } else {
+        let partial = archive_dir.join(format!("{}.partial", shard_file_name(year)));
+        if partial.try_exists()? {
+            std::fs::remove_file(&partial)?;
+        }
+        let target = partial.to_string_lossy().into_owned();
+        shard.write(move |conn| conn.execute("VACUUM INTO ?1", [&target]).map(drop)).await?;
+        let (checked, live) = (partial.clone(), live.clone());
+        match blocking(move || verify(&checked, &live)).await {
+            Ok(messages) => {
+                std::fs::rename(&partial, &archive)?;
+                messages
+            }
+            Err(error) => {
+                let _ = std::fs::remove_file(&partial);
+                return Err(error);
+            }
+        }
+    };
     let mut permissions = std::fs::metadata(&archive)?.permissions();
-    permissions.set_readonly(true);
-    std::fs::set_permissions(&archive, permissions)?;
+    if !permissions.readonly() {
+        permissions.set_readonly(true);
+        std::fs::set_permissions(&archive, permissions)?;
+    }
 
     drop(shard);
+    remove_live_files(&live)?;
+    let bytes_after = std::fs::metadata(&archive)?.len();
+    let outcome = if resumed { RetireOutcome::Resumed } else { RetireOutcome::Retired };
+    tracing::info!(year, ?outcome, archive = %archive.display(), messages, bytes_before, bytes_after, "chat year retired");
+    Ok(RetireReport { outcome, archive_path: archive, messages, bytes_before, bytes_after })
+}
+
+/// Removes a retired year's live database, then its log and shared-memory files. The database
+/// goes first: once it is gone the year is archived for everyone, and leftover companions are
+/// removed by the next run.
+fn remove_live_files(live: &Path) -> Result<(), ChatError> {
     for suffix in ["", "-wal", "-shm"] {
-        let mut path = live.clone().into_os_string();
+        let mut path = live.to_path_buf().into_os_string();
         path.push(suffix);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
@@ -138,9 +196,14 @@ pub async fn retire(
             Err(error) => return Err(error.into()),
         }
     }
-    let bytes_after = std::fs::metadata(&archive)?.len();
-    tracing::info!(year, archive = %archive.display(), messages = live_count, bytes_before, bytes_after, "chat year retired");
-    Ok(RetireReport { archive_path: archive, messages: live_count, bytes_before, bytes_after })
+    Ok(())
+}
+
+/// Runs file and SQLite work that may take a while off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ChatError> + Send + 'static,
+) -> Result<T, ChatError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ChatError::Io(std::io::Error::other(e.to_string())))?
 }
 
 /// Every year's shard, live and archived, oldest first.
@@ -150,9 +213,7 @@ pub async fn retire(
 pub async fn list(data_dir: &Path, archive_dir: &Path) -> Result<Vec<YearShard>, ChatError> {
     let data_dir = data_dir.to_path_buf();
     let archive_dir = archive_dir.to_path_buf();
-    tokio::task::spawn_blocking(move || list_blocking(&data_dir, &archive_dir))
-        .await
-        .map_err(|e| ChatError::Io(std::io::Error::other(e.to_string())))?
+    blocking(move || list_blocking(&data_dir, &archive_dir)).await
 }
 
 fn list_blocking(data_dir: &Path, archive_dir: &Path) -> Result<Vec<YearShard>, ChatError> {
@@ -182,8 +243,9 @@ fn open_read_only(path: &Path, immutable: bool) -> Result<rusqlite::Connection, 
     conn.map_err(|e| ChatError::Shard(e.into()))
 }
 
-/// The copy must be sound and hold every message.
-fn verify(copy: &Path, expected: u64) -> Result<(), ChatError> {
+/// The copy must be sound and hold every message of the live shard as it is; returns the
+/// number of messages in the copy.
+fn verify(copy: &Path, live: &Path) -> Result<u64, ChatError> {
     let conn = open_read_only(copy, true)?;
     let report: String =
         conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).map_err(shard::ShardError::from)?;
@@ -191,10 +253,16 @@ fn verify(copy: &Path, expected: u64) -> Result<(), ChatError> {
         return Err(ChatError::Verification(format!("integrity check: {report}")));
     }
     let copied = messages::count(&conn).map_err(shard::ShardError::from)?;
-    if copied != expected {
-        return Err(ChatError::Verification(format!("{copied} messages copied of {expected}")));
+    let missing =
+        messages::missing_from(&open_read_only(live, false)?, copy).map_err(shard::ShardError::from)?;
+    if missing != 0 {
+        return Err(ChatError::Verification(format!(
+            "{missing} messages of {} are missing from {} or differ there",
+            live.display(),
+            copy.display()
+        )));
     }
-    Ok(())
+    Ok(copied)
 }
 
 /// Size of a shard file plus its write-ahead log, if any.

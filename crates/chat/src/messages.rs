@@ -2,16 +2,24 @@
 //!
 //! The table is clustered by (channel, message id), so a history page is one range scan of one
 //! channel's newest rows.
+//!
+//! The shard also carries its own retirement mark (`retirement`, at most one row): `retire`
+//! commits it before copying the year into the archive, and every write transaction reads it
+//! under the write lock, so once it is committed no process (whatever it has open or cached)
+//! commits another change that the copy would miss.
 
-use shard::rusqlite::{self, OptionalExtension, params};
+use std::path::Path;
+
+use shard::rusqlite::{self, OptionalExtension, TransactionBehavior, params};
 use shard::{Migration, Shard};
 
 use crate::{ChannelId, ChatError, Message, MessageId};
 
-pub(crate) static MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "messages",
-    sql: "CREATE TABLE messages (
+pub(crate) static MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "messages",
+        sql: "CREATE TABLE messages (
               channel_id    BLOB NOT NULL,      -- ChannelId (its row is in chat.db)
               id            BLOB NOT NULL,      -- MessageId: UUID v7, sorts by time
               sender_id     BLOB NOT NULL,
@@ -20,7 +28,25 @@ pub(crate) static MIGRATIONS: &[Migration] = &[Migration {
               deleted_at_ms INTEGER,            -- soft delete: hidden from history when set
               PRIMARY KEY (channel_id, id)
           ) STRICT, WITHOUT ROWID;",
-}];
+    },
+    Migration {
+        version: 2,
+        description: "retirement mark",
+        sql: "CREATE TABLE retirement (
+              only          INTEGER PRIMARY KEY CHECK (only = 1),
+              started_at_ms INTEGER NOT NULL    -- when `retire` froze the shard
+          ) STRICT;",
+    },
+];
+
+/// What a write transaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written<T> {
+    /// It committed.
+    Done(T),
+    /// The shard is marked for retirement: nothing was changed.
+    Retiring,
+}
 
 const INSERT: &str =
     "INSERT INTO messages (channel_id, id, sender_id, text, sent_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)";
@@ -37,9 +63,32 @@ fn uuid_of(bytes: &[u8]) -> rusqlite::Result<uuid::Uuid> {
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e)))
 }
 
+/// Begins a write transaction, unless the shard is marked for retirement. IMMEDIATE takes the
+/// write lock before the mark is read, so a mark committed by another process meanwhile is seen
+/// rather than failing the commit later; one read per transaction, not per row.
+fn begin_write(conn: &mut rusqlite::Connection) -> rusqlite::Result<Option<rusqlite::Transaction<'_>>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let retiring = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM retirement)")?
+        .query_row([], |row| row.get::<_, bool>(0))?;
+    // Dropping the transaction rolls it back.
+    Ok((!retiring).then_some(tx))
+}
+
+/// Marks the shard for retirement (nothing changes if it is marked already). Once this commits,
+/// every later write transaction on the file finds the mark and changes nothing.
+pub(crate) fn mark_retiring(conn: &mut rusqlite::Connection, now_ms: u64) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute("INSERT OR IGNORE INTO retirement (only, started_at_ms) VALUES (1, ?1)", [to_i64(now_ms)])?;
+    tx.commit()
+}
+
 /// Inserts `messages` in one transaction: one commit (one fsync at most) for the whole batch.
-pub(crate) fn insert_batch(conn: &mut rusqlite::Connection, messages: &[Message]) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+pub(crate) fn insert_batch(
+    conn: &mut rusqlite::Connection,
+    messages: &[Message],
+) -> rusqlite::Result<Written<()>> {
+    let Some(tx) = begin_write(conn)? else { return Ok(Written::Retiring) };
     {
         let mut insert = tx.prepare_cached(INSERT)?;
         for message in messages {
@@ -52,7 +101,8 @@ pub(crate) fn insert_batch(conn: &mut rusqlite::Connection, messages: &[Message]
             ])?;
         }
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(Written::Done(()))
 }
 
 /// Up to `limit` visible messages of the channel older than `before`, newest first.
@@ -104,15 +154,19 @@ pub(crate) async fn sender(
 }
 
 /// Hides a message from history; false if it was already hidden or never there.
+///
+/// # Errors
+/// [`ChatError::Archived`] when the shard is marked for retirement.
 pub(crate) async fn soft_delete(
     shard: &Shard,
     channel_id: ChannelId,
     message_id: MessageId,
     now_ms: u64,
 ) -> Result<bool, ChatError> {
-    Ok(shard
+    let written = shard
         .write(move |conn| {
-            let changed = conn
+            let Some(tx) = begin_write(conn)? else { return Ok(Written::Retiring) };
+            let changed = tx
                 .prepare_cached(
                     "UPDATE messages SET deleted_at_ms = ?3
                      WHERE channel_id = ?1 AND id = ?2 AND deleted_at_ms IS NULL",
@@ -122,15 +176,34 @@ pub(crate) async fn soft_delete(
                     message_id.0.as_bytes().as_slice(),
                     to_i64(now_ms)
                 ])?;
-            Ok(changed == 1)
+            tx.commit()?;
+            Ok(Written::Done(changed == 1))
         })
-        .await?)
+        .await?;
+    match written {
+        Written::Done(changed) => Ok(changed),
+        Written::Retiring => Err(ChatError::Archived(message_id.year())),
+    }
 }
 
 /// Number of messages (deleted ones included) in a shard file, read on `conn`.
 pub(crate) fn count(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
     conn.query_row("SELECT count(*) FROM messages", [], |row| row.get::<_, i64>(0))
         .map(|n| u64::try_from(n).unwrap_or(0))
+}
+
+/// Messages of the shard open on `conn` that the archive at `archive` lacks or holds differently
+/// (a soft delete it missed): zero when removing the shard loses nothing. The archive is
+/// attached `immutable`, as nothing writes it.
+pub(crate) fn missing_from(conn: &rusqlite::Connection, archive: &Path) -> rusqlite::Result<u64> {
+    conn.execute("ATTACH DATABASE ?1 AS archive", [format!("file:{}?immutable=1", archive.display())])?;
+    let missing = conn.query_row(
+        "SELECT count(*) FROM (SELECT * FROM main.messages EXCEPT SELECT * FROM archive.messages)",
+        [],
+        |row| row.get::<_, i64>(0),
+    );
+    conn.execute("DETACH DATABASE archive", [])?;
+    missing.map(|n| u64::try_from(n).unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@
 //! writes gets a [`shard::WalKeeper`], so checkpoints run beside the writer, not inside its
 //! commits.
 //!
+//! A year's shard marked for retirement ([`crate::lifecycle::retire`]) refuses the transaction,
+//! and its senders get [`ChatError::Archived`]: nothing is acknowledged that the archive misses.
+//!
 //! On shutdown it stops taking new messages, writes everything still queued and answers it.
 //!
 //! The same task also listens for membership invalidations from other processes
@@ -119,13 +122,17 @@ impl Writer {
             let n_messages = batch.len() as u64;
             let started = Instant::now();
             let result = match self.years.writable(year).await {
-                Ok(shard) => {
-                    let written = shard.write(move |conn| messages::insert_batch(conn, &batch)).await;
-                    if written.is_ok() {
+                Ok(shard) => match shard.write(move |conn| messages::insert_batch(conn, &batch)).await {
+                    Ok(messages::Written::Done(())) => {
                         self.keep_wal(year, &shard).await;
+                        Ok(())
                     }
-                    written.map_err(ChatError::from)
-                }
+                    Ok(messages::Written::Retiring) => {
+                        self.retired(year).await;
+                        Err(ChatError::Archived(year))
+                    }
+                    Err(error) => Err(ChatError::from(error)),
+                },
                 Err(error) => Err(error),
             };
             match &result {
@@ -136,6 +143,11 @@ impl Writer {
                     self.stats.messages_stored.fetch_add(n_messages, Ordering::Relaxed);
                     self.stats.last_batch.store(n_messages, Ordering::Relaxed);
                     self.stats.largest_batch.fetch_max(n_messages, Ordering::Relaxed);
+                }
+                // Refused, not failed: the year is being retired (a skewed clock, or a send
+                // queued across midnight), and the senders are told so.
+                Err(ChatError::Archived(_)) => {
+                    tracing::info!(year, n_messages, "chat messages refused: their year is retired");
                 }
                 Err(error) => {
                     self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
@@ -159,6 +171,15 @@ impl Writer {
                 let _ = done.send(answer);
             }
         }
+    }
+
+    /// The year's shard carries the retirement mark: let go of it, so this process stops holding
+    /// a file the retire is about to remove and later writes find the archive instead.
+    async fn retired(&mut self, year: i32) {
+        if let Some(mut keeper) = self.wal.remove(&year) {
+            keeper.finish().await;
+        }
+        self.years.forget(year);
     }
 
     /// After a commit to `year`'s shard: its keeper's turn (started on the year's first commit).

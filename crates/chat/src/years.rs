@@ -4,7 +4,8 @@
 //! The filesystem is the truth: a year is *live* while `DATA_DIR/chat-YYYY.db` exists and
 //! *archived* when only `ARCHIVE_DIR/chat-YYYY.db` does. Reads look at the file before using an
 //! open shard, so a year retired by an ops command in another process stops being served here
-//! at once.
+//! at once. Writes need not look: a shard being retired carries a mark that its every write
+//! transaction reads ([`crate::messages`]), so an open shard of a retired year refuses them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -135,10 +136,21 @@ impl Years {
             return Err(ChatError::Archived(year));
         }
         let shard = Shard::open(path, &self.config, messages::MIGRATIONS).await?;
+        // A retire may have removed the live file between the look above and the open, which
+        // then made a new, empty one: never write beside an archive.
+        if self.archive_path(year).try_exists()? {
+            return Err(ChatError::Archived(year));
+        }
         self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(year, shard.clone());
         self.oldest.fetch_min(year, Ordering::Relaxed);
         tracing::info!(year, "chat shard provisioned");
         Ok(shard)
+    }
+
+    /// Closes this process's handle on `year`'s shard (its file is being retired); the next use
+    /// looks at the filesystem again.
+    pub(crate) fn forget(&self, year: i32) {
+        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&year);
     }
 
     /// What a read of `year` finds now.
@@ -151,7 +163,7 @@ impl Years {
             };
         }
         // Retired (or removed) behind our back: stop serving the stale open shard.
-        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&year);
+        self.forget(year);
         if self.archive_path(year).try_exists()? { Ok(YearState::Archived) } else { Ok(YearState::Missing) }
     }
 }

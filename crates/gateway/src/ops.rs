@@ -743,10 +743,11 @@ pub async fn chat_provision(config: &GatewayConfig, year: i32) -> Result<PathBuf
     Ok(chat::lifecycle::provision(&config.data_dir, &archive_dir, year, &chat_config.shard).await?)
 }
 
-/// Retires a past year into the archive (compacted, verified, read-only).
+/// Retires a past year into the archive (compacted, verified, read-only); finishes an
+/// interrupted retire; reports a year retired before without failing.
 ///
 /// # Errors
-/// The current or a future year; a year without a live shard; verification failures.
+/// The current or a future year; a year with no shard; verification failures.
 pub async fn chat_retire(
     config: &GatewayConfig,
     year: i32,

@@ -1,13 +1,14 @@
 //! The chat domain against real shards in a temporary directory, with the embedded key-value
 //! store and a clock moved by hand: group commit, the drain at shutdown, the year boundary,
-//! permissions, soft delete, the send rate, and the shard lifecycle.
+//! permissions, soft delete, the send rate, and the shard lifecycle (also writes racing a retire,
+//! and a retire interrupted and run again).
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat::lifecycle::{self, ShardState};
+use chat::lifecycle::{self, RetireOutcome, ShardState};
 use chat::{ChannelKind, Chat, ChatConfig, ChatError, GroupCommitter, year_start_ms};
 use clock::{Clock, ManualClock};
 use kv::Kv;
@@ -222,13 +223,104 @@ async fn a_retired_year_is_archived_verified_and_ends_history_with_a_marker() {
     let page = chat.history(ada, channel, None, 10).await.unwrap();
     assert_eq!(texts(&page), ["new"]);
     assert!(page.archived, "older history is in the archive");
-    assert!(matches!(
-        lifecycle::retire(data, &archive, 2026, world.clock.now_ms(), &config).await,
-        Err(ChatError::Refused(_))
-    ));
+    let again = lifecycle::retire(data, &archive, 2026, world.clock.now_ms(), &config).await.unwrap();
+    assert_eq!((again.outcome, again.messages), (RetireOutcome::AlreadyRetired, 3), "a re-run is a no-op");
     assert!(matches!(lifecycle::provision(data, &archive, 2026, &config).await, Err(ChatError::Refused(_))));
     let provisioned = lifecycle::provision(data, &archive, 2030, &config).await.unwrap();
     assert!(provisioned.exists());
+}
+
+/// The state a retire leaves when it stops right after marking the live shard (`keep_archive`
+/// false) or after renaming its archive into place (true): the marked shard is still live. The
+/// archive is a copy of the marked shard, so copying it back recreates the shard as it was.
+fn unretire(data: &std::path::Path, archive: &std::path::Path, year: i32, keep_archive: bool) {
+    let (live, archived) =
+        (data.join(chat::shard_file_name(year)), archive.join(chat::shard_file_name(year)));
+    std::fs::copy(&archived, &live).unwrap();
+    let mut permissions = std::fs::metadata(&live).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false, reason = "a test file owned by the test")]
+    permissions.set_readonly(false);
+    std::fs::set_permissions(&live, permissions).unwrap();
+    if !keep_archive {
+        std::fs::remove_file(&archived).unwrap();
+    }
+}
+
+fn states(shards: &[lifecycle::YearShard]) -> Vec<(i32, ShardState, u64)> {
+    shards.iter().map(|s| (s.year, s.state, s.messages)).collect()
+}
+
+#[tokio::test]
+async fn writes_to_a_year_being_retired_are_refused_and_every_acknowledged_one_is_archived() {
+    let world = World::new();
+    world.clock.set(year_start_ms(2027) - 10_000);
+    let chat = world.chat().await;
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    let channel = chat::direct_channel_id(ada, bob);
+    chat.send_direct(ada, bob, "kept").await.unwrap();
+    let oops = chat.send_direct(ada, bob, "oops").await.unwrap().value;
+    world.clock.set(year_start_ms(2027) + 5_000);
+    let config = ShardConfig::default();
+    let (data, archive) = (world.dir.path(), world.archive_dir());
+    let report = lifecycle::retire(data, &archive, 2026, world.clock.now_ms(), &config).await.unwrap();
+    assert_eq!((report.outcome, report.messages), (RetireOutcome::Retired, 2));
+
+    // A clock behind by a few seconds stamps a send in 2026, whose shard this process still has
+    // open: it must be refused, not stored in the removed file.
+    world.clock.set(year_start_ms(2027) - 1_000);
+    let late = chat.send_direct(bob, ada, "late").await;
+    assert!(matches!(late, Err(ChatError::Archived(2026))), "{late:?}");
+    assert!(matches!(chat.delete(ada, channel, oops.id).await, Err(ChatError::Archived(2026))));
+
+    // Stopped right after the mark: the shard is live, readable, and takes no write.
+    unretire(data, &archive, 2026, false);
+    let late = chat.send_direct(bob, ada, "late").await;
+    assert!(matches!(late, Err(ChatError::Archived(2026))), "{late:?}");
+    let deleted = chat.delete(ada, channel, oops.id).await;
+    assert!(matches!(deleted, Err(ChatError::Archived(2026))), "{deleted:?}");
+    assert_eq!(texts(&chat.history(ada, channel, None, 10).await.unwrap()), ["oops", "kept"]);
+
+    world.clock.set(year_start_ms(2027) + 5_000);
+    let report = lifecycle::retire(data, &archive, 2026, world.clock.now_ms(), &config).await.unwrap();
+    assert_eq!((report.outcome, report.messages), (RetireOutcome::Retired, 2));
+    let shards = lifecycle::list(data, &archive).await.unwrap();
+    assert_eq!(states(&shards)[0], (2026, ShardState::Archived, 2));
+}
+
+#[tokio::test]
+async fn an_interrupted_retire_is_finished_by_running_it_again() {
+    let world = World::new();
+    world.clock.set(year_start_ms(2027) - 10_000);
+    let chat = world.chat().await;
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    for n in 0..3 {
+        chat.send_direct(ada, bob, &format!("old {n}")).await.unwrap();
+    }
+    world.clock.set(year_start_ms(2027) + 5_000);
+    let config = ShardConfig::default();
+    let (data, archive) = (world.dir.path(), world.archive_dir());
+    lifecycle::retire(data, &archive, 2026, world.clock.now_ms(), &config).await.unwrap();
+
+    // Stopped after the archive was renamed into place, before the live files were removed.
+    unretire(data, &archive, 2026, true);
+    let shards = lifecycle::list(data, &archive).await.unwrap();
+    assert_eq!(states(&shards)[..2], [(2026, ShardState::Live, 3), (2026, ShardState::Archived, 3)]);
+    let report = lifecycle::retire(data, &archive, 2026, world.clock.now_ms(), &config).await.unwrap();
+    assert_eq!((report.outcome, report.messages), (RetireOutcome::Resumed, 3));
+    let shards = lifecycle::list(data, &archive).await.unwrap();
+    assert_eq!(states(&shards)[0], (2026, ShardState::Archived, 3));
+    assert_eq!(states(&shards)[1].0, 2027, "2026 is no longer live");
+
+    // Stopped after removing the database but not its companions.
+    let companions = [data.join("chat-2026.db-wal"), data.join("chat-2026.db-shm")];
+    for companion in &companions {
+        std::fs::write(companion, b"").unwrap();
+    }
+    let report = lifecycle::retire(data, &archive, 2026, world.clock.now_ms(), &config).await.unwrap();
+    assert_eq!((report.outcome, report.messages), (RetireOutcome::AlreadyRetired, 3));
+    assert!(companions.iter().all(|companion| !companion.exists()), "leftovers are removed");
+    let page = chat.history(ada, chat::direct_channel_id(ada, bob), None, 10).await.unwrap();
+    assert!(page.messages.is_empty() && page.archived);
 }
 
 #[tokio::test]

@@ -138,7 +138,8 @@ enum ChatAction {
         /// The year.
         year: i32,
     },
-    /// Move a past year into the archive (compacted, verified, read-only).
+    /// Move a past year into the archive (compacted, verified, read-only); finishes an
+    /// interrupted retire, and only reports a year already retired.
     Retire {
         /// The year.
         year: i32,
@@ -339,21 +340,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             ChatAction::Retire { year } => {
                 let report = ops::chat_retire(&config, year).await?;
+                let outcome = match report.outcome {
+                    chat::lifecycle::RetireOutcome::Retired => "retired",
+                    chat::lifecycle::RetireOutcome::Resumed => "resumed",
+                    chat::lifecycle::RetireOutcome::AlreadyRetired => "already retired",
+                };
                 let value = serde_json::json!({
                     "year": year,
+                    "outcome": outcome,
                     "archive": report.archive_path,
                     "messages": report.messages,
                     "bytes_before": report.bytes_before,
                     "bytes_after": report.bytes_after,
                 });
                 print(json, &value, |_| {
-                    println!(
-                        "retired {year}: {} messages, {} → {} in {}",
-                        report.messages,
-                        human_bytes(report.bytes_before),
-                        human_bytes(report.bytes_after),
-                        report.archive_path.display()
-                    );
+                    if report.outcome == chat::lifecycle::RetireOutcome::AlreadyRetired {
+                        println!(
+                            "{year} is already retired: {} messages in {}",
+                            report.messages,
+                            report.archive_path.display()
+                        );
+                    } else {
+                        println!(
+                            "{outcome} {year}: {} messages, {} → {} in {}",
+                            report.messages,
+                            human_bytes(report.bytes_before),
+                            human_bytes(report.bytes_after),
+                            report.archive_path.display()
+                        );
+                    }
                 })
             }
             ChatAction::List => {

@@ -1,6 +1,6 @@
 //! Chat through the real gateway and a real Redis: rooms, groups and direct messages, live
 //! delivery (also between two gateways), history paging (also across a year boundary and into
-//! a retired year), permissions (also revoked through another gateway process), the send rate,
+//! a retired year, and a send stamped in a retired year), permissions (also revoked through another gateway process), the send rate,
 //! soft delete and bad input.
 
 use std::time::Duration;
@@ -357,6 +357,32 @@ async fn history_reaching_a_retired_year_ends_with_the_archived_marker() {
     assert!(page.archived, "older history is archived");
     let delete = ChatRequest::Delete { channel_id: channel, message_id: old_id };
     assert_eq!(code(chat(&ada, delete).await), Some(ErrorCode::Conflict));
+}
+
+#[tokio::test]
+async fn a_send_stamped_in_a_retired_year_is_refused_and_the_archive_holds_every_acknowledged_one() {
+    let world = World::new();
+    world.clock.set(LAST_MS_OF_2030 - 1_000);
+    let gateway = world.gateway().await;
+    let (ada, _) = gateway.player(&username("ada")).await;
+    let (_, bob_session) = gateway.player(&username("bob")).await;
+    sent(direct(&ada, bob_session.account_id, "old news").await).await;
+
+    let data = world.data_dir.path();
+    let archive = chat::ChatConfig::default().archive_dir(data);
+    let shard_config = shard::ShardConfig::default();
+    let report =
+        chat::lifecycle::retire(data, &archive, 2030, LAST_MS_OF_2030 + 1_000, &shard_config).await.unwrap();
+    assert_eq!(report.messages, 1);
+
+    // This gateway's clock has not reached 2031 yet (skew between machines is allowed), and it
+    // still has 2030's shard open from the first send.
+    let late = direct(&ada, bob_session.account_id, "late").await;
+    assert_eq!(code(late), Some(ErrorCode::Conflict), "refused, not stored in the removed file");
+    let shards = chat::lifecycle::list(data, &archive).await.unwrap();
+    let years: Vec<_> = shards.iter().map(|shard| (shard.year, shard.state, shard.messages)).collect();
+    assert_eq!(years[0], (2030, chat::lifecycle::ShardState::Archived, 1));
+    assert_ne!(years[1].0, 2030, "2030 is not live again");
 }
 
 /// The value of one `/metrics` line of the gateway behind `admin_addr`, by its name.

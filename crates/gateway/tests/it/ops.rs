@@ -1,7 +1,8 @@
 //! The real `gamectl` binary against real gateways and a real Redis: an online backup under load
 //! restores every acknowledged write, restore refuses over a running gateway, `integrity` finds
 //! a damaged shard, clear errors, disabling an account ends its live session, and `status`
-//! reports the shards, the player buffer and a risky Redis setting.
+//! reports the shards, the player buffer and a risky Redis setting; `chat retire` refuses a
+//! gateway's later writes to the year, finishes an interrupted retire and repeats as a no-op.
 
 use std::path::Path;
 use std::process::Output;
@@ -180,6 +181,54 @@ async fn restore_refuses_over_a_running_gateway() {
     let client = restarted.connect(proto::Encoding::Bincode).await;
     client.login(&name, PASSWORD).await.expect("the restored account logs in");
     restarted.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn chat_retire_refuses_later_writes_finishes_an_interrupted_run_and_repeats_as_a_no_op() {
+    // gamectl reads the real clock, so the year retired is one that has surely ended.
+    let year = 2024;
+    let world = World::new();
+    world.clock.set(chat::year_start_ms(year + 1) - 10_000);
+    let gateway = world.gateway().await;
+    let (ada, _) = gateway.player(&username("ada")).await;
+    let (_, bob) = gateway.player(&username("bob")).await;
+    let direct =
+        |text: &str| Request::Chat(ChatRequest::SendDirect { to: bob.account_id, text: text.into() });
+    assert!(matches!(ada.request(direct("acknowledged")).await, Ok(Reply::Chat(ChatReply::Sent { .. }))));
+
+    let data = world.data_dir.path();
+    let retire = ["chat", "retire", "2024"];
+    let output = gamectl(&world, data, &retire).await;
+    assert_success(&output);
+    assert!(stdout(&output).starts_with("retired 2024: 1 messages"), "{}", stdout(&output));
+    // The gateway, still in 2024 by its clock, sends into the year gamectl just retired.
+    let late = ada.request(direct("late")).await;
+    assert_eq!(late.expect_err("refused").code(), Some(ErrorCode::Conflict));
+
+    // Stopped after the archive was renamed into place, before the live shard was removed: the
+    // archive is a copy of the marked shard, so copying it back recreates that state.
+    let (live, archived) = (data.join("chat-2024.db"), data.join("chat-archive/chat-2024.db"));
+    std::fs::copy(&archived, &live).unwrap();
+    let mut permissions = std::fs::metadata(&live).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false, reason = "a test file owned by the test")]
+    permissions.set_readonly(false);
+    std::fs::set_permissions(&live, permissions).unwrap();
+    let listed = |output: &Output, state: &str| {
+        stdout(output).lines().any(|line| line.split_whitespace().take(2).eq(["2024", state]))
+    };
+    let list = gamectl(&world, data, &["chat", "list"]).await;
+    assert!(listed(&list, "live") && listed(&list, "archived"), "{}", stdout(&list));
+
+    let output = gamectl(&world, data, &retire).await;
+    assert_success(&output);
+    assert!(stdout(&output).starts_with("resumed 2024: 1 messages"), "{}", stdout(&output));
+    let list = gamectl(&world, data, &["chat", "list"]).await;
+    assert!(!listed(&list, "live") && listed(&list, "archived"), "{}", stdout(&list));
+    assert!(stdout(&list).lines().any(|line| line.starts_with("2024") && line.contains(" 1 messages")));
+
+    let output = gamectl(&world, data, &retire).await;
+    assert_success(&output);
+    assert!(stdout(&output).contains("2024 is already retired"), "{}", stdout(&output));
 }
 
 #[tokio::test]
