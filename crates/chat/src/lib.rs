@@ -605,8 +605,11 @@ impl Chat {
             None => (ids::first_id_at(year_start_ms(newest + 1)), newest),
         };
         self.inner.stats.history_pages.fetch_add(1, Ordering::Relaxed);
+        // No message of the channel is older than the channel (give or take another process's
+        // clock), so older years are neither read nor reported archived for it.
+        let first_year = year_of_ms(membership.channel.created_at_ms.saturating_sub(CLOCK_SKEW_ALLOWANCE_MS));
         let mut page = HistoryPage::default();
-        for year in (years.oldest()..=start_year).rev() {
+        for year in (years.oldest().max(first_year)..=start_year).rev() {
             match years.for_read(year).await? {
                 years::YearState::Live(shard) => {
                     self.inner.stats.history_shard_reads.fetch_add(1, Ordering::Relaxed);

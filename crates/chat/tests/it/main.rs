@@ -223,6 +223,12 @@ async fn a_retired_year_is_archived_verified_and_ends_history_with_a_marker() {
     let page = chat.history(ada, channel, None, 10).await.unwrap();
     assert_eq!(texts(&page), ["new"]);
     assert!(page.archived, "older history is in the archive");
+    // A group made after the retired year has no archived history to hint at.
+    world.clock.set(year_start_ms(2027) + 86_400_000);
+    let group = chat.create_group(ada, "after the archive").await.unwrap();
+    chat.send(ada, group.id, "first").await.unwrap();
+    let page = chat.history(ada, group.id, None, 10).await.unwrap();
+    assert_eq!((texts(&page), page.archived), (vec!["first"], false));
     let again = lifecycle::retire(data, &archive, 2026, world.clock.now_ms(), &config).await.unwrap();
     assert_eq!((again.outcome, again.messages), (RetireOutcome::AlreadyRetired, 3), "a re-run is a no-op");
     assert!(matches!(lifecycle::provision(data, &archive, 2026, &config).await, Err(ChatError::Refused(_))));
