@@ -57,9 +57,11 @@ pub struct AuthConfig {
     /// A session ends this long after login whatever happens; default
     /// [`DEFAULT_SESSION_MAX_LIFETIME`]; must be at least `session_idle_ttl`.
     pub session_max_lifetime: Duration,
-    /// Failed logins per account and window before throttling; default [`DEFAULT_ACCOUNT_FAILURE_LIMIT`].
+    /// Failed logins per account and window before throttling, counting those still being
+    /// checked; default [`DEFAULT_ACCOUNT_FAILURE_LIMIT`].
     pub account_failure_limit: u64,
-    /// Failed logins per client address and window; default [`DEFAULT_ADDRESS_FAILURE_LIMIT`].
+    /// Failed logins per client address and window, counting those still being checked; default
+    /// [`DEFAULT_ADDRESS_FAILURE_LIMIT`].
     pub address_failure_limit: u64,
     /// The throttling window; default [`DEFAULT_THROTTLE_WINDOW`].
     pub throttle_window: Duration,
@@ -181,29 +183,28 @@ impl Auth {
         }
         let username_key = username.to_ascii_lowercase();
         let throttle = self.throttle_keys(&username_key, client);
-        self.check_throttle(&throttle).await?;
+        self.count_attempt(&throttle).await?;
 
-        let found = store::find_by_username(&self.inner.shard, username_key).await?;
-        let verified = match &found {
-            Some((_, password_hash, _)) => {
-                self.inner.hasher.verify(password.to_owned(), password_hash.clone()).await?
+        let (account, disabled) = match self.check_password(username_key, password).await {
+            Ok(Some(found)) => found,
+            // The attempt stays counted: failures are what the throttle limits.
+            Ok(None) => return Err(AuthError::BadCredentials),
+            Err(error) => {
+                // No password was judged, so the attempt is no failure.
+                if let Err(undo) = self.uncount_attempt(&throttle).await {
+                    tracing::warn!(error = %undo, "could not take back a login attempt");
+                }
+                return Err(error);
             }
-            None => {
-                self.inner.hasher.verify_dummy(password.to_owned()).await?;
-                false
-            }
-        };
-        let Some((account, _, disabled)) = found.filter(|_| verified) else {
-            self.record_failure(&throttle).await?;
-            return Err(AuthError::BadCredentials);
         };
         if disabled {
+            self.uncount_attempt(&throttle).await?;
             return Err(AuthError::AccountDisabled);
         }
         self.inner.kv.counter_reset(&throttle.account).await?;
+        self.inner.kv.counter_undo_hit(&throttle.address).await?;
         let issued =
-            sessions::issue(&self.inner.kv, &self.inner.config, self.inner.clock.now_ms(), &account, None)
-                .await?;
+            sessions::issue(&self.inner.kv, &self.inner.config, self.inner.clock.now_ms(), &account).await?;
         // An operator may have disabled the account while the password was being verified. The
         // disable commits before it ends the account's sessions, so either that ends this session
         // too, or this second look sees the flag.
@@ -235,27 +236,15 @@ impl Auth {
     }
 
     /// Replaces a session with a new one (new token, same account, same absolute end); the old
-    /// token stops working.
+    /// token stops working. Of concurrent refreshes of one session exactly one succeeds, and a
+    /// session ended meanwhile (by [`Auth::logout_everywhere`], say) is not replaced.
     ///
     /// # Errors
-    /// [`AuthError::InvalidSession`] when the old session is gone or expired.
+    /// [`AuthError::InvalidSession`] when the old session is gone or expired, or another refresh
+    /// replaced it first.
     pub async fn refresh(&self, key: &SessionKey) -> Result<IssuedSession, AuthError> {
         let old = self.validate(key).await?;
-        let account = Account {
-            account_id: old.account_id,
-            username: old.username.clone(),
-            created_at_ms: old.account_created_at_ms,
-        };
-        let issued = sessions::issue(
-            &self.inner.kv,
-            &self.inner.config,
-            self.inner.clock.now_ms(),
-            &account,
-            Some(old.expires_at_ms),
-        )
-        .await?;
-        self.inner.kv.session_delete(key.as_str(), &old.account_id.to_string()).await?;
-        Ok(issued)
+        sessions::rotate(&self.inner.kv, &self.inner.config, self.inner.clock.now_ms(), &old).await
     }
 
     /// Ends one session. Ending a session that is already gone is not an error.
@@ -329,22 +318,47 @@ impl Auth {
         }
     }
 
-    async fn check_throttle(&self, keys: &ThrottleKeys) -> Result<(), AuthError> {
-        let kv = &self.inner.kv;
+    /// Counts this login against the account's and the address's limits before its password is
+    /// checked, or refuses it if either limit is used up. Counting only after a failure would let
+    /// concurrent attempts all pass the check before any of them was counted.
+    async fn count_attempt(&self, keys: &ThrottleKeys) -> Result<(), AuthError> {
         let config = &self.inner.config;
-        if kv.counter_get(&keys.account).await? >= config.account_failure_limit
-            || kv.counter_get(&keys.address).await? >= config.address_failure_limit
-        {
+        let counters = [
+            (keys.account.as_str(), config.account_failure_limit),
+            (keys.address.as_str(), config.address_failure_limit),
+        ];
+        if !self.inner.kv.counters_hit_below(&counters, config.throttle_window).await? {
             return Err(AuthError::Throttled { retry_after: keys.retry_after });
         }
         Ok(())
     }
 
-    async fn record_failure(&self, keys: &ThrottleKeys) -> Result<(), AuthError> {
-        let window = self.inner.config.throttle_window;
-        self.inner.kv.counter_hit(&keys.account, window).await?;
-        self.inner.kv.counter_hit(&keys.address, window).await?;
+    /// Takes back what [`Auth::count_attempt`] counted, for a login that turned out not to be a
+    /// failure.
+    async fn uncount_attempt(&self, keys: &ThrottleKeys) -> Result<(), AuthError> {
+        self.inner.kv.counter_undo_hit(&keys.account).await?;
+        self.inner.kv.counter_undo_hit(&keys.address).await?;
         Ok(())
+    }
+
+    /// The account and whether it is disabled, if `password` is its password; `None` for a wrong
+    /// password and for an unknown username alike, after about the same time.
+    async fn check_password(
+        &self,
+        username_key: String,
+        password: &str,
+    ) -> Result<Option<(Account, bool)>, AuthError> {
+        let found = store::find_by_username(&self.inner.shard, username_key).await?;
+        let verified = match &found {
+            Some((_, password_hash, _)) => {
+                self.inner.hasher.verify(password.to_owned(), password_hash.clone()).await?
+            }
+            None => {
+                self.inner.hasher.verify_dummy(password.to_owned()).await?;
+                false
+            }
+        };
+        Ok(found.filter(|_| verified).map(|(account, _, disabled)| (account, disabled)))
     }
 }
 

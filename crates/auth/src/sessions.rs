@@ -81,15 +81,57 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Issues a new session. `expires_at_ms` carries the end of the session being replaced (on
-/// rotation), so rotating a token never extends a session's absolute lifetime.
+/// Issues a new session, ending `session_max_lifetime` from now.
 pub(crate) async fn issue(
     kv: &Kv,
     config: &AuthConfig,
     now_ms: u64,
     account: &Account,
-    expires_at_ms: Option<u64>,
 ) -> Result<IssuedSession, AuthError> {
+    let expires_at_ms = now_ms.saturating_add(millis(config.session_max_lifetime));
+    let (token, key, record) = new_session(now_ms, account, expires_at_ms);
+    let (bytes, idle_ttl, remaining) = stored_form(config, &record, now_ms)?;
+    kv.session_put(key.as_str(), &record.account_id.to_string(), &bytes, idle_ttl, remaining).await?;
+    Ok(IssuedSession { token, session: session_of(key, &record) })
+}
+
+/// Replaces `old` with a new session of the same account and absolute end, so rotating a token
+/// never extends a session's lifetime. One atomic store operation: of concurrent rotations of one
+/// session only one succeeds, and none creates a session once the old one was revoked (by
+/// `logout_everywhere` after a disable, say), which a check followed by a separate write could.
+///
+/// # Errors
+/// [`AuthError::InvalidSession`] when `old` is no longer in the store.
+pub(crate) async fn rotate(
+    kv: &Kv,
+    config: &AuthConfig,
+    now_ms: u64,
+    old: &Session,
+) -> Result<IssuedSession, AuthError> {
+    let account = Account {
+        account_id: old.account_id,
+        username: old.username.clone(),
+        created_at_ms: old.account_created_at_ms,
+    };
+    let (token, key, record) = new_session(now_ms, &account, old.expires_at_ms);
+    let (bytes, idle_ttl, remaining) = stored_form(config, &record, now_ms)?;
+    let rotated = kv
+        .session_rotate(
+            old.key.as_str(),
+            &record.account_id.to_string(),
+            key.as_str(),
+            &bytes,
+            idle_ttl,
+            remaining,
+        )
+        .await?;
+    if !rotated {
+        return Err(AuthError::InvalidSession);
+    }
+    Ok(IssuedSession { token, session: session_of(key, &record) })
+}
+
+fn new_session(now_ms: u64, account: &Account, expires_at_ms: u64) -> (String, SessionKey, Record) {
     let mut bytes = [0_u8; TOKEN_BYTES];
     rand::rng().fill_bytes(&mut bytes);
     let token = hex::encode(bytes);
@@ -99,12 +141,10 @@ pub(crate) async fn issue(
         username: account.username.clone(),
         account_created_at_ms: account.created_at_ms,
         created_at_ms: now_ms,
-        expires_at_ms: expires_at_ms
-            .unwrap_or_else(|| now_ms.saturating_add(millis(config.session_max_lifetime))),
+        expires_at_ms,
         last_seen_ms: now_ms,
     };
-    store(kv, config, &key, &record, now_ms).await?;
-    Ok(IssuedSession { token, session: session_of(key, &record) })
+    (token, key, record)
 }
 
 pub(crate) async fn validate(
@@ -127,24 +167,28 @@ pub(crate) async fn validate(
     }
     if now_ms.saturating_sub(record.last_seen_ms) > idle_ms / u64::from(LAST_SEEN_REFRESH_DIVISOR) {
         record.last_seen_ms = now_ms;
-        store(kv, config, key, &record, now_ms).await?;
+        let (bytes, idle_ttl, _) = stored_form(config, &record, now_ms)?;
+        // Only over a record that is still there: a session revoked since it was read above must
+        // stay revoked, not come back from this write.
+        if !kv.session_update(key.as_str(), &bytes, idle_ttl).await? {
+            return Err(AuthError::InvalidSession);
+        }
     }
     Ok(session_of(key.clone(), &record))
 }
 
-async fn store(
-    kv: &Kv,
+/// The record's bytes, its idle TTL and the time left until its absolute end (at least a second,
+/// which the store needs), as the store keeps them.
+fn stored_form(
     config: &AuthConfig,
-    key: &SessionKey,
     record: &Record,
     now_ms: u64,
-) -> Result<(), AuthError> {
+) -> Result<(Vec<u8>, Duration, Duration), AuthError> {
     let bytes = serde_json::to_vec(record).map_err(|e| AuthError::Hashing(e.to_string()))?;
     let remaining =
         Duration::from_millis(record.expires_at_ms.saturating_sub(now_ms)).max(Duration::from_secs(1));
     let idle_ttl = config.session_idle_ttl.min(remaining);
-    kv.session_put(key.as_str(), &record.account_id.to_string(), &bytes, idle_ttl, remaining).await?;
-    Ok(())
+    Ok((bytes, idle_ttl, remaining))
 }
 
 fn session_of(key: SessionKey, record: &Record) -> Session {

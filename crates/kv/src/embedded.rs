@@ -172,6 +172,56 @@ impl Store {
     }
 }
 
+/// Session operations shared by the single and the combined (rotation) calls, under one lock.
+impl Store {
+    fn put_session(
+        &mut self,
+        now: Instant,
+        token_hash: &str,
+        account_id: &str,
+        record: &[u8],
+        idle_ttl: Duration,
+        index_ttl: Duration,
+    ) {
+        self.sessions.insert(
+            token_hash.to_owned(),
+            Expiring { value: record.to_vec(), expires_at: Some(deadline(now, idle_ttl)) },
+        );
+        let index_deadline = deadline(now, index_ttl);
+        match live(&mut self.account_sessions, account_id, now) {
+            Some(index) => {
+                index.value.insert(token_hash.to_owned());
+                // PEXPIRE NX then PEXPIRE GT: set if none, otherwise only ever raise.
+                index.expires_at =
+                    Some(index.expires_at.map_or(index_deadline, |current| current.max(index_deadline)));
+            }
+            None => {
+                self.account_sessions.insert(
+                    account_id.to_owned(),
+                    Expiring {
+                        value: HashSet::from([token_hash.to_owned()]),
+                        expires_at: Some(index_deadline),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Returns whether the session existed.
+    fn delete_session(&mut self, now: Instant, token_hash: &str, account_id: &str) -> bool {
+        let existed = live(&mut self.sessions, token_hash, now).is_some();
+        self.sessions.remove(token_hash);
+        if let Some(index) = live(&mut self.account_sessions, account_id, now) {
+            index.value.remove(token_hash);
+            if index.value.is_empty() {
+                // Redis deletes a set when its last member goes.
+                self.account_sessions.remove(account_id);
+            }
+        }
+        existed
+    }
+}
+
 /// The deadline `ttl` from `now`, rounded to whole milliseconds as Redis does.
 fn deadline(now: Instant, ttl: Duration) -> Instant {
     now + Duration::from_millis(millis(ttl))
@@ -226,29 +276,39 @@ impl Embedded {
     ) {
         let now = Instant::now();
         let mut store = self.store();
-        store.sessions.insert(
-            token_hash.to_owned(),
-            Expiring { value: record.to_vec(), expires_at: Some(deadline(now, idle_ttl)) },
-        );
-        let index_deadline = deadline(now, index_ttl);
-        match live(&mut store.account_sessions, account_id, now) {
-            Some(index) => {
-                index.value.insert(token_hash.to_owned());
-                // PEXPIRE NX then PEXPIRE GT: set if none, otherwise only ever raise.
-                index.expires_at =
-                    Some(index.expires_at.map_or(index_deadline, |current| current.max(index_deadline)));
-            }
-            None => {
-                store.account_sessions.insert(
-                    account_id.to_owned(),
-                    Expiring {
-                        value: HashSet::from([token_hash.to_owned()]),
-                        expires_at: Some(index_deadline),
-                    },
-                );
-            }
+        store.put_session(now, token_hash, account_id, record, idle_ttl, index_ttl);
+        store.note_write(now);
+    }
+
+    pub(crate) fn session_update(&self, token_hash: &str, record: &[u8], idle_ttl: Duration) -> bool {
+        let now = Instant::now();
+        let mut store = self.store();
+        let Some(session) = live(&mut store.sessions, token_hash, now) else {
+            return false;
+        };
+        session.value = record.to_vec();
+        session.expires_at = Some(deadline(now, idle_ttl));
+        store.note_write(now);
+        true
+    }
+
+    pub(crate) fn session_rotate(
+        &self,
+        old_token_hash: &str,
+        account_id: &str,
+        new_token_hash: &str,
+        record: &[u8],
+        idle_ttl: Duration,
+        index_ttl: Duration,
+    ) -> bool {
+        let now = Instant::now();
+        let mut store = self.store();
+        let existed = store.delete_session(now, old_token_hash, account_id);
+        if existed {
+            store.put_session(now, new_token_hash, account_id, record, idle_ttl, index_ttl);
         }
         store.note_write(now);
+        existed
     }
 
     pub(crate) fn session_get_touch(&self, token_hash: &str, idle_ttl: Duration) -> Option<Vec<u8>> {
@@ -262,15 +322,7 @@ impl Embedded {
     pub(crate) fn session_delete(&self, token_hash: &str, account_id: &str) -> bool {
         let now = Instant::now();
         let mut store = self.store();
-        let existed = live(&mut store.sessions, token_hash, now).is_some();
-        store.sessions.remove(token_hash);
-        if let Some(index) = live(&mut store.account_sessions, account_id, now) {
-            index.value.remove(token_hash);
-            if index.value.is_empty() {
-                // Redis deletes a set when its last member goes.
-                store.account_sessions.remove(account_id);
-            }
-        }
+        let existed = store.delete_session(now, token_hash, account_id);
         store.note_write(now);
         existed
     }
@@ -310,6 +362,37 @@ impl Embedded {
         };
         store.note_write(now);
         count
+    }
+
+    pub(crate) fn counters_hit_below(&self, counters: &[(&str, u64)], window: Duration) -> bool {
+        let now = Instant::now();
+        let mut store = self.store();
+        let all_below = counters.iter().all(|&(key, limit)| {
+            live(&mut store.counters, key, now).map_or(0, |counter| counter.value) < limit
+        });
+        if all_below {
+            for &(key, _) in counters {
+                match live(&mut store.counters, key, now) {
+                    Some(counter) => counter.value = counter.value.saturating_add(1),
+                    None => {
+                        store.counters.insert(
+                            key.to_owned(),
+                            Expiring { value: 1, expires_at: Some(deadline(now, window)) },
+                        );
+                    }
+                }
+            }
+            store.note_write(now);
+        }
+        all_below
+    }
+
+    pub(crate) fn counter_undo_hit(&self, key: &str) {
+        let now = Instant::now();
+        let mut store = self.store();
+        if let Some(counter) = live(&mut store.counters, key, now) {
+            counter.value = counter.value.saturating_sub(1);
+        }
     }
 
     pub(crate) fn counter_get(&self, key: &str) -> u64 {

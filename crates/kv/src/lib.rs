@@ -400,6 +400,60 @@ impl Kv {
         }
     }
 
+    /// Replaces the session's record and resets its TTL to `idle_ttl`, only if the session exists
+    /// (`SET ... XX`), so a write-back never brings a deleted session back. Returns whether it
+    /// existed.
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer.
+    pub async fn session_update(
+        &self,
+        token_hash: &str,
+        record: &[u8],
+        idle_ttl: Duration,
+    ) -> Result<bool, KvError> {
+        match &self.backend {
+            Backend::Redis(redis) => redis.session_update(token_hash, record, idle_ttl).await,
+            Backend::Embedded(embedded) => Ok(embedded.session_update(token_hash, record, idle_ttl)),
+        }
+    }
+
+    /// Replaces the session `old_token_hash` of the account with the session `new_token_hash`,
+    /// atomically (a Lua script on Redis): if the old session exists, deletes it and removes it from
+    /// the account's set, then stores the new one as [`Kv::session_put`] does. If the old session is
+    /// gone, changes nothing but dropping it from the set. Returns whether it replaced it, so of
+    /// concurrent rotations of one session exactly one succeeds, and a rotation never outlives a
+    /// [`Kv::sessions_delete_all`] that ran first.
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer. After an error the rotation may or may
+    /// not have happened.
+    pub async fn session_rotate(
+        &self,
+        old_token_hash: &str,
+        account_id: &str,
+        new_token_hash: &str,
+        record: &[u8],
+        idle_ttl: Duration,
+        index_ttl: Duration,
+    ) -> Result<bool, KvError> {
+        match &self.backend {
+            Backend::Redis(redis) => {
+                redis
+                    .session_rotate(old_token_hash, account_id, new_token_hash, record, idle_ttl, index_ttl)
+                    .await
+            }
+            Backend::Embedded(embedded) => Ok(embedded.session_rotate(
+                old_token_hash,
+                account_id,
+                new_token_hash,
+                record,
+                idle_ttl,
+                index_ttl,
+            )),
+        }
+    }
+
     /// Reads the session and, if present, resets its TTL to `idle_ttl` (sliding expiry), in one round
     /// trip (`GETEX key PX ms`). `None` if there is no such session or it expired.
     ///
@@ -448,6 +502,41 @@ impl Kv {
         match &self.backend {
             Backend::Redis(redis) => redis.counter_hit(key, window).await,
             Backend::Embedded(embedded) => Ok(embedded.counter_hit(key, window)),
+        }
+    }
+
+    /// Counts one hit on each of the fixed-window counters `counters` (key, limit), all or none:
+    /// only if every one is below its limit; a counter this creates expires after `window`.
+    /// Atomic (a Lua script on Redis), so concurrent callers never take more than a limit's worth
+    /// of hits between them. Returns whether it counted.
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer.
+    pub async fn counters_hit_below(
+        &self,
+        counters: &[(&str, u64)],
+        window: Duration,
+    ) -> Result<bool, KvError> {
+        if counters.is_empty() {
+            return Ok(true);
+        }
+        match &self.backend {
+            Backend::Redis(redis) => redis.counters_hit_below(counters, window).await,
+            Backend::Embedded(embedded) => Ok(embedded.counters_hit_below(counters, window)),
+        }
+    }
+
+    /// Takes back one hit: decrements the counter unless it is absent or zero, keeping its expiry.
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer.
+    pub async fn counter_undo_hit(&self, key: &str) -> Result<(), KvError> {
+        match &self.backend {
+            Backend::Redis(redis) => redis.counter_undo_hit(key).await,
+            Backend::Embedded(embedded) => {
+                embedded.counter_undo_hit(key);
+                Ok(())
+            }
         }
     }
 

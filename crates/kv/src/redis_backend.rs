@@ -80,6 +80,47 @@ redis.call('DEL', KEYS[1])
 return deleted
 ";
 
+/// Replaces one session with another if the old one exists, as one step: a rotation racing another
+/// rotation or a delete-all either happens wholly before it or not at all. KEYS: old session, the
+/// account's set, new session. ARGV: old token hash, new token hash, new record, idle TTL in ms,
+/// the set's least TTL in ms (set as `session_put` sets it). Returns 1 if it replaced it, else 0.
+const ROTATE_SESSION_LUA: &str = r"
+redis.call('SREM', KEYS[2], ARGV[1])
+if redis.call('DEL', KEYS[1]) == 0 then
+  return 0
+end
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[5], 'NX')
+redis.call('PEXPIRE', KEYS[2], ARGV[5], 'GT')
+return 1
+";
+
+/// Counts one hit on every counter in KEYS if each is below its limit, else on none. ARGV: the
+/// window in ms (the expiry of a counter this creates), then one limit per key. Returns 1 if it
+/// counted, else 0.
+const HIT_BELOW_LUA: &str = r"
+for i, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') >= tonumber(ARGV[i + 1]) then
+    return 0
+  end
+end
+for _, key in ipairs(KEYS) do
+  redis.call('INCR', key)
+  redis.call('PEXPIRE', key, ARGV[1], 'NX')
+end
+return 1
+";
+
+/// Decrements the counter KEYS[1] unless it is absent or zero: a plain DECR would create it at -1,
+/// without an expiry.
+const UNDO_HIT_LUA: &str = r"
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+  redis.call('DECR', KEYS[1])
+end
+return 0
+";
+
 /// Most buffered updates the batcher sends in one pipeline.
 const UPDATE_BATCH_MAX: usize = 1024;
 /// Most buffered updates in one run of the update script. Redis runs nothing else during a script,
@@ -341,6 +382,9 @@ pub(crate) struct RedisBackend {
     bulk: ConnectionManager,
     prefix: String,
     delete_all_sessions: Script,
+    rotate_session: Script,
+    hit_below: Script,
+    undo_hit: Script,
     seed: Script,
     release: Script,
     claim: Script,
@@ -543,6 +587,9 @@ impl RedisBackend {
             bulk,
             prefix: key_prefix.to_owned(),
             delete_all_sessions: Script::new(DELETE_ALL_SESSIONS_LUA),
+            rotate_session: Script::new(ROTATE_SESSION_LUA),
+            hit_below: Script::new(HIT_BELOW_LUA),
+            undo_hit: Script::new(UNDO_HIT_LUA),
             seed: Script::new(SEED_LUA),
             release: Script::new(RELEASE_LUA),
             claim: Script::new(CLAIM_LUA),
@@ -750,6 +797,45 @@ impl RedisBackend {
         self.run(|mut connection| async move { pipeline.query_async::<()>(&mut connection).await }).await
     }
 
+    pub(crate) async fn session_update(
+        &self,
+        token_hash: &str,
+        record: &[u8],
+        idle_ttl: Duration,
+    ) -> Result<bool, KvError> {
+        let mut command = redis::cmd("SET");
+        command.arg(self.session_key(token_hash)).arg(record).arg("PX").arg(millis(idle_ttl)).arg("XX");
+        let command = &command;
+        let reply: Value =
+            self.run(|mut connection| async move { command.query_async(&mut connection).await }).await?;
+        Ok(reply != Value::Nil)
+    }
+
+    pub(crate) async fn session_rotate(
+        &self,
+        old_token_hash: &str,
+        account_id: &str,
+        new_token_hash: &str,
+        record: &[u8],
+        idle_ttl: Duration,
+        index_ttl: Duration,
+    ) -> Result<bool, KvError> {
+        let mut invocation = self.rotate_session.prepare_invoke();
+        invocation
+            .key(self.session_key(old_token_hash))
+            .key(self.account_sessions_key(account_id))
+            .key(self.session_key(new_token_hash))
+            .arg(old_token_hash)
+            .arg(new_token_hash)
+            .arg(record)
+            .arg(millis(idle_ttl))
+            .arg(millis(index_ttl));
+        let invocation = &invocation;
+        let rotated: u64 =
+            self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await?;
+        Ok(rotated == 1)
+    }
+
     pub(crate) async fn session_get_touch(
         &self,
         token_hash: &str,
@@ -801,6 +887,29 @@ impl RedisBackend {
         let (count,): (u64,) =
             self.run(|mut connection| async move { pipeline.query_async(&mut connection).await }).await?;
         Ok(count)
+    }
+
+    pub(crate) async fn counters_hit_below(
+        &self,
+        counters: &[(&str, u64)],
+        window: Duration,
+    ) -> Result<bool, KvError> {
+        let mut invocation = self.hit_below.prepare_invoke();
+        invocation.arg(millis(window));
+        for &(key, limit) in counters {
+            invocation.key(self.counter_key(key)).arg(limit);
+        }
+        let invocation = &invocation;
+        let counted: u64 =
+            self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await?;
+        Ok(counted == 1)
+    }
+
+    pub(crate) async fn counter_undo_hit(&self, key: &str) -> Result<(), KvError> {
+        let mut invocation = self.undo_hit.prepare_invoke();
+        invocation.key(self.counter_key(key));
+        let invocation = &invocation;
+        self.run(|mut connection| async move { invocation.invoke_async::<()>(&mut connection).await }).await
     }
 
     pub(crate) async fn counter_get(&self, key: &str) -> Result<u64, KvError> {

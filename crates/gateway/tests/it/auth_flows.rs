@@ -3,7 +3,7 @@
 use game_client::{Client, ConnectOptions};
 use proto::{Encoding, ErrorCode};
 
-use crate::support::{PASSWORD, World, username};
+use crate::support::{PASSWORD, TestGateway, World, username};
 
 #[tokio::test]
 async fn a_player_registers_logs_in_and_sees_who_they_are_in_both_encodings() {
@@ -141,4 +141,48 @@ async fn failed_logins_from_one_address_are_throttled_across_accounts() {
     }
     let throttled = sprayer.login(&victim, PASSWORD).await.unwrap_err();
     assert_eq!(throttled.code(), Some(ErrorCode::RateLimited));
+}
+
+#[tokio::test]
+async fn concurrent_wrong_logins_for_one_account_check_at_most_the_limit_of_passwords() {
+    const LIMIT: u64 = 5;
+    let world = World::new();
+    let config = gateway::GatewayConfig { login_failures_per_account: LIMIT, ..world.config() };
+    let gateway = world.gateway_with(config).await;
+    let name = username("besieged");
+    gateway.player(&name).await;
+
+    let usernames = (0..4 * LIMIT).map(|_| name.clone()).collect();
+    check_concurrent_wrong_logins(&gateway, usernames, LIMIT).await;
+    let late = gateway.connect(Encoding::Json).await;
+    assert_eq!(late.login(&name, PASSWORD).await.unwrap_err().code(), Some(ErrorCode::RateLimited));
+}
+
+#[tokio::test]
+async fn concurrent_wrong_logins_from_one_address_check_at_most_the_limit_of_passwords() {
+    const LIMIT: u64 = 5;
+    let world = World::new();
+    let config = gateway::GatewayConfig { login_failures_per_address: LIMIT, ..world.config() };
+    let gateway = world.gateway_with(config).await;
+
+    let usernames = (0..4 * LIMIT).map(|n| format!("spray{n}")).collect();
+    check_concurrent_wrong_logins(&gateway, usernames, LIMIT).await;
+}
+
+/// Sends a wrong-password login for each of `usernames`, all at once, each on its own connection,
+/// and checks that exactly `limit` of them were judged (`unauthorized`) and the rest throttled.
+async fn check_concurrent_wrong_logins(gateway: &TestGateway, usernames: Vec<String>, limit: u64) {
+    let mut clients = Vec::new();
+    for _ in &usernames {
+        clients.push(gateway.connect(Encoding::Bincode).await);
+    }
+    let logins = clients.iter().zip(&usernames).map(|(client, name)| client.login(name, "guess guess"));
+    let codes: Vec<_> = futures_util::future::join_all(logins)
+        .await
+        .into_iter()
+        .map(|login| login.unwrap_err().code())
+        .collect();
+    let n_judged = codes.iter().filter(|code| **code == Some(ErrorCode::Unauthorized)).count();
+    let n_throttled = codes.iter().filter(|code| **code == Some(ErrorCode::RateLimited)).count();
+    assert_eq!((u64::try_from(n_judged).unwrap(), n_judged + n_throttled), (limit, codes.len()), "{codes:?}");
 }

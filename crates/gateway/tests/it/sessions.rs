@@ -31,6 +31,29 @@ async fn refresh_rotates_the_token_and_the_old_one_stops_working_everywhere() {
 }
 
 #[tokio::test]
+async fn of_concurrent_refreshes_of_one_session_exactly_one_succeeds() {
+    const N_CONNECTIONS: usize = 10;
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let (first, old) = gateway.player(&username("racer")).await;
+    let mut clients = vec![first];
+    for _ in 1..N_CONNECTIONS {
+        let client = gateway.connect(Encoding::Bincode).await;
+        client.resume(&old.token).await.unwrap();
+        clients.push(client);
+    }
+
+    let refreshes = futures_util::future::join_all(clients.iter().map(Client::refresh)).await;
+    // The losers answer `unauthorized`, or are closed first by the winner's revocation.
+    let new: Vec<_> = refreshes.into_iter().filter_map(Result::ok).collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+
+    let late = gateway.connect(Encoding::Bincode).await;
+    assert_eq!(late.resume(&old.token).await.unwrap_err().code(), Some(ErrorCode::Unauthorized));
+    late.resume(&new[0].token).await.unwrap();
+}
+
+#[tokio::test]
 async fn logout_ends_the_session_but_keeps_the_connection() {
     let world = World::new();
     let gateway = world.gateway().await;

@@ -43,8 +43,14 @@ conformance! {
     session_put_get_delete_round_trip => check_session_round_trip,
     session_touch_slides_idle_expiry => check_session_touch_slides_expiry,
     delete_all_returns_exactly_the_live_sessions => check_delete_all_returns_live_sessions,
+    session_update_only_overwrites_a_live_session => check_session_update_only_overwrites_live,
+    session_rotation_replaces_only_a_live_session => check_session_rotation_replaces_only_live,
+    of_concurrent_rotations_of_one_session_exactly_one_succeeds => check_concurrent_rotations,
     counter_counts_hits_and_resets => check_counter_counts_and_resets,
     counter_window_starts_at_first_hit_and_expires => check_counter_window_expires,
+    counters_hit_below_their_limits_all_or_none => check_counters_hit_below_all_or_none,
+    concurrent_hits_below_a_limit_never_pass_it => check_concurrent_hits_below_limit,
+    undoing_a_hit_never_goes_below_zero_and_keeps_the_window => check_counter_undo_hit,
     published_message_reaches_subscriber => check_publish_subscribe_round_trip,
     two_subscribers_both_receive => check_two_subscribers_both_receive,
     dropped_subscription_stops_counting => check_dropped_subscription_unsubscribes,
@@ -525,6 +531,121 @@ async fn check_delete_all_returns_live_sessions(kv: &Kv) {
     assert_eq!(kv.sessions_delete_all("acct-3").await.unwrap(), Vec::<String>::new());
     // Another account's sessions are untouched.
     assert!(kv.session_get_touch("dd01", LONG).await.unwrap().is_some());
+}
+
+async fn session(kv: &Kv, token_hash: &str) -> Option<Vec<u8>> {
+    kv.session_get_touch(token_hash, LONG).await.unwrap()
+}
+
+async fn check_session_update_only_overwrites_live(kv: &Kv) {
+    assert!(!kv.session_update("ff01", b"record-1", LONG).await.unwrap());
+    assert_eq!(session(kv, "ff01").await, None, "an update creates nothing");
+
+    kv.session_put("ff01", "acct-6", b"record-1", Duration::from_millis(300), LONG).await.unwrap();
+    assert!(kv.session_update("ff01", b"record-2", LONG).await.unwrap());
+    // The update set the idle TTL too: past the first one, the session lives on.
+    sleep(Duration::from_millis(500)).await;
+    assert_eq!(session(kv, "ff01").await.as_deref(), Some(&b"record-2"[..]));
+    // It stays in the account's set.
+    assert_eq!(kv.sessions_delete_all("acct-6").await.unwrap(), ["ff01"]);
+
+    assert!(!kv.session_update("ff01", b"record-3", LONG).await.unwrap());
+    assert_eq!(session(kv, "ff01").await, None, "a deleted session stays deleted");
+}
+
+async fn check_session_rotation_replaces_only_live(kv: &Kv) {
+    kv.session_put("ee01", "acct-5", b"old", LONG, LONG).await.unwrap();
+    assert!(kv.session_rotate("ee01", "acct-5", "ee02", b"new", LONG, LONG).await.unwrap());
+    assert_eq!(session(kv, "ee01").await, None);
+    assert_eq!(session(kv, "ee02").await.as_deref(), Some(&b"new"[..]));
+
+    // The old session is gone, so rotating it again creates nothing.
+    assert!(!kv.session_rotate("ee01", "acct-5", "ee03", b"again", LONG, LONG).await.unwrap());
+    assert_eq!(session(kv, "ee03").await, None);
+
+    // The new session replaced the old one in the account's set.
+    assert_eq!(kv.sessions_delete_all("acct-5").await.unwrap(), ["ee02"]);
+    assert!(!kv.session_rotate("ee02", "acct-5", "ee04", b"late", LONG, LONG).await.unwrap());
+    assert_eq!(session(kv, "ee04").await, None, "no rotation outlives a delete-all before it");
+    assert_eq!(kv.sessions_delete_all("acct-5").await.unwrap(), Vec::<String>::new());
+
+    // The new session gets the idle TTL given.
+    kv.session_put("ee05", "acct-5", b"old", LONG, LONG).await.unwrap();
+    assert!(
+        kv.session_rotate("ee05", "acct-5", "ee06", b"new", Duration::from_millis(50), LONG).await.unwrap()
+    );
+    sleep(Duration::from_millis(150)).await;
+    assert_eq!(session(kv, "ee06").await, None);
+}
+
+async fn check_concurrent_rotations(kv: &Kv) {
+    const N_ROTATIONS: usize = 10;
+    kv.session_put("ab00", "acct-7", b"old", LONG, LONG).await.unwrap();
+    let mut rotations = tokio::task::JoinSet::new();
+    for n in 1..=N_ROTATIONS {
+        let kv = kv.clone();
+        rotations.spawn(async move {
+            let new = format!("ab{n:02}");
+            kv.session_rotate("ab00", "acct-7", &new, b"new", LONG, LONG).await.unwrap().then_some(new)
+        });
+    }
+    let winners: Vec<String> = rotations.join_all().await.into_iter().flatten().collect();
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert_eq!(kv.sessions_delete_all("acct-7").await.unwrap(), winners);
+}
+
+async fn check_counters_hit_below_all_or_none(kv: &Kv) {
+    let hit = async |counters: &[(&str, u64)]| kv.counters_hit_below(counters, LONG).await.unwrap();
+    assert!(hit(&[("acct:a", 2), ("addr:x", 3)]).await);
+    assert!(hit(&[("acct:a", 2), ("addr:x", 3)]).await);
+    // The account is at its limit: neither counter moves.
+    assert!(!hit(&[("acct:a", 2), ("addr:x", 3)]).await);
+    assert_eq!(kv.counter_get("acct:a").await.unwrap(), 2);
+    assert_eq!(kv.counter_get("addr:x").await.unwrap(), 2);
+
+    assert!(hit(&[("acct:b", 2), ("addr:x", 3)]).await);
+    // The address is at its limit: a fresh account is not counted either.
+    assert!(!hit(&[("acct:c", 2), ("addr:x", 3)]).await);
+    assert_eq!(kv.counter_get("acct:c").await.unwrap(), 0);
+    assert_eq!(kv.counter_get("addr:x").await.unwrap(), 3);
+
+    assert!(!hit(&[("zero", 0)]).await, "a limit of 0 allows nothing");
+    assert!(hit(&[]).await);
+
+    // A counter created here expires after the window, from its first hit.
+    assert!(kv.counters_hit_below(&[("windowed", 5)], Duration::from_millis(300)).await.unwrap());
+    sleep(Duration::from_millis(450)).await;
+    assert_eq!(kv.counter_get("windowed").await.unwrap(), 0);
+}
+
+async fn check_concurrent_hits_below_limit(kv: &Kv) {
+    const LIMIT: u64 = 5;
+    let mut hits = tokio::task::JoinSet::new();
+    for _ in 0..4 * LIMIT {
+        let kv = kv.clone();
+        hits.spawn(async move { kv.counters_hit_below(&[("busy", LIMIT)], LONG).await.unwrap() });
+    }
+    let n_counted = hits.join_all().await.into_iter().filter(|counted| *counted).count();
+    assert_eq!(u64::try_from(n_counted).unwrap(), LIMIT);
+    assert_eq!(kv.counter_get("busy").await.unwrap(), LIMIT);
+}
+
+async fn check_counter_undo_hit(kv: &Kv) {
+    assert_eq!(kv.counter_hit("undo", Duration::from_millis(400)).await.unwrap(), 1);
+    assert_eq!(kv.counter_hit("undo", Duration::from_millis(400)).await.unwrap(), 2);
+    kv.counter_undo_hit("undo").await.unwrap();
+    assert_eq!(kv.counter_get("undo").await.unwrap(), 1);
+    kv.counter_undo_hit("undo").await.unwrap();
+    kv.counter_undo_hit("undo").await.unwrap();
+    assert_eq!(kv.counter_get("undo").await.unwrap(), 0);
+    assert_eq!(kv.counter_hit("undo", LONG).await.unwrap(), 1, "never below zero");
+    // The counter keeps its first window, so it still expires on time.
+    sleep(Duration::from_millis(550)).await;
+    assert_eq!(kv.counter_get("undo").await.unwrap(), 0);
+
+    // Undoing a hit on an absent counter creates nothing.
+    kv.counter_undo_hit("never-hit").await.unwrap();
+    assert_eq!(kv.counter_hit("never-hit", LONG).await.unwrap(), 1);
 }
 
 async fn check_counter_counts_and_resets(kv: &Kv) {

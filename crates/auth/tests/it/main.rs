@@ -1,0 +1,106 @@
+//! Integration tests of the auth domain against a real `redis-server`: the races between rotating,
+//! validating and ending sessions, which only a real store run concurrently can show.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth::{Auth, AuthConfig, AuthError, IssuedSession};
+use clock::ManualClock;
+use kv::testing::RedisServer;
+
+const PASSWORD: &str = "correct horse battery";
+const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Each race is run this often: the first rounds may order the store's commands differently while
+/// Redis loads the scripts.
+const N_ROUNDS: usize = 20;
+
+/// An auth domain on a fresh Redis and a temporary `auth.db`, under a clock the test moves.
+struct Fixture {
+    auth: Auth,
+    clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+    _redis: RedisServer,
+}
+
+impl Fixture {
+    async fn start() -> Fixture {
+        let redis = RedisServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let kv = kv::Kv::connect_redis(&redis.url(), "t:").await.unwrap();
+        let clock = Arc::new(ManualClock::starting_now());
+        let auth =
+            Auth::open(dir.path().join("auth.db"), kv, clock.clone(), AuthConfig::default()).await.unwrap();
+        auth.register("ada", PASSWORD).await.unwrap();
+        Fixture { auth, clock, _dir: dir, _redis: redis }
+    }
+
+    async fn login(&self) -> IssuedSession {
+        self.auth.login("ada", PASSWORD, CLIENT).await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn of_concurrent_refreshes_of_one_session_exactly_one_succeeds() {
+    let fixture = Fixture::start().await;
+    let old = fixture.login().await;
+    let mut refreshes = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let auth = fixture.auth.clone();
+        let key = old.session.key.clone();
+        refreshes.spawn(async move { auth.refresh(&key).await });
+    }
+    let mut new = Vec::new();
+    for refresh in refreshes.join_all().await {
+        match refresh {
+            Ok(issued) => new.push(issued),
+            Err(AuthError::InvalidSession) => {}
+            Err(error) => panic!("unexpected error: {error}"),
+        }
+    }
+    assert_eq!(new.len(), 1, "{new:?}");
+
+    assert!(matches!(fixture.auth.validate(&old.session.key).await, Err(AuthError::InvalidSession)));
+    fixture.auth.validate_token(&new[0].token).await.unwrap();
+    // No other session was left behind.
+    let ended = fixture.auth.logout_everywhere(old.session.account_id).await.unwrap();
+    assert_eq!(ended, [new[0].session.key.clone()]);
+}
+
+#[tokio::test]
+async fn a_refresh_racing_logout_everywhere_leaves_no_session() {
+    let fixture = Fixture::start().await;
+    for _ in 0..N_ROUNDS {
+        let old = fixture.login().await;
+        let (refreshed, ended) = tokio::join!(
+            fixture.auth.refresh(&old.session.key),
+            fixture.auth.logout_everywhere(old.session.account_id),
+        );
+        ended.unwrap();
+        if let Ok(new) = refreshed {
+            let revalidated = fixture.auth.validate_token(&new.token).await;
+            assert!(matches!(revalidated, Err(AuthError::InvalidSession)), "{revalidated:?}");
+        }
+        assert_eq!(fixture.auth.logout_everywhere(old.session.account_id).await.unwrap(), []);
+    }
+}
+
+#[tokio::test]
+async fn a_session_ended_everywhere_is_not_brought_back_by_a_concurrent_validation() {
+    let fixture = Fixture::start().await;
+    for _ in 0..N_ROUNDS {
+        let issued = fixture.login().await;
+        // Long enough unused that validating writes the time of use back.
+        fixture.clock.advance(AuthConfig::default().session_idle_ttl / 4);
+        let key = &issued.session.key;
+        let (_, ended) = tokio::join!(
+            fixture.auth.validate(key),
+            fixture.auth.logout_everywhere(issued.session.account_id)
+        );
+        ended.unwrap();
+        assert!(matches!(fixture.auth.validate(key).await, Err(AuthError::InvalidSession)));
+        fixture.clock.advance(Duration::from_secs(1));
+    }
+}
