@@ -313,7 +313,7 @@ impl Auth {
         let window = self.inner.clock.now_ms() / window_ms;
         ThrottleKeys {
             account: format!("login-fail:account:{username_key}:{window}"),
-            address: format!("login-fail:addr:{client}:{window}"),
+            address: format!("login-fail:addr:{}:{window}", throttled_network(client)),
             retry_after: Duration::from_millis(window_ms - self.inner.clock.now_ms() % window_ms),
         }
     }
@@ -362,6 +362,19 @@ impl Auth {
     }
 }
 
+/// The network a client address is throttled as: an IPv4 address alone, but an IPv6 address's
+/// /64, since one subscriber usually holds a whole /64 and could otherwise take a fresh address
+/// per guess. An IPv4 address mapped into IPv6 counts as the IPv4 address.
+fn throttled_network(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V4(_) => client,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+    }
+}
+
 struct ThrottleKeys {
     account: String,
     address: String,
@@ -398,6 +411,16 @@ fn validate_password(password: &str) -> Result<(), AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_subscriber_is_throttled_as_its_whole_slash_64() {
+        let network = |address: &str| throttled_network(address.parse().expect("an address")).to_string();
+        assert_eq!(network("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(network("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::");
+        assert_eq!(network("2001:db8:1:3::1"), "2001:db8:1:3::");
+        assert_eq!(network("203.0.113.7"), "203.0.113.7");
+        assert_eq!(network("::ffff:203.0.113.7"), "203.0.113.7");
+    }
 
     #[test]
     fn usernames_follow_the_rules() {
