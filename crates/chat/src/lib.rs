@@ -398,8 +398,8 @@ impl Chat {
         channels::create(&self.inner.channels, group, vec![owner]).await
     }
 
-    /// The owner adds `account_id` to a group. The result goes to the new member (so they learn
-    /// the group exists) and every other member.
+    /// The owner adds `account_id` to a group. The recipients are every member, the new one
+    /// included (the gateway tells only the new one, so they learn the group exists).
     ///
     /// # Errors
     /// [`ChatError::UnknownChannel`]; [`ChatError::NotAllowed`] unless `actor` owns the group.
@@ -418,7 +418,8 @@ impl Chat {
     }
 
     /// Removes `account_id` from a group: the owner removes anyone else, a member removes
-    /// themselves (leaves). The recipients are the remaining members and the removed one.
+    /// themselves (leaves). The recipients are the remaining members, and the removed one only if
+    /// they were a member.
     ///
     /// # Errors
     /// [`ChatError::UnknownChannel`]; [`ChatError::NotAllowed`] for anyone else;
