@@ -210,7 +210,7 @@ pub async fn run(
     if tokio::time::timeout(config.shutdown_timeout, connections.wait()).await.is_err() {
         tracing::warn!(
             connections = shared.metrics.open_connections(),
-            "shutdown timeout: dropping the rest"
+            "shutdown timeout: going on without the connections still open; they end with the process"
         );
     }
     background_shutdown.cancel();
