@@ -236,7 +236,7 @@ fn open_read_only(path: &Path, immutable: bool) -> Result<rusqlite::Connection, 
     let flags =
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
     let conn = if immutable {
-        rusqlite::Connection::open_with_flags(format!("file:{}?immutable=1", path.display()), flags)
+        rusqlite::Connection::open_with_flags(messages::immutable_uri(path), flags)
     } else {
         rusqlite::Connection::open_with_flags(path, flags)
     };

@@ -192,11 +192,18 @@ pub(crate) fn count(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
         .map(|n| u64::try_from(n).unwrap_or(0))
 }
 
+/// The URI that opens the file at `path` `immutable` (no lock, no log: for files nothing
+/// writes). In a URI, `?` and `#` would end the path and `%` begin an escape, so they are escaped.
+pub(crate) fn immutable_uri(path: &Path) -> String {
+    let path = path.display().to_string().replace('%', "%25").replace('?', "%3f").replace('#', "%23");
+    format!("file:{path}?immutable=1")
+}
+
 /// Messages of the shard open on `conn` that the archive at `archive` lacks or holds differently
 /// (a soft delete it missed): zero when removing the shard loses nothing. The archive is
 /// attached `immutable`, as nothing writes it.
 pub(crate) fn missing_from(conn: &rusqlite::Connection, archive: &Path) -> rusqlite::Result<u64> {
-    conn.execute("ATTACH DATABASE ?1 AS archive", [format!("file:{}?immutable=1", archive.display())])?;
+    conn.execute("ATTACH DATABASE ?1 AS archive", [immutable_uri(archive)])?;
     let missing = conn.query_row(
         "SELECT count(*) FROM (SELECT * FROM main.messages EXCEPT SELECT * FROM archive.messages)",
         [],

@@ -284,7 +284,18 @@ pub enum KvError {
     /// IO error creating the embedded store's lock file.
     #[error("embedded store lock: {0}")]
     Io(#[from] std::io::Error),
+    /// The Redis server is older than the commands this crate's scripts use.
+    #[error("Redis {found} is too old: this release needs Redis {MIN_REDIS_MAJOR}.0 or later")]
+    UnsupportedRedis {
+        /// The version Redis reported.
+        found: String,
+    },
 }
+
+/// The oldest Redis major version this crate runs on: its scripts set expiries with `PEXPIRE`'s
+/// `NX` and `GT` options, which Redis 7.0 added. Inside a script, an older Redis would fail such
+/// a command after the script's earlier writes were made (a counter left without its expiry).
+pub const MIN_REDIS_MAJOR: u32 = 7;
 
 /// A handle on the key-value store (Redis or embedded). Cloning is cheap and shares the connection or
 /// the embedded store.

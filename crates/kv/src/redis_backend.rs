@@ -573,7 +573,8 @@ impl RedisBackend {
         let connect = || {
             first_connect("connection", ConnectionManager::new_with_config(client.clone(), config.clone()))
         };
-        let connection = connect().await?;
+        let mut connection = connect().await?;
+        check_version(&mut connection).await?;
         let bulk = connect().await?;
         let (updates, queued) = mpsc::channel(UPDATE_QUEUE_CAPACITY);
         let reachability = Arc::new(Reachability::default());
@@ -1268,6 +1269,25 @@ async fn first_connect<T>(
         .map_err(unavailable)
 }
 
+/// Refuses a Redis older than [`crate::MIN_REDIS_MAJOR`], before anything runs a script on it.
+async fn check_version(connection: &mut ConnectionManager) -> Result<(), KvError> {
+    let info: String = redis::cmd("INFO").arg("server").query_async(connection).await.map_err(unavailable)?;
+    match redis_version(&info) {
+        Some((major, version)) if major < crate::MIN_REDIS_MAJOR => {
+            Err(KvError::UnsupportedRedis { found: version.to_owned() })
+        }
+        // A server that does not say (a proxy, say) is given the benefit of the doubt.
+        _ => Ok(()),
+    }
+}
+
+/// The major version and the whole version string from `INFO server`'s `redis_version` line.
+fn redis_version(info: &str) -> Option<(u32, &str)> {
+    let version = info.lines().find_map(|line| line.strip_prefix("redis_version:"))?.trim();
+    let major = version.split('.').next()?.parse().ok()?;
+    Some((major, version))
+}
+
 /// Opens a dedicated pub/sub connection and subscribes; resolves once Redis confirmed.
 async fn open_pubsub(client: &Client, channel: &str) -> RedisResult<PubSub> {
     let mut pubsub = client.get_async_pubsub().await?;
@@ -1604,5 +1624,18 @@ fn answer_chunk(requests: impl ExactSizeIterator<Item = UpdateRequest>, reply: V
 fn answer_all(batch: impl IntoIterator<Item = UpdateRequest>, error: &str) {
     for request in batch {
         let _ = request.reply.send(Err(KvError::Unavailable(error.to_owned())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redis_version;
+
+    #[test]
+    fn the_version_is_read_from_info_server() {
+        let info = "# Server\r\nredis_version:6.2.14\r\nredis_git_sha1:00000000\r\n";
+        assert_eq!(redis_version(info), Some((6, "6.2.14")));
+        assert_eq!(redis_version("redis_version:7.0.15\r\n"), Some((7, "7.0.15")));
+        assert_eq!(redis_version("# Server\r\nos:Linux\r\n"), None);
     }
 }

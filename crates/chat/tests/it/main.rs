@@ -236,6 +236,23 @@ async fn a_retired_year_is_archived_verified_and_ends_history_with_a_marker() {
     assert!(provisioned.exists());
 }
 
+#[tokio::test]
+async fn a_year_retires_from_a_data_directory_whose_name_has_uri_characters() {
+    let world = World::new();
+    let data = world.dir.path().join("odd ?#% name");
+    let archive = data.join("archive");
+    world.clock.set(year_start_ms(2026) + 1000);
+    let (chat, committer) =
+        Chat::open(&data, world.kv.clone(), world.clock.clone(), World::config()).await.unwrap();
+    tokio::spawn(committer.run(world.shutdown.clone()));
+    chat.send_direct(Uuid::now_v7(), Uuid::now_v7(), "kept").await.unwrap();
+    world.clock.set(year_start_ms(2027) + 1000);
+    let report = lifecycle::retire(&data, &archive, 2026, world.clock.now_ms(), &ShardConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(report.messages, 1);
+}
+
 /// The state a retire leaves when it stops right after marking the live shard (`keep_archive`
 /// false) or after renaming its archive into place (true): the marked shard is still live. The
 /// archive is a copy of the marked shard, so copying it back recreates the shard as it was.
