@@ -151,7 +151,8 @@ for case_name in ${cases//,/ }; do
       awk -v kind="$kind" -v n="$requests" -v g="$gateway_ticks" -v r="$redis_ticks" -v l="$loadtest_secs" 'BEGIN {
         printf "CPU µs per " kind ": load generator %.1f, gateway %.1f, Redis %.1f\n",
           l * 1e6 / n, g * 1e4 / n, r * 1e4 / n }'
-      # How many updates shared a run of the update script (`EVALSHA`, counted by Redis).
+      # How many updates shared a run of the update script (`EVALSHA`, counted by Redis; the
+      # flusher's and the leases' few runs per second are counted too, so it errs a little low).
       script_runs=$(redis-cli -p "$redis_port" info commandstats | sed -nE 's/^cmdstat_evalsha:calls=([0-9]+),.*/\1/p')
       if [ "$kind" = update_state ] && [ "${script_runs:-0}" -gt 0 ]; then
         awk -v n="$requests" -v runs="$script_runs" 'BEGIN { printf "updates per script run: %.1f\n", n / runs }'
