@@ -71,6 +71,14 @@ impl KindReport {
         self.errors.values().sum()
     }
 
+    /// Requests that got no answer at all (timed out, or their connection was lost): the errors
+    /// that are not error answers.
+    pub fn n_unanswered(&self) -> u64 {
+        let expected: u64 = self.expected.values().sum();
+        let error_answers = self.count.saturating_sub(self.ok).saturating_sub(expected);
+        self.n_errors().saturating_sub(error_answers)
+    }
+
     /// The latency at quantile `q` (0..=1), in ms, from the fixed percentiles kept.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
         [

@@ -113,13 +113,26 @@ impl Slo {
                 .kinds
                 .iter()
                 .filter(|(kind, _)| in_scope(kind))
-                .map(|(kind, k)| (k.quantile_ms(percent / 100.0).unwrap_or(f64::INFINITY), kind.clone()))
+                .map(|(kind, k)| (latency_at(k, percent), kind.clone()))
                 .fold((0.0, "none".to_owned()), |worst, next| if next.0 > worst.0 { next } else { worst }),
         };
         // A scoped latency objective over a kind that never ran cannot be met.
         let ran = self.scope.as_ref().is_none_or(|scope| report.kinds.contains_key(scope));
         Check { slo: self.text.clone(), measured, kind, met: ran && measured < self.below }
     }
+}
+
+/// The latency at `percent` of a kind's requests, in ms, counting those that got no answer as
+/// slower than any that did: infinite when more went unanswered than the percentile leaves out
+/// (every ping timing out must not read as a p99 of 0). Below that, the answered requests'
+/// percentile, a little kind to the few unanswered ones.
+fn latency_at(kind: &KindReport, percent: f64) -> f64 {
+    let unanswered = kind.n_unanswered() as f64;
+    let requests = kind.count as f64 + unanswered;
+    if requests == 0.0 || unanswered > (1.0 - percent / 100.0) * requests {
+        return f64::INFINITY;
+    }
+    kind.quantile_ms(percent / 100.0).unwrap_or(f64::INFINITY)
 }
 
 /// `20ms`, `500us`, `1.5s` or a bare number of ms, in ms.
@@ -155,6 +168,42 @@ mod tests {
         check("max<1.5s", None, Metric::Percentile(100.0), 1500.0);
         check("errors<0.1%", None, Metric::Errors, 0.001);
         check("login:errors<0.01", Some("login"), Metric::Errors, 0.01);
+    }
+
+    fn ping_report(answered: u64, timed_out: u64) -> Report {
+        let ping = KindReport {
+            count: answered,
+            ok: answered,
+            per_sec: 0.0,
+            p50_ms: 1.0,
+            p90_ms: 2.0,
+            p99_ms: 3.0,
+            p999_ms: 4.0,
+            max_ms: 5.0,
+            mean_ms: 1.0,
+            errors: BTreeMap::from([("timeout".to_owned(), timed_out)]),
+            expected: BTreeMap::new(),
+        };
+        Report {
+            scenario: "ping".into(),
+            clients: 1,
+            elapsed_secs: 1.0,
+            kinds: BTreeMap::from([("ping".to_owned(), ping)]),
+            total_errors: timed_out,
+            server_requests: BTreeMap::new(),
+            inventory_transactions: 0,
+            inventory_transactions_per_sec: 0.0,
+            gateways: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn requests_that_got_no_answer_count_as_slower_than_any_answer() {
+        let slo = Slo::parse("ping:p99<20ms").expect("an objective");
+        assert!(slo.check(&ping_report(1000, 0)).met, "every ping answered in 3 ms");
+        assert!(slo.check(&ping_report(1000, 5)).met, "0.5 % unanswered is within the 1 % p99 leaves out");
+        assert!(!slo.check(&ping_report(1000, 20)).met, "2 % unanswered puts p99 among them");
+        assert!(!slo.check(&ping_report(0, 1000)).met, "every ping timed out");
     }
 
     #[test]

@@ -62,12 +62,17 @@ pub async fn run(players: Players, holder: String, shutdown: CancellationToken) 
                 }
                 if !holding {
                     holding = true;
-                    recover(&players).await;
                     if let Err(error) = store::raise_watermark_to_stored(&players.inner.shard).await {
                         tracing::warn!(%error, "could not bring the version watermark up to player.db");
                     }
                     tracing::info!(holder, "this process is the player-state flusher");
                 }
+                // Whatever is claimed when a pass begins is not this flusher's: its passes release
+                // or put back all they claim. It is a crashed holder's, or that of a flush run
+                // beside this one (`gamectl flush`) which died or is still writing (its players
+                // are then written twice, the older never over the newer). Put back, or it would
+                // wait for the next change of lease, no longer dirty.
+                recover(&players).await;
                 if let Err(error) = flush_all(&players, Some(&holder)).await {
                     tracing::warn!(%error, "player-state flush failed; the batch will be retried");
                     recover(&players).await;
@@ -139,8 +144,13 @@ pub(crate) async fn flush_all(
     lease_holder: Option<&str>,
 ) -> Result<FlushReport, PlayerError> {
     let kv = &players.inner.kv;
-    let version = kv.buffer_version(NAMESPACE).await?;
+    // The watermark first: every version it counts was handed out by the counter before, so a
+    // counter read after it is at least as high unless the buffer really went back. Read the
+    // other way round, another flush (`gamectl flush`, a backup's) committing between the two
+    // reads could raise the watermark past the counter just read, and the whole buffer would be
+    // dropped as older than `player.db`.
     let watermark = store::version_watermark(&players.inner.shard).await?;
+    let version = kv.buffer_version(NAMESPACE).await?;
     if version.last < watermark {
         heal(players, version, watermark).await?;
         // Dropping a large buffer can take seconds.

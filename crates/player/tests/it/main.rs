@@ -187,6 +187,43 @@ async fn a_batch_claimed_by_a_flusher_that_died_is_recovered_by_the_next() {
 }
 
 #[tokio::test]
+async fn a_claim_left_by_a_flush_that_died_beside_the_running_flusher_is_written_by_it() {
+    let world = World::new();
+    let kv = Kv::connect_redis(&world.redis.url(), "t:").await.unwrap();
+    let config = PlayerConfig { flush_interval: Duration::from_millis(300), ..PlayerConfig::default() };
+    let players = Players::open(world.dir.path().join("player.db"), kv.clone(), world.clock.clone(), config)
+        .await
+        .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let flusher = tokio::spawn(player::flusher::run(players.clone(), "running".into(), shutdown.clone()));
+    let warm_up = Uuid::new_v4();
+    players.update(warm_up, health(1)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while world.row(warm_up).is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "the flusher holds the lease and runs");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Between two of the flusher's passes, a flush run beside it (`gamectl flush`) claims a
+    // player and dies before writing it: its claim stays, and the player is no longer dirty.
+    let orphan = loop {
+        let player_id = Uuid::new_v4();
+        let version = players.update(player_id, health(7)).await.unwrap();
+        if kv.buffer_claim("player", 10, u64::MAX).await.unwrap().records.len() == 1 {
+            break (player_id, version);
+        }
+        // The flusher's pass came first; try again right after it.
+    };
+    while world.row(orphan.0).is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "the running flusher writes the orphaned claim");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(world.row(orphan.0).map(|row| (row.0, row.2)), Some((orphan.1, 7)));
+    shutdown.cancel();
+    flusher.await.unwrap();
+}
+
+#[tokio::test]
 async fn a_pass_that_outlasts_the_lease_keeps_it_so_no_second_flusher_starts() {
     let world = World::new();
     let kv = Kv::connect_redis(&world.redis.url(), "t:").await.unwrap();
