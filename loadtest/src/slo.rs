@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::report::Report;
+use crate::report::{KindReport, Report};
 use crate::stats::CONNECT;
 
 /// One objective.
@@ -151,6 +151,8 @@ fn parse_ms(value: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn check(text: &str, scope: Option<&str>, metric: Metric, below: f64) {

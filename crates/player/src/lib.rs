@@ -208,7 +208,50 @@ impl Players {
         }
         let inner =
             Inner { shard, kv, clock, config, stats: PlayerStats::default(), flush_wanted: Notify::new() };
-        Ok(Players { inner: Arc::new(inner) })
+        let players = Players { inner: Arc::new(inner) };
+        match players.inner.config.mode {
+            WriteMode::Direct => players.before_direct_writes().await?,
+            WriteMode::Buffered => players.after_direct_writes().await?,
+        }
+        Ok(players)
+    }
+
+    /// Before direct writes begin: notes in `player.db` that a buffer is behind them from now on,
+    /// and writes what a buffered deployment left unflushed in this store, so no acknowledged
+    /// update waits there under the direct writes to come.
+    ///
+    /// A buffer's records outlive direct writes otherwise: their versions come from the buffer's
+    /// counter, shared by all players and far above the per-player versions direct writes give,
+    /// so after a switch back to buffered, reads would show them and the next flush would write
+    /// their older fields over the direct ones.
+    async fn before_direct_writes(&self) -> Result<(), PlayerError> {
+        store::mark_buffer_behind(&self.inner.shard).await?;
+        let stats = self.inner.kv.buffer_stats(NAMESPACE).await?;
+        // Only then: a flush pass would begin a buffer that was never begun.
+        if stats.n_dirty + stats.n_claimed > 0 {
+            let flushed = self.flush_now().await?;
+            tracing::info!(
+                rows = flushed.rows_written,
+                "direct mode: wrote what the player-state buffer held"
+            );
+        }
+        Ok(())
+    }
+
+    /// After direct writes (noted by [`Players::before_direct_writes`], in whichever store they
+    /// ran): drops every buffered record, all older than those writes, and raises the version
+    /// counter to `player.db`'s highest, so the first updates get versions above the direct ones
+    /// and the first flush pass finds nothing to heal.
+    async fn after_direct_writes(&self) -> Result<(), PlayerError> {
+        if !store::take_buffer_behind(&self.inner.shard).await? {
+            return Ok(());
+        }
+        let kv = &self.inner.kv;
+        let watermark = store::version_watermark(&self.inner.shard).await?;
+        let dropped = kv.buffer_drop_all(NAMESPACE).await?;
+        kv.buffer_raise_version(NAMESPACE, watermark).await?;
+        tracing::info!(records = dropped, watermark, "after direct writes: dropped the player-state buffer");
+        Ok(())
     }
 
     /// The shard this domain owns.

@@ -32,6 +32,13 @@ pub(crate) static MIGRATIONS: &[Migration] = &[
               INSERT INTO version_watermark (id, highest_version)
                   SELECT 0, coalesce(max(version), 0) FROM player_state;",
     },
+    Migration {
+        version: 3,
+        description: "buffer_behind_direct_writes",
+        sql: "ALTER TABLE version_watermark
+                  -- 1 once a process wrote in direct mode, until a buffered one dropped the buffer
+                  ADD COLUMN buffer_behind_direct_writes INTEGER NOT NULL DEFAULT 0;",
+    },
 ];
 
 /// Writes a flushed state unless the stored one is as new or newer: an older version never
@@ -158,6 +165,33 @@ pub(crate) async fn raise_watermark_to_stored(shard: &Shard) -> Result<(), Playe
         .await?;
     shard.write(move |conn| conn.prepare_cached(RAISE_WATERMARK)?.execute(params![highest])).await?;
     Ok(())
+}
+
+/// Notes that direct writes are about to begin: whatever a buffer holds from before is older than
+/// them from now on (see `Players::open`).
+pub(crate) async fn mark_buffer_behind(shard: &Shard) -> Result<(), PlayerError> {
+    shard
+        .write(|conn| {
+            conn.prepare_cached("UPDATE version_watermark SET buffer_behind_direct_writes = 1 WHERE id = 0")?
+                .execute([])
+        })
+        .await?;
+    Ok(())
+}
+
+/// Takes the note of [`mark_buffer_behind`] if it is there: true for exactly one of several
+/// buffered processes opening at once, the one to drop the buffer.
+pub(crate) async fn take_buffer_behind(shard: &Shard) -> Result<bool, PlayerError> {
+    let taken = shard
+        .write(|conn| {
+            conn.prepare_cached(
+                "UPDATE version_watermark SET buffer_behind_direct_writes = 0
+                 WHERE id = 0 AND buffer_behind_direct_writes = 1",
+            )?
+            .execute([])
+        })
+        .await?;
+    Ok(taken == 1)
 }
 
 /// Writes `states` in one transaction, and raises the version watermark to the newest of them;

@@ -472,6 +472,32 @@ where
 }
 
 #[tokio::test]
+async fn after_a_spell_of_direct_writes_the_buffer_never_brings_back_older_state() {
+    let world = World::new();
+    let (player, busy) = (Uuid::new_v4(), Uuid::new_v4());
+    let buffered = world.players(WriteMode::Buffered).await;
+    buffered.update(player, health(50)).await.unwrap();
+    // Another player's moves take the shared counter far past this player's version.
+    for n in 0..100 {
+        buffered.update(busy, at(n as f32)).await.unwrap();
+    }
+    buffered.flush_now().await.unwrap();
+    drop(buffered);
+
+    // The deployment runs in direct mode for a while, on the same Redis...
+    let direct = world.players(WriteMode::Direct).await;
+    direct.update(player, health(10)).await.unwrap();
+    drop(direct);
+
+    // ...then buffered again: the record Redis kept from before must not come back.
+    let buffered = world.players(WriteMode::Buffered).await;
+    assert_eq!(buffered.get(player).await.unwrap().map(|state| state.health), Some(10));
+    buffered.update(player, at(2.0)).await.unwrap();
+    buffered.flush_now().await.unwrap();
+    assert_eq!(world.row(player).map(|row| (row.1, row.2)), Some((2.0, 10)));
+}
+
+#[tokio::test]
 async fn direct_mode_writes_every_update_to_sqlite_at_once() {
     let world = World::new();
     let players = world.players(WriteMode::Direct).await;
