@@ -13,8 +13,10 @@ year="$(date -u +%Y)"
 
 retire="$((year - 2))"
 # A year still listed live is retired again: that also finishes a retire interrupted before it
-# removed the live shard (gamectl chat retire resumes it).
-if "$gamectl" chat list | awk -v year="$retire" '$1 == year && $2 == "live" { found = 1 } END { exit !found }'; then
+# removed the live shard (gamectl chat retire resumes it). The list is taken first, so a failing
+# `chat list` stops the script instead of reading as "nothing to retire".
+shards="$("$gamectl" chat list)"
+if awk -v year="$retire" '$1 == year && $2 == "live" { found = 1 } END { exit !found }' <<<"$shards"; then
   "$gamectl" chat retire "$retire"
 else
   echo "rotate-chat.sh: $retire has no live shard; nothing to retire" >&2

@@ -3,7 +3,8 @@
 //! backup, restore, integrity, flush, accounts and sessions, the inventory ledger, chat years.
 //!
 //! Results go to stdout (a table, or JSON with `--json`); logs go to stderr (`RUST_LOG`, default
-//! `warn`). The exit status is 0 on success, 1 on an error, 2 when `integrity` finds a problem.
+//! `warn`). The exit status is 0 on success, 1 on an error, 2 when `integrity` finds a problem or
+//! `status` a shard it cannot read or a configured Redis that does not answer.
 
 #![allow(clippy::print_stdout, reason = "a command-line tool prints its results")]
 
@@ -195,7 +196,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 admins.iter().map(|admin| parse_admin(admin)).collect::<anyhow::Result<_>>()?
             };
             let status = ops::status(&config, &admins, timeout).await?;
-            print(json, &status, print_status)
+            // Reported either way; the exit status lets a script or a probe see it too.
+            let sound = status.shards.iter().all(|shard| shard.error.is_none())
+                && (!status.redis.configured || status.redis.reachable);
+            print(json, &status, print_status)?;
+            Ok(if sound { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
         Command::Backup { to, no_flush } => {
             let manifest = backup::backup(&config, &to, !no_flush, timeout)

@@ -359,8 +359,8 @@ async fn match_shows_a_recorded_match_read_from_the_shard() {
 }
 
 #[tokio::test]
-async fn status_reports_the_shards_the_player_buffer_and_a_risky_redis_setting() {
-    let world = World::new();
+async fn status_reports_the_shards_the_player_buffer_a_risky_redis_setting_and_a_silent_redis() {
+    let mut world = World::new();
     let gateway = world.gateway_flushing_only_at_the_ends().await;
     let (player, _) = gateway.player(&username("ctl_status")).await;
     let update = proto::StateUpdate { health: Some(5), ..Default::default() };
@@ -384,4 +384,10 @@ async fn status_reports_the_shards_the_player_buffer_and_a_risky_redis_setting()
         stdout(&output)
     );
     gateway.stop().await.unwrap();
+
+    // A silent Redis is reported, and the exit status says something is wrong.
+    world.redis.stop();
+    let output = gamectl(&world, world.data_dir.path(), &["status"]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", stdout(&output));
+    assert!(stdout(&output).contains("redis NOT reachable"), "{}", stdout(&output));
 }
