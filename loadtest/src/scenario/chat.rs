@@ -167,7 +167,10 @@ async fn send_until_deadline(
                 let scheduled = if interval.is_some() { next } else { now };
                 match open.conn.send(request(&ctx.shared.run_id, target, scheduled)).await {
                     Ok(id) => pending.push_back((id, scheduled)),
-                    Err(error) => return Err(fail_all(ctx, kind, &mut pending, &error)),
+                    Err(error) => {
+                        ctx.record_unsent(kind, next + interval.unwrap_or_default(), interval);
+                        return Err(fail_all(ctx, kind, &mut pending, &error));
+                    }
                 }
                 if let Some(interval) = interval {
                     next += interval;
@@ -184,7 +187,10 @@ async fn send_until_deadline(
                     }
                 }
                 Ok(ServerMessage::Event(event)) => record_delivery(ctx, own_id, Some(target), &event),
-                Err(error) => return Err(fail_all(ctx, kind, &mut pending, &error)),
+                Err(error) => {
+                    ctx.record_unsent(kind, next, interval);
+                    return Err(fail_all(ctx, kind, &mut pending, &error));
+                }
             },
             () = sleep_until(drain_deadline), if !sending => {
                 return Err(fail_all(ctx, kind, &mut pending, &ConnError::Timeout));

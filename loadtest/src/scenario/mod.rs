@@ -302,6 +302,19 @@ impl ClientContext {
         Instant::now() + interval.map_or(Duration::ZERO, |interval| interval.mul_f64(phase))
     }
 
+    /// Records the requests of `kind` a paced client had scheduled from `next` to the end but
+    /// will not send (its connection was lost) as failed, `not_sent`: left out, a client that
+    /// drops out would lower the offered load, and flatter the others' latency, without a trace
+    /// in the report. Nothing for a closed-loop client (no `interval`), which has no schedule.
+    pub fn record_unsent(&self, kind: &'static str, next: Instant, interval: Option<Duration>) {
+        let deadline = self.shared.deadline;
+        let Some(interval) = interval.filter(|interval| !interval.is_zero() && next < deadline) else {
+            return;
+        };
+        let n_unsent = ((deadline - next).as_secs_f64() / interval.as_secs_f64()).ceil() as u64;
+        self.shared.recorder.failed_many(self.index, kind, "not_sent", n_unsent);
+    }
+
     /// Opens a connection, recording the handshake's latency or failure.
     pub async fn connect(&self) -> Option<Open> {
         let started = Instant::now();

@@ -63,7 +63,10 @@ async fn paced(ctx: &ClientContext, open: &mut Open, rate: f64, next_request: &m
             () = &mut send_time, if sending => {
                 match open.conn.send(std::mem::replace(&mut request, next_request())).await {
                     Ok(id) => pending.push_back((id, next)),
-                    Err(error) => return fail_all(ctx, kind, &mut pending, &error),
+                    Err(error) => {
+                        ctx.record_unsent(kind, next + interval, Some(interval));
+                        return fail_all(ctx, kind, &mut pending, &error);
+                    }
                 }
                 next += interval;
                 send_time.as_mut().reset(next);
@@ -75,7 +78,10 @@ async fn paced(ctx: &ClientContext, open: &mut Open, rate: f64, next_request: &m
                         recorder.answered(ctx.index, kind, scheduled.elapsed(), &response.outcome, false);
                     }
                 }
-                Err(error) => return fail_all(ctx, kind, &mut pending, &error),
+                Err(error) => {
+                    ctx.record_unsent(kind, next, Some(interval));
+                    return fail_all(ctx, kind, &mut pending, &error);
+                }
             },
             () = sleep_until(drain_deadline), if !sending => {
                 return fail_all(ctx, kind, &mut pending, &ConnError::Timeout);

@@ -4,7 +4,7 @@ use loadtest::slo::Slo;
 use loadtest::stats::{CHAT_DELIVERY, INVENTORY_GRANT, TRADE};
 use loadtest::{Rates, ScenarioOptions};
 
-use crate::support::{N_CLIENTS, TestGateway, assert_clean_and_counted};
+use crate::support::{N_CLIENTS, RUN_FOR, TestGateway, assert_clean_and_counted};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_closed_loop_is_counted_alike_by_client_and_server() {
@@ -31,6 +31,27 @@ async fn paced_ping_sends_at_the_asked_rate() {
     let pings = report.kinds["ping"].count;
     assert!((200..=460).contains(&pings), "{pings} pings:\n{}", report.render());
     gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_clients_that_lose_their_connection_count_what_they_did_not_send() {
+    let gateway = TestGateway::start().await;
+    let mut rates = Rates::default();
+    rates.add("ping=20").expect("rate");
+    // No admin port to scrape: it goes away with the gateway.
+    let options = loadtest::Options { rates, admins: Vec::new(), ..gateway.options("ping") };
+    let run = tokio::spawn(loadtest::run(options));
+    // Halfway through the run the gateway goes away, closing every client's connection.
+    tokio::time::sleep(RUN_FOR / 2).await;
+    gateway.begin_shutdown();
+    let report = run.await.expect("join").expect("run");
+    // 10 clients × 20/s over about 2 s is 400 scheduled: about half answered, the rest counted
+    // as errors (most of them `not_sent`), not silently missing.
+    let ping = &report.kinds["ping"];
+    let accounted = ping.count + ping.n_errors();
+    assert!((300..=460).contains(&accounted), "{accounted} pings accounted for:\n{}", report.render());
+    assert!(ping.errors.get("not_sent").is_some_and(|&n| n > 100), "{}", report.render());
+    assert!(!Slo::parse("ping:p99<1s").expect("slo").check(&report).met, "half the pings got no answer");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

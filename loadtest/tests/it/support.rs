@@ -89,6 +89,11 @@ impl TestGateway {
         }
     }
 
+    /// Starts the gateway's shutdown, which closes every connection, without waiting for it.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         let task = self.task.take().expect("running");
