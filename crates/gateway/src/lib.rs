@@ -94,6 +94,14 @@ pub async fn run(
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)?;
     let _data_dir_lock = ops::lock_data_dir_shared(&config.data_dir)?;
+    // A restore that stopped half-way left some shards missing, which opening would create empty.
+    let staging = config.data_dir.join(ops::backup::STAGING_DIR);
+    if staging.exists() {
+        return Err(GatewayError::Config(format!(
+            "{} exists: a restore into this data directory did not finish; run `gamectl restore` again",
+            staging.display()
+        )));
+    }
     let kv = match &config.redis_url {
         Some(url) => {
             let kv = Kv::connect_redis(url, &config.key_prefix).await?;

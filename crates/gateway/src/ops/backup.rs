@@ -29,7 +29,7 @@ pub const MANIFEST_FORMAT: u32 = 1;
 /// Where archived chat years go inside a backup and inside a restored data directory.
 pub const ARCHIVE_SUBDIR: &str = chat::DEFAULT_ARCHIVE_DIR_NAME;
 /// The staging directory a restore fills inside the data directory.
-const STAGING_DIR: &str = ".restore-staging";
+pub(crate) const STAGING_DIR: &str = ".restore-staging";
 
 /// What a backup holds; written as `manifest.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -227,29 +227,53 @@ pub async fn restore(config: &GatewayConfig, from: &Path) -> Result<RestoreRepor
 
     // Set the current shards aside; nothing is deleted.
     let previous = data_dir.join(format!("pre-restore-{}", now_ms()));
-    let mut moved_any = false;
+    let swapped = swap_in(data_dir, &staging, &previous, &manifest).map_err(|error| {
+        // The staging directory stays, and a gateway refuses to start beside it.
+        OpsError::Backup(format!(
+            "the restore stopped half-way ({error}): the shards that were in {} are in {}, the              backup's checked copy is in {}; run the restore again",
+            data_dir.display(),
+            previous.display(),
+            staging.display()
+        ))
+    })?;
+    std::fs::remove_dir_all(&staging)?;
+    let files: Vec<String> = manifest.files.iter().map(|file| file.path.clone()).collect();
+    tracing::info!(from = %from.display(), data_dir = %data_dir.display(), files = files.len(), "restore complete");
+    Ok(RestoreReport { files, previous: swapped.moved_aside.then_some(previous) })
+}
+
+struct Swapped {
+    /// Whether the data directory held shards, now in the previous-shards directory.
+    moved_aside: bool,
+}
+
+/// Moves the shards in `data_dir` into `previous`, then the staged backup's files into
+/// `data_dir`: renames within one file system, each of them atomic, though not all together.
+fn swap_in(
+    data_dir: &Path,
+    staging: &Path,
+    previous: &Path,
+    manifest: &Manifest,
+) -> std::io::Result<Swapped> {
+    let mut moved_aside = false;
     for entry in std::fs::read_dir(data_dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let is_shard = [".db", ".db-wal", ".db-shm"].iter().any(|suffix| name.ends_with(suffix));
         if is_shard || name == ARCHIVE_SUBDIR {
-            std::fs::create_dir_all(&previous)?;
+            std::fs::create_dir_all(previous)?;
             std::fs::rename(entry.path(), previous.join(&name))?;
-            moved_any = true;
+            moved_aside = true;
         }
     }
-    let mut files = Vec::new();
     for file in &manifest.files {
         let target = data_dir.join(&file.path);
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)?;
         }
         std::fs::rename(staging.join(&file.path), &target)?;
-        files.push(file.path.clone());
     }
-    std::fs::remove_dir_all(&staging)?;
-    tracing::info!(from = %from.display(), data_dir = %data_dir.display(), files = files.len(), "restore complete");
-    Ok(RestoreReport { files, previous: moved_any.then_some(previous) })
+    Ok(Swapped { moved_aside })
 }
 
 /// Copies the backup's files into `staging` and checks every live shard there.

@@ -198,6 +198,21 @@ async fn a_redis_outage_is_reported_as_unavailable_and_recovered_from() {
 }
 
 #[tokio::test]
+async fn a_gateway_refuses_a_data_directory_a_restore_left_half_done() {
+    let world = World::new();
+    std::fs::create_dir(world.data_dir.path().join(".restore-staging")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let starting = gateway::run(listener, admin, world.config(), world.clock.clone(), Default::default());
+    let started = tokio::time::timeout(PATIENCE, starting)
+        .await
+        .expect("the gateway refuses at once instead of serving");
+    let Err(gateway::GatewayError::Config(message)) = started else { panic!("{started:?}") };
+    assert!(message.contains("a restore into this data directory did not finish"), "{message}");
+    assert!(!world.data_dir.path().join("player.db").exists(), "no empty shard was made");
+}
+
+#[tokio::test]
 async fn without_redis_the_embedded_store_serves_one_process_only() {
     let world = World::new();
     let config = gateway::GatewayConfig { redis_url: None, ..world.config() };
