@@ -217,8 +217,9 @@ impl Players {
     }
 
     /// Before direct writes begin: notes in `player.db` that a buffer is behind them from now on,
-    /// and writes what a buffered deployment left unflushed in this store, so no acknowledged
-    /// update waits there under the direct writes to come.
+    /// writes what a buffered deployment left unflushed in this store, so no acknowledged update
+    /// waits there under the direct writes to come, and drops the buffer's records. (The note is
+    /// for a buffer this process cannot reach, in another store.)
     ///
     /// A buffer's records outlive direct writes otherwise: their versions come from the buffer's
     /// counter, shared by all players and far above the per-player versions direct writes give,
@@ -234,6 +235,10 @@ impl Players {
                 rows = flushed.rows_written,
                 "direct mode: wrote what the player-state buffer held"
             );
+        }
+        let dropped = self.inner.kv.buffer_drop_all(NAMESPACE).await?;
+        if dropped > 0 {
+            tracing::info!(records = dropped, "direct mode: dropped the player-state buffer");
         }
         Ok(())
     }

@@ -117,12 +117,15 @@ async fn an_older_version_never_overwrites_a_newer_one() {
         buffered.update(id, at(n as f32)).await.unwrap();
     }
     buffered.flush_now().await.unwrap();
-    // Direct writes move SQLite ahead to version 7 while the buffer still counts from 5; its next
-    // update (version 6) is older than what SQLite holds, so the flush must leave SQLite alone.
-    let direct = world.players(WriteMode::Direct).await;
-    assert_eq!(direct.update(id, at(99.0)).await.unwrap(), 6);
-    direct.update(id, at(100.0)).await.unwrap();
-    buffered.update(id, at(6.0)).await.unwrap();
+    // Another writer moves SQLite ahead to version 7 while the buffer still counts from 5; its
+    // next update (version 6) is older than what SQLite holds, so the flush must leave SQLite alone.
+    let conn = rusqlite::Connection::open(world.dir.path().join("player.db")).unwrap();
+    conn.execute(
+        "UPDATE player_state SET version = 7, x = 100.0 WHERE player_id = ?1",
+        [id.as_bytes().as_slice()],
+    )
+    .unwrap();
+    assert_eq!(buffered.update(id, at(6.0)).await.unwrap(), 6);
     assert_eq!(buffered.flush_now().await.unwrap().rows_written, 0);
     assert_eq!(world.row(id), Some((7, 100.0, 0)));
     // That flush found the buffer behind player.db and dropped it: the next read and update start
