@@ -19,7 +19,12 @@ use crate::conn::ConnError;
 
 /// Runs one client that sends the requests `next_request` builds, one per call, until the end.
 pub async fn run(ctx: ClientContext, mut next_request: impl FnMut() -> Request) {
-    let Some(mut open) = ctx.connect_authenticated().await else { return };
+    let Some(mut open) = ctx.connect_authenticated().await else {
+        // A paced client that never got going leaves its whole schedule unsent.
+        let interval = ctx.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
+        ctx.record_unsent(next_request().kind(), ctx.first_send(interval), interval);
+        return;
+    };
     let ready = Ready::new(&ctx.shared);
     match ctx.rate {
         None => closed_loop(&ctx, &mut open, &mut next_request).await,
