@@ -56,6 +56,15 @@ pub const DEFAULT_FLUSH_LEASE: Duration = Duration::from_secs(5);
 /// The buffer namespace of player records in the key-value store.
 const NAMESPACE: &str = "player";
 
+/// Sizes of the player-state buffer in `kv` (dirty and claimed players, oldest unflushed update),
+/// read without opening `player.db`: for a status report, which must change nothing.
+///
+/// # Errors
+/// [`PlayerError::Store`] when the key-value store is down.
+pub async fn buffer_stats_of(kv: &Kv) -> Result<kv::BufferStats, PlayerError> {
+    Ok(kv.buffer_stats(NAMESPACE).await?)
+}
+
 /// How updates reach SQLite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WriteMode {
