@@ -666,17 +666,6 @@ impl Chat {
         }
         Ok(Delivery { value: (channel_id, message_id), recipients: membership.members().to_vec() })
     }
-
-    /// Checkpoints every open chat shard (the last act of a shutdown).
-    ///
-    /// # Errors
-    /// The first shard that failed.
-    pub async fn checkpoint(&self) -> Result<(), ChatError> {
-        for shard in self.shards() {
-            shard.checkpoint().await?;
-        }
-        Ok(())
-    }
 }
 
 /// Counters are read with relaxed ordering: they are statistics, not synchronisation.

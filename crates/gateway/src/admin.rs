@@ -35,14 +35,7 @@ async fn ready(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
     if let Err(error) = shared.kv.ping().await {
         problems.push(format!("kv: {error}"));
     }
-    let mut shards = vec![
-        shared.auth.shard().clone(),
-        shared.players.shard().clone(),
-        shared.inventory.shard().clone(),
-        shared.matchmaking.shard().clone(),
-    ];
-    shards.extend(shared.chat.shards());
-    for shard in shards {
+    for shard in shared.shards() {
         if let Err(error) = shard.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(()))).await {
             problems.push(format!("{}: {error}", shard.path().display()));
         }

@@ -445,17 +445,12 @@ impl Connection {
             Request::Logout => {
                 let session = self.current_session()?;
                 auth.logout(&session).await.map_err(|e| errors::from_auth(&e))?;
-                self.end_session();
-                self.announce_revoked(&[session.key]).await;
-                // Logged out is gone, as far as a queued ticket is concerned.
-                matchmaking_requests::disconnected(&self.shared, account_id).await;
+                self.logged_out(account_id, &[session.key]).await;
                 Ok(Reply::LoggedOut)
             }
             Request::LogoutEverywhere => {
                 let ended = auth.logout_everywhere(account_id).await.map_err(|e| errors::from_auth(&e))?;
-                self.end_session();
-                self.announce_revoked(&ended).await;
-                matchmaking_requests::disconnected(&self.shared, account_id).await;
+                self.logged_out(account_id, &ended).await;
                 Ok(Reply::LoggedOut)
             }
             Request::Whoami => {
@@ -494,6 +489,15 @@ impl Connection {
         if let Err(error) = self.shared.hub.revoke(keys).await {
             tracing::warn!(%error, "could not announce revoked sessions; heartbeats will catch them");
         }
+    }
+
+    /// After a logout: the connection has no session any more, the `revoked` sessions are
+    /// announced to every process, and a queued ticket of the account is set aside as after a
+    /// disconnect (logged out is gone, as far as matchmaking is concerned).
+    async fn logged_out(&mut self, account_id: uuid::Uuid, revoked: &[auth::SessionKey]) {
+        self.end_session();
+        self.announce_revoked(revoked).await;
+        matchmaking_requests::disconnected(&self.shared, account_id).await;
     }
 
     /// Authenticates the connection with `session` and answers with what the client must keep.

@@ -77,6 +77,20 @@ pub(crate) struct Shared {
     metrics: Arc<metrics::Metrics>,
 }
 
+impl Shared {
+    /// Every shard this process has open: each domain's, and chat's `chat.db` and open years.
+    fn shards(&self) -> Vec<shard::Shard> {
+        let mut shards = vec![
+            self.auth.shard().clone(),
+            self.players.shard().clone(),
+            self.inventory.shard().clone(),
+            self.matchmaking.shard().clone(),
+        ];
+        shards.extend(self.chat.shards());
+        shards
+    }
+}
+
 /// Runs a gateway on already-bound listeners until `shutdown` is cancelled, then drains: stops
 /// accepting, closes every connection with a close frame after its in-flight request, runs the
 /// final flushes and returns, all within `config.shutdown_timeout`.
@@ -262,15 +276,10 @@ async fn accept_loop(
 
 /// The last act of a shutdown, after the flusher's final flush: checkpoint every shard's WAL.
 async fn final_flush(shared: &Shared) {
-    for shard in
-        [shared.auth.shard(), shared.players.shard(), shared.inventory.shard(), shared.matchmaking.shard()]
-    {
+    for shard in shared.shards() {
         if let Err(error) = shard.checkpoint().await {
             tracing::warn!(%error, shard = %shard.path().display(), "final checkpoint failed");
         }
-    }
-    if let Err(error) = shared.chat.checkpoint().await {
-        tracing::warn!(%error, "final checkpoint of the chat shards failed");
     }
 }
 

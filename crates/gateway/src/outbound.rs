@@ -103,13 +103,9 @@ impl Outbound {
             self.inner.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             return self.close_slow();
         }
-        match self.inner.frames.try_send(Box::new(frame)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.inner.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.inner.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        if let Err(error) = self.inner.frames.try_send(Box::new(frame)) {
+            self.inner.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            if matches!(error, mpsc::error::TrySendError::Full(_)) {
                 self.close_slow();
             }
         }

@@ -74,8 +74,8 @@ pub async fn run(players: Players, holder: String, shutdown: CancellationToken) 
                 // wait for the next change of lease, no longer dirty.
                 recover(&players).await;
                 if let Err(error) = flush_all(&players, Some(&holder)).await {
+                    // Its claim is put back by the next pass, whichever process holds the lease.
                     tracing::warn!(%error, "player-state flush failed; the batch will be retried");
-                    recover(&players).await;
                 }
             }
             Ok(false) => {
