@@ -44,8 +44,12 @@ const DONE_POLL: Duration = Duration::from_millis(20);
 
 /// Runs one inventory client.
 pub async fn run(ctx: ClientContext) {
-    let Some((mut open, own_id)) = ctx.connect_session().await else { return };
+    let Some((mut open, own_id)) = ctx.connect_session().await else {
+        record_schedule_unsent(&ctx);
+        return;
+    };
     if !grant(&ctx, own_id, COIN).await || !grant(&ctx, own_id, GEM).await {
+        record_schedule_unsent(&ctx);
         open.close().await;
         return;
     }
@@ -60,6 +64,7 @@ pub async fn run(ctx: ClientContext) {
             Some(partner) => Some(partner),
             None => {
                 // The partner never came: nothing to trade with.
+                record_schedule_unsent(&ctx);
                 drop(ready);
                 open.close().await;
                 return;
@@ -131,6 +136,32 @@ fn action(ctx: &ClientContext, n: u64, partner: Option<AccountId>) -> Request {
     })
 }
 
+/// Records the whole schedule of a paced offerer (or lone consumer) that never got to act, as
+/// [`record_actions_unsent`] does; nothing for an acceptor, which only answers offers.
+fn record_schedule_unsent(ctx: &ClientContext) {
+    let has_partner = ctx.rank ^ 1 < ctx.n_peers;
+    if has_partner && ctx.rank % 2 == 1 {
+        return;
+    }
+    let interval = ctx.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
+    // Only whether there is a partner decides an action's kind, not who it is.
+    let partner = has_partner.then_some(AccountId(Uuid::nil()));
+    record_actions_unsent(ctx, 0, ctx.first_send(interval), partner);
+}
+
+/// Records the actions of a paced offerer from its `n`th, due at `next`, to the end as `not_sent`,
+/// each under its kind (see [`ClientContext::record_unsent`]); nothing when it is not paced.
+fn record_actions_unsent(ctx: &ClientContext, n: u64, next: Instant, partner: Option<AccountId>) {
+    let interval = ctx.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
+    let mut unsent: HashMap<&'static str, u64> = HashMap::new();
+    for action_n in n..n + ctx.n_scheduled_from(next, interval) {
+        *unsent.entry(action(ctx, action_n, partner).kind()).or_default() += 1;
+    }
+    for (kind, n_unsent) in unsent {
+        ctx.shared.recorder.failed_many(ctx.index, kind, "not_sent", n_unsent);
+    }
+}
+
 /// The offerer (or a lone consumer): acts until the end, then waits for the last answers and
 /// the last trades to settle.
 async fn act(ctx: &ClientContext, open: &mut Open, own_id: AccountId, partner: Option<AccountId>) {
@@ -168,6 +199,9 @@ async fn act(ctx: &ClientContext, open: &mut Open, own_id: AccountId, partner: O
                     Ok(id) => pending.push((id, kind, scheduled)),
                     Err(error) => {
                         pending.push((0, kind, scheduled));
+                        if let Some(interval) = interval {
+                            record_actions_unsent(ctx, n_actions, next + interval, partner);
+                        }
                         return fail_all(ctx, &mut pending, &mut unsettled, &error);
                     }
                 }
@@ -200,7 +234,12 @@ async fn act(ctx: &ClientContext, open: &mut Open, own_id: AccountId, partner: O
                     }
                 }
                 Ok(ServerMessage::Event(_)) => {}
-                Err(error) => return fail_all(ctx, &mut pending, &mut unsettled, &error),
+                Err(error) => {
+                    if interval.is_some() {
+                        record_actions_unsent(ctx, n_actions, next, partner);
+                    }
+                    return fail_all(ctx, &mut pending, &mut unsettled, &error);
+                }
             },
             () = sleep_until(drain_deadline), if !sending => {
                 return fail_all(ctx, &mut pending, &mut unsettled, &ConnError::Timeout);

@@ -307,12 +307,20 @@ impl ClientContext {
     /// drops out would lower the offered load, and flatter the others' latency, without a trace
     /// in the report. Nothing for a closed-loop client (no `interval`), which has no schedule.
     pub fn record_unsent(&self, kind: &'static str, next: Instant, interval: Option<Duration>) {
+        let n_unsent = self.n_scheduled_from(next, interval);
+        if n_unsent > 0 {
+            self.shared.recorder.failed_many(self.index, kind, "not_sent", n_unsent);
+        }
+    }
+
+    /// How many requests a client sending every `interval` has scheduled from `next` to the end;
+    /// none when it is not paced.
+    pub fn n_scheduled_from(&self, next: Instant, interval: Option<Duration>) -> u64 {
         let deadline = self.shared.deadline;
-        let Some(interval) = interval.filter(|interval| !interval.is_zero() && next < deadline) else {
-            return;
-        };
-        let n_unsent = ((deadline - next).as_secs_f64() / interval.as_secs_f64()).ceil() as u64;
-        self.shared.recorder.failed_many(self.index, kind, "not_sent", n_unsent);
+        match interval.filter(|interval| !interval.is_zero() && next < deadline) {
+            Some(interval) => ((deadline - next).as_secs_f64() / interval.as_secs_f64()).ceil() as u64,
+            None => 0,
+        }
     }
 
     /// Opens a connection, recording the handshake's latency or failure.

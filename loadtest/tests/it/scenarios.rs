@@ -6,7 +6,7 @@ use loadtest::slo::Slo;
 use loadtest::stats::{CHAT_DELIVERY, INVENTORY_GRANT, TRADE};
 use loadtest::{Rates, ScenarioOptions};
 
-use crate::support::{N_CLIENTS, TestGateway, assert_clean_and_counted};
+use crate::support::{CuttableProxy, N_CLIENTS, TestGateway, assert_clean_and_counted};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_closed_loop_is_counted_alike_by_client_and_server() {
@@ -69,6 +69,51 @@ async fn paced_clients_that_lose_their_connection_count_what_they_did_not_send()
     assert!(not_sent >= 200, "{not_sent} not sent:\n{}", report.render());
     assert!(ping.count + ping.n_errors() <= 10 * 20 * 8 + 60, "{}", report.render());
     assert!(!Slo::parse("ping:p99<1s").expect("slo").check(&report).met, "most pings got no answer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_traders_whose_connections_are_cut_count_what_they_did_not_send() {
+    let gateway = TestGateway::start().await;
+    let proxy = CuttableProxy::start(&gateway.url).await;
+    let mut rates = Rates::default();
+    rates.add("inventory=20").expect("rate");
+    let options = loadtest::Options {
+        rates,
+        targets: vec![proxy.url.clone()],
+        duration: Duration::from_secs(8),
+        ..gateway.options("inventory")
+    };
+    let run = tokio::spawn(loadtest::run(options));
+    // Once the traders trade, the network between them and the gateway goes away, with most of
+    // the run still ahead of them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(7);
+    loop {
+        let snapshot = loadtest::metrics::scrape(&gateway.admin).await.expect("scrape");
+        let offers: u64 =
+            snapshot.requests.get("inventory_make_offer").map_or(0, |outcomes| outcomes.values().sum());
+        if snapshot.connections == N_CLIENTS as u64 && offers > 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the clients connect and start trading");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.cut();
+    let report = run.await.expect("join").expect("run");
+    // The 5 offerers' schedules (20/s each, seconds left) are counted under the kinds they would
+    // have been sent as, four offers to one consumption, and never more than the schedule.
+    let not_sent = |kind: &str| report.kinds.get(kind).and_then(|kind| kind.errors.get("not_sent").copied());
+    let offers = not_sent("inventory_make_offer").unwrap_or(0);
+    let consumptions = not_sent("inventory_consume").unwrap_or(0);
+    assert!(offers >= 200, "{offers} offers not sent:\n{}", report.render());
+    assert!(
+        (offers / 8..=offers / 3).contains(&consumptions),
+        "{consumptions} consumptions not sent:\n{}",
+        report.render()
+    );
+    let sent_or_not = |kind: &str| report.kinds.get(kind).map_or(0, |kind| kind.count + kind.n_errors());
+    let scheduled = sent_or_not("inventory_make_offer") + sent_or_not("inventory_consume");
+    assert!(scheduled <= 5 * 20 * 8 + 60, "{}", report.render());
+    gateway.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

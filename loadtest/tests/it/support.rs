@@ -8,7 +8,7 @@ use gateway::config::ServiceToken;
 use gateway::{GatewayConfig, GatewayError};
 use kv::testing::RedisServer;
 use loadtest::{Mix, Options, Report, ScenarioOptions};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -108,6 +108,45 @@ impl TestGateway {
 impl Drop for TestGateway {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// A TCP proxy in front of a gateway's game port whose connections can all be cut at once, as a
+/// network that goes away would, while the gateway (and its admin port) stays up.
+pub struct CuttableProxy {
+    pub url: String,
+    cut: CancellationToken,
+}
+
+impl CuttableProxy {
+    pub async fn start(gateway_url: &str) -> CuttableProxy {
+        let upstream = gateway_url.trim_start_matches("ws://").trim_end_matches('/').to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let url = format!("ws://{}/", listener.local_addr().expect("proxy addr"));
+        let cut = CancellationToken::new();
+        let accepting = cut.clone();
+        tokio::spawn(async move {
+            while let Some(Ok((mut client, _))) = accepting.run_until_cancelled(listener.accept()).await {
+                let (upstream, cut) = (upstream.clone(), accepting.clone());
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&upstream).await else { return };
+                    // Dropping both sockets at the cut closes them mid-conversation.
+                    cut.run_until_cancelled(tokio::io::copy_bidirectional(&mut client, &mut server)).await;
+                });
+            }
+        });
+        CuttableProxy { url, cut }
+    }
+
+    /// Closes every proxied connection and accepts no more.
+    pub fn cut(&self) {
+        self.cut.cancel();
+    }
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.cut.cancel();
     }
 }
 
