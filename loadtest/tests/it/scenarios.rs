@@ -50,16 +50,7 @@ async fn paced_clients_that_lose_their_connection_count_what_they_did_not_send()
     let run = tokio::spawn(loadtest::run(options));
     // Once the clients ping, the gateway goes away, closing every client's connection with most
     // of the run still ahead of them.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(7);
-    loop {
-        let snapshot = loadtest::metrics::scrape(&gateway.admin).await.expect("scrape");
-        let pings: u64 = snapshot.requests.get("ping").map_or(0, |outcomes| outcomes.values().sum());
-        if snapshot.connections == N_CLIENTS as u64 && pings > 0 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the clients connect and start pinging");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    gateway.wait_until_every_client_sent("ping").await;
     gateway.begin_shutdown();
     let report = run.await.expect("join").expect("run");
     // 10 clients × 20/s with seconds left each: what they never sent is counted as
@@ -86,17 +77,7 @@ async fn paced_traders_whose_connections_are_cut_count_what_they_did_not_send() 
     let run = tokio::spawn(loadtest::run(options));
     // Once the traders trade, the network between them and the gateway goes away, with most of
     // the run still ahead of them.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(7);
-    loop {
-        let snapshot = loadtest::metrics::scrape(&gateway.admin).await.expect("scrape");
-        let offers: u64 =
-            snapshot.requests.get("inventory_make_offer").map_or(0, |outcomes| outcomes.values().sum());
-        if snapshot.connections == N_CLIENTS as u64 && offers > 0 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the clients connect and start trading");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    gateway.wait_until_every_client_sent("inventory_make_offer").await;
     proxy.cut();
     let report = run.await.expect("join").expect("run");
     // The 5 offerers' schedules (20/s each, seconds left) are counted under the kinds they would

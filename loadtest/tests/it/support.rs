@@ -89,6 +89,20 @@ impl TestGateway {
         }
     }
 
+    /// Waits until all [`N_CLIENTS`] are connected and the gateway has answered a `kind` request.
+    pub async fn wait_until_every_client_sent(&self, kind: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let snapshot = loadtest::metrics::scrape(&self.admin).await.expect("scrape");
+            let answered: u64 = snapshot.requests.get(kind).map_or(0, |outcomes| outcomes.values().sum());
+            if snapshot.connections == N_CLIENTS as u64 && answered > 0 {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the clients connect and send {kind}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Starts the gateway's shutdown, which closes every connection, without waiting for it.
     pub fn begin_shutdown(&self) {
         self.shutdown.cancel();
