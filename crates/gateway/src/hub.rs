@@ -13,6 +13,7 @@ use auth::SessionKey;
 use kv::Kv;
 use proto::{Encoding, Event, ServerMessage};
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -34,6 +35,9 @@ enum BusMessage {
     ToAccounts { account_ids: Vec<Uuid>, event: Event },
     /// Several [`BusMessage::ToAccounts`] in one bus message, applied in order.
     ToAccountsBatch { deliveries: Vec<(Vec<Uuid>, Event)> },
+    /// The last connection of `account_id` on one process ended and its matchmaking ticket was
+    /// set aside; a process where the account is still connected puts it back.
+    Departed { account_id: Uuid },
 }
 
 /// A number naming one connection within this process.
@@ -164,7 +168,8 @@ impl Hub {
     }
 
     /// Subscribes to the bus and spawns the task that applies its messages to this process's
-    /// connections until `shutdown`.
+    /// connections until `shutdown`. Accounts that departed another process while connected to
+    /// this one ([`Hub::departed`]) go to `still_connected`.
     ///
     /// # Errors
     /// The first subscription could not be made.
@@ -172,6 +177,7 @@ impl Hub {
         &self,
         tracker: &tokio_util::task::TaskTracker,
         shutdown: CancellationToken,
+        still_connected: mpsc::Sender<Uuid>,
     ) -> Result<(), kv::KvError> {
         let mut subscription = self.kv.subscribe(BUS_CHANNEL, shutdown).await?;
         let hub = self.clone();
@@ -179,7 +185,7 @@ impl Hub {
             while let Some(payload) = subscription.recv().await {
                 hub.metrics.bus_message();
                 match serde_json::from_slice::<BusMessage>(&payload) {
-                    Ok(message) => hub.apply(message),
+                    Ok(message) => hub.apply(message, &still_connected),
                     Err(error) => tracing::warn!(%error, "undecodable bus message"),
                 }
             }
@@ -254,13 +260,22 @@ impl Hub {
         self.publish(&BusMessage::SessionsRevoked { keys }).await
     }
 
+    /// Tells every gateway process that the last connection of `account_id` here ended and its
+    /// matchmaking ticket was set aside, so one where the account is still connected puts it back.
+    ///
+    /// # Errors
+    /// The bus (Redis) is unreachable.
+    pub async fn departed(&self, account_id: Uuid) -> Result<(), kv::KvError> {
+        self.publish(&BusMessage::Departed { account_id }).await
+    }
+
     async fn publish(&self, message: &BusMessage) -> Result<(), kv::KvError> {
         // Serialising our own enum of plain fields cannot fail.
         let payload = serde_json::to_vec(message).unwrap_or_default();
         self.kv.publish(BUS_CHANNEL, &payload).await.map(drop)
     }
 
-    fn apply(&self, message: BusMessage) {
+    fn apply(&self, message: BusMessage, still_connected: &mpsc::Sender<Uuid>) {
         let Ok(registry) = self.registry.lock() else { return };
         let stats = &*self.delivery;
         match message {
@@ -271,6 +286,13 @@ impl Hub {
                 let ids = keys.iter().filter_map(|key| registry.by_session.get(key)).flatten();
                 for entry in ids.filter_map(|id| registry.connections.get(id)) {
                     entry.outbound.kick(proto::close::SESSION_REVOKED, "session revoked");
+                }
+            }
+            BusMessage::Departed { account_id } => {
+                if registry.by_account.contains_key(&account_id)
+                    && still_connected.try_send(account_id).is_err()
+                {
+                    tracing::warn!(%account_id, "too many departures to check; a ticket stays set aside");
                 }
             }
         }

@@ -32,6 +32,10 @@ use tokio_util::task::TaskTracker;
 
 pub use config::GatewayConfig;
 
+/// Departures from other processes of players connected here, waiting to be checked: past it a
+/// burst's tickets stay set aside (and go after the disconnect grace), as without the check.
+const DEPARTURES_TO_CHECK: usize = 1024;
+
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -171,7 +175,8 @@ pub async fn run(
     // arriving and /healthz keeps answering while connections close.
     let background = TaskTracker::new();
     let background_shutdown = CancellationToken::new();
-    hub.listen(&background, background_shutdown.clone()).await?;
+    let (still_connected, departures_to_check) = tokio::sync::mpsc::channel(DEPARTURES_TO_CHECK);
+    hub.listen(&background, background_shutdown.clone(), still_connected).await?;
     let (chat_announcer, chat_announcer_task) = chat_requests::Announcer::new(hub.clone());
 
     let shared = Arc::new(Shared {
@@ -188,6 +193,8 @@ pub async fn run(
         hub,
         metrics,
     });
+    // Ends with the hub's bus task, which holds the other end.
+    background.spawn(matchmaking_requests::put_back_still_connected(shared.clone(), departures_to_check));
     // Chat's group-commit writer: after the connections drain, it commits what is still queued.
     background.spawn(chat_writer.run(background_shutdown.clone()));
     // Chat's event publisher: after the connections drain, it publishes what is still queued.

@@ -12,6 +12,7 @@ use matchmaking::{MatchDetails, MatchError, MatchOutcome, ReportReceipt, Reporte
 use proto::matchmaking::{MatchEvent, MatchReply, MatchRequest};
 use proto::{AccountId, ErrorBody, ErrorCode, Event, Reply};
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -182,14 +183,32 @@ pub(crate) async fn connected(shared: &Shared, account_id: Uuid) {
 }
 
 /// A connection of `account_id` ended: if it was their last one on this process, a ticket of
-/// theirs is set aside and removed after the disconnect grace unless they come back. (A player
-/// still connected to another gateway process is also set aside, until their next login there.)
+/// theirs is set aside and removed after the disconnect grace unless they come back. The other
+/// processes hear of it on the bus, and one where the player is still connected puts the ticket
+/// back ([`put_back_still_connected`]).
 pub(crate) async fn disconnected(shared: &Shared, account_id: Uuid) {
     if shared.hub.is_connected(account_id) {
         return;
     }
-    if let Err(error) = shared.matchmaking.disconnected(account_id).await {
-        tracing::warn!(%error, %account_id, "could not mark a queued player away");
+    match shared.matchmaking.disconnected(account_id).await {
+        Ok(true) => {
+            if let Err(error) = shared.hub.departed(account_id).await {
+                tracing::warn!(%error, %account_id, "could not tell other processes a queued player left");
+            }
+        }
+        Ok(false) => {}
+        Err(error) => tracing::warn!(%error, %account_id, "could not mark a queued player away"),
+    }
+}
+
+/// Puts back the tickets of players whose last connection on another process ended while they
+/// are still connected to this one (the hub's `still_connected`), until the hub stops.
+pub(crate) async fn put_back_still_connected(shared: Arc<Shared>, mut still_connected: mpsc::Receiver<Uuid>) {
+    while let Some(account_id) = still_connected.recv().await {
+        connected(&shared, account_id).await;
+        // A connection here that ended meanwhile set the ticket aside before or after this put it
+        // back; asking again settles it, as it sets the ticket aside only if none is left.
+        disconnected(&shared, account_id).await;
     }
 }
 

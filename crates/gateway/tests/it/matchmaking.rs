@@ -218,6 +218,38 @@ async fn a_player_who_disconnects_or_logs_out_leaves_the_queue_after_the_grace_p
     .expect("both tickets are removed after the grace");
 }
 
+#[tokio::test]
+async fn a_player_still_connected_to_another_gateway_keeps_their_ticket() {
+    let world = World::new();
+    let one = world.gateway_with(config(&world)).await;
+    let two = world.gateway_with(config(&world)).await;
+    let ada = username("ada");
+    // Ada reconnected through the other gateway before her old connection ended.
+    let (old_connection, _) = one.player(&ada).await;
+    let (new_connection, _) = two.player(&ada).await;
+    let (watcher, _) = one.player(&username("watcher")).await;
+    call(&old_connection, MatchRequest::Queue { mode: "team".into() }).await.unwrap();
+    old_connection.close().await;
+    drop(old_connection);
+    // Past the grace, with passes running, the ticket of a player still connected stays.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    world.clock.advance(matchmaking_grace() + Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(waiting(&watcher).await, 1);
+    // Once her last connection anywhere ends, the ticket goes after the grace.
+    new_connection.close().await;
+    drop(new_connection);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    world.clock.advance(matchmaking_grace() + Duration::from_secs(1));
+    tokio::time::timeout(PATIENCE, async {
+        while waiting(&watcher).await != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the ticket is removed after the grace");
+}
+
 /// Tickets waiting in the `team` queue, as a player sees them.
 async fn waiting(watcher: &Client) -> u64 {
     let MatchReply::QueueStats { modes } = call(watcher, MatchRequest::QueueStats).await.unwrap() else {
