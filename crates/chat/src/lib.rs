@@ -399,7 +399,8 @@ impl Chat {
     }
 
     /// The owner adds `account_id` to a group. The recipients are every member, the new one
-    /// included (the gateway tells only the new one, so they learn the group exists).
+    /// included (the gateway tells only the new one, so they learn the group exists); nobody when
+    /// `account_id` already was a member, as nothing changed.
     ///
     /// # Errors
     /// [`ChatError::UnknownChannel`]; [`ChatError::NotAllowed`] unless `actor` owns the group.
@@ -410,9 +411,10 @@ impl Chat {
         account_id: Uuid,
     ) -> Result<Delivery<Channel>, ChatError> {
         let group = self.owned_group(actor, channel_id).await?;
-        if channels::add_member(&self.inner.channels, channel_id, account_id, self.now_ms()).await? {
-            self.members_changed(channel_id).await;
+        if !channels::add_member(&self.inner.channels, channel_id, account_id, self.now_ms()).await? {
+            return Ok(Delivery { value: group, recipients: Vec::new() });
         }
+        self.members_changed(channel_id).await;
         let recipients = channels::members(&self.inner.channels, channel_id).await?;
         Ok(Delivery { value: group, recipients })
     }

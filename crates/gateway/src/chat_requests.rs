@@ -203,9 +203,14 @@ pub(crate) async fn apply(shared: &Shared, own_id: Uuid, request: ChatRequest) -
             ChatReply::Channel(channel_to_wire(&chat.create_group(own_id, &name).await.map_err(fail)?))
         }
         ChatRequest::AddMember { channel_id: group, account_id } => {
-            let Delivery { value, .. } =
+            // The chat domain does not know accounts: only one that exists joins a group.
+            shared.auth.account(account_id.0).await.map_err(|e| errors::from_auth(&e))?;
+            let Delivery { value, recipients } =
                 chat.add_member(own_id, channel_id(group), account_id.0).await.map_err(fail)?;
-            announce(shared, vec![account_id.0], ChatEvent::Added(channel_to_wire(&value))).await;
+            // Nobody is told when the account already was a member.
+            if recipients.contains(&account_id.0) {
+                announce(shared, vec![account_id.0], ChatEvent::Added(channel_to_wire(&value))).await;
+            }
             ChatReply::MemberAdded { channel_id: group, account_id }
         }
         ChatRequest::RemoveMember { channel_id: group, account_id } => {

@@ -355,6 +355,8 @@ async fn only_members_read_and_post_and_only_the_owner_manages_a_group() {
     assert_eq!((group.kind, group.owner), (ChannelKind::Group, Some(owner)));
     let added = chat.add_member(owner, group.id, member).await.unwrap();
     assert!(added.recipients.contains(&member));
+    let again = chat.add_member(owner, group.id, member).await.unwrap();
+    assert!(again.recipients.is_empty(), "adding a member again tells nobody");
     chat.send(member, group.id, "hi").await.unwrap();
 
     let check = |result: Result<_, ChatError>, expected: &str| {

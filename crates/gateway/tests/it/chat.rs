@@ -191,6 +191,17 @@ async fn only_group_members_read_and_post_and_only_the_owner_adds_and_removes() 
     chat(&owner, remove_outsider).await.unwrap();
     chat(&owner, add(outsider_session.account_id)).await.unwrap();
     assert_eq!(next_chat_event(&outsider).await, ChatEvent::Added(group));
+    // Adding a member again changes nothing and tells them nothing: their next event is the
+    // owner's message.
+    chat(&owner, add(outsider_session.account_id)).await.unwrap();
+    sent(send(&owner, id, "welcome").await).await;
+    match next_chat_event(&outsider).await {
+        ChatEvent::Message(message) => assert_eq!(message.text, "welcome"),
+        other => panic!("expected the owner's message, got {other:?}"),
+    }
+    // Only accounts that exist are added.
+    let nobody = proto::AccountId(uuid::Uuid::now_v7());
+    assert_eq!(code(chat(&owner, add(nobody)).await), Some(ErrorCode::NotFound));
 }
 
 #[tokio::test]
