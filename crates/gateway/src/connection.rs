@@ -59,6 +59,9 @@ pub(crate) async fn serve(
         let config = WebSocketConfig::default()
             .read_buffer_size(shared.config.read_buffer_bytes)
             .write_buffer_size(WRITE_BUFFER_BYTES)
+            // Past the queue's bound only when the client stops reading while the socket layer
+            // keeps adding frames of its own (the pongs to its pings): refused, not grown.
+            .max_write_buffer_size(WRITE_BUFFER_BYTES + 2 * shared.config.outbound_queue_bytes)
             .max_message_size(Some(shared.config.max_frame_bytes))
             .max_frame_size(Some(shared.config.max_frame_bytes));
         #[allow(clippy::result_large_err, reason = "the error type is tungstenite's callback contract")]
@@ -280,12 +283,26 @@ impl Connection {
                     match frame {
                         None => break,
                         Some(Ok(message)) => {
-                            last_heard = Instant::now();
+                            // A client's own pings say nothing of whether it reads: only what
+                            // answers ours (a pong) or asks for something counts as heard.
+                            if !matches!(message, Message::Ping(_)) {
+                                last_heard = Instant::now();
+                            }
                             match message {
                                 Message::Binary(bytes) => self.on_frame(&bytes, Encoding::Bincode).await,
                                 Message::Text(text) => self.on_frame(text.as_bytes(), Encoding::Json).await,
                                 Message::Close(_) => {
                                     self.outbound.close(proto::close::NORMAL, "closed by the client", true);
+                                    break;
+                                }
+                                // Each ping costs a pong: pings count against the request
+                                // budget, and a client past it is flooding.
+                                Message::Ping(_) if !self.budget.try_take() => {
+                                    self.outbound.close(
+                                        proto::close::POLICY_VIOLATION,
+                                        "pings over the request rate limit",
+                                        false,
+                                    );
                                     break;
                                 }
                                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}

@@ -62,6 +62,9 @@ pub struct OutboundQueue {
     frames: mpsc::Receiver<Box<Message>>,
     queued_bytes: Arc<AtomicUsize>,
     close: oneshot::Receiver<CloseRequest>,
+    /// Cancelled when the writer ends, so a connection whose client has gone (a failed write)
+    /// stops serving requests nobody will read.
+    closing: CancellationToken,
 }
 
 impl Outbound {
@@ -70,16 +73,17 @@ impl Outbound {
         let (frames_tx, frames) = mpsc::channel(limits.frames);
         let (close_tx, close) = oneshot::channel();
         let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let closing = CancellationToken::new();
         let inner = Inner {
             frames: frames_tx,
             queued_bytes: queued_bytes.clone(),
             max_queued_bytes: limits.bytes,
             encoding,
             close: Mutex::new(Some(close_tx)),
-            closing: CancellationToken::new(),
+            closing: closing.clone(),
             metrics,
         };
-        (Outbound { inner: Arc::new(inner) }, OutboundQueue { frames, queued_bytes, close })
+        (Outbound { inner: Arc::new(inner) }, OutboundQueue { frames, queued_bytes, close, closing })
     }
 
     /// Queues `message`. A full queue closes the connection as a slow consumer.
@@ -161,7 +165,16 @@ pub fn encode_frame(encoding: Encoding, message: &ServerMessage) -> Option<Messa
 impl OutboundQueue {
     /// Writes queued frames to `sink` until the connection is closed, batching whatever is queued
     /// into one flush; ends with the requested close frame.
-    pub async fn write_to<S>(mut self, mut sink: S)
+    pub async fn write_to<S>(mut self, sink: S)
+    where
+        S: Sink<Message> + Unpin,
+    {
+        let closing = self.closing.clone();
+        self.write_until_closed(sink).await;
+        closing.cancel();
+    }
+
+    async fn write_until_closed<S>(&mut self, mut sink: S)
     where
         S: Sink<Message> + Unpin,
     {

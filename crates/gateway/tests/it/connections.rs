@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use game_client::{Client, ClientError, ConnectOptions};
 use proto::chat::{ChatReply, ChatRequest};
 use proto::{Encoding, ErrorCode, Reply, Request, close};
@@ -145,6 +145,83 @@ async fn a_client_that_stops_reading_large_messages_is_disconnected_before_its_q
         notice(gateway.admin, session.account_id, &text).await;
     }
     assert_eq!(close_code_of(&mut hoarder).await, Some(close::SLOW_CONSUMER));
+}
+
+#[tokio::test]
+async fn a_client_that_pings_past_the_request_rate_is_closed_as_a_policy_violation() {
+    let world = World::new();
+    let config = gateway::GatewayConfig { requests_per_sec: 10, request_burst: 20, ..world.config() };
+    let gateway = world.gateway_with(config).await;
+    let mut flooder = silent_socket(&gateway, None).await;
+    for _ in 0..100 {
+        if flooder.send(Message::Ping(vec![7; 125].into())).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(close_code_of(&mut flooder).await, Some(close::POLICY_VIOLATION));
+}
+
+#[tokio::test]
+async fn a_client_that_pings_but_never_reads_is_disconnected_after_the_idle_timeout() {
+    let world = World::new();
+    // Pings within the budget: only not reading gives the client away.
+    let config = gateway::GatewayConfig {
+        requests_per_sec: 1_000_000,
+        request_burst: 1_000_000,
+        heartbeat_interval: Duration::from_millis(100),
+        idle_timeout: Duration::from_millis(400),
+        ..world.config()
+    };
+    let gateway = world.gateway_with(config).await;
+    // A client with a small receive buffer that never reads, so it never answers the gateway's
+    // pings, while it keeps sending its own.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr = gateway.url.trim_start_matches("ws://").trim_end_matches('/').parse().unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let mut request = gateway.url.as_str().into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", proto::SUBPROTOCOL_BINCODE.parse().unwrap());
+    let (mut flooder, _) = tokio_tungstenite::client_async(request, stream).await.unwrap();
+    let ping = Message::Ping(vec![7; 125].into());
+    let flooding_until = tokio::time::Instant::now() + PATIENCE;
+    let mut dropped = false;
+    while tokio::time::Instant::now() < flooding_until {
+        if flooder.send(ping.clone()).await.is_err() {
+            dropped = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(dropped, "a client that only pings is still connected after {PATIENCE:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_stops_the_work_it_queued() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let mut client = silent_socket(&gateway, None).await;
+    // Forty registrations, each a password hash, sent at once; then the client resets the
+    // connection without reading an answer.
+    for n in 0..40 {
+        let register =
+            Request::Register { username: username(&format!("gone{n}")), password: PASSWORD.into() };
+        let bytes =
+            proto::codec::encode(Encoding::Bincode, &proto::ClientMessage { id: n, request: register });
+        client.feed(Message::Binary(bytes.unwrap().into())).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = client.get_ref() {
+        tcp.set_zero_linger().unwrap();
+    }
+    drop(client);
+    // Its connection ends at the first answer it cannot write, not after the fortieth hash.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while gateway.metric("gateway_connections").await != Some(0.0) {
+        assert!(tokio::time::Instant::now() < deadline, "the connection is still served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let registered = gateway.metric("gateway_requests_total{request=\"register\",outcome=\"ok\"}").await;
+    assert!(registered.unwrap_or(0.0) < 20.0, "{registered:?} registrations served after the client left");
 }
 
 #[tokio::test]
