@@ -364,8 +364,9 @@ impl Auth {
 
 /// The network a client address is throttled as: an IPv4 address alone, but an IPv6 address's
 /// /64, since one subscriber usually holds a whole /64 and could otherwise take a fresh address
-/// per guess. An IPv4 address mapped into IPv6 counts as the IPv4 address.
-fn throttled_network(client: IpAddr) -> IpAddr {
+/// per guess. An IPv4 address mapped into IPv6 counts as the IPv4 address. The gateway caps
+/// connections per client address by the same networks.
+pub fn throttled_network(client: IpAddr) -> IpAddr {
     match client {
         IpAddr::V4(_) => client,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -17,6 +17,9 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_KEY_PREFIX: &str = "game:";
 /// Default cap on open game connections: below the 20,000 open files a process may hold here.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 19_000;
+/// Default cap on open connections from one client address (an IPv6 address's /64): far above a
+/// household's or a LAN party's, far below what would let one address fill the server.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 1_000;
 /// Default cap on one incoming frame or message.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = proto::DEFAULT_MAX_FRAME_BYTES;
 /// Default number of messages waiting to be written to one connection before it counts as slow.
@@ -95,6 +98,10 @@ pub struct GatewayConfig {
     pub key_prefix: String,
     /// Open game connections at most; default [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
+    /// Open game connections from one client address (an IPv6 address counts as its /64), the
+    /// handshakes under way included, at most; default [`DEFAULT_MAX_CONNECTIONS_PER_ADDRESS`].
+    /// Behind a reverse proxy every client has the proxy's address: raise it there.
+    pub max_connections_per_address: usize,
     /// Largest frame or message accepted, in bytes; default [`DEFAULT_MAX_FRAME_BYTES`].
     pub max_frame_bytes: usize,
     /// Messages queued for one connection before it is closed as slow; default [`DEFAULT_OUTBOUND_QUEUE`].
@@ -210,6 +217,7 @@ impl Default for GatewayConfig {
             redis_url: None,
             key_prefix: DEFAULT_KEY_PREFIX.into(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
             outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
@@ -271,12 +279,14 @@ impl GatewayConfig {
             return fail("session_max_lifetime must be at least session_idle_ttl");
         }
         if self.max_connections == 0
+            || self.max_connections_per_address == 0
             || self.outbound_queue == 0
             || self.outbound_queue_bytes == 0
             || self.requests_per_sec == 0
         {
             return fail(
-                "max_connections, outbound_queue, outbound_queue_bytes and requests_per_sec must be positive",
+                "max_connections, max_connections_per_address, outbound_queue, outbound_queue_bytes and \
+                 requests_per_sec must be positive",
             );
         }
         if self.flush_lease <= self.flush_interval || self.flush_batch == 0 {

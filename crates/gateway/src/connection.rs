@@ -2,8 +2,9 @@
 //! frames, answers each request in order, sends heartbeats and ends the connection with a close
 //! code when anything goes wrong. Writing happens in [`crate::outbound`]'s writer task.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
@@ -38,17 +39,70 @@ use crate::player_requests;
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 /// How long a client has to complete the WebSocket handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a refused client (server full) has to complete the handshake that tells it so.
+const REFUSAL_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the server keeps reading after it sent a close frame, so the client can read the
 /// close frame before the socket goes away.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Serves one accepted TCP connection until it ends. `permit` is `None` when the server is full:
-/// the client then gets a close frame saying so instead of a silently dropped socket.
+/// Whether an accepted connection has a place on the server.
+pub(crate) enum Admission {
+    /// It holds one of the `max_connections` slots until it ends.
+    Admitted { _slot: OwnedSemaphorePermit },
+    /// The server is full: it is told so (close 1013) after a short handshake, holding one of the
+    /// places for refusals meanwhile.
+    Refused { _place: OwnedSemaphorePermit },
+}
+
+/// Open connections per client network (see [`auth::throttled_network`]), each at most `limit`.
+pub(crate) struct AddressSlots {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    limit: usize,
+}
+
+/// One connection's place among its address's; given back when dropped.
+pub(crate) struct AddressSlot {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    network: IpAddr,
+}
+
+impl AddressSlots {
+    pub(crate) fn new(limit: usize) -> AddressSlots {
+        AddressSlots { open: Arc::default(), limit }
+    }
+
+    /// A place for one more connection from `client`, unless its network has `limit` open.
+    pub(crate) fn try_take(&self, client: IpAddr) -> Option<AddressSlot> {
+        let network = auth::throttled_network(client);
+        let mut open = self.open.lock().ok()?;
+        let count = open.entry(network).or_default();
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot { open: self.open.clone(), network })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let Ok(mut open) = self.open.lock() else { return };
+        if let Some(count) = open.get_mut(&self.network) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.network);
+            }
+        }
+    }
+}
+
+/// Serves one accepted TCP connection until it ends. A refused one gets a close frame saying the
+/// server is full instead of a silently dropped socket.
 pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     id: ConnectionId,
-    permit: Option<OwnedSemaphorePermit>,
+    admission: Admission,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
@@ -72,7 +126,15 @@ pub(crate) async fn serve(
         );
         // Boxed for the same reason as request handling: the handshake's state is large and
         // short-lived, and would otherwise be reserved inside every connection's task.
-        let socket = match tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(accept)).await {
+        let handshake_timeout = match admission {
+            Admission::Admitted { .. } => HANDSHAKE_TIMEOUT,
+            Admission::Refused { .. } => REFUSAL_HANDSHAKE_TIMEOUT,
+        };
+        let handshake_done = tokio::select! {
+            done = tokio::time::timeout(handshake_timeout, Box::pin(accept)) => done,
+            () = shutdown.cancelled() => return,
+        };
+        let socket = match handshake_done {
             Ok(Ok(socket)) => socket,
             Ok(Err(error)) => {
                 tracing::debug!(%error, "handshake refused or failed");
@@ -91,10 +153,13 @@ pub(crate) async fn serve(
             shared.metrics.clone(),
         );
         let mut writer = tokio::spawn(queue.write_to(sink));
-        shared.metrics.connection_opened();
+        let admitted = matches!(admission, Admission::Admitted { .. });
+        if admitted {
+            shared.metrics.connection_opened();
+        }
 
         let mut connection = Connection::new(id, peer, encoding, outbound.clone(), shared.clone());
-        if permit.is_none() {
+        if !admitted {
             outbound.close(proto::close::TRY_AGAIN_LATER, "server full; retry later", false);
         } else if let Some(token) = handshake.token {
             Box::pin(connection.authenticate_at_handshake(&token)).await;
@@ -105,8 +170,10 @@ pub(crate) async fn serve(
         if let Some(account_id) = account_id {
             matchmaking_requests::disconnected(&shared, account_id).await;
         }
-        shared.metrics.connection_closed();
-        drop(permit);
+        if admitted {
+            shared.metrics.connection_closed();
+        }
+        drop(admission);
         // A writer stuck on a client that stopped reading would hold the socket forever.
         if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
             writer.abort();
@@ -329,6 +396,10 @@ impl Connection {
             tungstenite::Error::Capacity(_) => {
                 tracing::debug!(%error, "oversized frame");
                 self.outbound.close(proto::close::MESSAGE_TOO_BIG, "message exceeds the size limit", false);
+            }
+            // A client gone without a close frame broke no rule: it is a lost connection.
+            tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
+                tracing::debug!(%error, "connection lost");
             }
             tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_) => {
                 tracing::debug!(%error, "websocket protocol violation");

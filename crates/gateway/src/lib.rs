@@ -32,6 +32,10 @@ use tokio_util::task::TaskTracker;
 
 pub use config::GatewayConfig;
 
+/// Refused connections being told why (a handshake, then close 1013) at once; past it a refused
+/// socket is closed without a word.
+const REFUSALS_IN_FLIGHT: usize = 256;
+
 /// Departures from other processes of players connected here, waiting to be checked: past it a
 /// burst's tickets stay set aside (and go after the disconnect grace), as without the check.
 const DEPARTURES_TO_CHECK: usize = 1024;
@@ -257,6 +261,8 @@ async fn accept_loop(
     shutdown: &CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
+    let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
+    let per_address = connection::AddressSlots::new(shared.config.max_connections_per_address);
     let next_id = AtomicU64::new(1);
     loop {
         let accepted = tokio::select! {
@@ -272,12 +278,29 @@ async fn accept_loop(
                 continue;
             }
         };
-        let permit = slots.clone().try_acquire_owned().ok();
-        if permit.is_none() {
-            shared.metrics.connection_refused();
-        }
+        // Dropped at once, with no close frame: one address is taking far more than its share.
+        let Some(address_slot) = per_address.try_take(peer.ip()) else {
+            shared.metrics.connection_refused_for_address();
+            continue;
+        };
+        let admission = match slots.clone().try_acquire_owned() {
+            Ok(slot) => connection::Admission::Admitted { _slot: slot },
+            Err(_) => {
+                shared.metrics.connection_refused();
+                // Telling a refused client why takes a handshake; past this many at once the
+                // socket is just closed, so a flood of silent sockets cannot pile up.
+                match refusals.clone().try_acquire_owned() {
+                    Ok(place) => connection::Admission::Refused { _place: place },
+                    Err(_) => continue,
+                }
+            }
+        };
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        tracker.spawn(connection::serve(stream, peer, id, permit, shared.clone(), shutdown.clone()));
+        let serving = connection::serve(stream, peer, id, admission, shared.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            serving.await;
+            drop(address_slot);
+        });
     }
 }
 

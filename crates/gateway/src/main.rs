@@ -43,6 +43,9 @@ struct Cli {
     /// Open game connections at most [default: 19000].
     #[arg(long, env = "GAME_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Open game connections from one client address (IPv6: its /64) at most [default: 1000].
+    #[arg(long, env = "GAME_MAX_CONNECTIONS_PER_ADDRESS")]
+    max_connections_per_address: Option<usize>,
     /// Sustained requests per second per connection [default: 200].
     #[arg(long, env = "GAME_REQUESTS_PER_SEC")]
     requests_per_sec: Option<u32>,
@@ -85,6 +88,7 @@ impl Cli {
             data_dir,
             key_prefix,
             max_connections,
+            max_connections_per_address,
             requests_per_sec,
             request_burst,
             login_failures_per_address,

@@ -68,6 +68,7 @@ pub struct Metrics {
     connections_open: AtomicU64,
     connections_accepted: AtomicU64,
     connections_refused: AtomicU64,
+    connections_refused_for_address: AtomicU64,
     connections_authenticated: AtomicU64,
     closes: Mutex<BTreeMap<u16, u64>>,
     requests: Mutex<BTreeMap<&'static str, Arc<RequestKindStats>>>,
@@ -89,6 +90,11 @@ impl Metrics {
     /// A connection was refused because the server was full.
     pub fn connection_refused(&self) {
         self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection was refused because its client address had too many open.
+    pub fn connection_refused_for_address(&self) {
+        self.connections_refused_for_address.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A connection became (`true`) or stopped being (`false`) authenticated.
@@ -156,6 +162,13 @@ impl Metrics {
             "Connections refused because the server was full.",
             "counter",
             self.connections_refused.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "gateway_connections_refused_for_address_total",
+            "Connections closed at once because their client address had too many open.",
+            "counter",
+            self.connections_refused_for_address.load(Ordering::Relaxed),
         );
         gauge(
             &mut out,

@@ -51,6 +51,9 @@ async fn connections_past_the_cap_are_closed_with_try_again_later() {
     let _second = gateway.connect(Encoding::Bincode).await;
     let third = gateway.connect(Encoding::Bincode).await;
     assert_eq!(closed(&third).await.code, Some(close::TRY_AGAIN_LATER));
+    // A refused connection was never open.
+    assert_eq!(gateway.metric("gateway_connections_accepted_total").await, Some(2.0));
+    assert_eq!(gateway.metric("gateway_connections_refused_total").await, Some(1.0));
     first.close().await;
     closed(&first).await;
     // The slot is given back when a connection ends.
@@ -63,6 +66,50 @@ async fn connections_past_the_cap_are_closed_with_try_again_later() {
         assert!(tokio::time::Instant::now() < deadline, "a slot frees up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn one_client_address_cannot_hold_more_than_its_share_of_connections() {
+    let world = World::new();
+    let config = gateway::GatewayConfig { max_connections_per_address: 2, ..world.config() };
+    let gateway = world.gateway_with(config).await;
+    let addr: std::net::SocketAddr =
+        gateway.url.trim_start_matches("ws://").trim_end_matches('/').parse().unwrap();
+    let from = |source: [u8; 4]| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((std::net::Ipv4Addr::from(source), 0).into()).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        let mut request = format!("ws://{addr}/").into_client_request().unwrap();
+        request.headers_mut().insert("Sec-WebSocket-Protocol", proto::SUBPROTOCOL_BINCODE.parse().unwrap());
+        tokio_tungstenite::client_async(request, stream).await.map(|(socket, _)| socket)
+    };
+    let first = from([127, 0, 0, 1]).await.expect("first connection");
+    let _second = from([127, 0, 0, 1]).await.expect("second connection");
+    assert!(from([127, 0, 0, 1]).await.is_err(), "a third from the same address is dropped");
+    let _elsewhere = from([127, 0, 0, 2]).await.expect("another address still connects");
+    assert_eq!(gateway.metric("gateway_connections_refused_for_address_total").await, Some(1.0));
+    // The place is given back when a connection ends.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while from([127, 0, 0, 1]).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "a place frees up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_drops_its_socket_without_a_close_frame_is_counted_as_lost_not_as_a_violation() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let socket = silent_socket(&gateway, None).await;
+    drop(socket);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while gateway.metric("gateway_connections").await != Some(0.0) {
+        assert!(tokio::time::Instant::now() < deadline, "the connection ends");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let violations = format!("gateway_closes_total{{code=\"{}\"}}", close::POLICY_VIOLATION);
+    assert_eq!(gateway.metric(&violations).await, None);
 }
 
 /// A WebSocket that completes the handshake and then never reads (so it never answers pings).
