@@ -81,6 +81,9 @@ pub mod close {
     pub const SESSION_EXPIRED: u16 = 4004;
     /// The token given at the handshake is unknown, revoked or expired.
     pub const INVALID_TOKEN: u16 = 4005;
+    /// The connection stayed without a session (never logged in, or logged out) past the login
+    /// timeout.
+    pub const LOGIN_TIMEOUT: u16 = 4006;
 }
 
 /// The encoding of a connection, chosen by the WebSocket subprotocol at the handshake.

@@ -35,6 +35,9 @@ pub const DEFAULT_REQUEST_BURST: u32 = 400;
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
 /// Default time without any frame from a client before it is disconnected.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+/// Default time a connection may stay without a session: room for a login screen, but sockets
+/// that never log in do not hold connection slots for long.
+pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default time shutdown waits for connections and in-flight requests to finish.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default size of each connection's read buffer: game frames are a few hundred bytes at most,
@@ -120,6 +123,10 @@ pub struct GatewayConfig {
     /// Time without a frame from the client before disconnecting it; default [`DEFAULT_IDLE_TIMEOUT`].
     #[serde(with = "seconds")]
     pub idle_timeout: Duration,
+    /// Time a connection may stay without a session (before its first login, or after a
+    /// logout), checked at heartbeats; default [`DEFAULT_LOGIN_TIMEOUT`].
+    #[serde(with = "seconds")]
+    pub login_timeout: Duration,
     /// Time shutdown waits for connections to drain; default [`DEFAULT_SHUTDOWN_TIMEOUT`].
     #[serde(with = "seconds")]
     pub shutdown_timeout: Duration,
@@ -225,6 +232,7 @@ impl Default for GatewayConfig {
             request_burst: DEFAULT_REQUEST_BURST,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            login_timeout: DEFAULT_LOGIN_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
             session_idle_ttl: auth.session_idle_ttl,
@@ -269,8 +277,9 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), crate::GatewayError> {
         let fail = |message: &str| Err(crate::GatewayError::Config(message.into()));
         // Tokio's intervals panic on a zero period, in every connection or in the flusher.
-        if self.heartbeat_interval.is_zero() || self.flush_interval.is_zero() {
-            return fail("heartbeat_interval and flush_interval must be positive");
+        if self.heartbeat_interval.is_zero() || self.flush_interval.is_zero() || self.login_timeout.is_zero()
+        {
+            return fail("heartbeat_interval, flush_interval and login_timeout must be positive");
         }
         if self.heartbeat_interval >= self.idle_timeout {
             return fail("heartbeat_interval must be below idle_timeout");

@@ -276,6 +276,8 @@ struct Connection {
     outbound: Outbound,
     shared: Arc<Shared>,
     session: Option<auth::Session>,
+    /// Since when the connection has had no session (its opening, or the last logout).
+    without_session_since: Instant,
     budget: RequestBudget,
     /// The figures of the last request kind answered: a connection mostly repeats one kind, so
     /// this spares a shared lookup per request.
@@ -291,7 +293,17 @@ impl Connection {
         shared: Arc<Shared>,
     ) -> Self {
         let budget = RequestBudget::new(shared.config.requests_per_sec, shared.config.request_burst);
-        Connection { id, peer, encoding, outbound, shared, session: None, budget, last_kind: None }
+        Connection {
+            id,
+            peer,
+            encoding,
+            outbound,
+            shared,
+            session: None,
+            without_session_since: Instant::now(),
+            budget,
+            last_kind: None,
+        }
     }
 
     async fn authenticate_at_handshake(&mut self, token: &str) {
@@ -322,6 +334,7 @@ impl Connection {
         let mut heartbeat =
             tokio::time::interval_at(Instant::now() + config.heartbeat_interval, config.heartbeat_interval);
         let idle_timeout = config.idle_timeout;
+        let login_timeout = config.login_timeout;
         let mut last_heard = Instant::now();
         let closing = self.outbound.closing().clone();
         // Created once, not per loop turn: each new cancellation future registers with its token
@@ -341,6 +354,10 @@ impl Connection {
                 _ = heartbeat.tick() => {
                     if last_heard.elapsed() >= idle_timeout {
                         self.outbound.close(proto::close::IDLE_TIMEOUT, "nothing heard within the idle timeout", false);
+                        break;
+                    }
+                    if self.session.is_none() && self.without_session_since.elapsed() >= login_timeout {
+                        self.outbound.close(proto::close::LOGIN_TIMEOUT, "no login within the login timeout", false);
                         break;
                     }
                     self.outbound.send_frame(Message::Ping(Default::default()));
@@ -613,6 +630,7 @@ impl Connection {
         if self.session.take().is_some() {
             self.shared.hub.unregister(self.id);
             self.shared.metrics.authenticated(false);
+            self.without_session_since = Instant::now();
         }
     }
 

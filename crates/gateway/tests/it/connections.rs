@@ -163,6 +163,26 @@ async fn a_silent_client_is_disconnected_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_connection_without_a_session_is_closed_after_the_login_timeout() {
+    let world = World::new();
+    let config = gateway::GatewayConfig {
+        heartbeat_interval: Duration::from_millis(100),
+        login_timeout: Duration::from_millis(500),
+        ..world.config()
+    };
+    let gateway = world.gateway_with(config).await;
+    // Both answer the gateway's pings; only the one that never logs in is closed.
+    let lurker = gateway.connect(Encoding::Bincode).await;
+    let (player, _) = gateway.player(&username("player")).await;
+    let (leaver, _) = gateway.player(&username("leaver")).await;
+    leaver.logout().await.unwrap();
+    assert_eq!(closed(&lurker).await.code, Some(close::LOGIN_TIMEOUT));
+    // A logout starts the clock again.
+    assert_eq!(closed(&leaver).await.code, Some(close::LOGIN_TIMEOUT));
+    player.ping().await.expect("a logged-in player stays");
+}
+
+#[tokio::test]
 async fn a_client_that_stops_reading_is_disconnected_as_a_slow_consumer() {
     let world = World::new();
     let gateway = world.gateway_with(gateway::GatewayConfig { outbound_queue: 8, ..world.config() }).await;
