@@ -27,6 +27,9 @@ pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
 /// Default number of bytes waiting to be written to one connection before it counts as slow: a
 /// few of the largest replies (a chat history page of long messages is about 400 KiB).
 pub const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 4 << 20;
+/// Default bound on the bytes queued for all connections together: a thousand connections' full
+/// queues, far above what readers that keep up hold, far below the machine's memory.
+pub const DEFAULT_OUTBOUND_TOTAL_BYTES: usize = 1 << 30;
 /// Default sustained requests per second per connection.
 pub const DEFAULT_REQUESTS_PER_SEC: u32 = 200;
 /// Default number of requests a connection may send at once before the sustained rate applies.
@@ -112,6 +115,9 @@ pub struct GatewayConfig {
     /// Bytes queued for one connection before it is closed as slow (a single larger message is
     /// still sent); default [`DEFAULT_OUTBOUND_QUEUE_BYTES`].
     pub outbound_queue_bytes: usize,
+    /// Bytes queued for all connections together before the connection adding to a backed-up
+    /// queue is closed as slow; default [`DEFAULT_OUTBOUND_TOTAL_BYTES`].
+    pub outbound_total_bytes: usize,
     /// Sustained requests per second per connection; default [`DEFAULT_REQUESTS_PER_SEC`].
     pub requests_per_sec: u32,
     /// Requests a connection may send at once (the size of its token bucket, which refills at
@@ -228,6 +234,7 @@ impl Default for GatewayConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
             outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
+            outbound_total_bytes: DEFAULT_OUTBOUND_TOTAL_BYTES,
             requests_per_sec: DEFAULT_REQUESTS_PER_SEC,
             request_burst: DEFAULT_REQUEST_BURST,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
@@ -291,11 +298,12 @@ impl GatewayConfig {
             || self.max_connections_per_address == 0
             || self.outbound_queue == 0
             || self.outbound_queue_bytes == 0
+            || self.outbound_total_bytes == 0
             || self.requests_per_sec == 0
         {
             return fail(
-                "max_connections, max_connections_per_address, outbound_queue, outbound_queue_bytes and \
-                 requests_per_sec must be positive",
+                "max_connections, max_connections_per_address, outbound_queue, outbound_queue_bytes, \
+                 outbound_total_bytes and requests_per_sec must be positive",
             );
         }
         if self.flush_lease <= self.flush_interval || self.flush_batch == 0 {

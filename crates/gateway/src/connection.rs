@@ -149,7 +149,11 @@ pub(crate) async fn serve(
         let (sink, stream) = socket.split();
         let (outbound, queue) = Outbound::new(
             encoding,
-            QueueLimits { frames: shared.config.outbound_queue, bytes: shared.config.outbound_queue_bytes },
+            QueueLimits {
+                frames: shared.config.outbound_queue,
+                bytes: shared.config.outbound_queue_bytes,
+                total_bytes: shared.config.outbound_total_bytes,
+            },
             shared.metrics.clone(),
         );
         let mut writer = tokio::spawn(queue.write_to(sink));

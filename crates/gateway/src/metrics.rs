@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,6 +69,8 @@ pub struct Metrics {
     connections_accepted: AtomicU64,
     connections_refused: AtomicU64,
     connections_refused_for_address: AtomicU64,
+    /// Bytes queued for every connection's writer, together (`outbound`).
+    outbound_queued_bytes: AtomicUsize,
     connections_authenticated: AtomicU64,
     closes: Mutex<BTreeMap<u16, u64>>,
     requests: Mutex<BTreeMap<&'static str, Arc<RequestKindStats>>>,
@@ -85,6 +87,12 @@ impl Metrics {
     /// A connection ended.
     pub fn connection_closed(&self) {
         self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The bytes queued for every connection together, which each connection's queue adds to and
+    /// takes from.
+    pub fn outbound_queued_bytes(&self) -> &AtomicUsize {
+        &self.outbound_queued_bytes
     }
 
     /// A connection was refused because the server was full.
@@ -142,6 +150,13 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         };
         gauge(&mut out, "gateway_connections", "Open game connections.", "gauge", self.open_connections());
+        gauge(
+            &mut out,
+            "gateway_outbound_queued_bytes",
+            "Bytes waiting to be written to the connections, together.",
+            "gauge",
+            self.outbound_queued_bytes.load(Ordering::Relaxed) as u64,
+        );
         gauge(
             &mut out,
             "gateway_authenticated_connections",

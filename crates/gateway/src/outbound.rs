@@ -36,6 +36,9 @@ pub struct QueueLimits {
     pub frames: usize,
     /// Their bytes; a single larger frame still goes out when nothing else waits.
     pub bytes: usize,
+    /// The bytes queued for every connection of the process together: past it, a connection
+    /// whose queue is backed up is closed rather than add more.
+    pub total_bytes: usize,
 }
 
 /// The sending half, shared by the connection task and the hub. Cheap to clone.
@@ -51,6 +54,7 @@ struct Inner {
     /// Bytes of the frames in `frames`, shared with the writer, which takes them off.
     queued_bytes: Arc<AtomicUsize>,
     max_queued_bytes: usize,
+    max_total_queued_bytes: usize,
     encoding: Encoding,
     close: Mutex<Option<oneshot::Sender<CloseRequest>>>,
     closing: CancellationToken,
@@ -61,6 +65,7 @@ struct Inner {
 pub struct OutboundQueue {
     frames: mpsc::Receiver<Box<Message>>,
     queued_bytes: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
     close: oneshot::Receiver<CloseRequest>,
     /// Cancelled when the writer ends, so a connection whose client has gone (a failed write)
     /// stops serving requests nobody will read.
@@ -78,12 +83,14 @@ impl Outbound {
             frames: frames_tx,
             queued_bytes: queued_bytes.clone(),
             max_queued_bytes: limits.bytes,
+            max_total_queued_bytes: limits.total_bytes,
             encoding,
             close: Mutex::new(Some(close_tx)),
             closing: closing.clone(),
-            metrics,
+            metrics: metrics.clone(),
         };
-        (Outbound { inner: Arc::new(inner) }, OutboundQueue { frames, queued_bytes, close, closing })
+        let queue = OutboundQueue { frames, queued_bytes, metrics, close, closing };
+        (Outbound { inner: Arc::new(inner) }, queue)
     }
 
     /// Queues `message`. A full queue closes the connection as a slow consumer.
@@ -102,13 +109,22 @@ impl Outbound {
     /// Queues a frame that is already encoded (or a control frame such as a ping).
     pub fn send_frame(&self, frame: Message) {
         let len = frame.len();
+        let total = self.inner.metrics.outbound_queued_bytes();
         let queued_before = self.inner.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if queued_before > 0 && queued_before + len > self.inner.max_queued_bytes {
+        let total_before = total.fetch_add(len, Ordering::Relaxed);
+        let unqueue = || {
             self.inner.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            total.fetch_sub(len, Ordering::Relaxed);
+        };
+        if queued_before > 0
+            && (queued_before + len > self.inner.max_queued_bytes
+                || total_before + len > self.inner.max_total_queued_bytes)
+        {
+            unqueue();
             return self.close_slow();
         }
         if let Err(error) = self.inner.frames.try_send(Box::new(frame)) {
-            self.inner.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            unqueue();
             if matches!(error, mpsc::error::TrySendError::Full(_)) {
                 self.close_slow();
             }
@@ -218,5 +234,17 @@ impl OutboundQueue {
     /// A frame leaving the queue for the socket: its bytes no longer count against the queue.
     fn dequeued(&self, frame: &Message) {
         self.queued_bytes.fetch_sub(frame.len(), Ordering::Relaxed);
+        self.metrics.outbound_queued_bytes().fetch_sub(frame.len(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for OutboundQueue {
+    /// Frames still queued when the writer ends are dropped: their bytes leave the process's
+    /// total. Closing first makes every later send fail, and such a send takes its own bytes off.
+    fn drop(&mut self) {
+        self.frames.close();
+        while let Ok(frame) = self.frames.try_recv() {
+            self.dequeued(&frame);
+        }
     }
 }

@@ -128,8 +128,8 @@ async fn silent_socket(
 }
 
 /// Reads until the close frame and returns its code.
-async fn close_code_of(
-    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+async fn close_code_of<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    socket: &mut tokio_tungstenite::WebSocketStream<S>,
 ) -> Option<u16> {
     tokio::time::timeout(PATIENCE, async {
         while let Some(frame) = socket.next().await {
@@ -289,6 +289,47 @@ async fn a_client_that_goes_away_stops_the_work_it_queued() {
     }
     let registered = gateway.metric("gateway_requests_total{request=\"register\",outcome=\"ok\"}").await;
     assert!(registered.unwrap_or(0.0) < 20.0, "{registered:?} registrations served after the client left");
+}
+
+#[tokio::test]
+async fn connections_that_stop_reading_cannot_together_queue_more_than_the_process_allows() {
+    let world = World::new();
+    // Each connection may queue 64 MiB, but all of them together only 256 KiB.
+    let config = gateway::GatewayConfig {
+        outbound_queue_bytes: 64 << 20,
+        outbound_total_bytes: 256 << 10,
+        ..world.config()
+    };
+    let gateway = world.gateway_with(config).await;
+    let (_, session) = gateway.player(&username("hoarder")).await;
+    let (reader, reader_session) = gateway.player(&username("reader")).await;
+    // A client with a small receive buffer that never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr = gateway.url.trim_start_matches("ws://").trim_end_matches('/').parse().unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let mut request = format!("{}?token={}", gateway.url, session.token).into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", proto::SUBPROTOCOL_BINCODE.parse().unwrap());
+    let (mut hoarder, _) = tokio_tungstenite::client_async(request, stream).await.unwrap();
+    // 9 MB of notices: more than the kernel's buffers take, far under its own queue's bound.
+    let text = "x".repeat(30_000);
+    for _ in 0..300 {
+        notice(gateway.admin, session.account_id, &text).await;
+    }
+    assert_eq!(close_code_of(&mut hoarder).await, Some(close::SLOW_CONSUMER));
+    // What it had queued no longer counts, and a client that reads is served as before.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while gateway.metric("gateway_outbound_queued_bytes").await != Some(0.0) {
+        assert!(tokio::time::Instant::now() < deadline, "the closed connection's queue is given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    notice(gateway.admin, reader_session.account_id, "still here").await;
+    loop {
+        match reader.next_event().await.expect("the reader is served") {
+            proto::Event::Notice { text } if text == "still here" => break,
+            _ => {}
+        }
+    }
 }
 
 #[tokio::test]
