@@ -40,8 +40,13 @@ pub const PASSWORD_MAX_BYTES: usize = 128;
 pub const DEFAULT_SESSION_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Default absolute lifetime of a session: 30 days after login it ends whatever happens.
 pub const DEFAULT_SESSION_MAX_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Default number of failed logins of one account within a window before it is throttled.
+/// Default number of failed logins of one account from one client address within a window
+/// before the account is throttled for that address.
 pub const DEFAULT_ACCOUNT_FAILURE_LIMIT: u64 = 10;
+/// An account is throttled from every address once this many addresses' worth of failed logins
+/// (`account_failure_limit` times this) were counted in a window: a guesser at one address cannot
+/// lock the owner out elsewhere, and one spread over many addresses is still bounded.
+pub const ACCOUNT_FAILURE_ADDRESSES: u64 = 10;
 /// Default number of failed logins from one client address within a window before it is throttled.
 pub const DEFAULT_ADDRESS_FAILURE_LIMIT: u64 = 100;
 /// Default length of a throttling window.
@@ -57,8 +62,9 @@ pub struct AuthConfig {
     /// A session ends this long after login whatever happens; default
     /// [`DEFAULT_SESSION_MAX_LIFETIME`]; must be at least `session_idle_ttl`.
     pub session_max_lifetime: Duration,
-    /// Failed logins per account and window before throttling, counting those still being
-    /// checked; default [`DEFAULT_ACCOUNT_FAILURE_LIMIT`].
+    /// Failed logins per account from one client address and window before that address is
+    /// throttled for the account, counting those still being checked (from all addresses together
+    /// [`ACCOUNT_FAILURE_ADDRESSES`] times as many); default [`DEFAULT_ACCOUNT_FAILURE_LIMIT`].
     pub account_failure_limit: u64,
     /// Failed logins per client address and window, counting those still being checked; default
     /// [`DEFAULT_ADDRESS_FAILURE_LIMIT`].
@@ -201,7 +207,10 @@ impl Auth {
             self.uncount_attempt(&throttle).await?;
             return Err(AuthError::AccountDisabled);
         }
-        self.inner.kv.counter_reset(&throttle.account).await?;
+        // The owner's success forgives the failures from their address only: a guesser elsewhere
+        // keeps what it has used of the account's limit.
+        self.inner.kv.counter_reset(&throttle.account_from_address).await?;
+        self.inner.kv.counter_undo_hit(&throttle.account).await?;
         self.inner.kv.counter_undo_hit(&throttle.address).await?;
         let issued =
             sessions::issue(&self.inner.kv, &self.inner.config, self.inner.clock.now_ms(), &account).await?;
@@ -311,20 +320,24 @@ impl Auth {
         let window_ms =
             u64::try_from(self.inner.config.throttle_window.as_millis()).unwrap_or(u64::MAX).max(1);
         let window = self.inner.clock.now_ms() / window_ms;
+        let network = throttled_network(client);
         ThrottleKeys {
+            account_from_address: format!("login-fail:account:{username_key}:{network}:{window}"),
             account: format!("login-fail:account:{username_key}:{window}"),
-            address: format!("login-fail:addr:{}:{window}", throttled_network(client)),
+            address: format!("login-fail:addr:{network}:{window}"),
             retry_after: Duration::from_millis(window_ms - self.inner.clock.now_ms() % window_ms),
         }
     }
 
-    /// Counts this login against the account's and the address's limits before its password is
-    /// checked, or refuses it if either limit is used up. Counting only after a failure would let
-    /// concurrent attempts all pass the check before any of them was counted.
+    /// Counts this login against the account's limits (from this address, and from all) and the
+    /// address's before its password is checked, or refuses it if any limit is used up. Counting
+    /// only after a failure would let concurrent attempts all pass the check before any of them
+    /// was counted.
     async fn count_attempt(&self, keys: &ThrottleKeys) -> Result<(), AuthError> {
         let config = &self.inner.config;
         let counters = [
-            (keys.account.as_str(), config.account_failure_limit),
+            (keys.account_from_address.as_str(), config.account_failure_limit),
+            (keys.account.as_str(), config.account_failure_limit.saturating_mul(ACCOUNT_FAILURE_ADDRESSES)),
             (keys.address.as_str(), config.address_failure_limit),
         ];
         if !self.inner.kv.counters_hit_below(&counters, config.throttle_window).await? {
@@ -336,6 +349,7 @@ impl Auth {
     /// Takes back what [`Auth::count_attempt`] counted, for a login that turned out not to be a
     /// failure.
     async fn uncount_attempt(&self, keys: &ThrottleKeys) -> Result<(), AuthError> {
+        self.inner.kv.counter_undo_hit(&keys.account_from_address).await?;
         self.inner.kv.counter_undo_hit(&keys.account).await?;
         self.inner.kv.counter_undo_hit(&keys.address).await?;
         Ok(())
@@ -377,6 +391,7 @@ pub fn throttled_network(client: IpAddr) -> IpAddr {
 }
 
 struct ThrottleKeys {
+    account_from_address: String,
     account: String,
     address: String,
     retry_after: Duration,

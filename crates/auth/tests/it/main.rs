@@ -104,3 +104,34 @@ async fn a_session_ended_everywhere_is_not_brought_back_by_a_concurrent_validati
         fixture.clock.advance(Duration::from_secs(1));
     }
 }
+
+#[tokio::test]
+async fn wrong_guesses_from_one_address_do_not_lock_the_owner_out_elsewhere() {
+    let fixture = Fixture::start().await;
+    let (guesser, owner) =
+        (IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)), IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)));
+    for _ in 0..auth::DEFAULT_ACCOUNT_FAILURE_LIMIT {
+        let failure = fixture.auth.login("ada", "guess guess", guesser).await.unwrap_err();
+        assert!(matches!(failure, AuthError::BadCredentials), "{failure:?}");
+    }
+    let throttled = fixture.auth.login("ada", PASSWORD, guesser).await.unwrap_err();
+    assert!(matches!(throttled, AuthError::Throttled { .. }), "{throttled:?}");
+    fixture.auth.login("ada", PASSWORD, owner).await.expect("the owner, elsewhere, still logs in");
+}
+
+#[tokio::test]
+async fn wrong_guesses_spread_over_many_addresses_still_throttle_the_account() {
+    let fixture = Fixture::start().await;
+    let limit = auth::DEFAULT_ACCOUNT_FAILURE_LIMIT * auth::ACCOUNT_FAILURE_ADDRESSES;
+    // Each address stays under its own limit for the account.
+    for n in 0..limit {
+        let address = IpAddr::V4(Ipv4Addr::new(203, 0, 113, u8::try_from(n % 200).unwrap()));
+        let failure = fixture.auth.login("ada", "guess guess", address).await.unwrap_err();
+        assert!(matches!(failure, AuthError::BadCredentials), "guess {n}: {failure:?}");
+    }
+    let fresh = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+    let throttled = fixture.auth.login("ada", PASSWORD, fresh).await.unwrap_err();
+    assert!(matches!(throttled, AuthError::Throttled { .. }), "{throttled:?}");
+    fixture.clock.advance(auth::DEFAULT_THROTTLE_WINDOW);
+    fixture.auth.login("ada", PASSWORD, fresh).await.expect("a new window");
+}
