@@ -17,8 +17,9 @@ pub enum CodecError {
     Json(#[from] serde_json::Error),
 }
 
-/// Limits decoding so a hostile frame cannot make the decoder allocate more than the frame's size
-/// implies.
+/// Bounds what a hostile frame can make the decoder allocate: a string at most four frames' worth
+/// (bincode allocates a claimed length before reading it), a list's first allocation at serde's
+/// cap on size hints (1 MiB); either is freed as soon as the frame proves shorter.
 fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<{ crate::DEFAULT_MAX_FRAME_BYTES * 4 }>()
 }

@@ -3,7 +3,9 @@
 //! Text: control characters are removed except line feeds (messages may have several lines), as
 //! are the Unicode bidirectional overrides and isolates (they let a message display text in an
 //! order other than the one stored, a known spoofing trick); the result is trimmed of whitespace
-//! at both ends; it must then hold 1 to [`crate::MAX_TEXT_CHARS`] characters. UTF-8 validity is
+//! at both ends; it must then hold 1 to [`crate::MAX_TEXT_CHARS`] characters, at least one of
+//! them visible (not only zero-width and other invisible formatting characters, which are kept
+//! inside text because emoji sequences and some scripts need them). UTF-8 validity is
 //! a given: a Rust `String` cannot hold anything else, and the codecs refuse invalid bytes.
 
 use crate::ChatError;
@@ -18,11 +20,19 @@ fn is_removed(c: char) -> bool {
     (c.is_control() && c != '\n') || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
+/// Whether `c` shows nothing by itself: whitespace, or an invisible formatting character (soft
+/// hyphen, the zero-width space, joiners and marks, the word joiner and invisible operators, the
+/// byte-order mark).
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+}
+
 /// The stored form of `text`, or why it cannot be sent.
 pub(crate) fn clean_text(text: &str, max_chars: usize) -> Result<String, ChatError> {
     let cleaned: String = text.chars().filter(|&c| !is_removed(c)).collect();
     let cleaned = cleaned.trim();
-    if cleaned.is_empty() {
+    if cleaned.chars().all(is_invisible) {
         return Err(ChatError::InvalidText("the message is empty".into()));
     }
     let n_chars = cleaned.chars().count();
@@ -76,6 +86,10 @@ mod tests {
         check("hellos", None);
         check("", None);
         check(" \u{0}\r\n\t ", None);
+        // Nothing visible is nothing; joiners inside visible text stay.
+        check("\u{1}\r\u{2064}\u{1b}", None);
+        check("\u{200B}\u{FEFF} \u{200E}", None);
+        check("👨\u{200D}👩", Some("👨\u{200D}👩"));
     }
 
     #[test]
