@@ -5,7 +5,7 @@
 # The load generator opens thousands of connections from one or two local addresses. An
 # environment variable rather than a key in gateway.toml, which builds from before the setting
 # existed would refuse.
-export GAME_MAX_CONNECTIONS_PER_ADDRESS=1000000
+export GAME_MAX_CONNECTIONS_PER_ADDRESS=1000000 GAME_REGISTRATIONS_PER_ADDRESS=1000000
 
 # Writes $1/catalogue.toml and $1/gateway.toml (which names the catalogue).
 write_bench_config() {

@@ -32,6 +32,12 @@ pub enum AuthError {
         /// How long until the current throttling window ends.
         retry_after: Duration,
     },
+    /// Too many registrations from this client address; retry after the given time.
+    #[error("too many accounts registered from this address; retry in {} s", retry_after.as_secs().max(1))]
+    RegistrationsThrottled {
+        /// How long until the current throttling window ends.
+        retry_after: Duration,
+    },
     /// Too many password hashes are already waiting for a thread.
     #[error("too many logins at once; retry shortly")]
     Busy,

@@ -49,6 +49,8 @@ pub const DEFAULT_ACCOUNT_FAILURE_LIMIT: u64 = 10;
 pub const ACCOUNT_FAILURE_ADDRESSES: u64 = 10;
 /// Default number of failed logins from one client address within a window before it is throttled.
 pub const DEFAULT_ADDRESS_FAILURE_LIMIT: u64 = 100;
+/// Default number of accounts one client address (an IPv6 address's /64) may register per window.
+pub const DEFAULT_REGISTRATION_LIMIT: u64 = 20;
 /// Default length of a throttling window.
 pub const DEFAULT_THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Default bound on password hashes waiting for a thread; past it logins are refused as busy.
@@ -69,6 +71,9 @@ pub struct AuthConfig {
     /// Failed logins per client address and window, counting those still being checked; default
     /// [`DEFAULT_ADDRESS_FAILURE_LIMIT`].
     pub address_failure_limit: u64,
+    /// Registrations per client address and window, counted before the password is hashed;
+    /// default [`DEFAULT_REGISTRATION_LIMIT`].
+    pub registration_limit: u64,
     /// The throttling window; default [`DEFAULT_THROTTLE_WINDOW`].
     pub throttle_window: Duration,
     /// Password hashes computed at once; default: the number of CPUs. Each takes 19 MiB.
@@ -86,6 +91,7 @@ impl Default for AuthConfig {
             session_max_lifetime: DEFAULT_SESSION_MAX_LIFETIME,
             account_failure_limit: DEFAULT_ACCOUNT_FAILURE_LIMIT,
             address_failure_limit: DEFAULT_ADDRESS_FAILURE_LIMIT,
+            registration_limit: DEFAULT_REGISTRATION_LIMIT,
             throttle_window: DEFAULT_THROTTLE_WINDOW,
             hash_threads: std::thread::available_parallelism().map_or(2, usize::from),
             max_queued_hashes: DEFAULT_MAX_QUEUED_HASHES,
@@ -168,6 +174,30 @@ impl Auth {
         store::insert_account(&self.inner.shard, &account, password_hash).await?;
         tracing::info!(account_id = %account.account_id, "account registered");
         Ok(account)
+    }
+
+    /// Registers an account, like [`Auth::register`], for a client at `client`, whose network may
+    /// register [`AuthConfig::registration_limit`] accounts per throttling window. Every attempt
+    /// with a valid name and password counts, a name already taken included: each costs a
+    /// password hash.
+    ///
+    /// # Errors
+    /// As [`Auth::register`]; [`AuthError::RegistrationsThrottled`] past the limit.
+    pub async fn register_from(
+        &self,
+        username: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<Account, AuthError> {
+        validate_username(username)?;
+        validate_password(password)?;
+        let (window, retry_after) = self.throttle_window();
+        let key = format!("register:addr:{}:{window}", throttled_network(client));
+        let limit = [(key.as_str(), self.inner.config.registration_limit)];
+        if !self.inner.kv.counters_hit_below(&limit, self.inner.config.throttle_window).await? {
+            return Err(AuthError::RegistrationsThrottled { retry_after });
+        }
+        self.register(username, password).await
     }
 
     /// Checks a username and password and issues a new session.
@@ -314,18 +344,24 @@ impl Auth {
         Ok(())
     }
 
-    fn throttle_keys(&self, username_key: &str, client: IpAddr) -> ThrottleKeys {
-        // Fixed windows numbered from the injected clock, so tests move between windows by moving
-        // the clock, and the counters expire by themselves in Redis.
+    /// The number of the current throttling window, and how long until it ends. Fixed windows
+    /// numbered from the injected clock, so tests move between windows by moving the clock, and
+    /// the counters expire by themselves in Redis.
+    fn throttle_window(&self) -> (u64, Duration) {
         let window_ms =
             u64::try_from(self.inner.config.throttle_window.as_millis()).unwrap_or(u64::MAX).max(1);
-        let window = self.inner.clock.now_ms() / window_ms;
+        let now_ms = self.inner.clock.now_ms();
+        (now_ms / window_ms, Duration::from_millis(window_ms - now_ms % window_ms))
+    }
+
+    fn throttle_keys(&self, username_key: &str, client: IpAddr) -> ThrottleKeys {
+        let (window, retry_after) = self.throttle_window();
         let network = throttled_network(client);
         ThrottleKeys {
             account_from_address: format!("login-fail:account:{username_key}:{network}:{window}"),
             account: format!("login-fail:account:{username_key}:{window}"),
             address: format!("login-fail:addr:{network}:{window}"),
-            retry_after: Duration::from_millis(window_ms - self.inner.clock.now_ms() % window_ms),
+            retry_after,
         }
     }
 

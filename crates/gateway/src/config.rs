@@ -148,6 +148,9 @@ pub struct GatewayConfig {
     pub login_failures_per_account: u64,
     /// Failed logins per client address and window before throttling; default 100.
     pub login_failures_per_address: u64,
+    /// Accounts registered per client address (an IPv6 address counts as its /64) and login
+    /// throttling window; default 20. Behind a reverse proxy every client has the proxy's address.
+    pub registrations_per_address: u64,
     /// The login throttling window; default 15 minutes.
     #[serde(with = "seconds")]
     pub login_throttle_window: Duration,
@@ -246,6 +249,7 @@ impl Default for GatewayConfig {
             session_max_lifetime: auth.session_max_lifetime,
             login_failures_per_account: auth.account_failure_limit,
             login_failures_per_address: auth.address_failure_limit,
+            registrations_per_address: auth.registration_limit,
             login_throttle_window: auth.throttle_window,
             synchronous: SyncMode::default(),
             player_write_mode: PlayerWriteMode::default(),
@@ -331,6 +335,7 @@ impl GatewayConfig {
             session_max_lifetime: self.session_max_lifetime,
             account_failure_limit: self.login_failures_per_account,
             address_failure_limit: self.login_failures_per_address,
+            registration_limit: self.registrations_per_address,
             throttle_window: self.login_throttle_window,
             shard: self.shard_config(),
             ..auth::AuthConfig::default()

@@ -518,7 +518,10 @@ impl Connection {
         let auth = self.shared.auth.clone();
         // Registering is allowed with or without a session: it does not log in.
         if let Request::Register { username, password } = request {
-            let account = auth.register(&username, &password).await.map_err(|e| errors::from_auth(&e))?;
+            let account = auth
+                .register_from(&username, &password, self.peer.ip())
+                .await
+                .map_err(|e| errors::from_auth(&e))?;
             return Ok(Reply::Registered { account_id: proto::AccountId(account.account_id) });
         }
         // Only the account id is copied per request; the rare requests that need the session

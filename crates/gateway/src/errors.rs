@@ -12,7 +12,7 @@ pub fn from_auth(error: &AuthError) -> ErrorBody {
         AuthError::BadCredentials | AuthError::InvalidSession => ErrorCode::Unauthorized,
         AuthError::UnknownAccount => ErrorCode::NotFound,
         AuthError::AccountDisabled => ErrorCode::Forbidden,
-        AuthError::Throttled { .. } => ErrorCode::RateLimited,
+        AuthError::Throttled { .. } | AuthError::RegistrationsThrottled { .. } => ErrorCode::RateLimited,
         AuthError::Busy => ErrorCode::Unavailable,
         AuthError::Store(store_error) => return unavailable(store_error),
         AuthError::Shard(_) | AuthError::Hashing(_) => {

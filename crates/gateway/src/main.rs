@@ -55,6 +55,9 @@ struct Cli {
     /// Failed logins per client address and window before throttling [default: 100].
     #[arg(long, env = "GAME_LOGIN_FAILURES_PER_ADDRESS")]
     login_failures_per_address: Option<u64>,
+    /// Accounts registered per client address and 15-minute window [default: 20].
+    #[arg(long, env = "GAME_REGISTRATIONS_PER_ADDRESS")]
+    registrations_per_address: Option<u64>,
     /// SQLite synchronous mode [default: normal].
     #[arg(long, env = "GAME_SYNCHRONOUS", value_enum)]
     synchronous: Option<SyncMode>,
@@ -92,6 +95,7 @@ impl Cli {
             requests_per_sec,
             request_burst,
             login_failures_per_address,
+            registrations_per_address,
             synchronous,
             player_write_mode,
             log_format

@@ -186,3 +186,23 @@ async fn check_concurrent_wrong_logins(gateway: &TestGateway, usernames: Vec<Str
     let n_throttled = codes.iter().filter(|code| **code == Some(ErrorCode::RateLimited)).count();
     assert_eq!((u64::try_from(n_judged).unwrap(), n_judged + n_throttled), (limit, codes.len()), "{codes:?}");
 }
+
+#[tokio::test]
+async fn one_address_registers_a_bounded_number_of_accounts_per_window() {
+    let world = World::new();
+    let config = gateway::GatewayConfig { registrations_per_address: 3, ..world.config() };
+    let gateway = world.gateway_with(config).await;
+    let client = gateway.connect(Encoding::Json).await;
+    // A name already taken still costs a password hash, so it counts.
+    let (first, fourth) = (username("first"), username("fourth"));
+    client.register(&first, PASSWORD).await.unwrap();
+    let taken = client.register(&first, PASSWORD).await.unwrap_err();
+    assert_eq!(taken.code(), Some(ErrorCode::Conflict));
+    client.register(&username("third"), PASSWORD).await.unwrap();
+    let refused = client.register(&fourth, PASSWORD).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::RateLimited), "{refused}");
+    // Logging in is not limited by it, and the next window registers again.
+    client.login(&first, PASSWORD).await.unwrap();
+    world.clock.advance(auth::DEFAULT_THROTTLE_WINDOW);
+    client.register(&fourth, PASSWORD).await.unwrap();
+}

@@ -50,6 +50,8 @@ impl World {
             key_prefix: "test:".into(),
             shutdown_timeout: Duration::from_secs(5),
             service_token: Some(gateway::config::ServiceToken::new(SERVICE_TOKEN)),
+            // Every test's players register from 127.0.0.1.
+            registrations_per_address: 100_000,
             ..GatewayConfig::default()
         }
     }
