@@ -32,6 +32,9 @@ use tokio_util::task::TaskTracker;
 
 pub use config::GatewayConfig;
 
+/// At most one warning per this interval about failing accepts, with how many failed.
+const ACCEPT_WARNING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Refused connections being told why (a handshake, then close 1013) at once; past it a refused
 /// socket is closed without a word.
 const REFUSALS_IN_FLIGHT: usize = 256;
@@ -264,6 +267,7 @@ async fn accept_loop(
     let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
     let per_address = connection::AddressSlots::new(shared.config.max_connections_per_address);
     let next_id = AtomicU64::new(1);
+    let (mut n_accept_failures, mut last_accept_warning) = (0_u64, None);
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -272,8 +276,16 @@ async fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                // Out of file descriptors and similar: back off instead of spinning.
-                tracing::warn!(%error, "accept failed");
+                // Out of file descriptors and similar: back off instead of spinning, and say so
+                // once in a while rather than twenty times a second.
+                n_accept_failures += 1;
+                if last_accept_warning
+                    .is_none_or(|at: tokio::time::Instant| at.elapsed() >= ACCEPT_WARNING_INTERVAL)
+                {
+                    tracing::warn!(%error, failures = n_accept_failures, "accept failed");
+                    last_accept_warning = Some(tokio::time::Instant::now());
+                    n_accept_failures = 0;
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }

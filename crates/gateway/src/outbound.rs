@@ -47,12 +47,40 @@ pub struct Outbound {
     inner: Arc<Inner>,
 }
 
+/// The bytes queued for one connection, and the process's total they are part of.
+struct QueuedBytes {
+    connection: AtomicUsize,
+    metrics: Arc<Metrics>,
+}
+
+/// A frame in a connection's queue. Its bytes count against the connection's queue and the
+/// process's total from when it is queued until it leaves the queue, however it leaves: taken by
+/// the writer, refused by a full or closed channel, or dropped with a closed connection's queue.
+struct Queued {
+    frame: Option<Message>,
+    len: usize,
+    bytes: Arc<QueuedBytes>,
+}
+
+impl Queued {
+    /// The frame, for the socket; its bytes leave the queue.
+    fn into_frame(mut self: Box<Self>) -> Message {
+        self.frame.take().unwrap_or_else(|| Message::Binary(Default::default()))
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.bytes.connection.fetch_sub(self.len, Ordering::Relaxed);
+        self.bytes.metrics.outbound_queued_bytes().fetch_sub(self.len, Ordering::Relaxed);
+    }
+}
+
 struct Inner {
     /// Boxed: the channel keeps blocks of 32 slots per connection once used, and a slot of a
-    /// bare `Message` is 64 bytes where a box is 8.
-    frames: mpsc::Sender<Box<Message>>,
-    /// Bytes of the frames in `frames`, shared with the writer, which takes them off.
-    queued_bytes: Arc<AtomicUsize>,
+    /// bare frame is 64 bytes or more where a box is 8.
+    frames: mpsc::Sender<Box<Queued>>,
+    bytes: Arc<QueuedBytes>,
     max_queued_bytes: usize,
     max_total_queued_bytes: usize,
     encoding: Encoding,
@@ -63,9 +91,7 @@ struct Inner {
 
 /// The receiving half, owned by the writer task.
 pub struct OutboundQueue {
-    frames: mpsc::Receiver<Box<Message>>,
-    queued_bytes: Arc<AtomicUsize>,
-    metrics: Arc<Metrics>,
+    frames: mpsc::Receiver<Box<Queued>>,
     close: oneshot::Receiver<CloseRequest>,
     /// Cancelled when the writer ends, so a connection whose client has gone (a failed write)
     /// stops serving requests nobody will read.
@@ -77,19 +103,19 @@ impl Outbound {
     pub fn new(encoding: Encoding, limits: QueueLimits, metrics: Arc<Metrics>) -> (Outbound, OutboundQueue) {
         let (frames_tx, frames) = mpsc::channel(limits.frames);
         let (close_tx, close) = oneshot::channel();
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let bytes = Arc::new(QueuedBytes { connection: AtomicUsize::new(0), metrics: metrics.clone() });
         let closing = CancellationToken::new();
         let inner = Inner {
             frames: frames_tx,
-            queued_bytes: queued_bytes.clone(),
+            bytes,
             max_queued_bytes: limits.bytes,
             max_total_queued_bytes: limits.total_bytes,
             encoding,
             close: Mutex::new(Some(close_tx)),
             closing: closing.clone(),
-            metrics: metrics.clone(),
+            metrics,
         };
-        let queue = OutboundQueue { frames, queued_bytes, metrics, close, closing };
+        let queue = OutboundQueue { frames, close, closing };
         (Outbound { inner: Arc::new(inner) }, queue)
     }
 
@@ -109,25 +135,20 @@ impl Outbound {
     /// Queues a frame that is already encoded (or a control frame such as a ping).
     pub fn send_frame(&self, frame: Message) {
         let len = frame.len();
-        let total = self.inner.metrics.outbound_queued_bytes();
-        let queued_before = self.inner.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        let total_before = total.fetch_add(len, Ordering::Relaxed);
-        let unqueue = || {
-            self.inner.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            total.fetch_sub(len, Ordering::Relaxed);
-        };
+        let bytes = &self.inner.bytes;
+        let queued_before = bytes.connection.fetch_add(len, Ordering::Relaxed);
+        let total_before = bytes.metrics.outbound_queued_bytes().fetch_add(len, Ordering::Relaxed);
+        // Counted from here on; dropping it, wherever that happens, takes the bytes off again.
+        let queued = Box::new(Queued { frame: Some(frame), len, bytes: bytes.clone() });
         if queued_before > 0
             && (queued_before + len > self.inner.max_queued_bytes
                 || total_before + len > self.inner.max_total_queued_bytes)
         {
-            unqueue();
+            drop(queued);
             return self.close_slow();
         }
-        if let Err(error) = self.inner.frames.try_send(Box::new(frame)) {
-            unqueue();
-            if matches!(error, mpsc::error::TrySendError::Full(_)) {
-                self.close_slow();
-            }
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.inner.frames.try_send(queued) {
+            self.close_slow();
         }
     }
 
@@ -200,8 +221,8 @@ impl OutboundQueue {
                 request = &mut self.close => {
                     if let Ok(request) = request {
                         if request.flush {
-                            while let Ok(frame) = self.frames.try_recv() {
-                                if sink.feed(*frame).await.is_err() {
+                            while let Ok(queued) = self.frames.try_recv() {
+                                if sink.feed(queued.into_frame()).await.is_err() {
                                     return;
                                 }
                             }
@@ -211,15 +232,13 @@ impl OutboundQueue {
                     }
                     return;
                 }
-                frame = self.frames.recv() => {
-                    let Some(frame) = frame else { return };
-                    self.dequeued(&frame);
-                    if sink.feed(*frame).await.is_err() {
+                queued = self.frames.recv() => {
+                    let Some(queued) = queued else { return };
+                    if sink.feed(queued.into_frame()).await.is_err() {
                         return;
                     }
-                    while let Ok(frame) = self.frames.try_recv() {
-                        self.dequeued(&frame);
-                        if sink.feed(*frame).await.is_err() {
+                    while let Ok(queued) = self.frames.try_recv() {
+                        if sink.feed(queued.into_frame()).await.is_err() {
                             return;
                         }
                     }
@@ -228,23 +247,6 @@ impl OutboundQueue {
                     }
                 }
             }
-        }
-    }
-
-    /// A frame leaving the queue for the socket: its bytes no longer count against the queue.
-    fn dequeued(&self, frame: &Message) {
-        self.queued_bytes.fetch_sub(frame.len(), Ordering::Relaxed);
-        self.metrics.outbound_queued_bytes().fetch_sub(frame.len(), Ordering::Relaxed);
-    }
-}
-
-impl Drop for OutboundQueue {
-    /// Frames still queued when the writer ends are dropped: their bytes leave the process's
-    /// total. Closing first makes every later send fail, and such a send takes its own bytes off.
-    fn drop(&mut self) {
-        self.frames.close();
-        while let Ok(frame) = self.frames.try_recv() {
-            self.dequeued(&frame);
         }
     }
 }

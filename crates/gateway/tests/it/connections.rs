@@ -333,6 +333,23 @@ async fn connections_that_stop_reading_cannot_together_queue_more_than_the_proce
 }
 
 #[tokio::test]
+async fn what_a_kicked_connection_had_queued_leaves_the_outbound_total() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let name = username("kicked");
+    let (kicked, _) = gateway.player(&name).await;
+    let (other, _) = gateway.player(&name).await;
+    // The kick queues a `kicked` event and then closes, writing what is queued first.
+    other.logout_everywhere().await.unwrap();
+    assert_eq!(closed(&kicked).await.code, Some(close::SESSION_REVOKED));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while gateway.metric("gateway_outbound_queued_bytes").await != Some(0.0) {
+        assert!(tokio::time::Instant::now() < deadline, "every queued byte is given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn shutdown_closes_every_connection_with_going_away_and_returns() {
     let world = World::new();
     let gateway = world.gateway().await;
