@@ -64,7 +64,7 @@ struct Queued {
 
 impl Queued {
     /// The frame, for the socket; its bytes leave the queue.
-    fn into_frame(mut self: Box<Self>) -> Message {
+    fn into_frame(mut self) -> Message {
         self.frame.take().unwrap_or_else(|| Message::Binary(Default::default()))
     }
 }
@@ -222,7 +222,7 @@ impl OutboundQueue {
                     if let Ok(request) = request {
                         if request.flush {
                             while let Ok(queued) = self.frames.try_recv() {
-                                if sink.feed(queued.into_frame()).await.is_err() {
+                                if sink.feed((*queued).into_frame()).await.is_err() {
                                     return;
                                 }
                             }
@@ -234,11 +234,11 @@ impl OutboundQueue {
                 }
                 queued = self.frames.recv() => {
                     let Some(queued) = queued else { return };
-                    if sink.feed(queued.into_frame()).await.is_err() {
+                    if sink.feed((*queued).into_frame()).await.is_err() {
                         return;
                     }
                     while let Ok(queued) = self.frames.try_recv() {
-                        if sink.feed(queued.into_frame()).await.is_err() {
+                        if sink.feed((*queued).into_frame()).await.is_err() {
                             return;
                         }
                     }
