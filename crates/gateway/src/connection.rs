@@ -41,6 +41,10 @@ const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a refused client (server full) has to complete the handshake that tells it so.
 const REFUSAL_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// WebSocket Pings a client may send per second, with a burst allowance, apart from its request
+/// budget: each costs a Pong, which the socket layer buffers even when the client does not read.
+const PINGS_PER_SEC: u32 = 10;
+const PING_BURST: u32 = 20;
 /// How long the server keeps reading after it sent a close frame, so the client can read the
 /// close frame before the socket goes away.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -113,9 +117,6 @@ pub(crate) async fn serve(
         let config = WebSocketConfig::default()
             .read_buffer_size(shared.config.read_buffer_bytes)
             .write_buffer_size(WRITE_BUFFER_BYTES)
-            // Past the queue's bound only when the client stops reading while the socket layer
-            // keeps adding frames of its own (the pongs to its pings): refused, not grown.
-            .max_write_buffer_size(WRITE_BUFFER_BYTES + 2 * shared.config.outbound_queue_bytes)
             .max_message_size(Some(shared.config.max_frame_bytes))
             .max_frame_size(Some(shared.config.max_frame_bytes));
         #[allow(clippy::result_large_err, reason = "the error type is tungstenite's callback contract")]
@@ -340,6 +341,12 @@ impl Connection {
         let idle_timeout = config.idle_timeout;
         let login_timeout = config.login_timeout;
         let mut last_heard = Instant::now();
+        // The payload of the last heartbeat's Ping while it is unanswered: only a Pong echoing it
+        // says the client reads. Unguessable, so a client that does not read cannot fake one.
+        let ping_keys = std::collections::hash_map::RandomState::new();
+        let mut n_heartbeats: u64 = 0;
+        let mut awaited_pong: Option<[u8; 8]> = None;
+        let mut ping_budget = RequestBudget::new(PINGS_PER_SEC, PING_BURST);
         let closing = self.outbound.closing().clone();
         // Created once, not per loop turn: each new cancellation future registers with its token
         // and unregisters when dropped, two locks per frame for nothing. The server-wide token is
@@ -364,17 +371,27 @@ impl Connection {
                         self.outbound.close(proto::close::LOGIN_TIMEOUT, "no login within the login timeout", false);
                         break;
                     }
-                    self.outbound.send_frame(Message::Ping(Default::default()));
+                    n_heartbeats += 1;
+                    let payload = std::hash::BuildHasher::hash_one(&ping_keys, n_heartbeats).to_le_bytes();
+                    self.outbound.send_frame(Message::Ping(payload.to_vec().into()));
+                    awaited_pong = Some(payload);
                     Box::pin(self.revalidate()).await;
                 }
                 frame = stream.next() => {
                     match frame {
                         None => break,
                         Some(Ok(message)) => {
-                            // A client's own pings say nothing of whether it reads: only what
-                            // answers ours (a pong) or asks for something counts as heard.
-                            if !matches!(message, Message::Ping(_)) {
-                                last_heard = Instant::now();
+                            // Heard: a request, a close, or the pong to our ping; the client's own
+                            // pings and unsolicited pongs say nothing of whether it reads.
+                            match &message {
+                                Message::Ping(_) | Message::Frame(_) => {}
+                                Message::Pong(payload) => {
+                                    if awaited_pong.is_some_and(|awaited| awaited[..] == payload[..]) {
+                                        last_heard = Instant::now();
+                                        awaited_pong = None;
+                                    }
+                                }
+                                _ => last_heard = Instant::now(),
                             }
                             match message {
                                 Message::Binary(bytes) => self.on_frame(&bytes, Encoding::Bincode).await,
@@ -383,12 +400,10 @@ impl Connection {
                                     self.outbound.close(proto::close::NORMAL, "closed by the client", true);
                                     break;
                                 }
-                                // Each ping costs a pong: pings count against the request
-                                // budget, and a client past it is flooding.
-                                Message::Ping(_) if !self.budget.try_take() => {
+                                Message::Ping(_) if !ping_budget.try_take() => {
                                     self.outbound.close(
                                         proto::close::POLICY_VIOLATION,
-                                        "pings over the request rate limit",
+                                        "pings over the ping rate limit",
                                         false,
                                     );
                                     break;
