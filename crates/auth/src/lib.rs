@@ -357,10 +357,12 @@ impl Auth {
     fn throttle_keys(&self, username_key: &str, client: IpAddr) -> ThrottleKeys {
         let (window, retry_after) = self.throttle_window();
         let network = throttled_network(client);
+        // The username as typed comes last and after its own prefix: whatever characters it
+        // holds, no key of one kind can spell a key of another.
         ThrottleKeys {
-            account_from_address: format!("login-fail:account:{username_key}:{network}:{window}"),
-            account: format!("login-fail:account:{username_key}:{window}"),
-            address: format!("login-fail:addr:{network}:{window}"),
+            account_from_address: format!("login-fail:account-from:{window}:{network}/{username_key}"),
+            account: format!("login-fail:account:{window}:{username_key}"),
+            address: format!("login-fail:addr:{window}:{network}"),
             retry_after,
         }
     }

@@ -135,3 +135,17 @@ async fn wrong_guesses_spread_over_many_addresses_still_throttle_the_account() {
     fixture.clock.advance(auth::DEFAULT_THROTTLE_WINDOW);
     fixture.auth.login("ada", PASSWORD, fresh).await.expect("a new window");
 }
+
+#[tokio::test]
+async fn a_username_spelling_another_key_does_not_throttle_the_real_account() {
+    let fixture = Fixture::start().await;
+    let owner = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+    let guesser = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
+    // Usernames that would spell the keys of `ada` from the owner's address in a naive layout.
+    for typed in ["ada:198.51.100.1", "198.51.100.1/ada", "ada/198.51.100.1"] {
+        for _ in 0..auth::DEFAULT_ACCOUNT_FAILURE_LIMIT {
+            let _ = fixture.auth.login(typed, "guess guess", guesser).await;
+        }
+    }
+    fixture.auth.login("ada", PASSWORD, owner).await.expect("the owner still logs in");
+}
