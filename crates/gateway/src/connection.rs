@@ -314,8 +314,11 @@ impl Connection {
     async fn authenticate_at_handshake(&mut self, token: &str) {
         match self.shared.auth.validate_token(token).await {
             Ok(session) => {
-                matchmaking_requests::connected(&self.shared, session.account_id).await;
+                // Registered first, as a login is: a departure from another process heard in
+                // between then finds the player here.
+                let account_id = session.account_id;
                 self.authenticate(session);
+                matchmaking_requests::connected(&self.shared, account_id).await;
             }
             Err(auth::AuthError::InvalidSession) => {
                 self.outbound.close(

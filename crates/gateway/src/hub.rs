@@ -292,7 +292,7 @@ impl Hub {
                 if registry.by_account.contains_key(&account_id)
                     && still_connected.try_send(account_id).is_err()
                 {
-                    tracing::warn!(%account_id, "too many departures to check; a ticket stays set aside");
+                    tracing::debug!(%account_id, "too many departures to check; a ticket stays set aside");
                 }
             }
         }

@@ -205,6 +205,9 @@ pub(crate) async fn disconnected(shared: &Shared, account_id: Uuid) {
 /// are still connected to this one (the hub's `still_connected`), until the hub stops.
 pub(crate) async fn put_back_still_connected(shared: Arc<Shared>, mut still_connected: mpsc::Receiver<Uuid>) {
     while let Some(account_id) = still_connected.recv().await {
+        if !shared.hub.is_connected(account_id) {
+            continue;
+        }
         connected(&shared, account_id).await;
         // A connection here that ended meanwhile set the ticket aside before or after this put it
         // back; asking again settles it, as it sets the ticket aside only if none is left.

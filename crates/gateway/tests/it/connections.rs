@@ -167,14 +167,18 @@ async fn a_connection_without_a_session_is_closed_after_the_login_timeout() {
     let world = World::new();
     let config = gateway::GatewayConfig {
         heartbeat_interval: Duration::from_millis(100),
-        login_timeout: Duration::from_millis(500),
+        login_timeout: Duration::from_millis(1500),
         ..world.config()
     };
     let gateway = world.gateway_with(config).await;
-    // Both answer the gateway's pings; only the one that never logs in is closed.
+    let (player_name, leaver_name) = (username("player"), username("leaver"));
+    let registrar = gateway.connect(Encoding::Bincode).await;
+    registrar.register(&player_name, PASSWORD).await.unwrap();
+    registrar.register(&leaver_name, PASSWORD).await.unwrap();
+    // All answer the gateway's pings; only those without a session are closed.
     let lurker = gateway.connect(Encoding::Bincode).await;
-    let (player, _) = gateway.player(&username("player")).await;
-    let (leaver, _) = gateway.player(&username("leaver")).await;
+    let (player, _) = gateway.player(&player_name).await;
+    let (leaver, _) = gateway.player(&leaver_name).await;
     leaver.logout().await.unwrap();
     assert_eq!(closed(&lurker).await.code, Some(close::LOGIN_TIMEOUT));
     // A logout starts the clock again.

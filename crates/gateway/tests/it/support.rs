@@ -284,6 +284,8 @@ impl GatewayProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
             .args(extra_args)
             .env("GAME_SERVICE_TOKEN", SERVICE_TOKEN)
+            // Every test's players register from 127.0.0.1.
+            .env("GAME_REGISTRATIONS_PER_ADDRESS", "100000")
             .envs(env.iter().copied())
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
