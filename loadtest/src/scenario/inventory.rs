@@ -44,12 +44,14 @@ const DONE_POLL: Duration = Duration::from_millis(20);
 
 /// Runs one inventory client.
 pub async fn run(ctx: ClientContext) {
+    // Where a paced offerer's schedule starts, should it never get to act.
+    let schedule_start = ctx.first_send(ctx.rate.map(|rate| Duration::from_secs_f64(1.0 / rate)));
     let Some((mut open, own_id)) = ctx.connect_session().await else {
-        record_schedule_unsent(&ctx);
+        record_schedule_unsent(&ctx, schedule_start);
         return;
     };
     if !grant(&ctx, own_id, COIN).await || !grant(&ctx, own_id, GEM).await {
-        record_schedule_unsent(&ctx);
+        record_schedule_unsent(&ctx, schedule_start);
         open.close().await;
         return;
     }
@@ -64,7 +66,7 @@ pub async fn run(ctx: ClientContext) {
             Some(partner) => Some(partner),
             None => {
                 // The partner never came: nothing to trade with.
-                record_schedule_unsent(&ctx);
+                record_schedule_unsent(&ctx, schedule_start);
                 drop(ready);
                 open.close().await;
                 return;
@@ -122,11 +124,16 @@ fn key(ctx: &ClientContext, n: u64) -> String {
     format!("{}-{}-{n}", ctx.shared.run_id, ctx.rank)
 }
 
+/// Whether the offerer's `n`th action is a consumption rather than an offer.
+fn consumes(n: u64, has_partner: bool) -> bool {
+    !has_partner || (n + 1).is_multiple_of(CONSUME_EVERY)
+}
+
 /// The offerer's `n`th action: an offer to `partner`, or a consumption.
 fn action(ctx: &ClientContext, n: u64, partner: Option<AccountId>) -> Request {
     let idempotency_key = key(ctx, n);
     Request::Inventory(match partner {
-        Some(to) if !(n + 1).is_multiple_of(CONSUME_EVERY) => InventoryRequest::MakeOffer {
+        Some(to) if !consumes(n, true) => InventoryRequest::MakeOffer {
             to,
             gives: vec![ItemStack { item_id: COIN.into(), quantity: 1 }],
             wants: vec![ItemStack { item_id: GEM.into(), quantity: 1 }],
@@ -136,29 +143,41 @@ fn action(ctx: &ClientContext, n: u64, partner: Option<AccountId>) -> Request {
     })
 }
 
-/// Records the whole schedule of a paced offerer (or lone consumer) that never got to act, as
-/// [`record_actions_unsent`] does; nothing for an acceptor, which only answers offers.
-fn record_schedule_unsent(ctx: &ClientContext) {
+/// Records the whole schedule of a paced offerer (or lone consumer) that never got to act, from
+/// `schedule_start`, as [`record_actions_unsent`] does; nothing for an acceptor, which only
+/// answers offers.
+fn record_schedule_unsent(ctx: &ClientContext, schedule_start: Instant) {
     let has_partner = ctx.rank ^ 1 < ctx.n_peers;
     if has_partner && ctx.rank % 2 == 1 {
         return;
     }
-    let interval = ctx.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
-    // Only whether there is a partner decides an action's kind, not who it is.
-    let partner = has_partner.then_some(AccountId(Uuid::nil()));
-    record_actions_unsent(ctx, 0, ctx.first_send(interval), partner);
+    record_actions_unsent(ctx, 0, schedule_start, has_partner);
 }
 
 /// Records the actions of a paced offerer from its `n`th, due at `next`, to the end as `not_sent`,
 /// each under its kind (see [`ClientContext::record_unsent`]); nothing when it is not paced.
-fn record_actions_unsent(ctx: &ClientContext, n: u64, next: Instant, partner: Option<AccountId>) {
+fn record_actions_unsent(ctx: &ClientContext, n: u64, next: Instant, has_partner: bool) {
     let interval = ctx.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
-    let mut unsent: HashMap<&'static str, u64> = HashMap::new();
-    for action_n in n..n + ctx.n_scheduled_from(next, interval) {
-        *unsent.entry(action(ctx, action_n, partner).kind()).or_default() += 1;
-    }
-    for (kind, n_unsent) in unsent {
-        ctx.shared.recorder.failed_many(ctx.index, kind, "not_sent", n_unsent);
+    let n_unsent = ctx.n_scheduled_from(next, interval);
+    let n_consumptions = (n..n + n_unsent).filter(|&action_n| consumes(action_n, has_partner)).count() as u64;
+    // The kinds as the report names them, from requests that are never sent.
+    let consume =
+        InventoryRequest::Consume { item_id: String::new(), quantity: 0, idempotency_key: String::new() };
+    let offer = InventoryRequest::MakeOffer {
+        to: AccountId(Uuid::nil()),
+        gives: Vec::new(),
+        wants: Vec::new(),
+        idempotency_key: String::new(),
+    };
+    for (request, n_kind) in [(consume, n_consumptions), (offer, n_unsent - n_consumptions)] {
+        if n_kind > 0 {
+            ctx.shared.recorder.failed_many(
+                ctx.index,
+                Request::Inventory(request).kind(),
+                "not_sent",
+                n_kind,
+            );
+        }
     }
 }
 
@@ -200,7 +219,7 @@ async fn act(ctx: &ClientContext, open: &mut Open, own_id: AccountId, partner: O
                     Err(error) => {
                         pending.push((0, kind, scheduled));
                         if let Some(interval) = interval {
-                            record_actions_unsent(ctx, n_actions, next + interval, partner);
+                            record_actions_unsent(ctx, n_actions, next + interval, partner.is_some());
                         }
                         return fail_all(ctx, &mut pending, &mut unsettled, &error);
                     }
@@ -236,7 +255,7 @@ async fn act(ctx: &ClientContext, open: &mut Open, own_id: AccountId, partner: O
                 Ok(ServerMessage::Event(_)) => {}
                 Err(error) => {
                     if interval.is_some() {
-                        record_actions_unsent(ctx, n_actions, next, partner);
+                        record_actions_unsent(ctx, n_actions, next, partner.is_some());
                     }
                     return fail_all(ctx, &mut pending, &mut unsettled, &error);
                 }

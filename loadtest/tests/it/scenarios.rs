@@ -71,7 +71,7 @@ async fn paced_traders_whose_connections_are_cut_count_what_they_did_not_send() 
     let options = loadtest::Options {
         rates,
         targets: vec![proxy.url.clone()],
-        duration: Duration::from_secs(8),
+        duration: Duration::from_secs(10),
         ..gateway.options("inventory")
     };
     let run = tokio::spawn(loadtest::run(options));
@@ -93,7 +93,7 @@ async fn paced_traders_whose_connections_are_cut_count_what_they_did_not_send() 
     );
     let sent_or_not = |kind: &str| report.kinds.get(kind).map_or(0, |kind| kind.count + kind.n_errors());
     let scheduled = sent_or_not("inventory_make_offer") + sent_or_not("inventory_consume");
-    assert!(scheduled <= 5 * 20 * 8 + 60, "{}", report.render());
+    assert!(scheduled <= 5 * 20 * 10 + 60, "{}", report.render());
     gateway.stop().await;
 }
 
