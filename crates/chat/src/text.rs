@@ -20,12 +20,29 @@ fn is_removed(c: char) -> bool {
     (c.is_control() && c != '\n') || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Whether `c` shows nothing by itself: whitespace, or an invisible formatting character (soft
+/// Whether `c` shows nothing by itself: whitespace, an invisible formatting character (soft
 /// hyphen, the zero-width space, joiners and marks, the word joiner and invisible operators, the
-/// byte-order mark).
+/// byte-order mark, variation selectors, tags), or a blank that fonts draw as nothing (the Hangul
+/// fillers, the blank Braille pattern).
 fn is_invisible(c: char) -> bool {
     c.is_whitespace()
-        || matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2800}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{E0000}'..='\u{E007F}'
+        )
 }
 
 /// The stored form of `text`, or why it cannot be sent.
@@ -89,6 +106,8 @@ mod tests {
         // Nothing visible is nothing; joiners inside visible text stay.
         check("\u{1}\r\u{2064}\u{1b}", None);
         check("\u{200B}\u{FEFF} \u{200E}", None);
+        check("\u{3164}\u{2800}\u{FE0F}", None);
+        check("\u{2764}\u{FE0F}", Some("\u{2764}\u{FE0F}"));
         check("👨\u{200D}👩", Some("👨\u{200D}👩"));
     }
 
