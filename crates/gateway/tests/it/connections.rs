@@ -103,13 +103,46 @@ async fn a_client_that_drops_its_socket_without_a_close_frame_is_counted_as_lost
     let gateway = world.gateway().await;
     let socket = silent_socket(&gateway, None).await;
     drop(socket);
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while gateway.metric("gateway_connections").await != Some(0.0) {
-        assert!(tokio::time::Instant::now() < deadline, "the connection ends");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_zero(&gateway, "gateway_connections", "the connection ends").await;
     let violations = format!("gateway_closes_total{{code=\"{}\"}}", close::POLICY_VIOLATION);
     assert_eq!(gateway.metric(&violations).await, None);
+}
+
+/// The test configuration with a heartbeat every 100 ms and an idle timeout of 400 ms.
+fn quick_heartbeats(world: &World) -> gateway::GatewayConfig {
+    gateway::GatewayConfig {
+        heartbeat_interval: Duration::from_millis(100),
+        idle_timeout: Duration::from_millis(400),
+        ..world.config()
+    }
+}
+
+/// A WebSocket that never reads, over a socket whose receive buffer is small, so what the gateway
+/// sends it backs up at once.
+async fn small_window_socket(
+    gateway: &TestGateway,
+    token: Option<&str>,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr = gateway.url.trim_start_matches("ws://").trim_end_matches('/').parse().unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let url = match token {
+        Some(token) => format!("{}?token={token}", gateway.url),
+        None => gateway.url.clone(),
+    };
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", proto::SUBPROTOCOL_BINCODE.parse().unwrap());
+    tokio_tungstenite::client_async(request, stream).await.unwrap().0
+}
+
+/// Waits until the gateway's `series` reads 0; `what` says what that means.
+async fn wait_for_zero(gateway: &TestGateway, series: &str, what: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while gateway.metric(series).await != Some(0.0) {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A WebSocket that completes the handshake and then never reads (so it never answers pings).
@@ -148,12 +181,7 @@ async fn close_code_of<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 #[tokio::test]
 async fn a_silent_client_is_disconnected_after_the_idle_timeout() {
     let world = World::new();
-    let config = gateway::GatewayConfig {
-        heartbeat_interval: Duration::from_millis(100),
-        idle_timeout: Duration::from_millis(400),
-        ..world.config()
-    };
-    let gateway = world.gateway_with(config).await;
+    let gateway = world.gateway_with(quick_heartbeats(&world)).await;
     let mut silent = silent_socket(&gateway, None).await;
     let (talker, _) = gateway.player(&username("talker")).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -192,10 +220,7 @@ async fn a_client_that_stops_reading_is_disconnected_as_a_slow_consumer() {
     let gateway = world.gateway_with(gateway::GatewayConfig { outbound_queue: 8, ..world.config() }).await;
     let (_, session) = gateway.player(&username("sluggish")).await;
     let mut sluggish = silent_socket(&gateway, Some(&session.token)).await;
-    let text = "x".repeat(30_000);
-    for _ in 0..600 {
-        notice(gateway.admin, session.account_id, &text).await;
-    }
+    notices_until_closed_as_slow(&gateway, session.account_id, 600).await;
     assert_eq!(close_code_of(&mut sluggish).await, Some(close::SLOW_CONSUMER));
     let closes = gateway.metric(&format!("gateway_closes_total{{code=\"{}\"}}", close::SLOW_CONSUMER)).await;
     assert_eq!(closes, Some(1.0));
@@ -211,11 +236,22 @@ async fn a_client_that_stops_reading_large_messages_is_disconnected_before_its_q
     let mut hoarder = silent_socket(&gateway, Some(&session.token)).await;
     // 600 notices of 30 KB: 18 MB, more than the kernel's socket buffers take, in far fewer
     // than 1,024 messages.
-    let text = "x".repeat(30_000);
-    for _ in 0..600 {
-        notice(gateway.admin, session.account_id, &text).await;
-    }
+    notices_until_closed_as_slow(&gateway, session.account_id, 600).await;
     assert_eq!(close_code_of(&mut hoarder).await, Some(close::SLOW_CONSUMER));
+}
+
+/// Sends `account_id` up to `n` notices of 30 KB, stopping once the gateway has closed a
+/// connection as a slow consumer: the closed client then starts reading while the gateway still
+/// waits for it to take its close frame.
+async fn notices_until_closed_as_slow(gateway: &TestGateway, account_id: proto::AccountId, n: usize) {
+    let text = "x".repeat(30_000);
+    let slow_closes = format!("gateway_closes_total{{code=\"{}\"}}", close::SLOW_CONSUMER);
+    for sent in 1..=n {
+        notice(gateway.admin, account_id, &text).await;
+        if sent % 10 == 0 && gateway.metric(&slow_closes).await.is_some() {
+            return;
+        }
+    }
 }
 
 #[tokio::test]
@@ -234,21 +270,10 @@ async fn a_client_that_floods_pings_is_closed_as_a_policy_violation() {
 #[tokio::test]
 async fn a_client_that_pings_and_pongs_but_never_reads_is_disconnected_after_the_idle_timeout() {
     let world = World::new();
-    let config = gateway::GatewayConfig {
-        heartbeat_interval: Duration::from_millis(100),
-        idle_timeout: Duration::from_millis(400),
-        ..world.config()
-    };
-    let gateway = world.gateway_with(config).await;
+    let gateway = world.gateway_with(quick_heartbeats(&world)).await;
     // A client with a small receive buffer that never reads, so it never answers the gateway's
     // pings, while it keeps sending pings and pongs of its own, within the ping rate.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let addr = gateway.url.trim_start_matches("ws://").trim_end_matches('/').parse().unwrap();
-    let stream = socket.connect(addr).await.unwrap();
-    let mut request = gateway.url.as_str().into_client_request().unwrap();
-    request.headers_mut().insert("Sec-WebSocket-Protocol", proto::SUBPROTOCOL_BINCODE.parse().unwrap());
-    let (mut flooder, _) = tokio_tungstenite::client_async(request, stream).await.unwrap();
+    let mut flooder = small_window_socket(&gateway, None).await;
     let (ping, pong) = (Message::Ping(vec![7; 125].into()), Message::Pong(vec![7; 125].into()));
     let sending_until = tokio::time::Instant::now() + PATIENCE;
     let mut dropped = false;
@@ -282,11 +307,7 @@ async fn a_client_that_goes_away_stops_the_work_it_queued() {
     }
     drop(client);
     // Its connection ends at the first answer it cannot write, not after the fortieth hash.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while gateway.metric("gateway_connections").await != Some(0.0) {
-        assert!(tokio::time::Instant::now() < deadline, "the connection is still served");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_zero(&gateway, "gateway_connections", "the connection is still served").await;
     let registered = gateway.metric("gateway_requests_total{request=\"register\",outcome=\"ok\"}").await;
     assert!(registered.unwrap_or(0.0) < 20.0, "{registered:?} registrations served after the client left");
 }
@@ -304,25 +325,13 @@ async fn connections_that_stop_reading_cannot_together_queue_more_than_the_proce
     let (_, session) = gateway.player(&username("hoarder")).await;
     let (reader, reader_session) = gateway.player(&username("reader")).await;
     // A client with a small receive buffer that never reads.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let addr = gateway.url.trim_start_matches("ws://").trim_end_matches('/').parse().unwrap();
-    let stream = socket.connect(addr).await.unwrap();
-    let mut request = format!("{}?token={}", gateway.url, session.token).into_client_request().unwrap();
-    request.headers_mut().insert("Sec-WebSocket-Protocol", proto::SUBPROTOCOL_BINCODE.parse().unwrap());
-    let (mut hoarder, _) = tokio_tungstenite::client_async(request, stream).await.unwrap();
-    // 9 MB of notices: more than the kernel's buffers take, far under its own queue's bound.
-    let text = "x".repeat(30_000);
-    for _ in 0..300 {
-        notice(gateway.admin, session.account_id, &text).await;
-    }
+    let mut hoarder = small_window_socket(&gateway, Some(&session.token)).await;
+    // Up to 9 MB of notices: more than the kernel's buffers take, far under its own queue's bound.
+    notices_until_closed_as_slow(&gateway, session.account_id, 300).await;
     assert_eq!(close_code_of(&mut hoarder).await, Some(close::SLOW_CONSUMER));
     // What it had queued no longer counts, and a client that reads is served as before.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while gateway.metric("gateway_outbound_queued_bytes").await != Some(0.0) {
-        assert!(tokio::time::Instant::now() < deadline, "the closed connection's queue is given back");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_zero(&gateway, "gateway_outbound_queued_bytes", "the closed connection's queue is given back")
+        .await;
     notice(gateway.admin, reader_session.account_id, "still here").await;
     loop {
         match reader.next_event().await.expect("the reader is served") {
@@ -342,11 +351,7 @@ async fn what_a_kicked_connection_had_queued_leaves_the_outbound_total() {
     // The kick queues a `kicked` event and then closes, writing what is queued first.
     other.logout_everywhere().await.unwrap();
     assert_eq!(closed(&kicked).await.code, Some(close::SESSION_REVOKED));
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while gateway.metric("gateway_outbound_queued_bytes").await != Some(0.0) {
-        assert!(tokio::time::Instant::now() < deadline, "every queued byte is given back");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_zero(&gateway, "gateway_outbound_queued_bytes", "every queued byte is given back").await;
 }
 
 #[tokio::test]
