@@ -115,8 +115,9 @@ pub struct GatewayConfig {
     /// Bytes queued for one connection before it is closed as slow (a single larger message is
     /// still sent); default [`DEFAULT_OUTBOUND_QUEUE_BYTES`].
     pub outbound_queue_bytes: usize,
-    /// Bytes queued for all connections together before the connection adding to a backed-up
-    /// queue is closed as slow; default [`DEFAULT_OUTBOUND_TOTAL_BYTES`].
+    /// Bytes queued for all connections together (each one's next frame aside) before the
+    /// connection adding to a backed-up queue is closed as slow; default
+    /// [`DEFAULT_OUTBOUND_TOTAL_BYTES`].
     pub outbound_total_bytes: usize,
     /// Sustained requests per second per connection; default [`DEFAULT_REQUESTS_PER_SEC`].
     pub requests_per_sec: u32,

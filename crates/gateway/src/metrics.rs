@@ -153,7 +153,7 @@ impl Metrics {
         gauge(
             &mut out,
             "gateway_outbound_queued_bytes",
-            "Bytes waiting to be written to the connections, together.",
+            "Bytes waiting to be written to the connections behind the frame each is writing, together.",
             "gauge",
             self.outbound_queued_bytes.load(Ordering::Relaxed) as u64,
         );

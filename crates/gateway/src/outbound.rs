@@ -53,12 +53,14 @@ struct QueuedBytes {
     metrics: Arc<Metrics>,
 }
 
-/// A frame in a connection's queue. Its bytes count against the connection's queue and the
-/// process's total from when it is queued until it leaves the queue, however it leaves: taken by
-/// the writer, refused by a full or closed channel, or dropped with a closed connection's queue.
+/// A frame in a connection's queue. Its bytes count against the connection's queue (and, when it
+/// waits behind other frames, the process's total) from when it is queued until it leaves the
+/// queue, however it leaves: taken by the writer, refused by a full or closed channel, or dropped
+/// with a closed connection's queue.
 struct Queued {
     frame: Option<Message>,
     len: usize,
+    in_total: bool,
     bytes: Arc<QueuedBytes>,
 }
 
@@ -72,7 +74,9 @@ impl Queued {
 impl Drop for Queued {
     fn drop(&mut self) {
         self.bytes.connection.fetch_sub(self.len, Ordering::Relaxed);
-        self.bytes.metrics.outbound_queued_bytes().fetch_sub(self.len, Ordering::Relaxed);
+        if self.in_total {
+            self.bytes.metrics.outbound_queued_bytes().fetch_sub(self.len, Ordering::Relaxed);
+        }
     }
 }
 
@@ -137,10 +141,19 @@ impl Outbound {
         let len = frame.len();
         let bytes = &self.inner.bytes;
         let queued_before = bytes.connection.fetch_add(len, Ordering::Relaxed);
-        let total_before = bytes.metrics.outbound_queued_bytes().fetch_add(len, Ordering::Relaxed);
+        // Only a backlog counts toward the process's total: a frame that finds its queue empty is
+        // the one a reader that keeps up takes next, and leaving it out spares every answer two
+        // updates of one counter that all cores share.
+        let behind_others = queued_before > 0;
+        let total_before = if behind_others {
+            bytes.metrics.outbound_queued_bytes().fetch_add(len, Ordering::Relaxed)
+        } else {
+            0
+        };
         // Counted from here on; dropping it, wherever that happens, takes the bytes off again.
-        let queued = Box::new(Queued { frame: Some(frame), len, bytes: bytes.clone() });
-        if queued_before > 0
+        let queued =
+            Box::new(Queued { frame: Some(frame), len, in_total: behind_others, bytes: bytes.clone() });
+        if behind_others
             && (queued_before + len > self.inner.max_queued_bytes
                 || total_before + len > self.inner.max_total_queued_bytes)
         {
