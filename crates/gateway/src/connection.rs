@@ -107,6 +107,7 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     id: ConnectionId,
     admission: Admission,
+    address_slot: AddressSlot,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
@@ -179,6 +180,7 @@ pub(crate) async fn serve(
             shared.metrics.connection_closed();
         }
         drop(admission);
+        drop(address_slot);
         // A writer stuck on a client that stopped reading would hold the socket forever.
         if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
             writer.abort();
