@@ -126,16 +126,21 @@ pub(crate) async fn serve(
             |request: &HttpRequest, response: HttpResponse| handshake.negotiate(request, response),
             Some(config),
         );
-        // Boxed for the same reason as request handling: the handshake's state is large and
-        // short-lived, and would otherwise be reserved inside every connection's task.
         let handshake_timeout = match admission {
             Admission::Admitted { .. } => HANDSHAKE_TIMEOUT,
             Admission::Refused { .. } => REFUSAL_HANDSHAKE_TIMEOUT,
         };
-        let handshake_done = tokio::select! {
-            done = tokio::time::timeout(handshake_timeout, Box::pin(accept)) => done,
-            () = shutdown.cancelled() => return,
-        };
+        // Boxed for the same reason as request handling: the handshake's state (with its timer
+        // and the wait for shutdown) is large and short-lived, and would otherwise be reserved
+        // inside every connection's task.
+        let handshake_done = Box::pin(async {
+            tokio::select! {
+                done = tokio::time::timeout(handshake_timeout, accept) => Some(done),
+                () = shutdown.cancelled() => None,
+            }
+        })
+        .await;
+        let Some(handshake_done) = handshake_done else { return };
         let socket = match handshake_done {
             Ok(Ok(socket)) => socket,
             Ok(Err(error)) => {
@@ -174,7 +179,7 @@ pub(crate) async fn serve(
         let account_id = connection.session.as_ref().map(|session| session.account_id);
         connection.end();
         if let Some(account_id) = account_id {
-            matchmaking_requests::disconnected(&shared, account_id).await;
+            Box::pin(matchmaking_requests::disconnected(&shared, account_id)).await;
         }
         if admitted {
             shared.metrics.connection_closed();
@@ -283,8 +288,6 @@ struct Connection {
     outbound: Outbound,
     shared: Arc<Shared>,
     session: Option<auth::Session>,
-    /// Since when the connection has had no session (its opening, or the last logout).
-    without_session_since: Instant,
     budget: RequestBudget,
     /// The figures of the last request kind answered: a connection mostly repeats one kind, so
     /// this spares a shared lookup per request.
@@ -300,17 +303,7 @@ impl Connection {
         shared: Arc<Shared>,
     ) -> Self {
         let budget = RequestBudget::new(shared.config.requests_per_sec, shared.config.request_burst);
-        Connection {
-            id,
-            peer,
-            encoding,
-            outbound,
-            shared,
-            session: None,
-            without_session_since: Instant::now(),
-            budget,
-            last_kind: None,
-        }
+        Connection { id, peer, encoding, outbound, shared, session: None, budget, last_kind: None }
     }
 
     async fn authenticate_at_handshake(&mut self, token: &str) {
@@ -344,7 +337,9 @@ impl Connection {
         let mut heartbeat =
             tokio::time::interval_at(Instant::now() + config.heartbeat_interval, config.heartbeat_interval);
         let idle_timeout = config.idle_timeout;
-        let login_timeout = config.login_timeout;
+        // Heartbeats in a row that found no session (none yet, or logged out): the login timeout
+        // counts in heartbeats, so a connection keeps no clock of its own for it.
+        let mut heartbeats_without_session: u32 = 0;
         let mut last_heard = Instant::now();
         // The payload of the last heartbeat's Ping while it is unanswered: only a Pong echoing it
         // says the client reads. Unguessable, so a client that does not read cannot fake one.
@@ -372,7 +367,8 @@ impl Connection {
                         self.outbound.close(proto::close::IDLE_TIMEOUT, "nothing heard within the idle timeout", false);
                         break;
                     }
-                    if self.session.is_none() && self.without_session_since.elapsed() >= login_timeout {
+                    heartbeats_without_session = if self.session.is_some() { 0 } else { heartbeats_without_session + 1 };
+                    if self.shared.config.heartbeat_interval * heartbeats_without_session >= self.shared.config.login_timeout {
                         self.outbound.close(proto::close::LOGIN_TIMEOUT, "no login within the login timeout", false);
                         break;
                     }
@@ -657,7 +653,6 @@ impl Connection {
         if self.session.take().is_some() {
             self.shared.hub.unregister(self.id);
             self.shared.metrics.authenticated(false);
-            self.without_session_since = Instant::now();
         }
     }
 
