@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{Stream, StreamExt};
 use proto::{
     ClientMessage, Encoding, ErrorBody, ErrorCode, Outcome, Reply, Request, Response, ServerMessage, codec,
@@ -25,6 +26,7 @@ use tracing::Instrument;
 
 use crate::Shared;
 use crate::chat_requests;
+use crate::config::GatewayConfig;
 use crate::errors;
 use crate::hub::ConnectionId;
 use crate::inventory_requests;
@@ -102,7 +104,23 @@ impl Drop for AddressSlot {
 
 /// Serves one accepted TCP connection until it ends. A refused one gets a close frame saying the
 /// server is full instead of a silently dropped socket.
-pub(crate) async fn serve(
+///
+/// Not an `async fn` itself: one that wrapped an instrumented async block would keep its
+/// arguments twice, once of its own and once in the block, in every connection's task.
+pub(crate) fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: ConnectionId,
+    admission: Admission,
+    address_slot: AddressSlot,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()> {
+    let span = tracing::info_span!("connection", id, %peer);
+    serve_in_span(stream, peer, id, admission, address_slot, shared, shutdown).instrument(span)
+}
+
+async fn serve_in_span(
     stream: TcpStream,
     peer: SocketAddr,
     id: ConnectionId,
@@ -111,88 +129,102 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
-    let span = tracing::info_span!("connection", id, %peer);
-    async move {
-        let _ = stream.set_nodelay(true);
-        let mut handshake = Handshake::default();
-        let config = WebSocketConfig::default()
-            .read_buffer_size(shared.config.read_buffer_bytes)
-            .write_buffer_size(WRITE_BUFFER_BYTES)
-            .max_message_size(Some(shared.config.max_frame_bytes))
-            .max_frame_size(Some(shared.config.max_frame_bytes));
-        #[allow(clippy::result_large_err, reason = "the error type is tungstenite's callback contract")]
-        let accept = tokio_tungstenite::accept_hdr_async_with_config(
-            stream,
-            |request: &HttpRequest, response: HttpResponse| handshake.negotiate(request, response),
-            Some(config),
-        );
-        let handshake_timeout = match admission {
-            Admission::Admitted { .. } => HANDSHAKE_TIMEOUT,
-            Admission::Refused { .. } => REFUSAL_HANDSHAKE_TIMEOUT,
-        };
-        // Boxed for the same reason as request handling: the handshake's state (with its timer
-        // and the wait for shutdown) is large and short-lived, and would otherwise be reserved
-        // inside every connection's task.
-        let handshake_done = Box::pin(async {
-            tokio::select! {
-                done = tokio::time::timeout(handshake_timeout, accept) => Some(done),
-                () = shutdown.cancelled() => None,
-            }
-        })
-        .await;
-        let Some(handshake_done) = handshake_done else { return };
-        let socket = match handshake_done {
-            Ok(Ok(socket)) => socket,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "handshake refused or failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!("handshake timed out");
-                return;
-            }
-        };
-        let Some(encoding) = handshake.encoding else { return };
-        let (sink, stream) = socket.split();
-        let (outbound, queue) = Outbound::new(
-            encoding,
-            QueueLimits {
-                frames: shared.config.outbound_queue,
-                bytes: shared.config.outbound_queue_bytes,
-                total_bytes: shared.config.outbound_total_bytes,
-            },
-            shared.metrics.clone(),
-        );
-        let mut writer = tokio::spawn(queue.write_to(sink));
-        let admitted = matches!(admission, Admission::Admitted { .. });
-        if admitted {
-            shared.metrics.connection_opened();
-        }
-
-        let mut connection = Connection::new(id, peer, encoding, outbound.clone(), shared.clone());
-        if !admitted {
-            outbound.close(proto::close::TRY_AGAIN_LATER, "server full; retry later", false);
-        } else if let Some(token) = handshake.token {
-            Box::pin(connection.authenticate_at_handshake(&token)).await;
-        }
-        connection.run(stream, &shutdown).await;
-        let account_id = connection.session.as_ref().map(|session| session.account_id);
-        connection.end();
-        if let Some(account_id) = account_id {
-            Box::pin(matchmaking_requests::disconnected(&shared, account_id)).await;
-        }
-        if admitted {
-            shared.metrics.connection_closed();
-        }
-        drop(admission);
-        drop(address_slot);
-        // A writer stuck on a client that stopped reading would hold the socket forever.
-        if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
-            writer.abort();
-        }
+    let handshake_timeout = match admission {
+        Admission::Admitted { .. } => HANDSHAKE_TIMEOUT,
+        Admission::Refused { .. } => REFUSAL_HANDSHAKE_TIMEOUT,
+    };
+    // Boxed, and its result already split: the handshake's state (with its timer and the wait for
+    // shutdown) and the unsplit socket are large and short-lived, and would otherwise be reserved
+    // inside every connection's task for as long as it lives.
+    let accepted = Box::pin(accept_websocket(stream, &shared.config, handshake_timeout, &shutdown)).await;
+    let Some(Accepted { encoding, token, sink, stream }) = accepted else { return };
+    let (outbound, queue) = Outbound::new(
+        encoding,
+        QueueLimits {
+            frames: shared.config.outbound_queue,
+            bytes: shared.config.outbound_queue_bytes,
+            total_bytes: shared.config.outbound_total_bytes,
+        },
+        shared.metrics.clone(),
+    );
+    let mut writer = tokio::spawn(queue.write_to(sink));
+    let admitted = matches!(admission, Admission::Admitted { .. });
+    if admitted {
+        shared.metrics.connection_opened();
     }
-    .instrument(span)
-    .await;
+
+    let mut connection = Connection::new(id, peer, encoding, outbound.clone(), shared.clone());
+    if !admitted {
+        outbound.close(proto::close::TRY_AGAIN_LATER, "server full; retry later", false);
+    } else if let Some(token) = token {
+        Box::pin(connection.authenticate_at_handshake(&token)).await;
+    }
+    connection.run(stream, &shutdown).await;
+    let account_id = connection.session.as_ref().map(|session| session.account_id);
+    connection.end();
+    if let Some(account_id) = account_id {
+        Box::pin(matchmaking_requests::disconnected(&shared, account_id)).await;
+    }
+    if admitted {
+        shared.metrics.connection_closed();
+    }
+    drop(admission);
+    drop(address_slot);
+    // A writer stuck on a client that stopped reading would hold the socket forever.
+    if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
+        writer.abort();
+    }
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+/// A connection whose WebSocket handshake succeeded: its two halves and what the handshake agreed on.
+struct Accepted {
+    encoding: Encoding,
+    token: Option<String>,
+    sink: SplitSink<Socket, Message>,
+    stream: SplitStream<Socket>,
+}
+
+/// The WebSocket handshake, within `timeout` and unless the server shuts down first; `None` when
+/// it failed (the client was told why where it could be).
+async fn accept_websocket(
+    stream: TcpStream,
+    config: &GatewayConfig,
+    timeout: Duration,
+    shutdown: &CancellationToken,
+) -> Option<Accepted> {
+    let _ = stream.set_nodelay(true);
+    let mut handshake = Handshake::default();
+    let socket_config = WebSocketConfig::default()
+        .read_buffer_size(config.read_buffer_bytes)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(Some(config.max_frame_bytes))
+        .max_frame_size(Some(config.max_frame_bytes));
+    #[allow(clippy::result_large_err, reason = "the error type is tungstenite's callback contract")]
+    let accept = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        |request: &HttpRequest, response: HttpResponse| handshake.negotiate(request, response),
+        Some(socket_config),
+    );
+    let done = tokio::select! {
+        done = tokio::time::timeout(timeout, accept) => done,
+        () = shutdown.cancelled() => return None,
+    };
+    let socket = match done {
+        Ok(Ok(socket)) => socket,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "handshake refused or failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!("handshake timed out");
+            return None;
+        }
+    };
+    let encoding = handshake.encoding?;
+    let (sink, stream) = socket.split();
+    Some(Accepted { encoding, token: handshake.token, sink, stream })
 }
 
 /// What the handshake agreed on.

@@ -215,19 +215,14 @@ pub fn encode_frame(encoding: Encoding, message: &ServerMessage) -> Option<Messa
 impl OutboundQueue {
     /// Writes queued frames to `sink` until the connection is closed, batching whatever is queued
     /// into one flush; ends with the requested close frame.
-    pub async fn write_to<S>(mut self, sink: S)
+    pub async fn write_to<S>(mut self, mut sink: S)
     where
         S: Sink<Message> + Unpin,
     {
-        let closing = self.closing.clone();
-        self.write_until_closed(sink).await;
-        closing.cancel();
-    }
-
-    async fn write_until_closed<S>(&mut self, mut sink: S)
-    where
-        S: Sink<Message> + Unpin,
-    {
+        // However the writer ends (a failed write, a close, the task aborted), the connection
+        // learns it. A guard rather than a wrapping function: awaiting an inner one would keep
+        // the sink twice in every connection's writer task.
+        let _cancel_when_done = self.closing.clone().drop_guard();
         loop {
             tokio::select! {
                 biased;
