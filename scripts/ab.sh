@@ -19,6 +19,8 @@
 #   room          100 members of one room, each sending 20 messages/s
 #   inventory     1,000 clients trading in pairs and consuming, closed loop (durable transactions)
 #   outage        state-paced, with Redis killed (SIGKILL) 8 s in and restarted 3 s later (Redis sides only)
+#   idle          10,000 authenticated connections held idle: the gateway's memory per connection
+#                 (prepares 10,000 sessions instead of 2,000, about five minutes)
 #
 # Everything runs on 127.0.0.1 (Redis on $AB_REDIS_PORT, default 46390; the gateway on 47070 and
 # 47071) and stops by itself.
@@ -87,9 +89,11 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 echo "$side_a against $side_b, $repeats times each, alternated"
 start_redis
 # The accounts and their sessions, made once with build A and copied into every run's data directory.
-echo "preparing 2,000 sessions (about a minute)" >&2
+n_sessions=2000
+[[ ",$cases," == *,idle,* ]] && n_sessions=10000
+echo "preparing $n_sessions sessions (a minute per 2,000)" >&2
 start_gateway "$dir_a" "$work/accounts"
-"$dir_a/loadtest" prepare-sessions --target "ws://$game/" --clients 2000 --username-prefix ab \
+"$dir_a/loadtest" prepare-sessions --target "ws://$game/" --clients "$n_sessions" --username-prefix ab \
   --out "$work/tokens.txt" --no-progress >/dev/null
 stop_gateway
 
@@ -104,10 +108,14 @@ for case_name in ${cases//,/ }; do
     dm) args=(--scenario chat --chat-dm --clients 2000 --duration 15); kind=chat_send_direct ;;
     room) args=(--scenario chat --clients 100 --chat-room-size 100 --rate chat=20 --duration 20); kind=chat_send ;;
     inventory) args=(--scenario inventory --clients 1000 --duration 15); kind=inventory_accept_offer ;;
+    # Two source addresses: 10,000 connections from one would take a third of its ephemeral ports.
+    idle) args=(--scenario idle --clients 10000 --duration 5 --source-addr 127.0.0.2 --source-addr 127.0.0.3); kind="" ;;
     *) echo "unknown case $case_name" >&2; exit 2 ;;
   esac
   n_clients=$(echo "${args[*]}" | sed -E 's/.*--clients ([0-9]+).*/\1/')
-  args+=(--ramp-up 2 --no-progress)
+  ramp_up=2
+  [ "$case_name" = idle ] && ramp_up=10
+  args+=(--ramp-up "$ramp_up" --no-progress)
   echo "\$ loadtest ${args[*]}"
 
   for _ in $(seq "$repeats"); do
@@ -141,10 +149,14 @@ for case_name in ${cases//,/ }; do
       gateway_ticks=$(( $(cpu_ticks "$gateway_pid") - gateway_before ))
       redis_ticks=$(( $(cpu_ticks "$redis_pid") - redis_before ))
       stop_gateway
+      echo "== $side"
+      if [ -z "$kind" ]; then
+        grep -oE 'rss before .* per connection' "$work/run.out" || cat "$work/run.out"
+        continue
+      fi
       row=$(grep -E '^(update_state|ping|chat_send_direct|chat_send|chat_delivery|inventory_accept_offer|inventory:) ' "$work/run.out")
       requests=$(echo "$row" | awk -v kind="$kind" '$1 == kind {print $2}')
       loadtest_secs=$(awk '{print $1 + $2}' "$work/loadtest-cpu")
-      echo "== $side"
       echo "$row"
       # /proc counts CPU time in ticks of 10 ms. After the outage case's restart, Redis's figure
       # covers only the time since.
