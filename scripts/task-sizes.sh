@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Prints the bytes Tokio allocates for each connection's two tasks (the connection and its writer)
+# in a release build of the gateway, and the size of the connection's future itself. These are
+# most of an idle connection's memory: a change that keeps a large value alive across an `.await`
+# in `connection::serve_in_span` grows every connection, and a task rounds up to a multiple of
+# 128 bytes and then to the allocator's next size class. Uses rustc's `-Zprint-type-sizes` on the
+# stable toolchain (RUSTC_BOOTSTRAP), in its own target directory; a few minutes the first time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/type-sizes cargo rustc -q -p gateway --lib --release -- -Zprint-type-sizes |
+  awk '
+    function bytes() { match($0, /`: [0-9]+ bytes/); return substr($0, RSTART + 3, RLENGTH - 9) }
+    /^print-type-size type: `tokio::runtime::task::core::Cell</ && /multi_thread/ && !/Pin<std::boxed/ {
+      if (/connection::serve_in_span\(\)/) print "connection task:  ", bytes(), "bytes"
+      if (/OutboundQueue::write_to</) print "writer task:      ", bytes(), "bytes"
+    }
+    /^print-type-size type: `\{async fn body of connection::serve_in_span\(\)\}`/ {
+      print "connection future:", bytes(), "bytes"
+    }'
