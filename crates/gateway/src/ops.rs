@@ -30,6 +30,9 @@ use crate::{GatewayConfig, GatewayError};
 
 /// The lock file every gateway holds shared, and a restore exclusively.
 pub const LOCK_FILE: &str = "gateway.lock";
+/// How often, and how far apart, a starting gateway tries for its shared lock.
+const LOCK_ATTEMPTS: u32 = 20;
+const LOCK_RETRY_INTERVAL: Duration = Duration::from_millis(50);
 /// Default bound on every call to Redis and on each gateway's admin port.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default number of ledger entries shown.
@@ -104,14 +107,19 @@ impl From<inventory::InventoryError> for OpsError {
 /// A restore holds the lock, or the file cannot be created.
 pub fn lock_data_dir_shared(data_dir: &Path) -> Result<File, GatewayError> {
     let file = open_lock_file(data_dir)?;
-    match file.try_lock_shared() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(GatewayError::Io(std::io::Error::new(
-            std::io::ErrorKind::WouldBlock,
-            format!("{}: a restore is in progress on this data directory", data_dir.display()),
-        ))),
-        Err(std::fs::TryLockError::Error(error)) => Err(error.into()),
+    // `gamectl` asking whether a gateway runs holds the lock for an instant; a restore holds it
+    // for as long as it runs.
+    for _ in 0..LOCK_ATTEMPTS {
+        match file.try_lock_shared() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => std::thread::sleep(LOCK_RETRY_INTERVAL),
+            Err(std::fs::TryLockError::Error(error)) => return Err(error.into()),
+        }
     }
+    Err(GatewayError::Io(std::io::Error::new(
+        std::io::ErrorKind::WouldBlock,
+        format!("{}: a restore is in progress on this data directory", data_dir.display()),
+    )))
 }
 
 /// Takes `DATA_DIR/gateway.lock` exclusively: proof that no gateway runs on the directory.
@@ -218,14 +226,37 @@ pub async fn connect_kv(config: &GatewayConfig, timeout: Duration) -> Result<Kv,
             bounded(timeout, "ping", kv.ping()).await?;
             Ok(kv)
         }
-        None => Kv::embedded(&config.data_dir, &config.key_prefix).map_err(|error| match error {
-            kv::KvError::EmbeddedInUse(_) => OpsError::Redis(
-                "none configured, and a gateway runs on the embedded store of this data directory: \
-                 its sessions and buffered state live in that process; run gateways with --redis-url"
-                    .into(),
-            ),
-            other => OpsError::Redis(other.to_string()),
-        }),
+        None => {
+            let kv = Kv::embedded(&config.data_dir, &config.key_prefix).map_err(|error| match error {
+                kv::KvError::EmbeddedInUse(_) => OpsError::Redis(
+                    "none configured, and a gateway runs on the embedded store of this data directory: \
+                     its sessions and buffered state live in that process; run gateways with --redis-url"
+                        .into(),
+                ),
+                other => OpsError::Redis(other.to_string()),
+            })?;
+            // The embedded store was free, so a gateway running on this directory runs on a Redis
+            // nobody named here: this empty store would report sessions ended and buffers flushed
+            // that it never saw.
+            if gateway_running(&config.data_dir)? {
+                return Err(OpsError::Redis(
+                    "none configured, but a gateway runs on this data directory with Redis: give gamectl \
+                     the gateways' --redis-url (or GAME_REDIS_URL, or their --config)"
+                        .into(),
+                ));
+            }
+            Ok(kv)
+        }
+    }
+}
+
+/// Whether a gateway holds `DATA_DIR/gateway.lock`. Asks by taking the lock exclusively for an
+/// instant, which a gateway starting in that instant waits out ([`lock_data_dir_shared`]).
+fn gateway_running(data_dir: &Path) -> Result<bool, OpsError> {
+    match lock_data_dir_exclusive(data_dir) {
+        Ok(_released_when_dropped) => Ok(false),
+        Err(OpsError::GatewayRunning(_)) => Ok(true),
+        Err(error) => Err(error),
     }
 }
 
@@ -521,7 +552,7 @@ pub struct Flush {
 pub async fn flush(config: &GatewayConfig, timeout: Duration) -> Result<Flush, OpsError> {
     let path = required(&config.data_dir, "player.db")?;
     let kv = connect_kv(config, timeout).await?;
-    let players = player::Players::open(path, kv, clock(), config.player_config()).await?;
+    let players = player::Players::open_beside_gateways(path, kv, clock(), config.player_config()).await?;
     let report = match tokio::time::timeout(timeout, players.flush_now()).await {
         Ok(report) => report?,
         Err(_) => return Err(OpsError::Redis(format!("flush: not done within {} ms", timeout.as_millis()))),

@@ -193,6 +193,19 @@ impl std::fmt::Debug for Players {
     }
 }
 
+/// `player.db`, once the configuration is found consistent.
+async fn open_shard(
+    path: impl Into<std::path::PathBuf>,
+    config: &PlayerConfig,
+) -> Result<Shard, PlayerError> {
+    if config.flush_lease <= config.flush_interval || config.flush_batch == 0 {
+        return Err(PlayerError::Config(
+            "flush_lease must exceed flush_interval and flush_batch be positive".into(),
+        ));
+    }
+    Ok(Shard::open(path, &config.shard, store::MIGRATIONS).await?)
+}
+
 impl Players {
     /// Opens `player.db` at `path`, running its migrations.
     ///
@@ -204,12 +217,7 @@ impl Players {
         clock: SharedClock,
         config: PlayerConfig,
     ) -> Result<Players, PlayerError> {
-        if config.flush_lease <= config.flush_interval || config.flush_batch == 0 {
-            return Err(PlayerError::Config(
-                "flush_lease must exceed flush_interval and flush_batch be positive".into(),
-            ));
-        }
-        let shard = Shard::open(path, &config.shard, store::MIGRATIONS).await?;
+        let shard = open_shard(path, &config).await?;
         if config.mode == WriteMode::Buffered {
             // Before the first seed begins the buffer with it: a deployment that wrote directly
             // until now has moved players past the watermark.
@@ -266,6 +274,26 @@ impl Players {
         kv.buffer_raise_version(NAMESPACE, watermark).await?;
         tracing::info!(records = dropped, watermark, "after direct writes: dropped the player-state buffer");
         Ok(())
+    }
+
+    /// Opens `player.db` for an operator's flush beside running gateways, whatever their write
+    /// mode: unlike [`Players::open`], it leaves the notes of a switch between modes alone. Those
+    /// are for the gateways' own starts; an operator's tool configured with the other mode would
+    /// otherwise take a note meant for the next buffered gateway (whose buffer would then begin
+    /// below the direct writes and be dropped by the first flush) or drop a live buffer.
+    ///
+    /// # Errors
+    /// The shard cannot be opened or migrated, or the configuration is inconsistent.
+    pub async fn open_beside_gateways(
+        path: impl Into<std::path::PathBuf>,
+        kv: Kv,
+        clock: SharedClock,
+        config: PlayerConfig,
+    ) -> Result<Players, PlayerError> {
+        let shard = open_shard(path, &config).await?;
+        let inner =
+            Inner { shard, kv, clock, config, stats: PlayerStats::default(), flush_wanted: Notify::new() };
+        Ok(Players { inner: Arc::new(inner) })
     }
 
     /// The shard this domain owns.

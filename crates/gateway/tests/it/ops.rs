@@ -320,6 +320,33 @@ async fn disabling_an_account_ends_its_live_session_and_refuses_its_login() {
     gateway.stop().await.unwrap();
 }
 
+/// Without a Redis URL `gamectl` has only an empty store of its own: beside a gateway on Redis it
+/// must refuse rather than report sessions ended that it never saw.
+#[tokio::test]
+async fn without_the_gateways_redis_gamectl_refuses_instead_of_acting_on_an_empty_store() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let name = username("unrevoked");
+    let (client, _session) = gateway.player(&name).await;
+
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gamectl"))
+        .args(["--data-dir", world.data_dir.path().to_str().unwrap()])
+        .args(["sessions", "revoke", &name])
+        .env_remove("GAME_REDIS_URL")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("gamectl runs");
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(stderr(&output).contains("--redis-url"), "{}", stderr(&output));
+    client.ping().await.expect("the session stands");
+
+    // Told the Redis, it revokes.
+    assert_success(&gamectl(&world, world.data_dir.path(), &["sessions", "revoke", &name]).await);
+    assert_eq!(closed(&client).await.code, Some(close::SESSION_REVOKED));
+    gateway.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn match_shows_a_recorded_match_read_from_the_shard() {
     use proto::matchmaking::{MatchEvent, MatchReply, MatchRequest};

@@ -500,6 +500,38 @@ async fn after_a_spell_of_direct_writes_the_buffer_never_brings_back_older_state
     assert_eq!(world.row(player).map(|row| (row.1, row.2)), Some((2.0, 10)));
 }
 
+/// An operator's flush while the gateways write directly, by a tool that thinks the deployment
+/// buffered: the note that the buffer is behind must still reach the next buffered gateway, or
+/// its buffer begins below the direct writes and its first flush drops what it acknowledged.
+#[tokio::test]
+async fn an_operators_flush_beside_direct_writers_leaves_the_switch_back_to_the_gateways() {
+    let world = World::new();
+    let (player, busy) = (Uuid::new_v4(), Uuid::new_v4());
+    let direct = world.players(WriteMode::Direct).await;
+    direct.update(player, health(10)).await.unwrap();
+
+    let kv = Kv::connect_redis(&world.redis.url(), "t:").await.unwrap();
+    let config = PlayerConfig { mode: WriteMode::Buffered, flush_batch: 100, ..PlayerConfig::default() };
+    let operator =
+        Players::open_beside_gateways(world.dir.path().join("player.db"), kv, world.clock.clone(), config)
+            .await
+            .unwrap();
+    operator.flush_now().await.unwrap();
+    drop(operator);
+
+    // The direct spell goes on, taking one player's version far up.
+    for n in 0..200 {
+        direct.update(busy, at(n as f32)).await.unwrap();
+    }
+    drop(direct);
+
+    let buffered = world.players(WriteMode::Buffered).await;
+    buffered.update(player, at(2.0)).await.unwrap();
+    buffered.flush_now().await.unwrap();
+    assert_eq!(world.row(player).map(|row| (row.1, row.2)), Some((2.0, 10)));
+    assert_eq!(buffered.stats().buffer_heals.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
 #[tokio::test]
 async fn direct_mode_writes_every_update_to_sqlite_at_once() {
     let world = World::new();
