@@ -230,6 +230,38 @@ fn list_blocking(data_dir: &Path, archive_dir: &Path) -> Result<Vec<YearShard>, 
     Ok(shards)
 }
 
+/// `PRAGMA integrity_check` of every archived year, oldest first: each archive's file and what
+/// the check reported (empty when sound). An archive that cannot even be opened reports that.
+///
+/// # Errors
+/// The archive directory cannot be read.
+pub async fn check_archives(archive_dir: &Path) -> Result<Vec<(PathBuf, Vec<String>)>, ChatError> {
+    let archive_dir = archive_dir.to_path_buf();
+    blocking(move || {
+        let mut reports = Vec::new();
+        for year in years_in(&archive_dir)? {
+            let path = archive_dir.join(shard_file_name(year));
+            let problems = match integrity_problems(&path) {
+                Ok(problems) => problems,
+                Err(error) => vec![error.to_string()],
+            };
+            reports.push((path, problems));
+        }
+        Ok(reports)
+    })
+    .await
+}
+
+fn integrity_problems(archive: &Path) -> Result<Vec<String>, ChatError> {
+    let conn = open_read_only(archive, true)?;
+    let mut check = conn.prepare("PRAGMA integrity_check").map_err(shard::ShardError::from)?;
+    let lines = check
+        .query_map([], |row| row.get::<_, String>(0))
+        .and_then(Iterator::collect::<Result<Vec<String>, _>>)
+        .map_err(shard::ShardError::from)?;
+    Ok(lines.into_iter().filter(|line| line != "ok").collect())
+}
+
 /// A read-only connection for inspection. Archives are opened `immutable` (no lock, no log):
 /// nothing writes them.
 fn open_read_only(path: &Path, immutable: bool) -> Result<rusqlite::Connection, ChatError> {

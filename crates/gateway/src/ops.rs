@@ -280,6 +280,8 @@ pub struct Status {
     pub shards: Vec<ShardStatus>,
     /// Chat years, live and archived.
     pub chat_years: Vec<ChatYear>,
+    /// Why the chat years could not be listed (a year's shard or the archive unreadable).
+    pub chat_years_error: Option<String>,
     /// Redis and the player-state buffer.
     pub redis: RedisStatus,
     /// Each gateway asked through its admin port.
@@ -363,29 +365,30 @@ pub async fn status(
         shards.push(shard_status(config, file).await);
     }
     let archive_dir = config.chat_config().archive_dir(&config.data_dir);
-    let chat_years = chat::lifecycle::list(&config.data_dir, &archive_dir)
-        .await
-        .map(|years| {
-            years
-                .into_iter()
-                .map(|year| ChatYear {
-                    year: year.year,
-                    state: match year.state {
-                        chat::lifecycle::ShardState::Live => "live",
-                        chat::lifecycle::ShardState::Archived => "archived",
-                    },
-                    bytes: year.bytes,
-                    messages: year.messages,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let chat_years = chat::lifecycle::list(&config.data_dir, &archive_dir).await.map(|years| {
+        years
+            .into_iter()
+            .map(|year| ChatYear {
+                year: year.year,
+                state: match year.state {
+                    chat::lifecycle::ShardState::Live => "live",
+                    chat::lifecycle::ShardState::Archived => "archived",
+                },
+                bytes: year.bytes,
+                messages: year.messages,
+            })
+            .collect()
+    });
+    let (chat_years, chat_years_error) = match chat_years {
+        Ok(years) => (years, None),
+        Err(error) => (Vec::new(), Some(error.to_string())),
+    };
     let redis = redis_status(config, timeout).await;
     let mut gateways = Vec::new();
     for &admin in admins {
         gateways.push(gateway_status(admin, timeout).await);
     }
-    Ok(Status { data_dir: config.data_dir.clone(), shards, chat_years, redis, gateways })
+    Ok(Status { data_dir: config.data_dir.clone(), shards, chat_years, chat_years_error, redis, gateways })
 }
 
 async fn shard_status(config: &GatewayConfig, file: ShardFile) -> ShardStatus {
@@ -514,11 +517,11 @@ impl Integrity {
     }
 }
 
-/// `PRAGMA integrity_check` of every live shard; a shard that cannot even be opened is reported
-/// with that as its problem.
+/// `PRAGMA integrity_check` of every live shard and every archived chat year; a shard that
+/// cannot even be opened is reported with that as its problem.
 ///
 /// # Errors
-/// [`OpsError::DataDir`] when the data directory is wrong.
+/// [`OpsError::DataDir`] when the data directory is wrong; the chat archive cannot be listed.
 pub async fn integrity(config: &GatewayConfig) -> Result<Vec<Integrity>, OpsError> {
     let mut reports = Vec::new();
     for file in shard_files(&config.data_dir)? {
@@ -530,6 +533,11 @@ pub async fn integrity(config: &GatewayConfig) -> Result<Vec<Integrity>, OpsErro
             Err(error) => vec![error.to_string()],
         };
         reports.push(Integrity { file: file.file, problems });
+    }
+    let archive_dir = config.chat_config().archive_dir(&config.data_dir);
+    for (path, problems) in chat::lifecycle::check_archives(&archive_dir).await? {
+        let file = path.strip_prefix(&config.data_dir).unwrap_or(&path).display().to_string();
+        reports.push(Integrity { file, problems });
     }
     Ok(reports)
 }

@@ -4,7 +4,7 @@
 //!
 //! Results go to stdout (a table, or JSON with `--json`); logs go to stderr (`RUST_LOG`, default
 //! `warn`). The exit status is 0 on success, 1 on an error, 2 when `integrity` finds a problem or
-//! `status` a shard it cannot read or a configured Redis that does not answer.
+//! `status` a shard or chat year it cannot read or a configured Redis that does not answer.
 
 #![allow(clippy::print_stdout, reason = "a command-line tool prints its results")]
 
@@ -70,7 +70,7 @@ enum Command {
         #[arg(long)]
         from: PathBuf,
     },
-    /// Integrity check of every shard; exit status 2 if any fails.
+    /// Integrity check of every shard and archived chat year; exit status 2 if any fails.
     Integrity,
     /// Write every buffered player state to player.db now.
     Flush,
@@ -198,6 +198,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let status = ops::status(&config, &admins, timeout).await?;
             // Reported either way; the exit status lets a script or a probe see it too.
             let sound = status.shards.iter().all(|shard| shard.error.is_none())
+                && status.chat_years_error.is_none()
                 && (!status.redis.configured || status.redis.reachable);
             print(json, &status, print_status)?;
             Ok(if sound { ExitCode::SUCCESS } else { ExitCode::from(2) })
@@ -447,6 +448,9 @@ fn print_status(status: &ops::Status) {
             human_bytes(year.bytes),
             year.messages
         );
+    }
+    if let Some(error) = &status.chat_years_error {
+        println!("chat years NOT listed: {error}");
     }
     let redis = &status.redis;
     match (redis.reachable, &redis.error) {

@@ -2,7 +2,9 @@
 //! restores every acknowledged write, restore refuses over a running gateway, `integrity` finds
 //! a damaged shard, clear errors, disabling an account ends its live session, and `status`
 //! reports the shards, the player buffer and a risky Redis setting; `chat retire` refuses a
-//! gateway's later writes to the year, finishes an interrupted retire and repeats as a no-op.
+//! gateway's later writes to the year, finishes an interrupted retire and repeats as a no-op, and
+//! a damaged archive fails `integrity` and `status`; without the gateways' Redis, `gamectl`
+//! refuses.
 
 use std::path::Path;
 use std::process::Output;
@@ -229,6 +231,27 @@ async fn chat_retire_refuses_later_writes_finishes_an_interrupted_run_and_repeat
     let output = gamectl(&world, data, &retire).await;
     assert_success(&output);
     assert!(stdout(&output).contains("2024 is already retired"), "{}", stdout(&output));
+
+    // The archive is checked with the live shards, and a damaged one is reported.
+    assert_success(&gamectl(&world, data, &["integrity"]).await);
+    let mut permissions = std::fs::metadata(&archived).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false, reason = "a test file owned by the test")]
+    permissions.set_readonly(false);
+    std::fs::set_permissions(&archived, permissions).unwrap();
+    let mut bytes = std::fs::read(&archived).unwrap();
+    assert!(bytes.len() > 4096, "the archive has pages past the first");
+    bytes[4096..].fill(0xAB);
+    std::fs::write(&archived, bytes).unwrap();
+    let output = gamectl(&world, data, &["integrity"]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", stdout(&output));
+    let report = stdout(&output);
+    assert!(
+        report.lines().any(|line| line.starts_with("chat-archive/chat-2024.db") && line.contains("FAILED")),
+        "{report}"
+    );
+    let output = gamectl(&world, data, &["status"]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", stdout(&output));
+    assert!(stdout(&output).contains("chat years NOT listed"), "{}", stdout(&output));
 }
 
 #[tokio::test]
