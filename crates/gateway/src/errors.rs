@@ -70,6 +70,8 @@ pub fn from_inventory(error: &inventory::InventoryError) -> ErrorBody {
         E::UnknownOffer(_) => ErrorCode::NotFound,
         E::Insufficient { .. }
         | E::StackFull { .. }
+        | E::OffererLacks { .. }
+        | E::OffererFull { .. }
         | E::OfferClosed(_)
         | E::OfferExpired
         | E::TooManyOpenOffers(_)
@@ -139,6 +141,8 @@ mod tests {
         check(E::NotAllowed("x"), ErrorCode::Forbidden);
         check(E::UnknownOffer(uuid::Uuid::nil()), ErrorCode::NotFound);
         check(E::Insufficient { item_id: "x".into(), held: 0, needed: 1 }, ErrorCode::Conflict);
+        check(E::OffererLacks { item_id: "x".into() }, ErrorCode::Conflict);
+        check(E::OffererFull { item_id: "x".into() }, ErrorCode::Conflict);
         check(E::OfferExpired, ErrorCode::Conflict);
         check(E::KeyReused, ErrorCode::Conflict);
         check(E::ShuttingDown, ErrorCode::Unavailable);

@@ -44,6 +44,19 @@ pub enum InventoryError {
         /// The item's `max_stack`.
         max_stack: u64,
     },
+    /// Accepting would take from the offerer more of an item than they still hold. Names the
+    /// item, never how many the offerer holds: that is theirs to know.
+    #[error("the offerer no longer holds the {item_id} offered")]
+    OffererLacks {
+        /// The item.
+        item_id: String,
+    },
+    /// Accepting would give the offerer more of an item than its `max_stack`.
+    #[error("the offerer cannot hold the {item_id} asked for")]
+    OffererFull {
+        /// The item.
+        item_id: String,
+    },
     /// The offer was already accepted, declined or cancelled.
     #[error("the offer is already {0:?}")]
     OfferClosed(OfferState),

@@ -360,8 +360,16 @@ fn settle(
             // same trade (a unique one included) without tripping its max_stack.
             let reason = format!("trade {offer_id}");
             let entry = Entry { reason: &reason, key, now_ms };
+            // The offerer's side fails without its holdings in the message the accepter reads.
             for stack in &offer.gives {
-                debit(conn, offer.from, &stack.item_id, stack.quantity, &entry)?;
+                debit(conn, offer.from, &stack.item_id, stack.quantity, &entry).map_err(
+                    |error| match error {
+                        InventoryError::Insufficient { item_id, .. } => {
+                            InventoryError::OffererLacks { item_id }
+                        }
+                        other => other,
+                    },
+                )?;
             }
             for stack in &offer.wants {
                 debit(conn, offer.to, &stack.item_id, stack.quantity, &entry)?;
@@ -370,7 +378,12 @@ fn settle(
                 credit(conn, inner, offer.to, &stack.item_id, stack.quantity, &entry)?;
             }
             for stack in &offer.wants {
-                credit(conn, inner, offer.from, &stack.item_id, stack.quantity, &entry)?;
+                credit(conn, inner, offer.from, &stack.item_id, stack.quantity, &entry).map_err(|error| {
+                    match error {
+                        InventoryError::StackFull { item_id, .. } => InventoryError::OffererFull { item_id },
+                        other => other,
+                    }
+                })?;
             }
             (OfferState::Accepted, "accepted")
         }

@@ -217,7 +217,13 @@ async fn a_unique_item_is_never_held_twice() {
     let offer = inventory.make_offer(ada, offer, key()).await.unwrap().value;
     let accepted = inventory.accept(bob, offer.offer_id, key()).await;
     assert!(matches!(accepted, Err(InventoryError::StackFull { .. })), "{accepted:?}");
-    assert_eq!(held(&inventory, ada).await, owned(&[("sword", 1)]));
+    // One asking for a second sword fails on the offerer's side, and says so.
+    grant(&inventory, ada, "gold", 5).await;
+    let asks = NewOffer { to: bob, gives: vec![stack("gold", 5)], wants: vec![stack("sword", 1)] };
+    let asks = inventory.make_offer(ada, asks, key()).await.unwrap().value;
+    let accepted = inventory.accept(bob, asks.offer_id, key()).await;
+    assert!(matches!(accepted, Err(InventoryError::OffererFull { .. })), "{accepted:?}");
+    assert_eq!(held(&inventory, ada).await, owned(&[("gold", 5), ("sword", 1)]));
     assert_eq!(held(&inventory, bob).await, owned(&[("gold", 5), ("sword", 1)]));
     world.stop().await;
 }
@@ -268,10 +274,16 @@ async fn an_accepted_trade_swaps_both_sides_and_rechecks_holdings() {
     assert_eq!(inventory.offers(bob).await.unwrap(), vec![offer.clone()]);
     assert_eq!(inventory.offers(ada).await.unwrap(), vec![offer.clone()]);
 
-    // Ada spends a potion meanwhile: acceptance re-checks and moves nothing.
+    // Ada spends a potion meanwhile: acceptance re-checks and moves nothing, and tells Bob which
+    // item is missing but not what Ada holds.
     inventory.consume(ada, stack("potion", 1), key()).await.unwrap();
     let refused = inventory.accept(bob, offer.offer_id, key()).await;
-    assert!(matches!(refused, Err(InventoryError::Insufficient { .. })), "{refused:?}");
+    assert!(
+        matches!(&refused, Err(InventoryError::OffererLacks { item_id }) if item_id == "potion"),
+        "{refused:?}"
+    );
+    let told = refused.unwrap_err().to_string();
+    assert!(!told.contains('1') && !told.contains('2'), "{told}");
     assert_eq!(held(&inventory, bob).await, owned(&[("sword", 1)]));
     grant(&inventory, ada, "potion", 1).await;
 
