@@ -453,13 +453,22 @@ fn migrate(conn: &mut Connection, path: &Path, migrations: &[Migration]) -> Resu
     Ok(())
 }
 
+/// `path` as an SQLite URI that opens an existing file for reading and writing, never creates one.
+fn read_write_uri(path: &Path) -> String {
+    let path = path.display().to_string().replace('%', "%25").replace('?', "%3f").replace('#', "%23");
+    format!("file:{path}?mode=rw")
+}
+
 fn build_read_pool(path: &Path, config: &ShardConfig) -> Result<Pool, ShardError> {
     let hook_config = config.clone();
     let pool_error = |message: String| ShardError::Open {
         path: path.to_path_buf(),
         message: format!("read pool: {message}"),
     };
-    deadpool_sqlite::Config::new(path)
+    // deadpool-sqlite opens with SQLite's default flags, which create a missing file: the URI's
+    // `mode=rw` forbids that, so a reader opened after the file was removed (a retired year's
+    // shard) fails instead of leaving an empty shard in its place.
+    deadpool_sqlite::Config::new(read_write_uri(path))
         .builder(Runtime::Tokio1)
         .map_err(|e| pool_error(e.to_string()))?
         .max_size(config.read_pool_size)

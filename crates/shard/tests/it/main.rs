@@ -35,6 +35,27 @@ async fn open_sets_wal_and_pragmas_on_writer_and_readers() {
     }
 }
 
+/// A shard whose file was removed under it (a retired year's) fails to read rather than leave an
+/// empty file in its place when its pool opens a new reader.
+#[tokio::test]
+async fn a_reader_opened_after_the_file_was_removed_does_not_recreate_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("items.db");
+    drop(open_items(&path).await);
+    let shard = Shard::open_existing(&path, &ShardConfig::default()).await.unwrap();
+    std::fs::remove_file(&path).unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    assert!(
+        shard
+            .read(|conn| conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)))
+            .await
+            .is_err()
+    );
+    assert!(!path.exists(), "the read recreated the file");
+}
+
 #[tokio::test]
 async fn temporary_files_stay_in_memory_only_when_asked() {
     // `PRAGMA temp_store`: 0 is the build's default (files), 2 is memory.
