@@ -8,11 +8,17 @@
 //!   one mode, oldest first;
 //! - `{prefix}{queue}:away` (ZSET: player id, score = ms since when the player is away), the
 //!   waiting players with no live connection, whom [`Kv::queue_remove_away`] removes once they
-//!   have been away long enough.
+//!   have been away long enough;
+//! - `{prefix}{queue}:claimed` (ZSET: player id, score = ms of the claim), the players of groups
+//!   claimed for a match that is not yet settled: their tickets stay in the hash, out of their
+//!   mode's set, until the match is recorded ([`Kv::queue_settle`]) or not
+//!   ([`Kv::queue_unclaim`] puts them back). A player who leaves or is removed meanwhile loses the
+//!   ticket, so is never put back; a claim whose caller never heard the answer stays listed
+//!   ([`Kv::queue_claimed`]) for the next caller to settle either way.
 //!
 //! Every operation that changes more than one key is one Lua script on Redis (one lock on the
-//! embedded store), so a ticket is always in the hash and its mode's set together or in neither,
-//! and a claim takes a whole group or nothing.
+//! embedded store), so a ticket is in the hash and either its mode's set or the claimed set, or
+//! in none, and a claim takes a whole group or nothing.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::LazyLock;
@@ -70,8 +76,9 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return ''
 ";
 
-/// Leaves whichever mode the player waits in. KEYS: tickets, away. ARGV: player, mode set key
-/// prefix (`{prefix}{queue}:q:`). Returns {ticket value, away score or false}, or false.
+/// Leaves whichever mode the player waits in, or a claim not yet settled. KEYS: tickets, away,
+/// claimed. ARGV: player, mode set key prefix (`{prefix}{queue}:q:`). Returns {ticket value,
+/// away score or false}, or false.
 const LEAVE_LUA: &str = r"
 local ticket = redis.call('HGET', KEYS[1], ARGV[1])
 if not ticket then
@@ -82,6 +89,7 @@ local away = redis.call('ZSCORE', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', ARGV[2] .. mode, ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
 return {ticket, away}
 ";
 
@@ -110,13 +118,14 @@ end
 return out
 ";
 
-/// Claims groups. KEYS: mode set, tickets, away. ARGV: n groups, then per group its size and its
-/// players. A group is taken out of the queue only if every one of its players still waits in
-/// this mode and is not away; returns 1 or 0 per group.
+/// Claims groups. KEYS: mode set, tickets, away, claimed. ARGV: claim ms, n groups, then per
+/// group its size and its players. A group is claimed (out of its mode's set, into the claimed
+/// set) only if every one of its players still waits in this mode and is not away; returns 1 or
+/// 0 per group.
 const CLAIM_LUA: &str = r"
 local out = {}
-local at = 2
-for g = 1, tonumber(ARGV[1]) do
+local at = 3
+for g = 1, tonumber(ARGV[2]) do
   local size = tonumber(ARGV[at])
   local ok = 1
   for i = at + 1, at + size do
@@ -128,7 +137,7 @@ for g = 1, tonumber(ARGV[1]) do
   if ok == 1 then
     for i = at + 1, at + size do
       redis.call('ZREM', KEYS[1], ARGV[i])
-      redis.call('HDEL', KEYS[2], ARGV[i])
+      redis.call('ZADD', KEYS[4], ARGV[1], ARGV[i])
     end
   end
   out[g] = ok
@@ -152,8 +161,8 @@ end
 return 1
 ";
 
-/// Removes the tickets of players away since at most ARGV[1]. KEYS: away, tickets. ARGV: before
-/// ms, mode set key prefix. Returns a flat list of player, ticket value, away score.
+/// Removes the tickets of players away since at most ARGV[1]. KEYS: away, tickets, claimed.
+/// ARGV: before ms, mode set key prefix. Returns a flat list of player, ticket value, away score.
 const REMOVE_AWAY_LUA: &str = r"
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES')
 local out = {}
@@ -165,12 +174,51 @@ for i = 1, #gone, 2 do
     local mode = string.match(ticket, '^%S+ %S+ (.*)$')
     redis.call('HDEL', KEYS[2], player)
     redis.call('ZREM', ARGV[2] .. mode, player)
+    redis.call('ZREM', KEYS[3], player)
     out[#out + 1] = player
     out[#out + 1] = ticket
     out[#out + 1] = gone[i + 1]
   end
 end
 return out
+";
+
+/// Settles claims whose match was recorded: each player still claimed loses the ticket. KEYS:
+/// tickets, away, claimed. ARGV: players. Returns how many were settled.
+const SETTLE_LUA: &str = r"
+local n = 0
+for _, player in ipairs(ARGV) do
+  if redis.call('ZREM', KEYS[3], player) == 1 then
+    redis.call('HDEL', KEYS[1], player)
+    redis.call('ZREM', KEYS[2], player)
+    n = n + 1
+  end
+end
+return n
+";
+
+/// Puts claimed players whose match was not recorded back into their mode, with their ticket's
+/// enqueue time. KEYS: tickets, claimed. ARGV: mode set key prefix, then players. Returns how
+/// many were put back.
+const UNCLAIM_LUA: &str = r"
+local n = 0
+for i = 2, #ARGV do
+  local player = ARGV[i]
+  if redis.call('ZREM', KEYS[2], player) == 1 then
+    local ticket = redis.call('HGET', KEYS[1], player)
+    if ticket then
+      local at, mode = string.match(ticket, '^%S+ (%S+) (.*)$')
+      redis.call('ZADD', ARGV[1] .. mode, at, player)
+      n = n + 1
+    end
+  end
+end
+return n
+";
+
+/// Every claim not yet settled. KEYS: claimed. Returns a flat list of player, claim ms.
+const CLAIMED_LUA: &str = r"
+return redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 ";
 
 /// Count and median enqueue time. KEYS: mode set. Returns {n, median score or false}.
@@ -191,6 +239,9 @@ static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM_LUA));
 static AWAY: LazyLock<Script> = LazyLock::new(|| Script::new(AWAY_LUA));
 static REMOVE_AWAY: LazyLock<Script> = LazyLock::new(|| Script::new(REMOVE_AWAY_LUA));
 static STATS: LazyLock<Script> = LazyLock::new(|| Script::new(STATS_LUA));
+static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE_LUA));
+static UNCLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(UNCLAIM_LUA));
+static CLAIMED: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIMED_LUA));
 
 /// Matchmaking queues: tickets per mode, the claim of a formed group, and removal of players who
 /// went away. See the module doc of `kv::queue` for the keys.
@@ -251,7 +302,12 @@ impl Kv {
             Backend::Redis(redis) => {
                 let keys = Keys::new(redis, queue);
                 let mut invocation = LEAVE.prepare_invoke();
-                invocation.key(&keys.tickets).key(&keys.away).arg(player_id).arg(keys.mode(""));
+                invocation
+                    .key(&keys.tickets)
+                    .key(&keys.away)
+                    .key(&keys.claimed)
+                    .arg(player_id)
+                    .arg(keys.mode(""));
                 let invocation = &invocation;
                 let found: Option<(String, Option<String>)> =
                     redis.run(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
@@ -319,19 +375,23 @@ impl Kv {
         }
     }
 
-    /// Claims formed groups of `mode`: each group is taken out of the queue only if every one of
-    /// its players still waits in `mode` and is not away; otherwise nothing of that group changes.
-    /// Returns, per group in order, whether it was claimed. Atomic per call (one Lua script), so a
-    /// player is never claimed twice and a ticket left or removed before the claim is never
-    /// claimed. A player listed in two groups of one call can only be claimed by the first.
+    /// Claims formed groups of `mode` at `claimed_at_ms`: each group is taken out of its mode's
+    /// queue only if every one of its players still waits in `mode` and is not away; otherwise
+    /// nothing of that group changes. Returns, per group in order, whether it was claimed. Atomic
+    /// per call (one Lua script), so a player is never claimed twice and a ticket left or removed
+    /// before the claim is never claimed. A player listed in two groups of one call can only be
+    /// claimed by the first. Claimed tickets wait for [`Kv::queue_settle`] or
+    /// [`Kv::queue_unclaim`].
     ///
     /// # Errors
-    /// [`KvError::Unavailable`] if Redis does not answer; the claim may or may not have happened.
+    /// [`KvError::Unavailable`] if Redis does not answer; the claim may or may not have happened
+    /// ([`Kv::queue_claimed`] tells).
     pub async fn queue_claim(
         &self,
         queue: &str,
         mode: &str,
         groups: &[Vec<String>],
+        claimed_at_ms: u64,
     ) -> Result<Vec<bool>, KvError> {
         if groups.is_empty() {
             return Ok(Vec::new());
@@ -340,7 +400,13 @@ impl Kv {
             Backend::Redis(redis) => {
                 let keys = Keys::new(redis, queue);
                 let mut invocation = CLAIM.prepare_invoke();
-                invocation.key(keys.mode(mode)).key(&keys.tickets).key(&keys.away).arg(groups.len());
+                invocation
+                    .key(keys.mode(mode))
+                    .key(&keys.tickets)
+                    .key(&keys.away)
+                    .key(&keys.claimed)
+                    .arg(claimed_at_ms)
+                    .arg(groups.len());
                 for group in groups {
                     invocation.arg(group.len()).arg(group.as_slice());
                 }
@@ -351,7 +417,7 @@ impl Kv {
             }
             Backend::Embedded(embedded) => Ok(embedded.with_queues(|queues| {
                 let space = queues.entry(queue.to_owned()).or_default();
-                groups.iter().map(|group| space.claim(mode, group)).collect()
+                groups.iter().map(|group| space.claim(mode, group, claimed_at_ms)).collect()
             })),
         }
     }
@@ -410,7 +476,12 @@ impl Kv {
             Backend::Redis(redis) => {
                 let keys = Keys::new(redis, queue);
                 let mut invocation = REMOVE_AWAY.prepare_invoke();
-                invocation.key(&keys.away).key(&keys.tickets).arg(before_ms).arg(keys.mode(""));
+                invocation
+                    .key(&keys.away)
+                    .key(&keys.tickets)
+                    .key(&keys.claimed)
+                    .arg(before_ms)
+                    .arg(keys.mode(""));
                 let invocation = &invocation;
                 let flat: Vec<String> =
                     redis.run(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
@@ -426,6 +497,81 @@ impl Kv {
                     .collect();
                 gone.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
                 gone.into_iter().filter_map(|(player_id, _)| space.remove(&player_id)).collect()
+            })),
+        }
+    }
+
+    /// Settles the claims of `player_ids` whose match was recorded: each one still claimed loses
+    /// the ticket (one who left meanwhile, or queued again, is not touched). Returns how many
+    /// were settled. Atomic.
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer.
+    pub async fn queue_settle(&self, queue: &str, player_ids: &[String]) -> Result<u64, KvError> {
+        if player_ids.is_empty() {
+            return Ok(0);
+        }
+        match &self.backend {
+            Backend::Redis(redis) => {
+                let keys = Keys::new(redis, queue);
+                let mut invocation = SETTLE.prepare_invoke();
+                invocation.key(&keys.tickets).key(&keys.away).key(&keys.claimed).arg(player_ids);
+                let invocation = &invocation;
+                Ok(redis.run(|mut c| async move { invocation.invoke_async(&mut c).await }).await?)
+            }
+            Backend::Embedded(embedded) => Ok(embedded.with_queues(|queues| {
+                let Some(space) = queues.get_mut(queue) else { return 0 };
+                player_ids.iter().filter(|player_id| space.settle(player_id)).count() as u64
+            })),
+        }
+    }
+
+    /// Puts the claimed `player_ids` whose match was not recorded back into their mode, with
+    /// their original enqueue time (and any away mark they got meanwhile); one who left or was
+    /// removed meanwhile stays out. Returns how many were put back. Atomic.
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer.
+    pub async fn queue_unclaim(&self, queue: &str, player_ids: &[String]) -> Result<u64, KvError> {
+        if player_ids.is_empty() {
+            return Ok(0);
+        }
+        match &self.backend {
+            Backend::Redis(redis) => {
+                let keys = Keys::new(redis, queue);
+                let mut invocation = UNCLAIM.prepare_invoke();
+                invocation.key(&keys.tickets).key(&keys.claimed).arg(keys.mode("")).arg(player_ids);
+                let invocation = &invocation;
+                Ok(redis.run(|mut c| async move { invocation.invoke_async(&mut c).await }).await?)
+            }
+            Backend::Embedded(embedded) => Ok(embedded.with_queues(|queues| {
+                let Some(space) = queues.get_mut(queue) else { return 0 };
+                player_ids.iter().filter(|player_id| space.unclaim(player_id)).count() as u64
+            })),
+        }
+    }
+
+    /// Every claim of `queue` not yet settled or put back: (player, claim ms), oldest first.
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer.
+    pub async fn queue_claimed(&self, queue: &str) -> Result<Vec<(String, u64)>, KvError> {
+        match &self.backend {
+            Backend::Redis(redis) => {
+                let keys = Keys::new(redis, queue);
+                let mut invocation = CLAIMED.prepare_invoke();
+                invocation.key(&keys.claimed);
+                let invocation = &invocation;
+                let flat: Vec<String> =
+                    redis.run(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
+                flat.chunks_exact(2).map(|row| Ok((row[0].clone(), parse_ms(&row[1])?))).collect()
+            }
+            Backend::Embedded(embedded) => Ok(embedded.with_queues(|queues| {
+                let Some(space) = queues.get(queue) else { return Vec::new() };
+                let mut claimed: Vec<(String, u64)> =
+                    space.claimed.iter().map(|(player_id, at)| (player_id.clone(), *at)).collect();
+                claimed.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+                claimed
             })),
         }
     }
@@ -464,6 +610,7 @@ impl Kv {
 struct Keys {
     tickets: String,
     away: String,
+    claimed: String,
     mode_prefix: String,
 }
 
@@ -473,6 +620,7 @@ impl Keys {
         Keys {
             tickets: format!("{prefix}{queue}:tickets"),
             away: format!("{prefix}{queue}:away"),
+            claimed: format!("{prefix}{queue}:claimed"),
             mode_prefix: format!("{prefix}{queue}:q:"),
         }
     }
@@ -518,6 +666,8 @@ pub(crate) struct QueueSpace {
     by_mode: HashMap<String, BTreeSet<(u64, String)>>,
     /// Player id → away since ms.
     away: HashMap<String, u64>,
+    /// Player id → claim ms, for claimed tickets (out of `by_mode`, still in `tickets`).
+    claimed: HashMap<String, u64>,
 }
 
 struct Entry {
@@ -547,23 +697,51 @@ impl QueueSpace {
         let ticket = self.ticket(player_id, entry);
         self.tickets.remove(player_id);
         self.away.remove(player_id);
+        self.claimed.remove(player_id);
         if let Some(by_time) = self.by_mode.get_mut(&ticket.mode) {
             by_time.remove(&(ticket.enqueued_at_ms, player_id.to_owned()));
         }
         Some(ticket)
     }
 
-    fn claim(&mut self, mode: &str, group: &[String]) -> bool {
+    fn claim(&mut self, mode: &str, group: &[String], claimed_at_ms: u64) -> bool {
         let claimable = group.iter().all(|player_id| {
             self.tickets.get(player_id).is_some_and(|entry| entry.mode == mode)
                 && !self.away.contains_key(player_id)
+                && !self.claimed.contains_key(player_id)
         });
         if claimable {
             for player_id in group {
-                self.remove(player_id);
+                if let (Some(entry), Some(by_time)) =
+                    (self.tickets.get(player_id), self.by_mode.get_mut(mode))
+                {
+                    by_time.remove(&(entry.enqueued_at_ms, player_id.clone()));
+                }
+                self.claimed.insert(player_id.clone(), claimed_at_ms);
             }
         }
         claimable
+    }
+
+    fn settle(&mut self, player_id: &str) -> bool {
+        if self.claimed.remove(player_id).is_none() {
+            return false;
+        }
+        self.tickets.remove(player_id);
+        self.away.remove(player_id);
+        true
+    }
+
+    fn unclaim(&mut self, player_id: &str) -> bool {
+        if self.claimed.remove(player_id).is_none() {
+            return false;
+        }
+        let Some(entry) = self.tickets.get(player_id) else { return false };
+        self.by_mode
+            .entry(entry.mode.clone())
+            .or_default()
+            .insert((entry.enqueued_at_ms, player_id.to_owned()));
+        true
     }
 }
 

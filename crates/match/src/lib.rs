@@ -330,11 +330,16 @@ impl Matchmaking {
     /// error of a mode whose pass failed: the other modes' passes still run, and the matches
     /// they recorded are returned, so their players are told.
     ///
+    /// Claims an earlier pass left unsettled (its answer from Redis was lost, or it stopped between
+    /// claiming and settling) are settled first, once older than the lease: their players are in
+    /// the match if it was recorded, else back in the queue.
+    ///
     /// # Errors
-    /// [`MatchError::Store`] when Redis fails before any pass ran. A pass's own failure is in
-    /// [`Tick::failed`]: [`MatchError::Store`] when Redis fails (tickets claimed before the
-    /// failure stay claimed only if their match was recorded); [`MatchError::Shard`] when
-    /// recording fails (the claimed tickets are put back into the queue first, best effort).
+    /// [`MatchError::Store`] when Redis fails before any pass ran; [`MatchError::Shard`] when
+    /// `match.db` cannot be read to settle earlier claims. A pass's own failure is in
+    /// [`Tick::failed`]: [`MatchError::Store`] when Redis fails (claimed tickets are settled by a
+    /// later tick); [`MatchError::Shard`] when recording fails (the claimed players still holding
+    /// a ticket are put back into the queue first, best effort).
     pub async fn tick(&self, holder: &str) -> Result<Tick, MatchError> {
         let inner = &self.inner;
         if !inner.kv.lease_acquire(LEASE, holder, inner.config.lease).await? {
@@ -346,6 +351,8 @@ impl Matchmaking {
         if !removed.is_empty() {
             tracing::info!(tickets = removed.len(), "removed the tickets of disconnected players");
         }
+        let lease_ms = u64::try_from(inner.config.lease.as_millis()).unwrap_or(u64::MAX);
+        self.settle_earlier_claims(now_ms.saturating_sub(lease_ms)).await?;
         let mut tick = Tick::default();
         for mode in &inner.config.modes {
             match self.pass(mode, now_ms).await {
@@ -356,6 +363,37 @@ impl Matchmaking {
             }
         }
         Ok(tick)
+    }
+
+    /// Settles the claims made before `claimed_before_ms` that no pass settled: a pass still at
+    /// work would have lost the lease by then.
+    async fn settle_earlier_claims(&self, claimed_before_ms: u64) -> Result<(), MatchError> {
+        let inner = &self.inner;
+        let claims: Vec<(String, u64)> = inner
+            .kv
+            .queue_claimed(QUEUE)
+            .await?
+            .into_iter()
+            .filter(|(_, claimed_at_ms)| *claimed_at_ms < claimed_before_ms)
+            .collect();
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let lookups: Vec<(Uuid, u64)> =
+            claims.iter().filter_map(|(id, at)| Uuid::parse_str(id).ok().map(|id| (id, *at))).collect();
+        let matched = inner.shard.read(move |conn| store::matched_since(conn, &lookups)).await?;
+        let (settled, put_back): (Vec<String>, Vec<String>) = claims
+            .into_iter()
+            .map(|(id, _)| id)
+            .partition(|id| Uuid::parse_str(id).is_ok_and(|id| matched.contains(&id)));
+        inner.kv.queue_settle(QUEUE, &settled).await?;
+        let n_put_back = inner.kv.queue_unclaim(QUEUE, &put_back).await?;
+        tracing::warn!(
+            settled = settled.len(),
+            put_back = n_put_back,
+            "settled the claims of a matchmaking pass that did not finish"
+        );
+        Ok(())
     }
 
     /// Gives up the matchmaker lease if `holder` has it (at shutdown), so another process takes
@@ -394,7 +432,7 @@ impl Matchmaking {
         }
         let groups: Vec<Vec<String>> =
             proposals.iter().map(|p| p.player_ids().iter().map(Uuid::to_string).collect()).collect();
-        let claimed = inner.kv.queue_claim(QUEUE, &mode.name, &groups).await?;
+        let claimed = inner.kv.queue_claim(QUEUE, &mode.name, &groups, now_ms).await?;
         let proposals: Vec<pass::Proposal> = proposals
             .into_iter()
             .zip(claimed)
@@ -419,9 +457,20 @@ impl Matchmaking {
         }
         let new_matches = Arc::new(new_matches);
         let to_write = new_matches.clone();
+        let claimed_players: Vec<String> = proposals
+            .iter()
+            .flat_map(|proposal| proposal.teams.iter().flatten())
+            .map(|ticket| ticket.player_id.to_string())
+            .collect();
         if let Err(error) = inner.shard.write(move |conn| store::insert_matches(conn, &to_write)).await {
-            self.requeue(&mode.name, &proposals).await;
+            // Those who left or were removed meanwhile stay out; the others keep their places.
+            if let Err(error) = inner.kv.queue_unclaim(QUEUE, &claimed_players).await {
+                tracing::warn!(%error, "could not put the players of unrecorded matches back; a later tick will");
+            }
             return Err(error.into());
+        }
+        if let Err(error) = inner.kv.queue_settle(QUEUE, &claimed_players).await {
+            tracing::warn!(%error, "could not settle the claims of recorded matches; a later tick will");
         }
         let formed: Vec<MatchDetails> = new_matches
             .iter()
@@ -454,23 +503,6 @@ impl Matchmaking {
             "matchmaking pass"
         );
         Ok(formed)
-    }
-
-    /// Puts the players of matches that could not be recorded back into their queue, with their
-    /// original enqueue times: they keep their place and their widened windows.
-    async fn requeue(&self, mode: &str, proposals: &[pass::Proposal]) {
-        for ticket in proposals.iter().flat_map(|proposal| proposal.teams.iter().flatten()) {
-            let account_id = ticket.player_id;
-            // A player who queued again meanwhile keeps the new ticket.
-            if let Err(error) = self
-                .inner
-                .kv
-                .queue_join(QUEUE, &account_id.to_string(), mode, ticket.rating, ticket.enqueued_at_ms)
-                .await
-            {
-                tracing::warn!(%error, %account_id, "could not put a player back into the queue");
-            }
-        }
     }
 
     /// Records a result: from a trusted caller it decides at once; from a player it is their

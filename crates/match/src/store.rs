@@ -124,6 +124,21 @@ pub(crate) fn insert_matches(conn: &mut Connection, matches: &[NewMatch]) -> rus
     tx.commit()
 }
 
+/// Of `claims` (player, claim ms), the players in a match created at their claim's time or later:
+/// the matches their claims were for, recorded.
+pub(crate) fn matched_since(conn: &Connection, claims: &[(Uuid, u64)]) -> rusqlite::Result<Vec<Uuid>> {
+    let mut in_match = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM participants WHERE account_id = ?1 AND created_at_ms >= ?2)",
+    )?;
+    let mut matched = Vec::new();
+    for &(player_id, claimed_at_ms) in claims {
+        if in_match.query_row(params![Id(player_id), to_i64(claimed_at_ms)], |row| row.get::<_, bool>(0))? {
+            matched.push(player_id);
+        }
+    }
+    Ok(matched)
+}
+
 /// A match with its players, or `None`.
 pub(crate) fn details(conn: &Connection, match_id: Uuid) -> rusqlite::Result<Option<MatchDetails>> {
     let head = conn

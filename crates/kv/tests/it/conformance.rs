@@ -75,6 +75,7 @@ conformance! {
     queue_holds_one_ticket_per_player_oldest_first => check_queue_one_ticket_per_player,
     queue_leave_returns_the_ticket_once => check_queue_leave,
     queue_claim_takes_whole_groups_only => check_queue_claim_whole_groups,
+    queue_unclaim_puts_back_only_who_still_holds_a_ticket => check_queue_unclaim,
     queue_away_players_are_not_claimed_and_removed_after_grace => check_queue_away,
     queue_stats_count_and_median => check_queue_stats,
 }
@@ -794,6 +795,7 @@ async fn check_queue_claim_whole_groups(kv: &Kv) {
             "mm",
             "duel",
             &[group(&["a", "b"]), group(&["c", "d"]), group(&["b", "c"]), group(&["c", "t"])],
+            50,
         )
         .await
         .unwrap();
@@ -801,9 +803,48 @@ async fn check_queue_claim_whole_groups(kv: &Kv) {
     // (c, t) fails since t waits in another mode. c keeps waiting.
     assert_eq!(claimed, [true, false, false, false]);
     assert_eq!(kv.queue_tickets("mm", "duel").await.unwrap(), vec![ticket("c", "duel", 1500.0, 3)]);
-    assert_eq!(kv.queue_ticket("mm", "a").await.unwrap(), None);
     assert_eq!(kv.queue_ticket("mm", "t").await.unwrap(), Some(ticket("t", "team", 1500.0, 5)));
-    assert!(kv.queue_claim("mm", "duel", &[]).await.unwrap().is_empty());
+    assert!(kv.queue_claim("mm", "duel", &[], 50).await.unwrap().is_empty());
+    // Claimed, a and b keep their tickets (a second join is refused) until their match settles.
+    assert_eq!(kv.queue_claimed("mm").await.unwrap(), [("a".to_owned(), 50), ("b".to_owned(), 50)]);
+    assert_eq!(kv.queue_ticket("mm", "a").await.unwrap(), Some(ticket("a", "duel", 1500.0, 1)));
+    assert!(matches!(
+        kv.queue_join("mm", "a", "duel", 1500.0, 60).await.unwrap(),
+        QueueJoin::AlreadyQueued { .. }
+    ));
+    assert_eq!(kv.queue_settle("mm", &group(&["a", "b", "c"])).await.unwrap(), 2, "c was never claimed");
+    assert_eq!(kv.queue_ticket("mm", "a").await.unwrap(), None);
+    assert!(kv.queue_claimed("mm").await.unwrap().is_empty());
+    assert_eq!(kv.queue_tickets("mm", "duel").await.unwrap(), vec![ticket("c", "duel", 1500.0, 3)]);
+}
+
+async fn check_queue_unclaim(kv: &Kv) {
+    for (player, at) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+        kv.queue_join("mm", player, "duel", 1500.0, at).await.unwrap();
+    }
+    let claimed = kv.queue_claim("mm", "duel", &[group(&["a", "b"]), group(&["c", "d"])], 50).await.unwrap();
+    assert_eq!(claimed, [true, true]);
+    assert!(kv.queue_tickets("mm", "duel").await.unwrap().is_empty());
+    // While the matches are being recorded: a leaves, b's connection ends, c is removed as away.
+    assert_eq!(kv.queue_leave("mm", "a").await.unwrap().map(|t| t.player_id).as_deref(), Some("a"));
+    assert!(kv.queue_set_away("mm", "b", Some(55)).await.unwrap());
+    assert!(kv.queue_set_away("mm", "c", Some(40)).await.unwrap());
+    assert_eq!(kv.queue_remove_away("mm", 45).await.unwrap().len(), 1);
+    // Neither match was recorded: only b and d go back, with their places, b still away.
+    assert_eq!(kv.queue_unclaim("mm", &group(&["a", "b", "c", "d"])).await.unwrap(), 2);
+    let back = kv.queue_tickets("mm", "duel").await.unwrap();
+    assert_eq!(
+        back,
+        vec![
+            QueueTicket { away_since_ms: Some(55), ..ticket("b", "duel", 1500.0, 2) },
+            ticket("d", "duel", 1500.0, 4)
+        ]
+    );
+    assert!(kv.queue_claimed("mm").await.unwrap().is_empty());
+    // Nothing claimed is settled or put back twice.
+    assert_eq!(kv.queue_unclaim("mm", &group(&["b", "d"])).await.unwrap(), 0);
+    assert_eq!(kv.queue_settle("mm", &group(&["b", "d"])).await.unwrap(), 0);
+    assert_eq!(kv.queue_tickets("mm", "duel").await.unwrap().len(), 2);
 }
 
 async fn check_queue_away(kv: &Kv) {
@@ -819,7 +860,7 @@ async fn check_queue_away(kv: &Kv) {
     let away: Vec<Option<u64>> = tickets.iter().map(|t| t.away_since_ms).collect();
     assert_eq!(away, [Some(100), Some(120), None]);
     // An away player is not claimed.
-    assert_eq!(kv.queue_claim("mm", "duel", &[group(&["a", "c"])]).await.unwrap(), [false]);
+    assert_eq!(kv.queue_claim("mm", "duel", &[group(&["a", "c"])], 200).await.unwrap(), [false]);
     // b comes back before the grace ends; a does not.
     assert!(kv.queue_set_away("mm", "b", None).await.unwrap());
     let removed = kv.queue_remove_away("mm", 110).await.unwrap();
@@ -828,7 +869,7 @@ async fn check_queue_away(kv: &Kv) {
     let left: Vec<String> =
         kv.queue_tickets("mm", "duel").await.unwrap().into_iter().map(|t| t.player_id).collect();
     assert_eq!(left, ["b", "c"]);
-    assert_eq!(kv.queue_claim("mm", "duel", &[group(&["b", "c"])]).await.unwrap(), [true]);
+    assert_eq!(kv.queue_claim("mm", "duel", &[group(&["b", "c"])], 200).await.unwrap(), [true]);
 }
 
 async fn check_queue_stats(kv: &Kv) {

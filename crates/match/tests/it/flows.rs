@@ -258,6 +258,95 @@ async fn a_mode_whose_matches_cannot_be_recorded_loses_no_other_mode_and_no_plac
     assert_eq!(matched, expected);
 }
 
+/// While a pass's matches wait on `match.db` their players hold no place in line, but what they
+/// do meanwhile counts: when recording fails, one who left stays out, and one whose connection
+/// ended goes back marked away and is removed after the grace, never matched.
+#[tokio::test]
+async fn players_who_leave_or_go_while_their_match_fails_to_record_are_never_matched() {
+    let world = World::new();
+    let kv = kv::Kv::connect_redis(&world.redis.url(), "t:").await.unwrap();
+    let shard =
+        shard::ShardConfig { busy_timeout: Duration::from_millis(500), ..shard::ShardConfig::default() };
+    let mm = matchmaking::Matchmaking::open(
+        world.dir.path().join("match.db"),
+        kv,
+        world.clock.clone(),
+        config(),
+        &shard,
+    )
+    .await
+    .unwrap();
+    let [leaver, partner, goner, other] = [player(), player(), player(), player()];
+    for duelist in [leaver, partner, goner, other] {
+        mm.queue(duelist, "duel").await.unwrap();
+    }
+    world.clock.advance(Duration::from_secs(1));
+
+    let blocker = rusqlite::Connection::open(world.dir.path().join("match.db")).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let ticking = tokio::spawn({
+        let mm = mm.clone();
+        async move { mm.tick("h").await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(mm.leave(leaver).await.unwrap(), "the claimed ticket is still theirs to leave");
+    assert!(mm.disconnected(goner).await.unwrap());
+    let tick = ticking.await.unwrap();
+    blocker.execute_batch("ROLLBACK").unwrap();
+    assert!(matches!(tick.failed, Some(MatchError::Shard(_))), "{:?}", tick.failed);
+    assert!(mm.ticket(leaver).await.unwrap().is_none());
+    let kv = kv::Kv::connect_redis(&world.redis.url(), "t:").await.unwrap();
+    let back = kv.queue_ticket("match", &goner.to_string()).await.unwrap();
+    assert!(back.is_some_and(|ticket| ticket.away_since_ms.is_some()), "back, and away");
+    assert_eq!(mm.ticket(partner).await.unwrap().map(|ticket| ticket.enqueued_at_ms), Some(T0));
+
+    world.clock.advance(Duration::from_secs(60));
+    let tick = mm.tick("h").await.unwrap();
+    assert!(tick.failed.is_none(), "{:?}", tick.failed);
+    let matched: Vec<Vec<Uuid>> = tick.formed.iter().map(|formed| formed.account_ids()).collect();
+    assert_eq!(matched.len(), 1, "{matched:?}");
+    let mut matched = matched[0].clone();
+    matched.sort();
+    let mut expected = vec![partner, other];
+    expected.sort();
+    assert_eq!(matched, expected);
+    assert!(mm.ticket(goner).await.unwrap().is_none(), "removed after the grace");
+}
+
+/// A claim the pass never heard back about (Redis ran it, the answer was lost) is settled by a
+/// later tick once older than the lease: its players go back into the queue if no match was
+/// recorded, and lose their tickets if one was.
+#[tokio::test]
+async fn claims_a_pass_never_settled_are_settled_by_a_later_tick() {
+    let world = World::new();
+    let mm = world.matchmaking(config()).await;
+    let kv = kv::Kv::connect_redis(&world.redis.url(), "t:").await.unwrap();
+    let (a, b) = (player(), player());
+    mm.queue(a, "duel").await.unwrap();
+    mm.queue(b, "duel").await.unwrap();
+    let group = vec![a.to_string(), b.to_string()];
+    assert_eq!(kv.queue_claim("match", "duel", std::slice::from_ref(&group), T0).await.unwrap(), [true]);
+
+    world.clock.advance(Duration::from_secs(1));
+    assert!(mm.tick("h").await.unwrap().formed.is_empty(), "within the lease the claim is left alone");
+    world.clock.advance(Duration::from_secs(10));
+    let tick = mm.tick("h").await.unwrap();
+    assert_eq!(tick.formed.len(), 1, "put back, then matched: {:?}", tick.failed);
+    let recorded_at = tick.formed[0].created_at_ms;
+    assert!(kv.queue_claimed("match").await.unwrap().is_empty());
+    assert!(mm.ticket(a).await.unwrap().is_none());
+
+    // A pass that recorded its match but stopped before settling the claim.
+    mm.queue(a, "duel").await.unwrap();
+    mm.queue(b, "duel").await.unwrap();
+    assert_eq!(kv.queue_claim("match", "duel", &[group], recorded_at).await.unwrap(), [true]);
+    world.clock.advance(Duration::from_secs(10));
+    let tick = mm.tick("h").await.unwrap();
+    assert!(tick.formed.is_empty(), "never matched twice");
+    assert!(mm.ticket(a).await.unwrap().is_none() && mm.ticket(b).await.unwrap().is_none());
+    assert!(kv.queue_claimed("match").await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn processes_sharing_match_db_record_results_at_the_same_time() {
     let world = World::new();
