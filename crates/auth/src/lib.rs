@@ -27,6 +27,12 @@ use uuid::Uuid;
 pub use error::AuthError;
 pub use sessions::{IssuedSession, Session, SessionKey};
 
+/// The schema version this build migrates `auth.db` to: a file at an older one is migrated
+/// when opened.
+pub fn schema_version() -> u32 {
+    store::MIGRATIONS.last().map_or(0, |migration| migration.version)
+}
+
 /// Shortest username, in characters.
 pub const USERNAME_MIN_CHARS: usize = 3;
 /// Longest username, in characters.

@@ -5,8 +5,9 @@
 //! Every function takes the same [`GatewayConfig`] the gateway runs with, so the tool finds the
 //! same data directory, Redis and key prefix. Shards are opened with [`Shard::open_existing`]
 //! (never created, never migrated) for maintenance, and through their domain crates for domain
-//! operations, after checking that the file exists: a wrong `--data-dir` is an error, never a new
-//! empty shard. Every Redis call is bounded by a timeout.
+//! operations, after checking that the file exists and is at this build's schema version: a
+//! wrong `--data-dir` is an error, never a new empty shard, and a newer `gamectl` never migrates
+//! a shard under the older gateways running on it. Every Redis call is bounded by a timeout.
 //!
 //! The data directory lock: every gateway holds a shared OS lock on `DATA_DIR/gateway.lock` for
 //! its lifetime ([`lock_data_dir_shared`]); a restore takes it exclusively, so a restore never
@@ -258,6 +259,22 @@ fn gateway_running(data_dir: &Path) -> Result<bool, OpsError> {
         Err(OpsError::GatewayRunning(_)) => Ok(true),
         Err(error) => Err(error),
     }
+}
+
+/// Refuses a shard at an older schema version than this build's: opening it through its domain,
+/// as the operations beyond status, integrity and backup do, would migrate it under gateways of
+/// the older release that may still run on it.
+async fn require_current_schema(config: &GatewayConfig, path: &Path, current: u32) -> Result<(), OpsError> {
+    let shard = open_shard(config, path).await?;
+    let version = shard.schema_version().await.map_err(|error| OpsError::Shard(path.to_path_buf(), error))?;
+    if version < current {
+        return Err(OpsError::Domain(format!(
+            "{} is at schema version {version}, older than this gamectl's {current}: run the gamectl of \
+             the gateways' release (this one would migrate the file under them)",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 fn clock() -> clock::SharedClock {
@@ -560,6 +577,7 @@ pub struct Flush {
 pub async fn flush(config: &GatewayConfig, timeout: Duration) -> Result<Flush, OpsError> {
     let path = required(&config.data_dir, "player.db")?;
     let kv = connect_kv(config, timeout).await?;
+    require_current_schema(config, &path, player::schema_version()).await?;
     let players = player::Players::open_beside_gateways(path, kv, clock(), config.player_config()).await?;
     let report = match tokio::time::timeout(timeout, players.flush_now()).await {
         Ok(report) => report?,
@@ -593,6 +611,7 @@ pub struct AccountInfo {
 /// The auth domain of the data directory, on the shared key-value store.
 async fn open_auth(config: &GatewayConfig, kv: Kv) -> Result<auth::Auth, OpsError> {
     let path = required(&config.data_dir, "auth.db")?;
+    require_current_schema(config, &path, auth::schema_version()).await?;
     let auth_config = auth::AuthConfig { hash_threads: 1, ..config.auth_config() };
     Ok(auth::Auth::open(path, kv, clock(), auth_config).await?)
 }
@@ -725,6 +744,7 @@ pub async fn ledger(
             find_account(&auth, name).await?.account_id
         }
     };
+    require_current_schema(config, &path, inventory::schema_version()).await?;
     // Only reads: the committer is never run, and the catalogue does not matter.
     let (inventory, _committer) =
         inventory::Inventory::open(path, inventory::Catalogue::default(), clock(), config.inventory_config())

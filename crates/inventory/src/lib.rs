@@ -41,8 +41,15 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 pub use catalogue::{Catalogue, DEFAULT_MAX_STACK, ITEM_ID_MAX_BYTES, ItemDef, MAX_STACK_LIMIT};
+
 pub use committer::Committer;
 pub use error::InventoryError;
+
+/// The schema version this build migrates `inventory.db` to: a file at an older one is migrated
+/// when opened.
+pub fn schema_version() -> u32 {
+    store::MIGRATIONS.last().map_or(0, |migration| migration.version)
+}
 
 /// Default lifetime of an open trade offer.
 pub const DEFAULT_OFFER_TTL: Duration = Duration::from_secs(10 * 60);

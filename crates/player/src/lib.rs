@@ -30,6 +30,12 @@ use uuid::Uuid;
 
 pub use error::PlayerError;
 
+/// The schema version this build migrates `player.db` to: a file at an older one is migrated
+/// when opened.
+pub fn schema_version() -> u32 {
+    store::MIGRATIONS.last().map_or(0, |migration| migration.version)
+}
+
 /// Largest absolute value of a position coordinate.
 pub const COORDINATE_MAX_ABS: f32 = 1.0e6;
 /// Largest absolute value of a rotation, in degrees.

@@ -370,6 +370,34 @@ async fn without_the_gateways_redis_gamectl_refuses_instead_of_acting_on_an_empt
     gateway.stop().await.unwrap();
 }
 
+/// A shard at an older schema (gateways of the release before still on it) is not migrated by a
+/// newer `gamectl` reading an account: it refuses and says which gamectl to run.
+#[tokio::test]
+async fn gamectl_refuses_to_migrate_a_shard_of_an_older_release_under_its_gateways() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let name = username("older");
+    gateway.player(&name).await;
+    gateway.stop().await.unwrap();
+    let auth_db = world.data_dir.path().join("auth.db");
+    let older = auth::schema_version() - 1;
+    let set_version = |version: u32| {
+        let conn = shard::rusqlite::Connection::open(&auth_db).unwrap();
+        conn.pragma_update(None, "user_version", version).unwrap();
+    };
+    set_version(older);
+
+    let output = gamectl(&world, world.data_dir.path(), &["account", "show", &name]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(stderr(&output).contains("older than this gamectl"), "{}", stderr(&output));
+    let conn = shard::rusqlite::Connection::open(&auth_db).unwrap();
+    let version: u32 = conn.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
+    assert_eq!(version, older, "left as it was");
+
+    set_version(auth::schema_version());
+    assert_success(&gamectl(&world, world.data_dir.path(), &["account", "show", &name]).await);
+}
+
 #[tokio::test]
 async fn match_shows_a_recorded_match_read_from_the_shard() {
     use proto::matchmaking::{MatchEvent, MatchReply, MatchRequest};
