@@ -66,6 +66,9 @@ pub enum OpsError {
     /// A domain refused or failed.
     #[error("{0}")]
     Domain(String),
+    /// A shard is at an older schema version than this build's, which would migrate it.
+    #[error("{0}")]
+    OlderSchema(String),
     /// A file operation failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -268,7 +271,7 @@ async fn require_current_schema(config: &GatewayConfig, path: &Path, current: u3
     let shard = open_shard(config, path).await?;
     let version = shard.schema_version().await.map_err(|error| OpsError::Shard(path.to_path_buf(), error))?;
     if version < current {
-        return Err(OpsError::Domain(format!(
+        return Err(OpsError::OlderSchema(format!(
             "{} is at schema version {version}, older than this gamectl's {current}: run the gamectl of \
              the gateways' release (this one would migrate the file under them)",
             path.display()

@@ -106,6 +106,8 @@ pub async fn backup(
         match flush(config, timeout).await {
             Ok(Flush { rows_written, batches, .. }) => (Some(FlushRecord { rows_written, batches }), None),
             Err(OpsError::Redis(reason)) if config.redis_url.is_none() => (None, Some(reason)),
+            // The copy itself migrates nothing: a newer gamectl still backs up an older release.
+            Err(OpsError::OlderSchema(reason)) => (None, Some(reason)),
             Err(error) => return Err(error),
         }
     };
