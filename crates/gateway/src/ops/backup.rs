@@ -11,6 +11,8 @@
 //! against the manifest, copies the files into a staging directory inside the data directory,
 //! checks each shard's integrity and schema version there, moves the directory's current shards
 //! aside into `pre-restore-<ms>/` (nothing is deleted), and moves the staged files into place.
+//! Run again after stopping half-way (its staging directory left behind), it finishes into the
+//! same `pre-restore-<ms>/`, so the original shards stay together.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,8 @@ pub const MANIFEST_FORMAT: u32 = 1;
 pub const ARCHIVE_SUBDIR: &str = chat::DEFAULT_ARCHIVE_DIR_NAME;
 /// The staging directory a restore fills inside the data directory.
 pub(crate) const STAGING_DIR: &str = ".restore-staging";
+/// Where a restore sets the data directory's shards aside, followed by the time in ms.
+const PREVIOUS_DIR_PREFIX: &str = "pre-restore-";
 
 /// What a backup holds; written as `manifest.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -218,21 +222,32 @@ pub async fn restore(config: &GatewayConfig, from: &Path) -> Result<RestoreRepor
     let _lock = super::lock_data_dir_exclusive(data_dir)?;
 
     let staging = data_dir.join(STAGING_DIR);
+    // A staging directory is what a restore that stopped half-way leaves: this one finishes it,
+    // setting aside into the same directory the shards it had not moved yet.
+    let resuming = staging.exists();
+    let resumed_into = if resuming { latest_previous(data_dir)? } else { None };
     if staging.exists() {
         std::fs::remove_dir_all(&staging)?;
     }
     let staged = stage(config, from, &manifest, &staging).await;
     if let Err(error) = staged {
         let _ = std::fs::remove_dir_all(&staging);
+        if resuming {
+            // The directory is still half restored: gateways must keep refusing it.
+            let _ = std::fs::create_dir_all(&staging);
+        }
         return Err(error);
     }
 
     // Set the current shards aside; nothing is deleted.
-    let previous = data_dir.join(format!("pre-restore-{}", now_ms()));
+    let resumed = resumed_into.is_some();
+    let previous =
+        resumed_into.unwrap_or_else(|| data_dir.join(format!("{PREVIOUS_DIR_PREFIX}{}", now_ms())));
     let swapped = swap_in(data_dir, &staging, &previous, &manifest).map_err(|error| {
         // The staging directory stays, and a gateway refuses to start beside it.
         OpsError::Backup(format!(
-            "the restore stopped half-way ({error}): the shards that were in {} are in {}, the              backup's checked copy is in {}; run the restore again",
+            "the restore stopped half-way ({error}): the shards that were in {} are in {}, the \
+             backup's checked copy is in {}; run the restore again",
             data_dir.display(),
             previous.display(),
             staging.display()
@@ -241,7 +256,23 @@ pub async fn restore(config: &GatewayConfig, from: &Path) -> Result<RestoreRepor
     std::fs::remove_dir_all(&staging)?;
     let files: Vec<String> = manifest.files.iter().map(|file| file.path.clone()).collect();
     tracing::info!(from = %from.display(), data_dir = %data_dir.display(), files = files.len(), "restore complete");
-    Ok(RestoreReport { files, previous: swapped.moved_aside.then_some(previous) })
+    Ok(RestoreReport { files, previous: (swapped.moved_aside || resumed).then_some(previous) })
+}
+
+/// The newest `pre-restore-<ms>` directory of `data_dir`, if any.
+fn latest_previous(data_dir: &Path) -> std::io::Result<Option<PathBuf>> {
+    let mut latest: Option<(u64, PathBuf)> = None;
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(ms) = name.strip_prefix(PREVIOUS_DIR_PREFIX).and_then(|ms| ms.parse::<u64>().ok()) else {
+            continue;
+        };
+        if latest.as_ref().is_none_or(|(newest, _)| ms > *newest) {
+            latest = Some((ms, entry.path()));
+        }
+    }
+    Ok(latest.map(|(_, path)| path))
 }
 
 struct Swapped {
@@ -251,6 +282,8 @@ struct Swapped {
 
 /// Moves the shards in `data_dir` into `previous`, then the staged backup's files into
 /// `data_dir`: renames within one file system, each of them atomic, though not all together.
+/// A file whose name `previous` already holds is one a stopped restore moved in after setting
+/// that original aside (all originals go first): it is replaced, never set aside over the original.
 fn swap_in(
     data_dir: &Path,
     staging: &Path,
@@ -262,7 +295,7 @@ fn swap_in(
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let is_shard = [".db", ".db-wal", ".db-shm"].iter().any(|suffix| name.ends_with(suffix));
-        if is_shard || name == ARCHIVE_SUBDIR {
+        if (is_shard || name == ARCHIVE_SUBDIR) && !previous.join(&name).exists() {
             std::fs::create_dir_all(previous)?;
             std::fs::rename(entry.path(), previous.join(&name))?;
             moved_aside = true;

@@ -185,6 +185,48 @@ async fn restore_refuses_over_a_running_gateway() {
     restarted.stop().await.unwrap();
 }
 
+/// A restore that stopped half-way (every shard set aside, one of the backup's moved in) is
+/// finished by running it again: the originals stay together where the first run put them, and
+/// the report says so.
+#[tokio::test]
+async fn a_restore_run_again_after_stopping_half_way_keeps_the_originals_in_one_place() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let (in_backup, after_backup) = (username("inbackup"), username("afterbackup"));
+    gateway.player(&in_backup).await;
+    let backup_dir = tempfile::tempdir().unwrap();
+    let backup_path = backup_dir.path().join("b");
+    let data = world.data_dir.path();
+    assert_success(&gamectl(&world, data, &["backup", "--to", backup_path.to_str().unwrap()]).await);
+    gateway.player(&after_backup).await;
+    gateway.stop().await.unwrap();
+
+    // What a restore leaves when it stops after setting the shards aside and moving one in.
+    let first_aside = data.join("pre-restore-1000");
+    std::fs::create_dir(&first_aside).unwrap();
+    for entry in std::fs::read_dir(data).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if [".db", ".db-wal", ".db-shm"].iter().any(|suffix| name.ends_with(suffix)) {
+            std::fs::rename(data.join(&name), first_aside.join(&name)).unwrap();
+        }
+    }
+    std::fs::copy(backup_path.join("auth.db"), data.join("auth.db")).unwrap();
+    std::fs::create_dir(data.join(".restore-staging")).unwrap();
+
+    let output = gamectl(&world, data, &["restore", "--from", backup_path.to_str().unwrap()]).await;
+    assert_success(&output);
+    assert!(stdout(&output).contains("pre-restore-1000"), "{}", stdout(&output));
+    let usernames = |db: &Path| -> Vec<String> {
+        let conn = shard::rusqlite::Connection::open(db).unwrap();
+        let mut query = conn.prepare("SELECT username FROM accounts").unwrap();
+        query.query_map([], |row| row.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    let original = usernames(&first_aside.join("auth.db"));
+    assert!(original.contains(&after_backup), "the original auth.db was overwritten: {original:?}");
+    let restored = usernames(&data.join("auth.db"));
+    assert!(restored.contains(&in_backup) && !restored.contains(&after_backup), "{restored:?}");
+}
+
 #[tokio::test]
 async fn chat_retire_refuses_later_writes_finishes_an_interrupted_run_and_repeats_as_a_no_op() {
     // gamectl reads the real clock, so the year retired is one that has surely ended.
