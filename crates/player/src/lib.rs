@@ -199,19 +199,6 @@ impl std::fmt::Debug for Players {
     }
 }
 
-/// `player.db`, once the configuration is found consistent.
-async fn open_shard(
-    path: impl Into<std::path::PathBuf>,
-    config: &PlayerConfig,
-) -> Result<Shard, PlayerError> {
-    if config.flush_lease <= config.flush_interval || config.flush_batch == 0 {
-        return Err(PlayerError::Config(
-            "flush_lease must exceed flush_interval and flush_batch be positive".into(),
-        ));
-    }
-    Ok(Shard::open(path, &config.shard, store::MIGRATIONS).await?)
-}
-
 impl Players {
     /// Opens `player.db` at `path`, running its migrations.
     ///
@@ -223,15 +210,12 @@ impl Players {
         clock: SharedClock,
         config: PlayerConfig,
     ) -> Result<Players, PlayerError> {
-        let shard = open_shard(path, &config).await?;
-        if config.mode == WriteMode::Buffered {
+        let players = Players::open_beside_gateways(path, kv, clock, config).await?;
+        if players.inner.config.mode == WriteMode::Buffered {
             // Before the first seed begins the buffer with it: a deployment that wrote directly
             // until now has moved players past the watermark.
-            store::raise_watermark_to_stored(&shard).await?;
+            store::raise_watermark_to_stored(&players.inner.shard).await?;
         }
-        let inner =
-            Inner { shard, kv, clock, config, stats: PlayerStats::default(), flush_wanted: Notify::new() };
-        let players = Players { inner: Arc::new(inner) };
         match players.inner.config.mode {
             WriteMode::Direct => players.before_direct_writes().await?,
             WriteMode::Buffered => players.after_direct_writes().await?,
@@ -296,7 +280,12 @@ impl Players {
         clock: SharedClock,
         config: PlayerConfig,
     ) -> Result<Players, PlayerError> {
-        let shard = open_shard(path, &config).await?;
+        if config.flush_lease <= config.flush_interval || config.flush_batch == 0 {
+            return Err(PlayerError::Config(
+                "flush_lease must exceed flush_interval and flush_batch be positive".into(),
+            ));
+        }
+        let shard = Shard::open(path, &config.shard, store::MIGRATIONS).await?;
         let inner =
             Inner { shard, kv, clock, config, stats: PlayerStats::default(), flush_wanted: Notify::new() };
         Ok(Players { inner: Arc::new(inner) })
