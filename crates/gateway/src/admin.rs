@@ -3,21 +3,31 @@
 //! separate from the game port so it can stay private.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::Path;
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use proto::{ErrorBody, ErrorCode};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::Shared;
 use crate::errors;
-use crate::inventory_requests::{authorise, error_answer};
+use crate::inventory_requests::{authorise, error_answer, json_answer};
 
-/// The admin routes.
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+/// How long a client has to send a request's body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest request body (axum's own limit for its extractors).
+const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// The admin routes. A request's body is read in full, within [`BODY_TIMEOUT`], before its
+/// handler runs; when `stop` is cancelled, a body still on its way is given up.
+pub(crate) fn router(shared: Arc<Shared>, stop: CancellationToken) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
@@ -26,7 +36,28 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/inventory/grant", post(crate::inventory_requests::grant_http))
         .route("/inventory/{account_id}/ledger", get(crate::inventory_requests::ledger_http))
         .route("/match/{match_id}/result", post(crate::matchmaking_requests::result_http))
+        .layer(axum::middleware::from_fn_with_state(stop, body_in_time))
         .with_state(shared)
+}
+
+/// Reads the body before the handler does, so a client that stalls mid-body holds a connection
+/// for [`BODY_TIMEOUT`] at most, and never delays a shutdown.
+async fn body_in_time(State(stop): State<CancellationToken>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let read = tokio::select! {
+        read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, BODY_LIMIT)) => read,
+        () = stop.cancelled() => {
+            return error_answer(&ErrorBody::new(ErrorCode::Unavailable, "shutting down")).into_response();
+        }
+    };
+    let refusal = |status: StatusCode, message: &str| {
+        json_answer(status, &ErrorBody::new(ErrorCode::BadRequest, message)).into_response()
+    };
+    match read {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(Err(_)) => refusal(StatusCode::PAYLOAD_TOO_LARGE, "the request body is over 2 MiB or was cut off"),
+        Err(_) => refusal(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive within 5 s"),
+    }
 }
 
 /// Ready when the key-value store answers and every shard answers a query.

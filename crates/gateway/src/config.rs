@@ -134,7 +134,8 @@ pub struct GatewayConfig {
     /// logout), checked at heartbeats; default [`DEFAULT_LOGIN_TIMEOUT`].
     #[serde(with = "seconds")]
     pub login_timeout: Duration,
-    /// Time shutdown waits for connections to drain; default [`DEFAULT_SHUTDOWN_TIMEOUT`].
+    /// Time shutdown waits for connections to drain, then again for the final flush and commits;
+    /// default [`DEFAULT_SHUTDOWN_TIMEOUT`].
     #[serde(with = "seconds")]
     pub shutdown_timeout: Duration,
     /// Read buffer per connection, in bytes; default [`DEFAULT_READ_BUFFER_BYTES`].
@@ -293,6 +294,10 @@ impl GatewayConfig {
         {
             return fail("heartbeat_interval, flush_interval and login_timeout must be positive");
         }
+        // Zero would cut off the final flush and the last commits at every shutdown.
+        if self.shutdown_timeout.is_zero() {
+            return fail("shutdown_timeout must be positive");
+        }
         if self.heartbeat_interval >= self.idle_timeout {
             return fail("heartbeat_interval must be below idle_timeout");
         }
@@ -432,7 +437,7 @@ mod tests {
         let config =
             GatewayConfig { heartbeat_interval: Duration::from_secs(60), ..GatewayConfig::default() };
         assert!(config.validate().is_err());
-        for zero_period in ["heartbeat_interval = 0", "flush_interval = 0"] {
+        for zero_period in ["heartbeat_interval = 0", "flush_interval = 0", "shutdown_timeout = 0"] {
             let config: GatewayConfig = toml::from_str(zero_period).expect("a well-formed setting");
             assert!(config.validate().is_err(), "{zero_period} must be refused, not panic later");
         }

@@ -103,8 +103,9 @@ impl Shared {
 }
 
 /// Runs a gateway on already-bound listeners until `shutdown` is cancelled, then drains: stops
-/// accepting, closes every connection with a close frame after its in-flight request, runs the
-/// final flushes and returns, all within `config.shutdown_timeout`.
+/// accepting, closes every connection with a close frame after its in-flight request (waiting
+/// `config.shutdown_timeout` at most), runs the final flushes and commits (as long again at most),
+/// checkpoints the shards and returns.
 ///
 /// # Errors
 /// [`GatewayError`] when start-up fails (bad configuration, Redis unreachable, a shard that
@@ -225,8 +226,8 @@ pub async fn run(
     ));
 
     background.spawn({
-        let router = admin::router(shared.clone());
         let stop = background_shutdown.clone();
+        let router = admin::router(shared.clone(), stop.clone());
         async move {
             let serve = axum::serve(admin_listener, router).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(error) = serve.await {
@@ -251,7 +252,14 @@ pub async fn run(
     }
     background_shutdown.cancel();
     background.close();
-    let _ = tokio::time::timeout(config.shutdown_timeout, background.wait()).await;
+    if tokio::time::timeout(config.shutdown_timeout, background.wait()).await.is_err() {
+        tracing::warn!(
+            tasks = background.len(),
+            "shutdown timeout: going on without background tasks still running (the final flush, \
+             chat's and the inventory's last commits, the admin port); player states buffered on the \
+             embedded store and not yet flushed are lost with the process"
+        );
+    }
     final_flush(&shared).await;
     tracing::info!("gateway stopped");
     Ok(())

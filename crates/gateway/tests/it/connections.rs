@@ -514,3 +514,34 @@ async fn during_a_redis_outage_every_kind_of_request_is_answered_and_none_as_int
         }
     }
 }
+
+/// A client that sends an admin request's headers and then stalls mid-body is answered 408 after
+/// the body timeout rather than holding the connection, and one stalled at shutdown does not hold
+/// the gateway up (before, shutdown waited out its whole timeout for it).
+#[tokio::test]
+async fn an_admin_request_whose_body_never_arrives_holds_neither_the_port_nor_the_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let stall = || async {
+        let mut stream = tokio::net::TcpStream::connect(gateway.admin).await.unwrap();
+        let head = "POST /inventory/grant HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+                    Content-Length: 100\r\n\r\n{";
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream
+    };
+
+    let mut stalled = stall().await;
+    let mut response = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stalled.read_to_string(&mut response));
+    let _ = read.await.expect("answered within the body timeout");
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("\"code\":\"bad_request\""), "{response}");
+
+    let _stalled = stall().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = std::time::Instant::now();
+    gateway.stop().await.unwrap();
+    // The test gateway's shutdown timeout is 5 s: a stalled request used to take all of it.
+    assert!(stopping.elapsed() < Duration::from_secs(3), "shutdown took {:?}", stopping.elapsed());
+}
