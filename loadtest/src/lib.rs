@@ -344,7 +344,8 @@ async fn scrape_at_peak(admins: &[String], shared: &Shared, n_holding: u64) -> O
 }
 
 /// Scrapes until the gateways have counted `expected` requests since `before` (they count just
-/// after answering) or their counters stop moving.
+/// after answering) and hold no more connections than before (a connection counts as closed a
+/// moment after its client has gone), or until the settle timeout.
 async fn scrape_settled(
     admins: &[String],
     before: &[Snapshot],
@@ -357,9 +358,12 @@ async fn scrape_settled(
             .map(|(after, before)| after.requests_since(before).values().sum::<u64>())
             .sum()
     };
+    let still_open = |snapshots: &[Snapshot]| -> bool {
+        snapshots.iter().zip(before).any(|(after, before)| after.connections > before.connections)
+    };
     let give_up = Instant::now() + SETTLE_TIMEOUT;
     let mut snapshots = scrape_all(admins).await?;
-    while counted(&snapshots) < expected && Instant::now() < give_up {
+    while (counted(&snapshots) < expected || still_open(&snapshots)) && Instant::now() < give_up {
         tokio::time::sleep(SETTLE_POLL).await;
         snapshots = scrape_all(admins).await?;
     }
