@@ -30,7 +30,7 @@ pub use sessions::{IssuedSession, Session, SessionKey};
 /// The schema version this build migrates `auth.db` to: a file at an older one is migrated
 /// when opened.
 pub fn schema_version() -> u32 {
-    store::MIGRATIONS.last().map_or(0, |migration| migration.version)
+    shard::latest_version(store::MIGRATIONS)
 }
 
 /// Shortest username, in characters.

@@ -254,12 +254,7 @@ pub async fn check_archives(archive_dir: &Path) -> Result<Vec<(PathBuf, Vec<Stri
 
 fn integrity_problems(archive: &Path) -> Result<Vec<String>, ChatError> {
     let conn = open_read_only(archive, true)?;
-    let mut check = conn.prepare("PRAGMA integrity_check").map_err(shard::ShardError::from)?;
-    let lines = check
-        .query_map([], |row| row.get::<_, String>(0))
-        .and_then(Iterator::collect::<Result<Vec<String>, _>>)
-        .map_err(shard::ShardError::from)?;
-    Ok(lines.into_iter().filter(|line| line != "ok").collect())
+    Ok(shard::integrity_problems(&conn).map_err(shard::ShardError::from)?)
 }
 
 /// A read-only connection for inspection. Archives are opened `immutable` (no lock, no log):

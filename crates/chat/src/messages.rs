@@ -195,8 +195,7 @@ pub(crate) fn count(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
 /// The URI that opens the file at `path` `immutable` (no lock, no log: for files nothing
 /// writes). In a URI, `?` and `#` would end the path and `%` begin an escape, so they are escaped.
 pub(crate) fn immutable_uri(path: &Path) -> String {
-    let path = path.display().to_string().replace('%', "%25").replace('?', "%3f").replace('#', "%23");
-    format!("file:{path}?immutable=1")
+    shard::file_uri(path, "immutable=1")
 }
 
 /// Messages of the shard open on `conn` that the archive at `archive` lacks or holds differently

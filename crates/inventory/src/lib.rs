@@ -48,7 +48,7 @@ pub use error::InventoryError;
 /// The schema version this build migrates `inventory.db` to: a file at an older one is migrated
 /// when opened.
 pub fn schema_version() -> u32 {
-    store::MIGRATIONS.last().map_or(0, |migration| migration.version)
+    shard::latest_version(store::MIGRATIONS)
 }
 
 /// Default lifetime of an open trade offer.

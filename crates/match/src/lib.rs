@@ -379,13 +379,18 @@ impl Matchmaking {
         if claims.is_empty() {
             return Ok(());
         }
+        // A malformed id never made a match: it goes back, where passes skip it as they do.
         let lookups: Vec<(Uuid, u64)> =
             claims.iter().filter_map(|(id, at)| Uuid::parse_str(id).ok().map(|id| (id, *at))).collect();
-        let matched = inner.shard.read(move |conn| store::matched_since(conn, &lookups)).await?;
-        let (settled, put_back): (Vec<String>, Vec<String>) = claims
-            .into_iter()
-            .map(|(id, _)| id)
-            .partition(|id| Uuid::parse_str(id).is_ok_and(|id| matched.contains(&id)));
+        let matched: Vec<String> = inner
+            .shard
+            .read(move |conn| store::matched_since(conn, &lookups))
+            .await?
+            .iter()
+            .map(Uuid::to_string)
+            .collect();
+        let (settled, put_back): (Vec<String>, Vec<String>) =
+            claims.into_iter().map(|(id, _)| id).partition(|id| matched.contains(id));
         inner.kv.queue_settle(QUEUE, &settled).await?;
         let n_put_back = inner.kv.queue_unclaim(QUEUE, &put_back).await?;
         tracing::warn!(

@@ -33,7 +33,7 @@ pub use error::PlayerError;
 /// The schema version this build migrates `player.db` to: a file at an older one is migrated
 /// when opened.
 pub fn schema_version() -> u32 {
-    store::MIGRATIONS.last().map_or(0, |migration| migration.version)
+    shard::latest_version(store::MIGRATIONS)
 }
 
 /// Largest absolute value of a position coordinate.

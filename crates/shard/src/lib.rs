@@ -310,19 +310,11 @@ impl Shard {
     /// # Errors
     /// As [`Shard::read`]; a file too damaged to read may fail with [`ShardError::Sqlite`].
     pub async fn integrity_check(&self) -> Result<Vec<String>, ShardError> {
-        let report = self
-            .read(|conn| {
-                let mut stmt = conn.prepare("PRAGMA integrity_check")?;
-                let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
-                rows.collect::<rusqlite::Result<Vec<String>>>()
-            })
-            .await?;
-        if report.len() == 1 && report[0] == "ok" {
-            Ok(Vec::new())
-        } else {
-            warn!(path = %self.inner.path.display(), problems = report.len(), "integrity check failed");
-            Ok(report)
+        let problems = self.read(integrity_problems).await?;
+        if !problems.is_empty() {
+            warn!(path = %self.inner.path.display(), problems = problems.len(), "integrity check failed");
         }
+        Ok(problems)
     }
 
     /// `PRAGMA wal_checkpoint(TRUNCATE)` on the writer.
@@ -426,7 +418,7 @@ fn open_writer(
 }
 
 fn migrate(conn: &mut Connection, path: &Path, migrations: &[Migration]) -> Result<(), ShardError> {
-    let known = u32::try_from(migrations.len()).unwrap_or(u32::MAX);
+    let known = latest_version(migrations);
     let current = user_version(conn)?;
     if current > known {
         return Err(ShardError::TooNew(path.to_path_buf(), current, known));
@@ -453,10 +445,26 @@ fn migrate(conn: &mut Connection, path: &Path, migrations: &[Migration]) -> Resu
     Ok(())
 }
 
-/// `path` as an SQLite URI that opens an existing file for reading and writing, never creates one.
-fn read_write_uri(path: &Path) -> String {
+/// `path` as an SQLite URI with `query` (such as `mode=rw` or `immutable=1`). In a URI, `?` and
+/// `#` would end the path and `%` begin an escape, so they are escaped.
+pub fn file_uri(path: &Path, query: &str) -> String {
     let path = path.display().to_string().replace('%', "%25").replace('?', "%3f").replace('#', "%23");
-    format!("file:{path}?mode=rw")
+    format!("file:{path}?{query}")
+}
+
+/// The schema version `migrations` bring a shard to.
+pub fn latest_version(migrations: &[Migration]) -> u32 {
+    u32::try_from(migrations.len()).unwrap_or(u32::MAX)
+}
+
+/// What `PRAGMA integrity_check` reports on `conn`: empty when sound.
+///
+/// # Errors
+/// A file too damaged to read.
+pub fn integrity_problems(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut check = conn.prepare("PRAGMA integrity_check")?;
+    let report = check.query_map([], |row| row.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(if report.len() == 1 && report[0] == "ok" { Vec::new() } else { report })
 }
 
 fn build_read_pool(path: &Path, config: &ShardConfig) -> Result<Pool, ShardError> {
@@ -468,7 +476,7 @@ fn build_read_pool(path: &Path, config: &ShardConfig) -> Result<Pool, ShardError
     // deadpool-sqlite opens with SQLite's default flags, which create a missing file: the URI's
     // `mode=rw` forbids that, so a reader opened after the file was removed (a retired year's
     // shard) fails instead of leaving an empty shard in its place.
-    deadpool_sqlite::Config::new(read_write_uri(path))
+    deadpool_sqlite::Config::new(file_uri(path, "mode=rw"))
         .builder(Runtime::Tokio1)
         .map_err(|e| pool_error(e.to_string()))?
         .max_size(config.read_pool_size)

@@ -226,7 +226,7 @@ pub async fn restore(config: &GatewayConfig, from: &Path) -> Result<RestoreRepor
     // setting aside into the same directory the shards it had not moved yet.
     let resuming = staging.exists();
     let resumed_into = if resuming { latest_previous(data_dir)? } else { None };
-    if staging.exists() {
+    if resuming {
         std::fs::remove_dir_all(&staging)?;
     }
     let staged = stage(config, from, &manifest, &staging).await;
