@@ -12,8 +12,9 @@
 //! - `{prefix}{queue}:claimed` (ZSET: player id, score = ms of the claim), the players of groups
 //!   claimed for a match that is not yet settled: their tickets stay in the hash, out of their
 //!   mode's set, until the match is recorded ([`Kv::queue_settle`]) or not
-//!   ([`Kv::queue_unclaim`] puts them back). A player who leaves or is removed meanwhile loses the
-//!   ticket, so is never put back; a claim whose caller never heard the answer stays listed
+//!   ([`Kv::queue_unclaim`] puts them back). A player who leaves meanwhile is no longer waiting
+//!   (the leave finds nothing to cancel) but loses the ticket, and one removed as away loses it
+//!   too, so neither is put back; a claim whose caller never heard the answer stays listed
 //!   ([`Kv::queue_claimed`]) for the next caller to settle either way.
 //!
 //! Every operation that changes more than one key is one Lua script on Redis (one lock on the
@@ -76,20 +77,24 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return ''
 ";
 
-/// Leaves whichever mode the player waits in, or a claim not yet settled. KEYS: tickets, away,
-/// claimed. ARGV: player, mode set key prefix (`{prefix}{queue}:q:`). Returns {ticket value,
-/// away score or false}, or false.
+/// Leaves whichever mode the player waits in. A claimed player no longer waits: the ticket goes
+/// (so it is never put back), the claim stays to be settled, and nothing is returned. KEYS:
+/// tickets, away, claimed. ARGV: player, mode set key prefix (`{prefix}{queue}:q:`). Returns
+/// {ticket value, away score or false}, or false.
 const LEAVE_LUA: &str = r"
 local ticket = redis.call('HGET', KEYS[1], ARGV[1])
 if not ticket then
   return false
 end
+local claimed = redis.call('ZSCORE', KEYS[3], ARGV[1])
 local mode = string.match(ticket, '^%S+ %S+ (.*)$')
 local away = redis.call('ZSCORE', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', ARGV[2] .. mode, ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
+if claimed then
+  return false
+end
 return {ticket, away}
 ";
 
@@ -183,14 +188,19 @@ end
 return out
 ";
 
-/// Settles claims whose match was recorded: each player still claimed loses the ticket. KEYS:
-/// tickets, away, claimed. ARGV: players. Returns how many were settled.
+/// Settles claims whose match was recorded: each player still claimed loses the claimed ticket
+/// (a ticket back in its mode's set is a new one, from queueing again after leaving). KEYS:
+/// tickets, away, claimed. ARGV: mode set key prefix, then players. Returns how many were settled.
 const SETTLE_LUA: &str = r"
 local n = 0
-for _, player in ipairs(ARGV) do
+for i = 2, #ARGV do
+  local player = ARGV[i]
   if redis.call('ZREM', KEYS[3], player) == 1 then
-    redis.call('HDEL', KEYS[1], player)
-    redis.call('ZREM', KEYS[2], player)
+    local ticket = redis.call('HGET', KEYS[1], player)
+    if ticket and not redis.call('ZSCORE', ARGV[1] .. string.match(ticket, '^%S+ %S+ (.*)$'), player) then
+      redis.call('HDEL', KEYS[1], player)
+      redis.call('ZREM', KEYS[2], player)
+    end
     n = n + 1
   end
 end
@@ -293,7 +303,8 @@ impl Kv {
     }
 
     /// Takes `player_id` out of whichever mode of `queue` they wait in, and returns the ticket
-    /// (`None` if they were not waiting). Atomic.
+    /// (`None` if they were not waiting). A claimed player no longer waits (`None`): the ticket
+    /// goes all the same, so the claim never puts them back. Atomic.
     ///
     /// # Errors
     /// [`KvError::Unavailable`] if Redis does not answer.
@@ -314,7 +325,7 @@ impl Kv {
                 found.map(|(ticket, away)| ticket_from(player_id, &ticket, away.as_deref())).transpose()
             }
             Backend::Embedded(embedded) => {
-                Ok(embedded.with_queues(|queues| queues.get_mut(queue)?.remove(player_id)))
+                Ok(embedded.with_queues(|queues| queues.get_mut(queue)?.leave(player_id)))
             }
         }
     }
@@ -502,7 +513,7 @@ impl Kv {
     }
 
     /// Settles the claims of `player_ids` whose match was recorded: each one still claimed loses
-    /// the ticket (one who left meanwhile, or queued again, is not touched). Returns how many
+    /// the claimed ticket (a new one, from queueing again after leaving, stays). Returns how many
     /// were settled. Atomic.
     ///
     /// # Errors
@@ -515,7 +526,12 @@ impl Kv {
             Backend::Redis(redis) => {
                 let keys = Keys::new(redis, queue);
                 let mut invocation = SETTLE.prepare_invoke();
-                invocation.key(&keys.tickets).key(&keys.away).key(&keys.claimed).arg(player_ids);
+                invocation
+                    .key(&keys.tickets)
+                    .key(&keys.away)
+                    .key(&keys.claimed)
+                    .arg(keys.mode(""))
+                    .arg(player_ids);
                 let invocation = &invocation;
                 Ok(redis.run(|mut c| async move { invocation.invoke_async(&mut c).await }).await?)
             }
@@ -723,12 +739,31 @@ impl QueueSpace {
         claimable
     }
 
+    /// Leaving: a claimed player's ticket goes but the claim stays, and nothing is returned.
+    fn leave(&mut self, player_id: &str) -> Option<QueueTicket> {
+        let claim = self.claimed.remove(player_id);
+        let ticket = self.remove(player_id);
+        if let Some(claimed_at_ms) = claim {
+            self.claimed.insert(player_id.to_owned(), claimed_at_ms);
+            return None;
+        }
+        ticket
+    }
+
     fn settle(&mut self, player_id: &str) -> bool {
         if self.claimed.remove(player_id).is_none() {
             return false;
         }
-        self.tickets.remove(player_id);
-        self.away.remove(player_id);
+        // A ticket in its mode's line is a new one, from queueing again after leaving.
+        let queued_again = self.tickets.get(player_id).is_some_and(|entry| {
+            self.by_mode
+                .get(&entry.mode)
+                .is_some_and(|by_time| by_time.contains(&(entry.enqueued_at_ms, player_id.to_owned())))
+        });
+        if !queued_again {
+            self.tickets.remove(player_id);
+            self.away.remove(player_id);
+        }
         true
     }
 

@@ -825,8 +825,10 @@ async fn check_queue_unclaim(kv: &Kv) {
     let claimed = kv.queue_claim("mm", "duel", &[group(&["a", "b"]), group(&["c", "d"])], 50).await.unwrap();
     assert_eq!(claimed, [true, true]);
     assert!(kv.queue_tickets("mm", "duel").await.unwrap().is_empty());
-    // While the matches are being recorded: a leaves, b's connection ends, c is removed as away.
-    assert_eq!(kv.queue_leave("mm", "a").await.unwrap().map(|t| t.player_id).as_deref(), Some("a"));
+    // While the matches are being recorded: a leaves (no longer waiting, so nothing to cancel,
+    // but the ticket goes), b's connection ends, c is removed as away.
+    assert_eq!(kv.queue_leave("mm", "a").await.unwrap(), None);
+    assert_eq!(kv.queue_ticket("mm", "a").await.unwrap(), None);
     assert!(kv.queue_set_away("mm", "b", Some(55)).await.unwrap());
     assert!(kv.queue_set_away("mm", "c", Some(40)).await.unwrap());
     assert_eq!(kv.queue_remove_away("mm", 45).await.unwrap().len(), 1);
@@ -845,6 +847,21 @@ async fn check_queue_unclaim(kv: &Kv) {
     assert_eq!(kv.queue_unclaim("mm", &group(&["b", "d"])).await.unwrap(), 0);
     assert_eq!(kv.queue_settle("mm", &group(&["b", "d"])).await.unwrap(), 0);
     assert_eq!(kv.queue_tickets("mm", "duel").await.unwrap().len(), 2);
+
+    // One who leaves a claim and queues again keeps the new ticket when the claim settles.
+    kv.queue_join("mm", "e", "duel", 1500.0, 80).await.unwrap();
+    assert_eq!(kv.queue_claim("mm", "duel", &[group(&["d", "e"])], 85).await.unwrap(), [true]);
+    assert_eq!(kv.queue_leave("mm", "e").await.unwrap(), None);
+    assert_eq!(kv.queue_join("mm", "e", "duel", 1500.0, 90).await.unwrap(), QueueJoin::Joined);
+    assert_eq!(kv.queue_settle("mm", &group(&["d", "e"])).await.unwrap(), 2);
+    let waiting: Vec<(String, u64)> = kv
+        .queue_tickets("mm", "duel")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.player_id, t.enqueued_at_ms))
+        .collect();
+    assert_eq!(waiting, [("b".to_owned(), 2), ("e".to_owned(), 90)]);
 }
 
 async fn check_queue_away(kv: &Kv) {

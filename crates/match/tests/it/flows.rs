@@ -289,7 +289,7 @@ async fn players_who_leave_or_go_while_their_match_fails_to_record_are_never_mat
         async move { mm.tick("h").await.unwrap() }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(mm.leave(leaver).await.unwrap(), "the claimed ticket is still theirs to leave");
+    assert!(!mm.leave(leaver).await.unwrap(), "being matched, no longer waiting");
     assert!(mm.disconnected(goner).await.unwrap());
     let tick = ticking.await.unwrap();
     blocker.execute_batch("ROLLBACK").unwrap();
