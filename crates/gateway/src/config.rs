@@ -48,6 +48,11 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// frame still arrives whole; it just takes more than one read.
 pub const DEFAULT_READ_BUFFER_BYTES: usize = 2048;
 
+/// The longest any duration setting may be: beyond every TTL or interval a game needs, and far
+/// from where a deadline computed from it (an `Instant`, or a TTL in milliseconds for Redis)
+/// overflows, which would panic in every connection or fail every login.
+pub const LONGEST_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
 /// Default chat messages one player may send per window.
 pub const DEFAULT_CHAT_SENDS_PER_WINDOW: u64 = chat::DEFAULT_SENDS_PER_WINDOW;
 /// Default length of the chat send-rate window.
@@ -301,8 +306,27 @@ impl GatewayConfig {
         if self.heartbeat_interval >= self.idle_timeout {
             return fail("heartbeat_interval must be below idle_timeout");
         }
-        if self.session_max_lifetime < self.session_idle_ttl {
-            return fail("session_max_lifetime must be at least session_idle_ttl");
+        if let Some(name) =
+            self.durations().find_map(|(name, value)| (value > LONGEST_DURATION).then_some(name))
+        {
+            return Err(crate::GatewayError::Config(format!("{name} must be at most ten years")));
+        }
+        // A zero TTL ends every session as it starts, a zero window turns the login throttle off
+        // and a zero failure limit refuses every login. (Zero registrations per address is the
+        // documented way to close registration.)
+        if self.session_idle_ttl.is_zero() || self.session_max_lifetime < self.session_idle_ttl {
+            return fail(
+                "session_idle_ttl must be positive, and session_max_lifetime at least session_idle_ttl",
+            );
+        }
+        if self.login_throttle_window.is_zero()
+            || self.login_failures_per_account == 0
+            || self.login_failures_per_address == 0
+        {
+            return fail(
+                "login_throttle_window, login_failures_per_account and login_failures_per_address must \
+                 be positive",
+            );
         }
         if self.max_connections == 0
             || self.max_connections_per_address == 0
@@ -332,6 +356,29 @@ impl GatewayConfig {
             return fail("max_frame_bytes must be at least 256");
         }
         Ok(())
+    }
+
+    /// Every duration setting, by name.
+    fn durations(&self) -> impl Iterator<Item = (&'static str, Duration)> {
+        let matchmaking = &self.matchmaking;
+        [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("login_timeout", self.login_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
+            ("session_idle_ttl", self.session_idle_ttl),
+            ("session_max_lifetime", self.session_max_lifetime),
+            ("login_throttle_window", self.login_throttle_window),
+            ("flush_interval", self.flush_interval),
+            ("flush_lease", self.flush_lease),
+            ("offer_ttl", self.offer_ttl),
+            ("chat_send_window", self.chat_send_window),
+            ("chat_member_cache_ttl", self.chat_member_cache_ttl),
+            ("matchmaking.interval", matchmaking.interval),
+            ("matchmaking.lease", matchmaking.lease),
+            ("matchmaking.disconnect_grace", matchmaking.disconnect_grace),
+        ]
+        .into_iter()
     }
 
     /// The auth domain's configuration derived from this one.
@@ -441,5 +488,35 @@ mod tests {
             let config: GatewayConfig = toml::from_str(zero_period).expect("a well-formed setting");
             assert!(config.validate().is_err(), "{zero_period} must be refused, not panic later");
         }
+    }
+
+    #[test]
+    fn settings_that_would_end_every_session_or_refuse_every_login_are_refused() {
+        for setting in [
+            "session_idle_ttl = 0",
+            "login_throttle_window = 0",
+            "login_failures_per_account = 0",
+            "login_failures_per_address = 0",
+        ] {
+            let config: GatewayConfig = toml::from_str(setting).expect("a well-formed setting");
+            assert!(config.validate().is_err(), "{setting} must be refused");
+        }
+    }
+
+    #[test]
+    fn durations_past_ten_years_are_refused_by_name() {
+        // Valid relations otherwise: a heartbeat this long would overflow each connection's first
+        // deadline and panic there.
+        let config: GatewayConfig = toml::from_str("heartbeat_interval = 1e19\nidle_timeout = 1.5e19")
+            .expect("a well-formed setting");
+        let error = config.validate().expect_err("refused").to_string();
+        assert!(error.contains("heartbeat_interval"), "{error}");
+        let config: GatewayConfig =
+            toml::from_str("[matchmaking]\ndisconnect_grace = 4e8").expect("a well-formed setting");
+        assert!(config.validate().expect_err("refused").to_string().contains("matchmaking.disconnect_grace"));
+        let config: GatewayConfig =
+            toml::from_str("session_max_lifetime = 3e8\nregistrations_per_address = 0")
+                .expect("well-formed settings");
+        config.validate().expect("under ten years, and registration closed, are fine");
     }
 }
