@@ -486,9 +486,10 @@ impl Chat {
     /// committed to its year's shard, with the stored message and the members to deliver it to.
     ///
     /// # Errors
-    /// [`ChatError::InvalidText`]; [`ChatError::UnknownChannel`]; [`ChatError::NotMember`];
-    /// [`ChatError::RateLimited`]; [`ChatError::Store`] when the rate counter is unreachable;
-    /// [`ChatError::ShuttingDown`] or [`ChatError::Write`] when it was not stored.
+    /// [`ChatError::InvalidText`]; [`ChatError::UnknownChannel`] (also a direct channel of two
+    /// other players); [`ChatError::NotMember`]; [`ChatError::RateLimited`]; [`ChatError::Store`]
+    /// when the rate counter is unreachable; [`ChatError::ShuttingDown`] or [`ChatError::Write`]
+    /// when it was not stored.
     pub async fn send(
         &self,
         sender: Uuid,
@@ -498,7 +499,7 @@ impl Chat {
         let text = text::clean_text(text, MAX_TEXT_CHARS)?;
         let membership = self.membership(channel_id).await?;
         if !membership.contains(sender) {
-            return Err(ChatError::NotMember);
+            return Err(not_member(&membership));
         }
         let now_ms = self.now_ms();
         self.count_send(sender, now_ms).await?;
@@ -582,7 +583,8 @@ impl Chat {
     /// anyone; groups and direct channels by members only.
     ///
     /// # Errors
-    /// [`ChatError::UnknownChannel`]; [`ChatError::NotMember`]; storage errors.
+    /// [`ChatError::UnknownChannel`] (also a direct channel of two other players);
+    /// [`ChatError::NotMember`]; storage errors.
     pub async fn history(
         &self,
         reader: Uuid,
@@ -592,7 +594,7 @@ impl Chat {
     ) -> Result<HistoryPage, ChatError> {
         let membership = self.membership(channel_id).await?;
         if membership.channel.kind != ChannelKind::Room && !membership.contains(reader) {
-            return Err(ChatError::NotMember);
+            return Err(not_member(&membership));
         }
         let limit = limit.clamp(1, MAX_PAGE_SIZE);
         let years = &self.inner.years;
@@ -641,9 +643,10 @@ impl Chat {
     /// moderation). Returns the deletion and the members to tell.
     ///
     /// # Errors
-    /// [`ChatError::UnknownChannel`]; [`ChatError::UnknownMessage`] when the channel holds no
-    /// such visible message; [`ChatError::NotAllowed`] for someone else's message;
-    /// [`ChatError::Archived`] when its year was retired.
+    /// [`ChatError::UnknownChannel`] (also a direct channel of two other players);
+    /// [`ChatError::UnknownMessage`] when the channel holds no such visible message;
+    /// [`ChatError::NotAllowed`] for someone else's message; [`ChatError::Archived`] when its
+    /// year was retired.
     pub async fn delete(
         &self,
         actor: Uuid,
@@ -651,6 +654,11 @@ impl Chat {
         message_id: MessageId,
     ) -> Result<Delivery<(ChannelId, MessageId)>, ChatError> {
         let membership = self.membership(channel_id).await?;
+        // A former member of a room or group may still withdraw their own messages; a direct
+        // channel's members never change.
+        if membership.channel.kind == ChannelKind::Direct && !membership.contains(actor) {
+            return Err(not_member(&membership));
+        }
         let shard = match self.inner.years.for_read(message_id.year()).await? {
             years::YearState::Live(shard) => shard,
             years::YearState::Archived => return Err(ChatError::Archived(message_id.year())),
@@ -667,6 +675,17 @@ impl Chat {
             return Err(ChatError::UnknownMessage);
         }
         Ok(Delivery { value: (channel_id, message_id), recipients: membership.members().to_vec() })
+    }
+}
+
+/// Why someone outside the channel may not read or post there. A direct channel's id is computed
+/// from the two account ids, which every player can see, so to anyone else it is answered as if
+/// it did not exist: whether two players write to each other is theirs to know.
+fn not_member(membership: &members::Membership) -> ChatError {
+    if membership.channel.kind == ChannelKind::Direct {
+        ChatError::UnknownChannel
+    } else {
+        ChatError::NotMember
     }
 }
 

@@ -443,3 +443,23 @@ async fn text_is_cleaned_before_it_is_stored_and_bad_text_is_refused() {
     );
     assert!(matches!(chat.send_direct(ada, ada, "me").await, Err(ChatError::InvalidRequest(_))));
 }
+
+#[tokio::test]
+async fn outsiders_cannot_tell_whether_two_players_have_a_direct_channel() {
+    let world = World::new();
+    let chat = world.chat().await;
+    let (ada, bob, carol, eve) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    chat.send_direct(ada, bob, "just between us").await.unwrap();
+    // Anyone can compute a pair's channel id from the two account ids, so an outsider's request
+    // must answer the same whether the pair ever wrote or not.
+    for pair in [chat::direct_channel_id(ada, bob), chat::direct_channel_id(ada, carol)] {
+        let read = chat.history(eve, pair, None, 10).await;
+        assert!(matches!(read, Err(ChatError::UnknownChannel)), "{read:?}");
+        let posted = chat.send(eve, pair, "hello?").await;
+        assert!(matches!(posted, Err(ChatError::UnknownChannel)), "{posted:?}");
+        let deleted = chat.delete(eve, pair, chat::MessageId(Uuid::now_v7())).await;
+        assert!(matches!(deleted, Err(ChatError::UnknownChannel)), "{deleted:?}");
+    }
+    let page = chat.history(bob, chat::direct_channel_id(ada, bob), None, 10).await.unwrap();
+    assert_eq!(texts(&page), ["just between us"], "the pair still reads it");
+}

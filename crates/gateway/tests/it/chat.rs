@@ -216,11 +216,13 @@ async fn direct_messages_make_one_channel_per_pair_that_only_the_pair_reads() {
     let (reply_channel, _, _) = sent(direct(&bob, ada_session.account_id, "hi ada").await).await;
     assert_eq!(channel, reply_channel, "one channel for the pair, whoever writes first");
     assert_eq!(texts(&history(&bob, channel, None, 10).await.unwrap()), ["hi ada", "hi bob"]);
+    // Eve can compute the pair's channel id, but it answers her as a channel that does not
+    // exist, like that of a pair that never wrote: she learns nothing of who writes to whom.
     assert_eq!(
         code(history(&eve, channel, None, 10).await.map(ChatReply::History)),
-        Some(ErrorCode::Forbidden)
+        Some(ErrorCode::NotFound)
     );
-    assert_eq!(code(send(&eve, channel, "psst").await), Some(ErrorCode::Forbidden));
+    assert_eq!(code(send(&eve, channel, "psst").await), Some(ErrorCode::NotFound));
     sent(send(&ada, channel, "send works on the channel too").await).await;
 
     let nobody = proto::AccountId(uuid::Uuid::now_v7());
