@@ -483,7 +483,8 @@ impl Chat {
     }
 
     /// Sends `text` to a channel the sender is a member of. Returns once the message is
-    /// committed to its year's shard, with the stored message and the members to deliver it to.
+    /// committed to its year's shard, with the stored message and the members to deliver it to:
+    /// those of the channel once it is stored.
     ///
     /// # Errors
     /// [`ChatError::InvalidText`]; [`ChatError::UnknownChannel`] (also a direct channel of two
@@ -503,7 +504,18 @@ impl Chat {
         }
         let now_ms = self.now_ms();
         self.count_send(sender, now_ms).await?;
-        self.store(sender, channel_id, text, now_ms, membership.members().to_vec()).await
+        let message = self.store(sender, channel_id, text, now_ms).await?;
+        // Told are the members once it is stored: one removed while it waited for its commit can
+        // no longer read it and is not told of it either. The message is stored, so a failed
+        // read of the members falls back to those it was sent to rather than failing the send.
+        let recipients = match self.membership(channel_id).await {
+            Ok(now) => now.members().to_vec(),
+            Err(error) => {
+                tracing::warn!(%error, channel_id = %channel_id.0, "members read again after a send failed");
+                membership.members().to_vec()
+            }
+        };
+        Ok(Delivery { value: message, recipients })
     }
 
     /// Sends `text` to the direct channel of `sender` and `to`, creating it on the first message.
@@ -535,7 +547,8 @@ impl Chat {
             };
             channels::create(&self.inner.channels, direct, vec![sender, to]).await?;
         }
-        self.store(sender, channel_id, text, now_ms, vec![sender, to]).await
+        let message = self.store(sender, channel_id, text, now_ms).await?;
+        Ok(Delivery { value: message, recipients: vec![sender, to] })
     }
 
     /// Whether `a` and `b` have exchanged direct messages (their channel exists). When it does,
@@ -558,15 +571,14 @@ impl Chat {
         channel_id: ChannelId,
         text: String,
         now_ms: u64,
-        recipients: Vec<Uuid>,
-    ) -> Result<Delivery<Message>, ChatError> {
+    ) -> Result<Message, ChatError> {
         let message =
             Message { id: self.inner.ids.next(now_ms), channel_id, sender, text, sent_at_ms: now_ms };
         let (done, acknowledged) = oneshot::channel();
         let pending = writer::Pending { message: message.clone(), done };
         self.inner.queue.send(pending).await.map_err(|_| ChatError::ShuttingDown)?;
         acknowledged.await.map_err(|_| ChatError::ShuttingDown)??;
-        Ok(Delivery { value: message, recipients })
+        Ok(message)
     }
 
     /// A fixed window per player, numbered by the injected clock so tests move it by hand.

@@ -463,3 +463,24 @@ async fn outsiders_cannot_tell_whether_two_players_have_a_direct_channel() {
     let page = chat.history(bob, chat::direct_channel_id(ada, bob), None, 10).await.unwrap();
     assert_eq!(texts(&page), ["just between us"], "the pair still reads it");
 }
+
+#[tokio::test]
+async fn a_member_removed_while_a_message_waits_for_its_commit_is_not_told_of_it() {
+    let world = World::new();
+    let (chat, committer) = world.open_idle(World::config()).await;
+    let (owner, member) = (Uuid::now_v7(), Uuid::now_v7());
+    let group = chat.create_group(owner, "guild").await.unwrap().id;
+    chat.add_member(owner, group, member).await.unwrap();
+    let sending = {
+        let chat = chat.clone();
+        tokio::spawn(async move { chat.send(owner, group, "after you left").await })
+    };
+    // The message waits in the queue (no writer runs yet) while the member is removed.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!sending.is_finished());
+    chat.remove_member(owner, group, member).await.unwrap();
+    tokio::spawn(committer.run(world.shutdown.clone()));
+    let delivery = sending.await.unwrap().unwrap();
+    assert_eq!(delivery.recipients, [owner], "stored after the removal, so not for the removed member");
+    assert!(matches!(chat.history(member, group, None, 10).await, Err(ChatError::NotMember)));
+}
