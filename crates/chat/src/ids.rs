@@ -62,13 +62,20 @@ impl IdGenerator {
     pub(crate) fn next(&self, now_ms: u64) -> MessageId {
         let counter = {
             let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Start low in the counter's range, so a burst has room to count up.
+            let start = || rand::random::<u64>() & ((1 << (COUNTER_BITS - 2)) - 1);
             if last.0 == now_ms {
                 last.1 = (last.1 + 1) & ((1 << COUNTER_BITS) - 1);
+                last.1
+            } else if last.0 < now_ms {
+                *last = (now_ms, start());
+                last.1
             } else {
-                // Start low in the counter's range, so a burst has room to count up.
-                *last = (now_ms, rand::random::<u64>() & ((1 << (COUNTER_BITS - 2)) - 1));
+                // An earlier millisecond than the last id's (a send that read the clock before
+                // another but was stamped after it): its own counter, leaving the later
+                // millisecond's count where it is, so that millisecond's next id still sorts last.
+                start()
             }
-            last.1
         };
         MessageId(message_uuid(now_ms, counter, rand::random()))
     }
@@ -170,6 +177,19 @@ mod tests {
         assert_eq!((made[2].year(), made[3].year()), (2026, 2027));
         assert!(made.iter().all(|id| id.0.get_version_num() == 7));
         assert!(first_id_at(start) <= made[3] && first_id_at(start) > made[2]);
+    }
+
+    #[test]
+    fn a_late_stamp_of_an_earlier_millisecond_keeps_the_later_ones_in_order() {
+        // A send reads the clock before its rate check and is stamped after it, so a stamp of
+        // an earlier millisecond can come between two of a later one.
+        let ids = IdGenerator::default();
+        for ms in 1_000..1_064 {
+            let first = ids.next(ms);
+            let late = ids.next(ms - 1);
+            let second = ids.next(ms);
+            assert!(late < first && first < second, "ids of one millisecond keep their order");
+        }
     }
 
     #[test]
