@@ -75,10 +75,11 @@ pub(crate) fn room_name(name: &str) -> Result<String, ChatError> {
     }
 }
 
-/// A group name in its stored form: cleaned like text, on one line, 1 to
-/// [`GROUP_NAME_MAX_CHARS`] characters.
+/// A group name in its stored form: cleaned like text, on one line (a line feed, or Unicode's
+/// line or paragraph separator, becomes a space; the other line breaks are control characters,
+/// which cleaning removes), 1 to [`GROUP_NAME_MAX_CHARS`] characters.
 pub(crate) fn group_name(name: &str) -> Result<String, ChatError> {
-    let one_line = name.replace('\n', " ");
+    let one_line = name.replace(['\n', '\u{2028}', '\u{2029}'], " ");
     clean_text(&one_line, GROUP_NAME_MAX_CHARS).map_err(|_| {
         ChatError::InvalidName(format!("a group name has 1 to {GROUP_NAME_MAX_CHARS} characters"))
     })
@@ -118,6 +119,8 @@ mod tests {
         assert!(room_name("no spaces").is_err());
         assert!(room_name(&"x".repeat(ROOM_NAME_MAX_CHARS + 1)).is_err());
         assert_eq!(group_name("My\nGuild").ok().as_deref(), Some("My Guild"));
+        // Unicode's line and paragraph separators break a line in a client as a line feed does.
+        assert_eq!(group_name("Raid\u{2028}night\u{2029}!").ok().as_deref(), Some("Raid night !"));
         assert!(group_name("\u{0}").is_err());
     }
 }
