@@ -321,8 +321,17 @@ impl Chat {
         self.inner.clock.now_ms()
     }
 
-    async fn channel(&self, channel_id: ChannelId) -> Result<Channel, ChatError> {
-        channels::channel(&self.inner.channels, channel_id).await?.ok_or(ChatError::UnknownChannel)
+    /// The channel, as `actor` may see it: a direct channel of two others is unknown to them
+    /// (see [`not_member`]).
+    async fn channel(&self, actor: Uuid, channel_id: ChannelId) -> Result<Channel, ChatError> {
+        let channel =
+            channels::channel(&self.inner.channels, channel_id).await?.ok_or(ChatError::UnknownChannel)?;
+        if channel.kind == ChannelKind::Direct
+            && !channels::is_member(&self.inner.channels, channel_id, actor).await?
+        {
+            return Err(ChatError::UnknownChannel);
+        }
+        Ok(channel)
     }
 
     /// The channel and its members: from the member cache, else read (and cached).
@@ -403,7 +412,8 @@ impl Chat {
     /// `account_id` already was a member, as nothing changed.
     ///
     /// # Errors
-    /// [`ChatError::UnknownChannel`]; [`ChatError::NotAllowed`] unless `actor` owns the group.
+    /// [`ChatError::UnknownChannel`] (also a direct channel of two other players);
+    /// [`ChatError::NotAllowed`] unless `actor` owns the group.
     pub async fn add_member(
         &self,
         actor: Uuid,
@@ -424,15 +434,16 @@ impl Chat {
     /// they were a member.
     ///
     /// # Errors
-    /// [`ChatError::UnknownChannel`]; [`ChatError::NotAllowed`] for anyone else;
-    /// [`ChatError::InvalidRequest`] when the owner tries to leave their own group.
+    /// [`ChatError::UnknownChannel`] (also a direct channel of two other players);
+    /// [`ChatError::NotAllowed`] for anyone else; [`ChatError::InvalidRequest`] when the owner
+    /// tries to leave their own group.
     pub async fn remove_member(
         &self,
         actor: Uuid,
         channel_id: ChannelId,
         account_id: Uuid,
     ) -> Result<Delivery<Channel>, ChatError> {
-        let group = self.channel(channel_id).await?;
+        let group = self.channel(actor, channel_id).await?;
         if group.kind != ChannelKind::Group {
             return Err(ChatError::InvalidRequest(
                 "only group members are removed; leave a room by name".into(),
@@ -460,7 +471,7 @@ impl Chat {
     }
 
     async fn owned_group(&self, actor: Uuid, channel_id: ChannelId) -> Result<Channel, ChatError> {
-        let group = self.channel(channel_id).await?;
+        let group = self.channel(actor, channel_id).await?;
         if group.kind != ChannelKind::Group {
             return Err(ChatError::InvalidRequest("members are added to groups only".into()));
         }

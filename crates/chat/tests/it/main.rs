@@ -459,6 +459,10 @@ async fn outsiders_cannot_tell_whether_two_players_have_a_direct_channel() {
         assert!(matches!(posted, Err(ChatError::UnknownChannel)), "{posted:?}");
         let deleted = chat.delete(eve, pair, chat::MessageId(Uuid::now_v7())).await;
         assert!(matches!(deleted, Err(ChatError::UnknownChannel)), "{deleted:?}");
+        let added = chat.add_member(eve, pair, eve).await;
+        assert!(matches!(added, Err(ChatError::UnknownChannel)), "{added:?}");
+        let removed = chat.remove_member(eve, pair, eve).await;
+        assert!(matches!(removed, Err(ChatError::UnknownChannel)), "{removed:?}");
     }
     let page = chat.history(bob, chat::direct_channel_id(ada, bob), None, 10).await.unwrap();
     assert_eq!(texts(&page), ["just between us"], "the pair still reads it");
