@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
@@ -18,7 +19,7 @@ use uuid::Uuid;
 
 use crate::Shared;
 use crate::errors;
-use crate::inventory_requests::{authorise, error_answer, json_answer};
+use crate::inventory_requests::{HttpAnswer, authorise, error_answer, json_answer};
 
 /// How long a client has to send a request's body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -93,20 +94,41 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> String {
     shared.metrics.render() + &player + &inventory + &chat
 }
 
+/// The id in a route's path, looked at after the token check (so a caller without the token
+/// learns nothing from it) and refused as JSON, as every other error on this port is.
+pub(crate) fn path_id(path: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, HttpAnswer> {
+    match path {
+        Ok(Path(id)) => Ok(id),
+        Err(rejection) => Err(error_answer(&ErrorBody::new(
+            ErrorCode::BadRequest,
+            format!("path: {}", rejection.body_text()),
+        ))),
+    }
+}
+
 /// Sends the request body as a [`proto::Event::Notice`] to every connection of the account, on
 /// whichever gateway process it is connected to. For operators and trusted game servers, with
 /// the service token: a notice reaches players as the game's own word.
 async fn notice(
     State(shared): State<Arc<Shared>>,
-    Path(account_id): Path<Uuid>,
+    account_id: Result<Path<Uuid>, PathRejection>,
     headers: HeaderMap,
-    text: String,
+    body: axum::body::Bytes,
 ) -> Response {
     if let Err(answer) = authorise(&shared, &headers) {
         return answer.into_response();
     }
+    let account_id = match path_id(account_id) {
+        Ok(id) => id,
+        Err(answer) => return answer.into_response(),
+    };
+    let Ok(text) = String::from_utf8(body.into()) else {
+        return error_answer(&ErrorBody::new(ErrorCode::BadRequest, "a notice is UTF-8 text"))
+            .into_response();
+    };
     if text.len() > shared.config.max_frame_bytes / 2 {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "notice too long\n").into_response();
+        let too_long = ErrorBody::new(ErrorCode::BadRequest, "notice too long");
+        return json_answer(StatusCode::PAYLOAD_TOO_LARGE, &too_long).into_response();
     }
     if let Err(error) = shared.auth.account(account_id).await {
         return error_answer(&errors::from_auth(&error)).into_response();
@@ -115,7 +137,7 @@ async fn notice(
         Ok(()) => (StatusCode::ACCEPTED, "queued\n").into_response(),
         Err(error) => {
             tracing::warn!(%error, "could not publish a notice");
-            (StatusCode::SERVICE_UNAVAILABLE, "bus unavailable\n").into_response()
+            error_answer(&ErrorBody::new(ErrorCode::Unavailable, "bus unavailable")).into_response()
         }
     }
 }

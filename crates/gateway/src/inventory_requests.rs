@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use inventory::{Catalogue, Committer, Inventory, InventoryError, ItemStack, Offer, OfferState};
@@ -270,12 +271,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub(crate) async fn grant_http(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    body: String,
+    body: axum::body::Bytes,
 ) -> HttpAnswer {
     if let Err(answer) = authorise(&shared, &headers) {
         return answer;
     }
-    let body: GrantBody = match serde_json::from_str(&body) {
+    let body: GrantBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
         Err(error) => return error_answer(&ErrorBody::new(ErrorCode::BadRequest, format!("body: {error}"))),
     };
@@ -308,12 +309,16 @@ pub(crate) async fn grant_http(
 /// `GET /inventory/{account_id}/ledger`: the newest ledger entries of a player, newest first.
 pub(crate) async fn ledger_http(
     State(shared): State<Arc<Shared>>,
-    Path(account_id): Path<Uuid>,
+    account_id: Result<Path<Uuid>, PathRejection>,
     headers: HeaderMap,
 ) -> HttpAnswer {
     if let Err(answer) = authorise(&shared, &headers) {
         return answer;
     }
+    let account_id = match crate::admin::path_id(account_id) {
+        Ok(id) => id,
+        Err(answer) => return answer,
+    };
     match shared.inventory.ledger(account_id, LEDGER_ENTRIES_LISTED).await {
         Ok(entries) => {
             let lines: Vec<LedgerLine> = entries

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use matchmaking::{MatchDetails, MatchError, MatchOutcome, ReportReceipt, Reporter};
@@ -282,14 +283,18 @@ struct ResultAnswer {
 /// `POST /match/{match_id}/result`: a trusted caller (a game server) records a match's result.
 pub(crate) async fn result_http(
     State(shared): State<Arc<Shared>>,
-    Path(match_id): Path<Uuid>,
+    match_id: Result<Path<Uuid>, PathRejection>,
     headers: HeaderMap,
-    body: String,
+    body: axum::body::Bytes,
 ) -> HttpAnswer {
     if let Err(answer) = authorise(&shared, &headers) {
         return answer;
     }
-    let body: ResultBody = match serde_json::from_str(&body) {
+    let match_id = match crate::admin::path_id(match_id) {
+        Ok(id) => id,
+        Err(answer) => return answer,
+    };
+    let body: ResultBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
         Err(error) => return error_answer(&ErrorBody::new(ErrorCode::BadRequest, format!("body: {error}"))),
     };

@@ -120,6 +120,35 @@ async fn a_notice_needs_the_service_token_and_a_known_account() {
     );
 }
 
+/// Tools that call the admin port read one error shape: a malformed id in the path or a notice
+/// too long is answered `{"code","message"}` like every other refusal, and only after the token
+/// check, so a caller without the token learns nothing about the route.
+#[tokio::test]
+async fn admin_refusals_are_json_and_come_after_the_token_check() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let bad_request = |(status, body): (u16, String)| {
+        let error: proto::ErrorBody =
+            serde_json::from_str(&body).unwrap_or_else(|_| panic!("JSON: {body:?}"));
+        (status, error.code)
+    };
+    for (method, path) in [
+        ("POST", "/accounts/not-an-id/notice"),
+        ("GET", "/inventory/not-an-id/ledger"),
+        ("POST", "/match/not-an-id/result"),
+    ] {
+        let refused = admin(gateway.admin, method, path, Some(SERVICE_TOKEN), "{\"winner\":0}").await;
+        assert_eq!(bad_request(refused), (400, ErrorCode::BadRequest), "{method} {path}");
+        let without_token = admin(gateway.admin, method, path, None, "").await;
+        assert_eq!(bad_request(without_token), (401, ErrorCode::Unauthorized), "{method} {path}");
+    }
+    let (_player, session) = gateway.player(&username("listener")).await;
+    let path = format!("/accounts/{}/notice", session.account_id);
+    let too_long = "x".repeat(world.config().max_frame_bytes);
+    let refused = admin(gateway.admin, "POST", &path, Some(SERVICE_TOKEN), &too_long).await;
+    assert_eq!(bad_request(refused), (413, ErrorCode::BadRequest));
+}
+
 #[tokio::test]
 async fn an_idle_session_expires_and_a_used_one_slides() {
     let world = World::new();
