@@ -8,7 +8,7 @@
 //! Never: retries, reconnects or caches on its own; a caller that wants those builds them on top.
 //! It also offers raw frame access ([`Client::send_raw`]) so tests can send what a buggy client would.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -83,7 +83,17 @@ impl ConnectOptions {
     }
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Outcome>>>>;
+type Pending = Arc<Mutex<Responses>>;
+
+/// Responses on their way to the callers waiting for them.
+#[derive(Debug, Default)]
+struct Responses {
+    /// The callers waiting, by request id.
+    waiters: HashMap<u64, oneshot::Sender<Outcome>>,
+    /// Responses read before anyone waited for them, oldest first per id: the answer to a frame
+    /// sent with [`Client::send_raw`] may come before [`Client::expect_response`] is called.
+    early: HashMap<u64, VecDeque<Outcome>>,
+}
 
 /// One connection to a gateway.
 #[derive(Debug)]
@@ -168,10 +178,14 @@ impl Client {
                 };
                 match codec::decode::<ServerMessage>(encoding, &bytes) {
                     Ok(ServerMessage::Response(response)) => {
-                        if let Some(waiter) = reader_pending.lock().await.remove(&response.id) {
-                            let _ = waiter.send(response.outcome);
-                        } else {
-                            tracing::debug!(id = response.id, "response to no pending request");
+                        let mut responses = reader_pending.lock().await;
+                        match responses.waiters.remove(&response.id) {
+                            Some(waiter) => {
+                                let _ = waiter.send(response.outcome);
+                            }
+                            None => {
+                                responses.early.entry(response.id).or_default().push_back(response.outcome)
+                            }
                         }
                     }
                     Ok(ServerMessage::Event(event)) => {
@@ -182,7 +196,7 @@ impl Client {
             }
             *reader_closed.lock().await = Some(close);
             // Dropping the waiters tells every pending request that the connection closed.
-            reader_pending.lock().await.clear();
+            reader_pending.lock().await.waiters.clear();
             reader_notify.notify_waiters();
         });
 
@@ -230,7 +244,9 @@ impl Client {
         }
     }
 
-    /// Waits for the response with `id` to a frame sent with [`Client::send_raw`].
+    /// Waits for the response with `id` to a frame sent with [`Client::send_raw`], or takes it if it
+    /// has already come (the oldest one not yet taken, when several came with this id, such as
+    /// [`proto::UNKNOWN_REQUEST_ID`]). Responses nobody asks for are kept until the client is dropped.
     ///
     /// # Errors
     /// [`ClientError::Closed`] when the connection ended before the response.
@@ -351,11 +367,18 @@ impl Client {
 
     async fn register_waiter(&self, id: u64) -> Result<oneshot::Receiver<Outcome>, ClientError> {
         let (waiter, response) = oneshot::channel();
-        self.pending.lock().await.insert(id, waiter);
+        {
+            let mut responses = self.pending.lock().await;
+            if let Some(outcome) = responses.early.get_mut(&id).and_then(VecDeque::pop_front) {
+                let _ = waiter.send(outcome);
+                return Ok(response);
+            }
+            responses.waiters.insert(id, waiter);
+        }
         // The reader marks the connection closed before it drops the waiters, so a waiter added
         // after that drop is caught here instead of waiting forever.
         if self.closed.lock().await.is_some() {
-            self.pending.lock().await.remove(&id);
+            self.pending.lock().await.waiters.remove(&id);
             return Err(self.closed_error().await);
         }
         Ok(response)

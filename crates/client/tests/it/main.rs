@@ -1,0 +1,39 @@
+//! The client against a scripted server: request and response matching, and what it does with
+//! frames the real gateway does not send.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
+mod support;
+
+use game_client::Client;
+use proto::{ClientMessage, Encoding, Event, Outcome, Reply, Request, Response, ServerMessage, codec};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{FakeGateway, PATIENCE};
+
+fn pong(id: u64) -> ServerMessage {
+    ServerMessage::Response(Response { id, outcome: Outcome::Ok(Reply::Pong { server_time_ms: 42 }) })
+}
+
+fn notice(text: &str) -> ServerMessage {
+    ServerMessage::Event(Event::Notice { text: text.into() })
+}
+
+#[tokio::test]
+async fn a_response_that_arrives_before_it_is_awaited_is_kept_for_it() {
+    let gateway = FakeGateway::start(proto::SUBPROTOCOL_BINCODE).await;
+    let client = Client::connect(&gateway.url, Encoding::Bincode).await.unwrap();
+    let mut server = gateway.socket().await;
+    let frame = codec::encode(Encoding::Bincode, &ClientMessage { id: 9, request: Request::Ping }).unwrap();
+    client.send_raw(Message::Binary(frame.into())).await.unwrap();
+    server.next_request(Encoding::Bincode).await;
+    server.send(&pong(9)).await;
+    // Frames are read in order: once the event is here, so was the response before it.
+    server.send(&notice("after the response")).await;
+    assert!(matches!(client.next_event().await, Some(Event::Notice { .. })));
+    let outcome = tokio::time::timeout(PATIENCE, client.expect_response(9))
+        .await
+        .expect("the response read earlier is handed over")
+        .unwrap();
+    assert_eq!(outcome, Outcome::Ok(Reply::Pong { server_time_ms: 42 }));
+}
