@@ -232,7 +232,9 @@ impl Client {
     /// Sends `request` under a caller-chosen id and returns the raw outcome.
     ///
     /// # Errors
-    /// [`ClientError::Closed`] when the connection ended before the response.
+    /// [`ClientError::Closed`] when the connection ended before the response;
+    /// [`ClientError::Protocol`], without sending, when a request with this id still awaits its
+    /// response.
     pub async fn request_with_id(&self, id: u64, request: Request) -> Result<Outcome, ClientError> {
         let bytes = codec::encode(self.encoding, &ClientMessage { id, request })
             .map_err(|error| ClientError::Protocol(error.to_string()))?;
@@ -249,7 +251,8 @@ impl Client {
     /// [`proto::UNKNOWN_REQUEST_ID`]). Responses nobody asks for are kept until the client is dropped.
     ///
     /// # Errors
-    /// [`ClientError::Closed`] when the connection ended before the response.
+    /// [`ClientError::Closed`] when the connection ended before the response;
+    /// [`ClientError::Protocol`] when something else already awaits the response with this id.
     pub async fn expect_response(&self, id: u64) -> Result<Outcome, ClientError> {
         let response = self.register_waiter(id).await?;
         match response.await {
@@ -372,6 +375,12 @@ impl Client {
             if let Some(outcome) = responses.early.get_mut(&id).and_then(VecDeque::pop_front) {
                 let _ = waiter.send(outcome);
                 return Ok(response);
+            }
+            // A second waiter would take the first one's place and leave it waiting for ever.
+            if responses.waiters.get(&id).is_some_and(|first| !first.is_closed()) {
+                return Err(ClientError::Protocol(format!(
+                    "request id {id} is already awaiting its response"
+                )));
             }
             responses.waiters.insert(id, waiter);
         }

@@ -5,7 +5,9 @@
 
 mod support;
 
-use game_client::Client;
+use std::sync::Arc;
+
+use game_client::{Client, ClientError};
 use proto::{ClientMessage, Encoding, Event, Outcome, Reply, Request, Response, ServerMessage, codec};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -36,4 +38,26 @@ async fn a_response_that_arrives_before_it_is_awaited_is_kept_for_it() {
         .expect("the response read earlier is handed over")
         .unwrap();
     assert_eq!(outcome, Outcome::Ok(Reply::Pong { server_time_ms: 42 }));
+}
+
+#[tokio::test]
+async fn a_second_request_under_an_id_in_flight_is_refused_and_the_first_still_gets_its_answer() {
+    let gateway = FakeGateway::start(proto::SUBPROTOCOL_BINCODE).await;
+    let client = Arc::new(Client::connect(&gateway.url, Encoding::Bincode).await.unwrap());
+    let mut server = gateway.socket().await;
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { client.request_with_id(5, Request::Ping).await }
+    });
+    // The first request is waiting once it has been sent.
+    assert_eq!(server.next_request(Encoding::Bincode).await.id, 5);
+
+    let second = tokio::time::timeout(PATIENCE, client.request_with_id(5, Request::Whoami))
+        .await
+        .expect("refused at once, not sent");
+    assert!(matches!(second, Err(ClientError::Protocol(_))), "{second:?}");
+
+    server.send(&pong(5)).await;
+    let first = tokio::time::timeout(PATIENCE, first).await.expect("the first request is answered").unwrap();
+    assert_eq!(first.unwrap(), Outcome::Ok(Reply::Pong { server_time_ms: 42 }));
 }
