@@ -90,10 +90,36 @@ pub fn peek_request_id(encoding: Encoding, bytes: &[u8]) -> u64 {
     }
 }
 
+/// Reads just the request id of a server frame that failed to decode, if it is a response, so a
+/// client can fail that one request (a newer server's error code, say) rather than leave it
+/// waiting; `None` for events and for frames too broken to tell.
+pub fn peek_response_id(encoding: Encoding, bytes: &[u8]) -> Option<u64> {
+    match encoding {
+        // `ServerMessage::Response` is variant 0, and the id is the first field of `Response`.
+        Encoding::Bincode => {
+            match bincode::serde::decode_from_slice::<(u32, u64), _>(bytes, bincode_config()) {
+                Ok(((0, id), _)) => Some(id),
+                _ => None,
+            }
+        }
+        Encoding::Json => {
+            #[derive(serde::Deserialize)]
+            struct IdOnly {
+                id: u64,
+            }
+            #[derive(serde::Deserialize)]
+            struct ResponseOnly {
+                response: IdOnly,
+            }
+            serde_json::from_slice::<ResponseOnly>(bytes).ok().map(|only| only.response.id)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ClientMessage, Request};
+    use crate::{ClientMessage, Request, ServerMessage};
 
     #[test]
     fn the_id_of_an_unknown_request_can_still_be_read() {
@@ -106,6 +132,18 @@ mod tests {
         bytes[last] = 200;
         assert!(decode::<ClientMessage>(Encoding::Bincode, &bytes).is_err());
         assert_eq!(peek_request_id(Encoding::Bincode, &bytes), 300);
+    }
+
+    #[test]
+    fn the_id_of_an_undecodable_response_can_still_be_read() {
+        let unknown_code = br#"{"response":{"id":9,"outcome":{"error":{"code":"teapot","message":"no"}}}}"#;
+        assert!(decode::<ServerMessage>(Encoding::Json, unknown_code).is_err());
+        assert_eq!(peek_response_id(Encoding::Json, unknown_code), Some(9));
+        assert_eq!(peek_response_id(Encoding::Json, br#"{"event":{"teleported":{}}}"#), None);
+        let unknown_code = [0x00, 0xfb, 0x2c, 0x01, 0x01, 0x08, 0x02, b'n', b'o'];
+        assert!(decode::<ServerMessage>(Encoding::Bincode, &unknown_code).is_err());
+        assert_eq!(peek_response_id(Encoding::Bincode, &unknown_code), Some(300));
+        assert_eq!(peek_response_id(Encoding::Bincode, &[0x01, 0x09, 0x00]), None);
     }
 
     #[test]

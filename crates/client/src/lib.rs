@@ -89,10 +89,25 @@ type Pending = Arc<Mutex<Responses>>;
 #[derive(Debug, Default)]
 struct Responses {
     /// The callers waiting, by request id.
-    waiters: HashMap<u64, oneshot::Sender<Outcome>>,
+    waiters: HashMap<u64, oneshot::Sender<Answer>>,
     /// Responses read before anyone waited for them, oldest first per id: the answer to a frame
     /// sent with [`Client::send_raw`] may come before [`Client::expect_response`] is called.
-    early: HashMap<u64, VecDeque<Outcome>>,
+    early: HashMap<u64, VecDeque<Answer>>,
+}
+
+/// A response as the reader hands it over: the outcome, or why it could not be read.
+type Answer = Result<Outcome, ClientError>;
+
+impl Responses {
+    /// Hands `answer` to whoever waits for `id`, or keeps it for them.
+    fn deliver(&mut self, id: u64, answer: Answer) {
+        match self.waiters.remove(&id) {
+            Some(waiter) => {
+                let _ = waiter.send(answer);
+            }
+            None => self.early.entry(id).or_default().push_back(answer),
+        }
+    }
 }
 
 /// One connection to a gateway.
@@ -178,20 +193,20 @@ impl Client {
                 };
                 match codec::decode::<ServerMessage>(encoding, &bytes) {
                     Ok(ServerMessage::Response(response)) => {
-                        let mut responses = reader_pending.lock().await;
-                        match responses.waiters.remove(&response.id) {
-                            Some(waiter) => {
-                                let _ = waiter.send(response.outcome);
-                            }
-                            None => {
-                                responses.early.entry(response.id).or_default().push_back(response.outcome)
-                            }
-                        }
+                        reader_pending.lock().await.deliver(response.id, Ok(response.outcome));
                     }
                     Ok(ServerMessage::Event(event)) => {
                         let _ = events_tx.send(event);
                     }
-                    Err(error) => tracing::warn!(%error, "undecodable frame from server"),
+                    // A response this client cannot read (a newer server's error code, say) still
+                    // ends its request; an event it cannot read is skipped, as PROTOCOL.md asks.
+                    Err(error) => match codec::peek_response_id(encoding, &bytes) {
+                        Some(id) => {
+                            let error = ClientError::Protocol(format!("undecodable response: {error}"));
+                            reader_pending.lock().await.deliver(id, Err(error));
+                        }
+                        None => tracing::warn!(%error, "undecodable frame from server"),
+                    },
                 }
             }
             *reader_closed.lock().await = Some(close);
@@ -220,7 +235,7 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError::Server`] when the server answered with an error; [`ClientError::Closed`] when
-    /// the connection ended first.
+    /// the connection ended first; [`ClientError::Protocol`] when the response did not decode.
     pub async fn request(&self, request: Request) -> Result<Reply, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         match self.request_with_id(id, request).await? {
@@ -234,14 +249,14 @@ impl Client {
     /// # Errors
     /// [`ClientError::Closed`] when the connection ended before the response;
     /// [`ClientError::Protocol`], without sending, when a request with this id still awaits its
-    /// response.
+    /// response, or when the response did not decode.
     pub async fn request_with_id(&self, id: u64, request: Request) -> Result<Outcome, ClientError> {
         let bytes = codec::encode(self.encoding, &ClientMessage { id, request })
             .map_err(|error| ClientError::Protocol(error.to_string()))?;
         let response = self.register_waiter(id).await?;
         self.send_raw(self.frame(bytes)).await?;
         match response.await {
-            Ok(outcome) => Ok(outcome),
+            Ok(answer) => answer,
             Err(_) => Err(self.closed_error().await),
         }
     }
@@ -252,11 +267,12 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError::Closed`] when the connection ended before the response;
-    /// [`ClientError::Protocol`] when something else already awaits the response with this id.
+    /// [`ClientError::Protocol`] when something else already awaits the response with this id, or
+    /// when the response did not decode.
     pub async fn expect_response(&self, id: u64) -> Result<Outcome, ClientError> {
         let response = self.register_waiter(id).await?;
         match response.await {
-            Ok(outcome) => Ok(outcome),
+            Ok(answer) => answer,
             Err(_) => Err(self.closed_error().await),
         }
     }
@@ -368,12 +384,12 @@ impl Client {
         }
     }
 
-    async fn register_waiter(&self, id: u64) -> Result<oneshot::Receiver<Outcome>, ClientError> {
+    async fn register_waiter(&self, id: u64) -> Result<oneshot::Receiver<Answer>, ClientError> {
         let (waiter, response) = oneshot::channel();
         {
             let mut responses = self.pending.lock().await;
-            if let Some(outcome) = responses.early.get_mut(&id).and_then(VecDeque::pop_front) {
-                let _ = waiter.send(outcome);
+            if let Some(answer) = responses.early.get_mut(&id).and_then(VecDeque::pop_front) {
+                let _ = waiter.send(answer);
                 return Ok(response);
             }
             // A second waiter would take the first one's place and leave it waiting for ever.

@@ -61,3 +61,32 @@ async fn a_second_request_under_an_id_in_flight_is_refused_and_the_first_still_g
     let first = tokio::time::timeout(PATIENCE, first).await.expect("the first request is answered").unwrap();
     assert_eq!(first.unwrap(), Outcome::Ok(Reply::Pong { server_time_ms: 42 }));
 }
+
+#[tokio::test]
+async fn a_response_the_client_cannot_decode_fails_its_request_instead_of_leaving_it_waiting() {
+    let gateway = FakeGateway::start(proto::SUBPROTOCOL_BINCODE).await;
+    let client = Arc::new(Client::connect(&gateway.url, Encoding::Bincode).await.unwrap());
+    let mut server = gateway.socket().await;
+    let request = tokio::spawn({
+        let client = client.clone();
+        async move { client.request(Request::Ping).await }
+    });
+    let id = server.next_request(Encoding::Bincode).await.id;
+    // Response `id`, an error whose code (index 8) a newer server might send: PROTOCOL.md asks
+    // clients to treat an unknown code as a generic error.
+    let mut unknown_code = vec![0x00];
+    unknown_code.extend(codec::encode(Encoding::Bincode, &id).unwrap());
+    unknown_code.extend([0x01, 0x08, 0x02, b'n', b'o']);
+    server.send_bytes(unknown_code).await;
+
+    let answer = tokio::time::timeout(PATIENCE, request).await.expect("the request ends").unwrap();
+    assert!(matches!(answer, Err(ClientError::Protocol(_))), "{answer:?}");
+    // The connection goes on.
+    let next = tokio::spawn({
+        let client = client.clone();
+        async move { client.request(Request::Ping).await }
+    });
+    let id = server.next_request(Encoding::Bincode).await.id;
+    server.send(&pong(id)).await;
+    assert!(tokio::time::timeout(PATIENCE, next).await.unwrap().unwrap().is_ok());
+}

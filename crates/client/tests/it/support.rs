@@ -71,4 +71,9 @@ impl ServerSocket {
         let bytes = codec::encode(Encoding::Bincode, message).unwrap();
         self.0.send(Message::Binary(bytes.into())).await.unwrap();
     }
+
+    /// Sends raw bytes in a binary frame.
+    pub async fn send_bytes(&mut self, bytes: Vec<u8>) {
+        self.0.send(Message::Binary(bytes.into())).await.unwrap();
+    }
 }
