@@ -68,7 +68,8 @@ pub struct CloseInfo {
 /// Options for [`Client::connect_with`].
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    /// The encoding to ask for.
+    /// The encoding to ask for. The connection speaks the one the server chooses (see
+    /// [`Client::encoding`]), which differs only when `subprotocols` offers others.
     pub encoding: Encoding,
     /// A session token to authenticate with at the handshake.
     pub token: Option<String>,
@@ -134,7 +135,8 @@ impl Client {
     /// Connects with explicit options.
     ///
     /// # Errors
-    /// The handshake failed: unreachable server, refused subprotocol or token.
+    /// The handshake failed: unreachable server, refused subprotocol or token;
+    /// [`ClientError::Protocol`] when the subprotocol the server chose names no encoding.
     pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Client, ClientError> {
         let mut request = url.into_client_request()?;
         let protocols =
@@ -147,8 +149,14 @@ impl Client {
             request.headers_mut().insert("Authorization", header(format!("Bearer {token}"))?);
         }
         let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-        let (socket, _response) =
+        let (socket, response) =
             tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
+        // The server picks from the names offered; its echo, not the caller's wish, says what the
+        // connection speaks (tungstenite has already checked that the echo was offered).
+        let chosen = response.headers().get("Sec-WebSocket-Protocol").and_then(|name| name.to_str().ok());
+        let encoding = chosen.and_then(Encoding::from_subprotocol).ok_or_else(|| {
+            ClientError::Protocol(format!("the server chose {chosen:?}, which names no encoding"))
+        })?;
         let (mut sink, mut stream) = socket.split();
 
         let (outgoing, mut outgoing_rx) = mpsc::unbounded_channel::<Message>();
@@ -169,7 +177,6 @@ impl Client {
         let reader_pending = pending.clone();
         let reader_closed = closed.clone();
         let reader_notify = closed_notify.clone();
-        let encoding = options.encoding;
         tokio::spawn(async move {
             let mut close = CloseInfo { code: None, reason: "connection dropped".into() };
             while let Some(frame) = stream.next().await {
@@ -216,7 +223,7 @@ impl Client {
         });
 
         Ok(Client {
-            encoding: options.encoding,
+            encoding,
             next_id: AtomicU64::new(1),
             outgoing,
             pending,
@@ -226,7 +233,7 @@ impl Client {
         })
     }
 
-    /// The encoding this connection speaks.
+    /// The encoding this connection speaks: the one whose subprotocol the server chose.
     pub fn encoding(&self) -> Encoding {
         self.encoding
     }

@@ -7,7 +7,7 @@ mod support;
 
 use std::sync::Arc;
 
-use game_client::{Client, ClientError};
+use game_client::{Client, ClientError, ConnectOptions};
 use proto::{ClientMessage, Encoding, Event, Outcome, Reply, Request, Response, ServerMessage, codec};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -89,4 +89,34 @@ async fn a_response_the_client_cannot_decode_fails_its_request_instead_of_leavin
     let id = server.next_request(Encoding::Bincode).await.id;
     server.send(&pong(id)).await;
     assert!(tokio::time::timeout(PATIENCE, next).await.unwrap().unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn the_encoding_is_the_one_the_server_chose_from_the_offer() {
+    let gateway = FakeGateway::start(proto::SUBPROTOCOL_BINCODE).await;
+    let options = ConnectOptions {
+        subprotocols: Some(vec![proto::SUBPROTOCOL_BINCODE.into(), proto::SUBPROTOCOL_JSON.into()]),
+        ..ConnectOptions::new(Encoding::Json)
+    };
+    let client = Arc::new(Client::connect_with(&gateway.url, options).await.unwrap());
+    let mut server = gateway.socket().await;
+    assert_eq!(client.encoding(), Encoding::Bincode);
+    let request = tokio::spawn({
+        let client = client.clone();
+        async move { client.request(Request::Ping).await }
+    });
+    let id = server.next_request(Encoding::Bincode).await.id;
+    server.send(&pong(id)).await;
+    assert!(tokio::time::timeout(PATIENCE, request).await.unwrap().unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn a_chosen_subprotocol_that_names_no_encoding_this_client_speaks_fails_the_connect() {
+    let gateway = FakeGateway::start("game.v9.bincode").await;
+    let options = ConnectOptions {
+        subprotocols: Some(vec!["game.v9.bincode".into(), proto::SUBPROTOCOL_BINCODE.into()]),
+        ..ConnectOptions::new(Encoding::Bincode)
+    };
+    let refused = Client::connect_with(&gateway.url, options).await;
+    assert!(matches!(refused, Err(ClientError::Protocol(_))), "{refused:?}");
 }
