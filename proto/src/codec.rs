@@ -24,6 +24,26 @@ fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<{ crate::DEFAULT_MAX_FRAME_BYTES * 4 }>()
 }
 
+/// Decodes bincode under a limit that grows with the message. Bincode counts against its limit
+/// what the whole message takes in memory (a string's claimed length before reading it, eight
+/// bytes for a one-byte varint), so a fixed limit sized for requests refused the server's larger
+/// replies (a full chat history page is about 400 KB, PROTOCOL.md §7). A frame of up to
+/// [`crate::DEFAULT_MAX_FRAME_BYTES`] keeps [`bincode_config`]'s limit; a larger one may take
+/// eight times the largest size of its tier (1 MiB, then 64 MiB, a client's usual cap).
+fn decode_bincode<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), bincode::error::DecodeError> {
+    const FRAME: usize = crate::DEFAULT_MAX_FRAME_BYTES;
+    const MEDIUM: usize = 16 * FRAME;
+    const LARGE: usize = 1024 * FRAME;
+    let standard = bincode::config::standard();
+    if bytes.len() <= FRAME {
+        bincode::serde::decode_from_slice(bytes, bincode_config())
+    } else if bytes.len() <= MEDIUM {
+        bincode::serde::decode_from_slice(bytes, standard.with_limit::<{ MEDIUM * 8 }>())
+    } else {
+        bincode::serde::decode_from_slice(bytes, standard.with_limit::<{ LARGE * 8 }>())
+    }
+}
+
 /// Bincode messages up to this size are encoded on the stack first.
 const ENCODE_ON_STACK_BYTES: usize = 256;
 
@@ -62,8 +82,8 @@ pub fn encode<T: Serialize>(encoding: Encoding, message: &T) -> Result<Vec<u8>, 
 pub fn decode<T: DeserializeOwned>(encoding: Encoding, bytes: &[u8]) -> Result<T, CodecError> {
     match encoding {
         Encoding::Bincode => {
-            let (message, read) = bincode::serde::decode_from_slice(bytes, bincode_config())
-                .map_err(|error| CodecError::Bincode(error.to_string()))?;
+            let (message, read) =
+                decode_bincode(bytes).map_err(|error| CodecError::Bincode(error.to_string()))?;
             if read != bytes.len() {
                 return Err(CodecError::Bincode(format!("{} trailing bytes", bytes.len() - read)));
             }
@@ -118,8 +138,10 @@ pub fn peek_response_id(encoding: Encoding, bytes: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use uuid::Uuid;
+
     use super::*;
-    use crate::{ClientMessage, Request, ServerMessage};
+    use crate::{AccountId, ClientMessage, Outcome, Reply, Request, Response, ServerMessage, chat};
 
     #[test]
     fn the_id_of_an_unknown_request_can_still_be_read() {
@@ -159,6 +181,34 @@ mod tests {
             assert_eq!(bytes, plain, "password of {password_len} bytes");
             assert_eq!(bytes.capacity(), bytes.len(), "password of {password_len} bytes");
             assert_eq!(decode::<ClientMessage>(Encoding::Bincode, &bytes).expect("decode"), message);
+        }
+    }
+
+    #[test]
+    fn a_reply_far_larger_than_a_request_frame_decodes_in_both_encodings() {
+        // A full history page of four-byte characters: about 400 KB, as PROTOCOL.md §7 says
+        // replies can be.
+        let message = chat::ChatMessage {
+            message_id: chat::MessageId(Uuid::from_u128(1)),
+            channel_id: chat::ChannelId(Uuid::from_u128(2)),
+            sender: AccountId(Uuid::from_u128(3)),
+            text: "\u{1F600}".repeat(chat::TEXT_MAX_CHARS),
+            sent_at_ms: 1_764_633_600_123,
+        };
+        let page = chat::HistoryPage {
+            channel_id: message.channel_id,
+            messages: vec![message; chat::PAGE_MAX_MESSAGES as usize],
+            next_before: None,
+            archived: false,
+        };
+        let reply = ServerMessage::Response(Response {
+            id: 1,
+            outcome: Outcome::Ok(Reply::Chat(chat::ChatReply::History(page))),
+        });
+        for encoding in [Encoding::Bincode, Encoding::Json] {
+            let bytes = encode(encoding, &reply).expect("encode");
+            assert!(bytes.len() > 400_000, "{encoding:?}: {} bytes", bytes.len());
+            assert_eq!(decode::<ServerMessage>(encoding, &bytes).expect("decode"), reply, "{encoding:?}");
         }
     }
 
