@@ -11,6 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use proto::{
@@ -83,6 +84,10 @@ impl ConnectOptions {
         Self { encoding, token: None, subprotocols: None }
     }
 }
+
+/// How long the reader goes on reading after the server's Close, so the client's answering Close
+/// goes out and the server can end the connection at once.
+const CLOSE_ANSWER_WAIT: Duration = Duration::from_secs(1);
 
 type Pending = Arc<Mutex<Responses>>;
 
@@ -217,9 +222,17 @@ impl Client {
                 }
             }
             *reader_closed.lock().await = Some(close);
-            // Dropping the waiters tells every pending request that the connection closed.
+            // Dropping the waiters tells every pending request that the connection closed, and
+            // dropping the sender of events ends `next_event` once the events are read.
             reader_pending.lock().await.waiters.clear();
+            drop(events_tx);
             reader_notify.notify_waiters();
+            // tungstenite sends the Close that answers the server's on the next read, so read on
+            // until the server ends the connection (RFC 6455 §5.5.1), or for a moment at most.
+            let _ = tokio::time::timeout(CLOSE_ANSWER_WAIT, async {
+                while let Some(Ok(_)) = stream.next().await {}
+            })
+            .await;
         });
 
         Ok(Client {

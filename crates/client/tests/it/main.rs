@@ -6,6 +6,7 @@
 mod support;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use game_client::{Client, ClientError, ConnectOptions};
 use proto::{ClientMessage, Encoding, Event, Outcome, Reply, Request, Response, ServerMessage, codec};
@@ -119,4 +120,24 @@ async fn a_chosen_subprotocol_that_names_no_encoding_this_client_speaks_fails_th
     };
     let refused = Client::connect_with(&gateway.url, options).await;
     assert!(matches!(refused, Err(ClientError::Protocol(_))), "{refused:?}");
+}
+
+#[tokio::test]
+async fn the_client_answers_the_servers_close_and_reports_its_code() {
+    let gateway = FakeGateway::start(proto::SUBPROTOCOL_BINCODE).await;
+    let client = Client::connect(&gateway.url, Encoding::Bincode).await.unwrap();
+    let mut server = gateway.socket().await;
+    server.close(proto::close::SESSION_REVOKED).await;
+    // RFC 6455 §5.5.1: the endpoint that receives a Close sends one back, here while the client
+    // is still held; the gateway otherwise waits out its close grace.
+    match server.next_frame().await {
+        Some(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), proto::close::SESSION_REVOKED),
+        other => panic!("expected the client's close, got {other:?}"),
+    }
+    let info = tokio::time::timeout(PATIENCE, client.closed()).await.unwrap();
+    assert_eq!(info.code, Some(proto::close::SESSION_REVOKED));
+    assert_eq!(info.reason, "bye");
+    // At once, though the client reads on for a while (this server keeps the socket open).
+    let events_end = tokio::time::timeout(Duration::from_millis(500), client.next_event()).await;
+    assert_eq!(events_end, Ok(None), "no events come after the close");
 }

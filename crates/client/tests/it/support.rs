@@ -12,6 +12,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 /// How long a test waits for something that should happen at once before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(5);
@@ -75,5 +76,16 @@ impl ServerSocket {
     /// Sends raw bytes in a binary frame.
     pub async fn send_bytes(&mut self, bytes: Vec<u8>) {
         self.0.send(Message::Binary(bytes.into())).await.unwrap();
+    }
+
+    /// Closes with `code`, as the gateway does when it ends a connection.
+    pub async fn close(&mut self, code: u16) {
+        let frame = CloseFrame { code: code.into(), reason: "bye".into() };
+        self.0.send(Message::Close(Some(frame))).await.unwrap();
+    }
+
+    /// The next frame from the client, if one comes within [`PATIENCE`].
+    pub async fn next_frame(&mut self) -> Option<Message> {
+        tokio::time::timeout(PATIENCE, self.0.next()).await.ok().flatten().and_then(Result::ok)
     }
 }
