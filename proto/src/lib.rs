@@ -39,7 +39,8 @@ pub const UNKNOWN_REQUEST_ID: u64 = 0;
 /// The largest frame (and message) the gateway accepts, in bytes, unless configured otherwise.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
 
-/// Bounds on the inputs of auth requests, checked by the server; clients may check them early.
+/// Bounds on the inputs of auth and player-state requests, checked by the server; clients may
+/// check them early.
 pub mod limits {
     /// Shortest username, in characters.
     pub const USERNAME_MIN_CHARS: usize = 3;
@@ -403,7 +404,8 @@ pub enum ErrorCode {
     BadRequest,
     /// Not authenticated, bad credentials, or an invalid or expired session token.
     Unauthorized,
-    /// Authenticated, but not allowed to do this.
+    /// Not allowed for this account: another player's channel, offer or match, or (the one case
+    /// before authentication) a login to an account an operator disabled.
     Forbidden,
     /// The thing asked about does not exist.
     NotFound,
