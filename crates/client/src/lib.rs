@@ -273,7 +273,7 @@ impl Client {
     pub async fn request_with_id(&self, id: u64, request: Request) -> Result<Outcome, ClientError> {
         let bytes = codec::encode(self.encoding, &ClientMessage { id, request })
             .map_err(|error| ClientError::Protocol(error.to_string()))?;
-        let response = self.register_waiter(id).await?;
+        let response = self.register_waiter(id, true).await?;
         self.send_raw(self.frame(bytes)).await?;
         match response.await {
             Ok(answer) => answer,
@@ -290,7 +290,7 @@ impl Client {
     /// [`ClientError::Protocol`] when something else already awaits the response with this id, or
     /// when the response did not decode.
     pub async fn expect_response(&self, id: u64) -> Result<Outcome, ClientError> {
-        let response = self.register_waiter(id).await?;
+        let response = self.register_waiter(id, false).await?;
         match response.await {
             Ok(answer) => answer,
             Err(_) => Err(self.closed_error().await),
@@ -404,11 +404,20 @@ impl Client {
         }
     }
 
-    async fn register_waiter(&self, id: u64) -> Result<oneshot::Receiver<Answer>, ClientError> {
+    /// Registers a waiter for the response with `id`. A request about to be sent (`sent_next`)
+    /// waits for the answer to come; anyone else first takes an answer that came before them.
+    async fn register_waiter(
+        &self,
+        id: u64,
+        sent_next: bool,
+    ) -> Result<oneshot::Receiver<Answer>, ClientError> {
         let (waiter, response) = oneshot::channel();
         {
             let mut responses = self.pending.lock().await;
-            if let Some(answer) = responses.early.get_mut(&id).and_then(VecDeque::pop_front) {
+            if sent_next {
+                // Answers left unclaimed under this id belong to earlier frames, not to this one.
+                responses.early.remove(&id);
+            } else if let Some(answer) = responses.early.get_mut(&id).and_then(VecDeque::pop_front) {
                 let _ = waiter.send(answer);
                 return Ok(response);
             }

@@ -141,3 +141,28 @@ async fn the_client_answers_the_servers_close_and_reports_its_code() {
     let events_end = tokio::time::timeout(Duration::from_millis(500), client.next_event()).await;
     assert_eq!(events_end, Ok(None), "no events come after the close");
 }
+
+#[tokio::test]
+async fn a_request_gets_its_own_answer_not_one_left_unclaimed_under_the_same_id() {
+    let gateway = FakeGateway::start(proto::SUBPROTOCOL_BINCODE).await;
+    let client = Arc::new(Client::connect(&gateway.url, Encoding::Bincode).await.unwrap());
+    let mut server = gateway.socket().await;
+    // A raw frame under id 1 whose answer nobody waits for.
+    let frame = codec::encode(Encoding::Bincode, &ClientMessage { id: 1, request: Request::Ping }).unwrap();
+    client.send_raw(Message::Binary(frame.into())).await.unwrap();
+    server.next_request(Encoding::Bincode).await;
+    let stale = Reply::Pong { server_time_ms: 1 };
+    server.send(&ServerMessage::Response(Response { id: 1, outcome: Outcome::Ok(stale) })).await;
+    server.send(&notice("the stale answer has been read")).await;
+    client.next_event().await;
+
+    // The client's own first request also has id 1.
+    let request = tokio::spawn({
+        let client = client.clone();
+        async move { client.ping().await }
+    });
+    let id = server.next_request(Encoding::Bincode).await.id;
+    server.send(&pong(id)).await;
+    let answer = tokio::time::timeout(PATIENCE, request).await.unwrap().unwrap();
+    assert_eq!(answer.unwrap(), 42);
+}
