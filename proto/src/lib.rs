@@ -12,7 +12,8 @@
 //! order. So, together:
 //! - append new enum variants at the end and new fields only inside new variants; never reorder;
 //! - a change that breaks existing clients bumps [`PROTOCOL_VERSION`] (and so the subprotocol names);
-//! - `PROTOCOL.md` documents every message with a JSON example: update it in the same change;
+//! - `PROTOCOL.md` documents every message with a JSON example: update it in the same change (a
+//!   test below decodes every example);
 //! - the round-trip tests at the bottom of this file list one value of every message.
 
 pub mod chat;
@@ -615,6 +616,26 @@ mod tests {
             serde_json::to_string(&error).expect("json"),
             r#"{"response":{"id":3,"outcome":{"error":{"code":"bad_request","message":"no"}}}}"#
         );
+    }
+
+    #[test]
+    fn every_json_example_in_protocol_md_decodes_and_the_servers_are_written_as_shown() {
+        let doc = include_str!("../../PROTOCOL.md");
+        let mut n_examples = 0;
+        for (number, line) in doc.lines().enumerate().map(|(index, line)| (index + 1, line.trim())) {
+            if let Some(request) = line.strip_prefix("→ ") {
+                serde_json::from_str::<ClientMessage>(request)
+                    .unwrap_or_else(|error| panic!("PROTOCOL.md:{number}: {error}"));
+            } else if let Some(server) = line.strip_prefix("← ") {
+                let message = serde_json::from_str::<ServerMessage>(server)
+                    .unwrap_or_else(|error| panic!("PROTOCOL.md:{number}: {error}"));
+                assert_eq!(serde_json::to_string(&message).expect("json"), server, "PROTOCOL.md:{number}");
+            } else {
+                continue;
+            }
+            n_examples += 1;
+        }
+        assert!(n_examples > 80, "only {n_examples} examples found");
     }
 
     #[test]
