@@ -20,7 +20,7 @@ use proto::{
 };
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -76,12 +76,14 @@ pub struct ConnectOptions {
     pub token: Option<String>,
     /// Subprotocol names to ask for instead of the encoding's (for tests of negotiation).
     pub subprotocols: Option<Vec<String>>,
+    /// More handshake headers, by name and value (for tests of what a proxy adds).
+    pub headers: Vec<(String, String)>,
 }
 
 impl ConnectOptions {
     /// Plain options for `encoding`.
     pub fn new(encoding: Encoding) -> Self {
-        Self { encoding, token: None, subprotocols: None }
+        Self { encoding, token: None, subprotocols: None, headers: Vec::new() }
     }
 }
 
@@ -152,6 +154,11 @@ impl Client {
         request.headers_mut().insert("Sec-WebSocket-Protocol", header(protocols.join(", "))?);
         if let Some(token) = &options.token {
             request.headers_mut().insert("Authorization", header(format!("Bearer {token}"))?);
+        }
+        for (name, value) in &options.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|error| ClientError::Protocol(error.to_string()))?;
+            request.headers_mut().append(name, header(value.clone())?);
         }
         let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
         let (socket, response) =

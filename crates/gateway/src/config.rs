@@ -111,7 +111,8 @@ pub struct GatewayConfig {
     pub max_connections: usize,
     /// Open game connections from one client address (an IPv6 address counts as its /64), the
     /// handshakes under way included, at most; default [`DEFAULT_MAX_CONNECTIONS_PER_ADDRESS`].
-    /// Behind a reverse proxy every client has the proxy's address: raise it there.
+    /// Behind a reverse proxy every client has the proxy's address unless it is one of
+    /// `trusted_proxies`.
     pub max_connections_per_address: usize,
     /// Largest frame or message accepted, in bytes; default [`DEFAULT_MAX_FRAME_BYTES`].
     pub max_frame_bytes: usize,
@@ -156,7 +157,8 @@ pub struct GatewayConfig {
     /// Failed logins per client address and window before throttling; default 100.
     pub login_failures_per_address: u64,
     /// Accounts registered per client address (an IPv6 address counts as its /64) and login
-    /// throttling window; default 20. Behind a reverse proxy every client has the proxy's address.
+    /// throttling window; default 20. Behind a reverse proxy not in `trusted_proxies` every client
+    /// has the proxy's address.
     pub registrations_per_address: u64,
     /// The login throttling window; default 15 minutes.
     #[serde(with = "seconds")]
@@ -198,6 +200,10 @@ pub struct GatewayConfig {
     /// [`DEFAULT_CHAT_MEMBER_CACHE_TTL`]; zero reads `chat.db` every time.
     #[serde(with = "seconds")]
     pub chat_member_cache_ttl: Duration,
+    /// Reverse proxies and load balancers (addresses or networks, `10.0.0.0/8`) whose
+    /// connections count as the client address they put in `X-Forwarded-For`; default none, so
+    /// every connection is its TCP peer. See [`crate::forwarded`].
+    pub trusted_proxies: Vec<crate::forwarded::ProxyNetwork>,
     /// Matchmaking (`[matchmaking]` in TOML): modes (default `duel` 1v1 and `team` 2v2), the
     /// rating window, the pass interval, lease and disconnect grace; see
     /// [`matchmaking::MatchmakingConfig`].
@@ -272,6 +278,7 @@ impl Default for GatewayConfig {
             chat_sends_per_window: DEFAULT_CHAT_SENDS_PER_WINDOW,
             chat_send_window: DEFAULT_CHAT_SEND_WINDOW,
             chat_member_cache_ttl: DEFAULT_CHAT_MEMBER_CACHE_TTL,
+            trusted_proxies: Vec::new(),
             matchmaking: matchmaking::MatchmakingConfig::default(),
         }
     }
@@ -356,6 +363,11 @@ impl GatewayConfig {
             return fail("max_frame_bytes must be at least 256");
         }
         Ok(())
+    }
+
+    /// Whether connections from `peer` are a trusted proxy's.
+    pub(crate) fn is_trusted_proxy(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|network| network.contains(peer))
     }
 
     /// Every duration setting, by name.
@@ -488,6 +500,16 @@ mod tests {
             let config: GatewayConfig = toml::from_str(zero_period).expect("a well-formed setting");
             assert!(config.validate().is_err(), "{zero_period} must be refused, not panic later");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let config: GatewayConfig =
+            toml::from_str("trusted_proxies = [\"10.0.0.0/8\", \"::1\"]").expect("two networks");
+        assert!(config.is_trusted_proxy([10, 9, 8, 7].into()));
+        assert!(config.is_trusted_proxy(std::net::Ipv6Addr::LOCALHOST.into()));
+        assert!(!config.is_trusted_proxy([192, 0, 2, 1].into()));
+        assert!(toml::from_str::<GatewayConfig>("trusted_proxies = [\"lb.internal\"]").is_err());
     }
 
     #[test]

@@ -112,11 +112,11 @@ pub(crate) fn serve(
     peer: SocketAddr,
     id: ConnectionId,
     admission: Admission,
-    address_slot: AddressSlot,
+    address_slot: Option<AddressSlot>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> {
-    let span = tracing::info_span!("connection", id, %peer);
+    let span = tracing::info_span!("connection", id, %peer, client = tracing::field::Empty);
     serve_in_span(stream, peer, id, admission, address_slot, shared, shutdown).instrument(span)
 }
 
@@ -125,7 +125,7 @@ async fn serve_in_span(
     peer: SocketAddr,
     id: ConnectionId,
     admission: Admission,
-    address_slot: AddressSlot,
+    mut address_slot: Option<AddressSlot>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
@@ -136,8 +136,19 @@ async fn serve_in_span(
     // Boxed, and its result already split: the handshake's state (with its timer and the wait for
     // shutdown) and the unsplit socket are large and short-lived, and would otherwise be reserved
     // inside every connection's task for as long as it lives.
-    let accepted = Box::pin(accept_websocket(stream, &shared.config, handshake_timeout, &shutdown)).await;
-    let Some(Accepted { encoding, token, sink, stream }) = accepted else { return };
+    let accepted =
+        Box::pin(accept_websocket(stream, peer.ip(), &shared.config, handshake_timeout, &shutdown)).await;
+    let Some(Accepted { encoding, token, client, sink, stream }) = accepted else { return };
+    // A trusted proxy's connection is counted against the address it speaks for, now known (in
+    // the same variable: a second one would be kept in every connection's future).
+    if address_slot.is_none() {
+        tracing::Span::current().record("client", tracing::field::display(client));
+        address_slot = shared.address_slots.try_take(client);
+        if address_slot.is_none() {
+            shared.metrics.connection_refused_for_address();
+            return;
+        }
+    }
     let (outbound, queue) = Outbound::new(
         encoding,
         QueueLimits {
@@ -153,7 +164,7 @@ async fn serve_in_span(
         shared.metrics.connection_opened();
     }
 
-    let mut connection = Connection::new(id, peer, encoding, outbound.clone(), shared.clone());
+    let mut connection = Connection::new(id, client, encoding, outbound.clone(), shared.clone());
     if !admitted {
         outbound.close(proto::close::TRY_AGAIN_LATER, "server full; retry later", false);
     } else if let Some(token) = token {
@@ -182,6 +193,8 @@ type Socket = tokio_tungstenite::WebSocketStream<TcpStream>;
 struct Accepted {
     encoding: Encoding,
     token: Option<String>,
+    /// Where the connection comes from (see [`crate::forwarded`]).
+    client: IpAddr,
     sink: SplitSink<Socket, Message>,
     stream: SplitStream<Socket>,
 }
@@ -190,6 +203,7 @@ struct Accepted {
 /// it failed (the client was told why where it could be).
 async fn accept_websocket(
     stream: TcpStream,
+    peer: IpAddr,
     config: &GatewayConfig,
     timeout: Duration,
     shutdown: &CancellationToken,
@@ -223,8 +237,10 @@ async fn accept_websocket(
         }
     };
     let encoding = handshake.encoding?;
+    let client =
+        crate::forwarded::client_address(peer, handshake.forwarded_for.as_deref(), &config.trusted_proxies);
     let (sink, stream) = socket.split();
-    Some(Accepted { encoding, token: handshake.token, sink, stream })
+    Some(Accepted { encoding, token: handshake.token, client, sink, stream })
 }
 
 /// What the handshake agreed on.
@@ -232,6 +248,8 @@ async fn accept_websocket(
 struct Handshake {
     encoding: Option<Encoding>,
     token: Option<String>,
+    /// Every `X-Forwarded-For` line, joined in order.
+    forwarded_for: Option<String>,
 }
 
 impl Handshake {
@@ -271,6 +289,7 @@ impl Handshake {
         }
         self.encoding = Some(encoding);
         self.token = bearer_token(request).or_else(|| query_token(request));
+        self.forwarded_for = forwarded_for(request);
         Ok(response)
     }
 }
@@ -279,6 +298,12 @@ fn bearer_token(request: &HttpRequest) -> Option<String> {
     let value = request.headers().get("Authorization")?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+}
+
+fn forwarded_for(request: &HttpRequest) -> Option<String> {
+    let lines: Vec<&str> =
+        request.headers().get_all("X-Forwarded-For").iter().filter_map(|value| value.to_str().ok()).collect();
+    (!lines.is_empty()).then(|| lines.join(","))
 }
 
 fn query_token(request: &HttpRequest) -> Option<String> {
@@ -315,7 +340,8 @@ impl RequestBudget {
 
 struct Connection {
     id: ConnectionId,
-    peer: SocketAddr,
+    /// The client's address, which the per-address login and registration limits count.
+    client: IpAddr,
     encoding: Encoding,
     outbound: Outbound,
     shared: Arc<Shared>,
@@ -329,13 +355,13 @@ struct Connection {
 impl Connection {
     fn new(
         id: ConnectionId,
-        peer: SocketAddr,
+        client: IpAddr,
         encoding: Encoding,
         outbound: Outbound,
         shared: Arc<Shared>,
     ) -> Self {
         let budget = RequestBudget::new(shared.config.requests_per_sec, shared.config.request_burst);
-        Connection { id, peer, encoding, outbound, shared, session: None, budget, last_kind: None }
+        Connection { id, client, encoding, outbound, shared, session: None, budget, last_kind: None }
     }
 
     async fn authenticate_at_handshake(&mut self, token: &str) {
@@ -567,7 +593,7 @@ impl Connection {
         // Registering is allowed with or without a session: it does not log in.
         if let Request::Register { username, password } = request {
             let account = auth
-                .register_from(&username, &password, self.peer.ip())
+                .register_from(&username, &password, self.client)
                 .await
                 .map_err(|e| errors::from_auth(&e))?;
             return Ok(Reply::Registered { account_id: proto::AccountId(account.account_id) });
@@ -578,7 +604,7 @@ impl Connection {
             return match request {
                 Request::Login { username, password } => {
                     let issued = auth
-                        .login(&username, &password, self.peer.ip())
+                        .login(&username, &password, self.client)
                         .await
                         .map_err(|e| errors::from_auth(&e))?;
                     Ok(self.start_session(issued.session, issued.token))

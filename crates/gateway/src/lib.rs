@@ -12,6 +12,7 @@ mod chat_requests;
 pub mod config;
 mod connection;
 mod errors;
+pub mod forwarded;
 mod hub;
 mod inventory_requests;
 mod matchmaking_requests;
@@ -86,6 +87,8 @@ pub(crate) struct Shared {
     matchmaking: matchmaking::Matchmaking,
     hub: hub::Hub,
     metrics: Arc<metrics::Metrics>,
+    /// Open connections per client address, each at most `max_connections_per_address`.
+    address_slots: connection::AddressSlots,
 }
 
 impl Shared {
@@ -200,6 +203,7 @@ pub async fn run(
         matchmaking,
         hub,
         metrics,
+        address_slots: connection::AddressSlots::new(config.max_connections_per_address),
     });
     // Ends with the hub's bus task, which holds the other end.
     background.spawn(matchmaking_requests::put_back_still_connected(shared.clone(), departures_to_check));
@@ -273,7 +277,6 @@ async fn accept_loop(
 ) {
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
     let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
-    let per_address = connection::AddressSlots::new(shared.config.max_connections_per_address);
     let next_id = AtomicU64::new(1);
     let (mut n_accept_failures, mut last_accept_warning) = (0_u64, None);
     loop {
@@ -298,10 +301,16 @@ async fn accept_loop(
                 continue;
             }
         };
-        // Dropped at once, with no close frame: one address is taking far more than its share.
-        let Some(address_slot) = per_address.try_take(peer.ip()) else {
-            shared.metrics.connection_refused_for_address();
-            continue;
+        // Dropped at once, with no close frame: one address is taking far more than its share. A
+        // trusted proxy's connections are counted once the handshake says whose they are.
+        let address_slot = if shared.config.is_trusted_proxy(peer.ip()) {
+            None
+        } else {
+            let Some(slot) = shared.address_slots.try_take(peer.ip()) else {
+                shared.metrics.connection_refused_for_address();
+                continue;
+            };
+            Some(slot)
         };
         let admission = match slots.clone().try_acquire_owned() {
             Ok(slot) => connection::Admission::Admitted { _slot: slot },

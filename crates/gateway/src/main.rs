@@ -58,6 +58,10 @@ struct Cli {
     /// Accounts registered per client address and 15-minute window [default: 20].
     #[arg(long, env = "GAME_REGISTRATIONS_PER_ADDRESS")]
     registrations_per_address: Option<u64>,
+    /// Reverse proxies or load balancers (addresses or networks, comma-separated) whose
+    /// connections count as the client address they put in X-Forwarded-For [default: none].
+    #[arg(long, env = "GAME_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Option<Vec<gateway::forwarded::ProxyNetwork>>,
     /// SQLite synchronous mode [default: normal].
     #[arg(long, env = "GAME_SYNCHRONOUS", value_enum)]
     synchronous: Option<SyncMode>,
@@ -96,6 +100,7 @@ impl Cli {
             request_burst,
             login_failures_per_address,
             registrations_per_address,
+            trusted_proxies,
             synchronous,
             player_write_mode,
             log_format

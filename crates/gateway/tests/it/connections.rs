@@ -97,6 +97,57 @@ async fn one_client_address_cannot_hold_more_than_its_share_of_connections() {
     }
 }
 
+/// Behind a load balancer every connection has the balancer's address. Trusted, it speaks for
+/// its clients: each per-address limit counts the address it forwards. Not trusted, what a
+/// client writes in `X-Forwarded-For` changes nothing.
+#[tokio::test]
+async fn a_trusted_proxy_s_connections_count_as_the_addresses_it_forwards() {
+    let world = World::new();
+    let limits = gateway::GatewayConfig {
+        max_connections_per_address: 1,
+        login_failures_per_address: 2,
+        ..world.config()
+    };
+    let behind_proxy = gateway::GatewayConfig {
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()],
+        ..limits.clone()
+    };
+    let gateway = world.gateway_with(behind_proxy).await;
+    let forwarded = |client: &str| ConnectOptions {
+        headers: vec![("X-Forwarded-For".into(), format!("6.6.6.6, {client}"))],
+        ..ConnectOptions::new(Encoding::Bincode)
+    };
+    let first = Client::connect_with(&gateway.url, forwarded("198.51.100.1")).await.unwrap();
+    let other = Client::connect_with(&gateway.url, forwarded("198.51.100.2")).await.unwrap();
+    first.register(&username("first"), PASSWORD).await.expect("one connection of the first address");
+    other
+        .register(&username("other"), PASSWORD)
+        .await
+        .expect("one of another address, through the same proxy");
+    let second = Client::connect_with(&gateway.url, forwarded("198.51.100.1")).await.unwrap();
+    let dropped = second.register(&username("second"), PASSWORD).await;
+    assert!(
+        matches!(dropped, Err(ClientError::Closed { .. })),
+        "a second of the first address is dropped: {dropped:?}"
+    );
+    assert_eq!(gateway.metric("gateway_connections_refused_for_address_total").await, Some(1.0));
+
+    // Failed logins count against the forwarded address, not the proxy's.
+    for attempt in 0..2 {
+        let refused = first.login(&username(&format!("ghost{attempt}")), PASSWORD).await.unwrap_err();
+        assert_eq!(refused.code(), Some(ErrorCode::Unauthorized));
+    }
+    let throttled = first.login(&username("ghost"), PASSWORD).await.unwrap_err();
+    assert_eq!(throttled.code(), Some(ErrorCode::RateLimited), "the first address used up its failures");
+    let elsewhere = other.login(&username("ghost"), PASSWORD).await.unwrap_err();
+    assert_eq!(elsewhere.code(), Some(ErrorCode::Unauthorized), "the other address has its own");
+
+    let direct = world.gateway_with(limits).await;
+    let _only = Client::connect_with(&direct.url, forwarded("198.51.100.1")).await.unwrap();
+    let spoofed = Client::connect_with(&direct.url, forwarded("198.51.100.2")).await;
+    assert!(spoofed.is_err(), "an untrusted peer is its own address, whatever it forwards");
+}
+
 #[tokio::test]
 async fn a_client_that_drops_its_socket_without_a_close_frame_is_counted_as_lost_not_as_a_violation() {
     let world = World::new();
