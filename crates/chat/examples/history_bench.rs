@@ -59,10 +59,13 @@ async fn main() {
     let config = ChatConfig { sends_per_window: u64::MAX, ..ChatConfig::default() };
     let (chat, _committer) = Chat::open(&data_dir, kv, clock, config).await.unwrap();
 
+    // Rooms are readable by anyone, so the reader joins none; each room has its own member, as
+    // one player is in at most `chat::DEFAULT_MAX_CHANNELS_PER_PLAYER` rooms.
     let reader = Uuid::from_u128(1);
     let mut rooms = Vec::with_capacity(N_ROOMS);
     for n in 0..N_ROOMS {
-        rooms.push(chat.join_room(reader, &format!("bench-{n}")).await.unwrap().id);
+        let member = Uuid::from_u128(2 + n as u128);
+        rooms.push(chat.join_room(member, &format!("bench-{n}")).await.unwrap().id);
     }
     let year = year_of_ms(NOW_MS);
     let shard_path = data_dir.join(shard_file_name(year));

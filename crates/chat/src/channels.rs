@@ -174,18 +174,96 @@ pub(crate) async fn channels_of(shard: &Shard, account_id: Uuid) -> Result<Vec<C
         .await?)
 }
 
-/// Adds the account to the room called `name`, creating the room if it does not exist.
+/// Most members of one channel and most rooms and groups one player is in; checked inside the
+/// transaction that adds a member, so two joins racing for the last place cannot both pass.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) room_members: usize,
+    pub(crate) group_members: usize,
+    pub(crate) channels_per_player: usize,
+}
+
+/// Whose limit was reached, for the error's message: the one asking, or another player.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Joiner {
+    /// The account asked to join (a room, or a group it creates).
+    Themselves,
+    /// Someone else added the account (a group's owner).
+    Added,
+}
+
+fn count(conn: &rusqlite::Connection, sql: &str, id: &[u8]) -> rusqlite::Result<usize> {
+    let n: i64 = conn.prepare_cached(sql)?.query_row([id], |row| row.get(0))?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// Why adding `account_id` to `channel` would break a limit, if it would.
+fn refusal(
+    conn: &rusqlite::Connection,
+    limits: Limits,
+    channel: &Channel,
+    account_id: Uuid,
+    joiner: Joiner,
+) -> rusqlite::Result<Option<ChatError>> {
+    let (most, what) = match channel.kind {
+        ChannelKind::Room => (limits.room_members, "room"),
+        ChannelKind::Group => (limits.group_members, "group"),
+        ChannelKind::Direct => return Ok(None),
+    };
+    let members = count(
+        conn,
+        "SELECT COUNT(*) FROM members WHERE channel_id = ?1",
+        channel.id.0.as_bytes().as_slice(),
+    )?;
+    if members >= most {
+        return Ok(Some(ChatError::LimitReached(format!("the {what} is full ({most} members)"))));
+    }
+    let joined = count(
+        conn,
+        "SELECT COUNT(*) FROM members m JOIN channels c ON c.id = m.channel_id
+         WHERE m.account_id = ?1 AND c.kind != 'direct'",
+        account_id.as_bytes().as_slice(),
+    )?;
+    if joined >= limits.channels_per_player {
+        let who = match joiner {
+            Joiner::Themselves => "you are",
+            Joiner::Added => "that player is",
+        };
+        let most = limits.channels_per_player;
+        return Ok(Some(ChatError::LimitReached(format!(
+            "{who} in {most} rooms and groups, the most one may be in"
+        ))));
+    }
+    Ok(None)
+}
+
+/// Whether the account belongs to the channel, inside a transaction.
+fn has_member(
+    conn: &rusqlite::Connection,
+    channel_id: ChannelId,
+    account_id: Uuid,
+) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM members WHERE channel_id = ?1 AND account_id = ?2")?
+        .query_row(params![channel_id.0.as_bytes().as_slice(), account_id.as_bytes().as_slice()], |_| Ok(()))
+        .optional()
+        .map(|found| found.is_some())
+}
+
+/// Adds the account to the room called `name`, creating the room if it does not exist, unless
+/// the room is full or the account is in as many rooms and groups as `limits` allow (then
+/// nothing changes, and no room is created).
 pub(crate) async fn join_room(
     shard: &Shard,
     name: String,
     new_id: ChannelId,
     account_id: Uuid,
     now_ms: u64,
+    limits: Limits,
 ) -> Result<Channel, ChatError> {
-    Ok(shard
+    shard
         .write(move |conn| {
             // IMMEDIATE: two processes creating the same room serialise here instead of one
-            // failing on the unique index.
+            // failing on the unique index, and two joins cannot both take a room's last place.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let existing = tx
                 .prepare_cached(&format!("{SELECT_CHANNEL} WHERE kind = 'room' AND name = ?1"))?
@@ -205,11 +283,17 @@ pub(crate) async fn join_room(
                     room
                 }
             };
+            if has_member(&tx, room.id, account_id)? {
+                return Ok(Ok(room));
+            }
+            if let Some(refusal) = refusal(&tx, limits, &room, account_id, Joiner::Themselves)? {
+                return Ok(Err(refusal));
+            }
             insert_member(&tx, room.id, account_id, now_ms)?;
             tx.commit()?;
-            Ok(room)
+            Ok(Ok(room))
         })
-        .await?)
+        .await?
 }
 
 /// The room called `name`.
@@ -223,7 +307,7 @@ pub(crate) async fn room_by_name(shard: &Shard, name: String) -> Result<Option<C
         .await?)
 }
 
-/// Creates a channel (a group, or a direct channel if it does not exist yet) with its members.
+/// Creates a direct channel with its two members, if it does not exist yet.
 pub(crate) async fn create(
     shard: &Shard,
     channel: Channel,
@@ -249,14 +333,51 @@ pub(crate) async fn create(
         .await?)
 }
 
-/// Adds a member; false if they already were one.
+/// Creates a group with its owner as its only member, unless the owner is in as many rooms and
+/// groups as `limits` allow.
+pub(crate) async fn create_group(
+    shard: &Shard,
+    group: Channel,
+    limits: Limits,
+) -> Result<Channel, ChatError> {
+    let owner = group.owner.ok_or_else(|| ChatError::InvalidRequest("a group has an owner".into()))?;
+    shard
+        .write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            insert_channel(&tx, &group)?;
+            if let Some(refusal) = refusal(&tx, limits, &group, owner, Joiner::Themselves)? {
+                return Ok(Err(refusal));
+            }
+            insert_member(&tx, group.id, owner, group.created_at_ms)?;
+            tx.commit()?;
+            Ok(Ok(group))
+        })
+        .await?
+}
+
+/// Adds a member to `group`; false if they already were one. Refused when the group is full or
+/// the account is in as many rooms and groups as `limits` allow.
 pub(crate) async fn add_member(
     shard: &Shard,
-    channel_id: ChannelId,
+    group: Channel,
     account_id: Uuid,
     now_ms: u64,
+    limits: Limits,
 ) -> Result<bool, ChatError> {
-    Ok(shard.write(move |conn| insert_member(conn, channel_id, account_id, now_ms)).await?)
+    shard
+        .write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if has_member(&tx, group.id, account_id)? {
+                return Ok(Ok(false));
+            }
+            if let Some(refusal) = refusal(&tx, limits, &group, account_id, Joiner::Added)? {
+                return Ok(Err(refusal));
+            }
+            insert_member(&tx, group.id, account_id, now_ms)?;
+            tx.commit()?;
+            Ok(Ok(true))
+        })
+        .await?
 }
 
 /// Removes a member; false if they were not one.

@@ -24,6 +24,10 @@ pub enum ChatError {
     /// The account is a member but may not do this (not the owner, not the sender).
     #[error("not allowed: {0}")]
     NotAllowed(String),
+    /// A room or group is full, or a player is in as many rooms and groups as one may be
+    /// (`ChatConfig`'s `max_*` limits); nothing changed.
+    #[error("limit reached: {0}")]
+    LimitReached(String),
     /// The sender exceeded the per-player send rate.
     #[error("sending too fast; retry in a moment")]
     RateLimited,

@@ -10,8 +10,9 @@
 //!   the first commit of each year; writes switch shards by each message's own timestamp, with
 //!   no restart.
 //! - the rules: text cleaning and length, room and group names, who may read, post, invite and
-//!   delete, and the per-player send rate (a fixed-window counter in the key-value store, its
-//!   window numbered by the injected clock).
+//!   delete, how many members a room or group and how many rooms and groups a player has, and
+//!   the per-player send rate (a fixed-window counter in the key-value store, its window
+//!   numbered by the injected clock).
 //! - group commit ([`writer`]): a send is acknowledged only after the transaction holding it
 //!   commits, and one transaction holds every message queued meanwhile.
 //! - history: newest first, paged by a message-id cursor, crossing from one year's shard into
@@ -64,6 +65,17 @@ pub const DEFAULT_SEND_WINDOW: Duration = Duration::from_secs(5);
 pub const DEFAULT_QUEUE_CAPACITY: usize = 16_384;
 /// Default largest number of messages in one group commit.
 pub const DEFAULT_MAX_BATCH: usize = 2_048;
+/// Default most members of one public room. A message to a room goes out as one bus message
+/// naming every member, so this bounds each message's fan-out; it is five times the benchmarks'
+/// largest room (1,000 members) and stays within one bus message's recipients
+/// (the gateway's `MAX_ANNOUNCE_RECIPIENTS`, 8,192).
+pub const DEFAULT_MAX_ROOM_MEMBERS: usize = 5_000;
+/// Default most members of one private group, its owner included: a large guild.
+pub const DEFAULT_MAX_GROUP_MEMBERS: usize = 1_000;
+/// Default most rooms and groups one player is in at once. Direct channels do not count (a
+/// player cannot leave one). An owner cannot leave their group, so this also bounds the groups
+/// one player owns.
+pub const DEFAULT_MAX_CHANNELS_PER_PLAYER: usize = 100;
 /// Default time a cached room's or group's member list is trusted without an invalidation
 /// (the bound on staleness when an invalidation from another process is lost).
 pub const DEFAULT_MEMBER_CACHE_TTL: Duration = Duration::from_secs(1);
@@ -90,6 +102,14 @@ pub struct ChatConfig {
     /// How long a cached room's or group's member list is used before it is read again, even
     /// without an invalidation; default [`DEFAULT_MEMBER_CACHE_TTL`]; zero reads every time.
     pub member_cache_ttl: Duration,
+    /// Members of one room at most; default [`DEFAULT_MAX_ROOM_MEMBERS`]; must be positive.
+    pub max_room_members: usize,
+    /// Members of one group at most, its owner included; default [`DEFAULT_MAX_GROUP_MEMBERS`];
+    /// must be positive.
+    pub max_group_members: usize,
+    /// Rooms and groups one player is in at most; default [`DEFAULT_MAX_CHANNELS_PER_PLAYER`];
+    /// must be positive.
+    pub max_channels_per_player: usize,
     /// Where retired years go; default `DATA_DIR/`[`DEFAULT_ARCHIVE_DIR_NAME`].
     pub archive_dir: Option<PathBuf>,
     /// How every chat shard is opened.
@@ -104,6 +124,9 @@ impl Default for ChatConfig {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             max_batch: DEFAULT_MAX_BATCH,
             member_cache_ttl: DEFAULT_MEMBER_CACHE_TTL,
+            max_room_members: DEFAULT_MAX_ROOM_MEMBERS,
+            max_group_members: DEFAULT_MAX_GROUP_MEMBERS,
+            max_channels_per_player: DEFAULT_MAX_CHANNELS_PER_PLAYER,
             archive_dir: None,
             shard: ShardConfig::default(),
         }
@@ -254,9 +277,14 @@ impl Chat {
             || config.send_window.as_millis() == 0
             || config.queue_capacity == 0
             || config.max_batch == 0
+            || config.max_room_members == 0
+            || config.max_group_members == 0
+            || config.max_channels_per_player == 0
         {
             return Err(ChatError::InvalidRequest(
-                "sends_per_window, send_window, queue_capacity and max_batch must be positive".into(),
+                "sends_per_window, send_window, queue_capacity, max_batch and the membership limits \
+                 must be positive"
+                    .into(),
             ));
         }
         let channels = Shard::open(data_dir.join(CHANNELS_FILE), &config.shard, channels::MIGRATIONS).await?;
@@ -364,15 +392,27 @@ impl Chat {
         }
     }
 
+    fn limits(&self) -> channels::Limits {
+        let config = &self.inner.config;
+        channels::Limits {
+            room_members: config.max_room_members,
+            group_members: config.max_group_members,
+            channels_per_player: config.max_channels_per_player,
+        }
+    }
+
     /// Joins the public room called `name` (case-insensitive), creating it if needed. Joining a
     /// room one is in changes nothing.
     ///
     /// # Errors
-    /// [`ChatError::InvalidName`]; storage errors.
+    /// [`ChatError::InvalidName`]; [`ChatError::LimitReached`] when the room is full or the
+    /// account is in `max_channels_per_player` rooms and groups; storage errors.
     pub async fn join_room(&self, account_id: Uuid, name: &str) -> Result<Channel, ChatError> {
         let name = text::room_name(name)?;
         let new_id = ChannelId(Uuid::now_v7());
-        let room = channels::join_room(&self.inner.channels, name, new_id, account_id, self.now_ms()).await?;
+        let room =
+            channels::join_room(&self.inner.channels, name, new_id, account_id, self.now_ms(), self.limits())
+                .await?;
         self.members_changed(room.id).await;
         Ok(room)
     }
@@ -394,7 +434,8 @@ impl Chat {
     /// Creates a private group owned (and so far only joined) by `owner`.
     ///
     /// # Errors
-    /// [`ChatError::InvalidName`]; storage errors.
+    /// [`ChatError::InvalidName`]; [`ChatError::LimitReached`] when `owner` is in
+    /// `max_channels_per_player` rooms and groups; storage errors.
     pub async fn create_group(&self, owner: Uuid, name: &str) -> Result<Channel, ChatError> {
         let name = text::group_name(name)?;
         let group = Channel {
@@ -404,7 +445,7 @@ impl Chat {
             owner: Some(owner),
             created_at_ms: self.now_ms(),
         };
-        channels::create(&self.inner.channels, group, vec![owner]).await
+        channels::create_group(&self.inner.channels, group, self.limits()).await
     }
 
     /// The owner adds `account_id` to a group. The recipients are every member, the new one
@@ -413,7 +454,8 @@ impl Chat {
     ///
     /// # Errors
     /// [`ChatError::UnknownChannel`] (also a direct channel of two other players);
-    /// [`ChatError::NotAllowed`] unless `actor` owns the group.
+    /// [`ChatError::NotAllowed`] unless `actor` owns the group; [`ChatError::LimitReached`] when
+    /// the group is full or `account_id` is in `max_channels_per_player` rooms and groups.
     pub async fn add_member(
         &self,
         actor: Uuid,
@@ -421,7 +463,15 @@ impl Chat {
         account_id: Uuid,
     ) -> Result<Delivery<Channel>, ChatError> {
         let group = self.owned_group(actor, channel_id).await?;
-        if !channels::add_member(&self.inner.channels, channel_id, account_id, self.now_ms()).await? {
+        let added = channels::add_member(
+            &self.inner.channels,
+            group.clone(),
+            account_id,
+            self.now_ms(),
+            self.limits(),
+        )
+        .await?;
+        if !added {
             return Ok(Delivery { value: group, recipients: Vec::new() });
         }
         self.members_changed(channel_id).await;

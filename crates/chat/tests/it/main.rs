@@ -1,6 +1,7 @@
 //! The chat domain against real shards in a temporary directory, with the embedded key-value
 //! store and a clock moved by hand: group commit, the drain at shutdown, the year boundary,
-//! permissions, soft delete, the send rate, and the shard lifecycle (also writes racing a retire,
+//! permissions, soft delete, the send rate, membership limits (also joins racing for a room's
+//! last place), and the shard lifecycle (also writes racing a retire,
 //! and a retire interrupted and run again).
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
@@ -487,4 +488,70 @@ async fn a_member_removed_while_a_message_waits_for_its_commit_is_not_told_of_it
     let delivery = sending.await.unwrap().unwrap();
     assert_eq!(delivery.recipients, [owner], "stored after the removal, so not for the removed member");
     assert!(matches!(chat.history(member, group, None, 10).await, Err(ChatError::NotMember)));
+}
+
+fn is_limit(result: &Result<impl std::fmt::Debug, ChatError>) -> bool {
+    matches!(result, Err(ChatError::LimitReached(_)))
+}
+
+#[tokio::test]
+async fn full_rooms_and_groups_and_a_player_in_the_most_channels_are_refused_and_change_nothing() {
+    let world = World::new();
+    let config = ChatConfig {
+        max_room_members: 2,
+        max_group_members: 2,
+        max_channels_per_player: 3,
+        ..World::config()
+    };
+    let chat = world.chat_with(config).await;
+    let (ada, bob, carol) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+
+    let room = chat.join_room(ada, "plaza").await.unwrap().id;
+    chat.join_room(bob, "plaza").await.unwrap();
+    let full = chat.join_room(carol, "plaza").await;
+    assert!(is_limit(&full), "{full:?}");
+    assert_eq!(chat.join_room(bob, "plaza").await.unwrap().id, room, "a member joins again at the cap");
+    chat.leave_room(bob, "plaza").await.unwrap();
+    chat.join_room(carol, "plaza").await.unwrap();
+
+    let group = chat.create_group(ada, "duo").await.unwrap().id;
+    chat.add_member(ada, group, bob).await.unwrap();
+    let full = chat.add_member(ada, group, carol).await;
+    assert!(is_limit(&full), "{full:?}");
+    assert!(chat.add_member(ada, group, bob).await.unwrap().recipients.is_empty(), "already in: no change");
+
+    // Ada is in the room and the group: one more, then no further room, group or invitation.
+    chat.join_room(ada, "third").await.unwrap();
+    assert!(is_limit(&chat.join_room(ada, "fourth").await));
+    assert!(is_limit(&chat.create_group(ada, "one too many").await));
+    let bobs = chat.create_group(bob, "bob's").await.unwrap().id;
+    assert!(is_limit(&chat.add_member(bob, bobs, ada).await));
+    chat.send_direct(ada, carol, "direct channels do not count").await.unwrap();
+
+    let ada_channels = chat.channels_of(ada).await.unwrap();
+    assert_eq!(ada_channels.len(), 4, "the room, the group, the third room and the direct channel");
+    assert!(
+        chat.leave_room(carol, "fourth").await.is_err_and(|error| matches!(error, ChatError::UnknownChannel)),
+        "a refused first join creates no room"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_joins_at_a_rooms_cap_fill_it_exactly() {
+    let world = World::new();
+    let chat = world.chat_with(ChatConfig { max_room_members: 5, ..World::config() }).await;
+    let joins: Vec<_> = (0..20)
+        .map(|_| {
+            let chat = chat.clone();
+            tokio::spawn(async move { chat.join_room(Uuid::now_v7(), "crowded").await })
+        })
+        .collect();
+    let mut n_joined = 0;
+    for join in joins {
+        match join.await.unwrap() {
+            Ok(_) => n_joined += 1,
+            Err(error) => assert!(matches!(error, ChatError::LimitReached(_)), "{error:?}"),
+        }
+    }
+    assert_eq!(n_joined, 5);
 }

@@ -1,7 +1,7 @@
 //! Chat through the real gateway and a real Redis: rooms, groups and direct messages, live
 //! delivery (also between two gateways), history paging (also across a year boundary and into
 //! a retired year, and a send stamped in a retired year), permissions (also revoked through another gateway process), the send rate,
-//! soft delete and bad input.
+//! membership limits, soft delete and bad input.
 
 use std::time::Duration;
 
@@ -288,6 +288,24 @@ async fn the_send_rate_is_limited_per_player_by_window_of_the_clock() {
     world.clock.advance(Duration::from_secs(60));
     sent(send(&ada, room.channel_id, "a new window").await).await;
     assert_eq!(history(&ada, room.channel_id, None, 100).await.unwrap().messages.len(), 5);
+}
+
+#[tokio::test]
+async fn a_player_in_the_most_rooms_and_groups_is_refused_another_with_conflict() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let (ada, _) = gateway.player(&username("ada")).await;
+    for n in 0..chat::DEFAULT_MAX_CHANNELS_PER_PLAYER {
+        join(&ada, &format!("room-{n}")).await;
+    }
+    let refused = chat(&ada, ChatRequest::JoinRoom { name: "one-more".into() }).await;
+    let error = refused.expect_err("past the cap");
+    assert_eq!(error.code(), Some(ErrorCode::Conflict));
+    assert!(error.to_string().contains("100 rooms and groups"), "{error}");
+    let refused = chat(&ada, ChatRequest::CreateGroup { name: "one more".into() }).await;
+    assert_eq!(code(refused), Some(ErrorCode::Conflict));
+    chat(&ada, ChatRequest::LeaveRoom { name: "room-0".into() }).await.unwrap();
+    join(&ada, "one-more").await;
 }
 
 #[tokio::test]
