@@ -31,6 +31,10 @@ pub enum ChatError {
     /// The sender exceeded the per-player send rate.
     #[error("sending too fast; retry in a moment")]
     RateLimited,
+    /// The player exceeded the per-player rate of membership changes (joins, leaves, groups
+    /// created, members added or removed); nothing changed.
+    #[error("joining and leaving too fast; retry in a moment")]
+    MembershipRateLimited,
     /// The message's year was retired into the archive: it can no longer be changed.
     #[error("year {0} is archived")]
     Archived(i32),

@@ -61,6 +61,11 @@ pub const MAX_PAGE_SIZE: usize = 100;
 pub const DEFAULT_SENDS_PER_WINDOW: u64 = 10;
 /// Default length of the send-rate window.
 pub const DEFAULT_SEND_WINDOW: Duration = Duration::from_secs(5);
+/// Default membership changes (joining or leaving a room, creating a group, adding or removing
+/// a member) one player may make per window: each writes `chat.db` and tells every process.
+pub const DEFAULT_MEMBERSHIP_CHANGES_PER_WINDOW: u64 = 20;
+/// Default length of the membership-change window.
+pub const DEFAULT_MEMBERSHIP_WINDOW: Duration = Duration::from_secs(10);
 /// Default number of messages waiting for the writer before senders wait for room.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 16_384;
 /// Default largest number of messages in one group commit.
@@ -95,6 +100,11 @@ pub struct ChatConfig {
     pub sends_per_window: u64,
     /// The send-rate window; default [`DEFAULT_SEND_WINDOW`]; at least 1 ms.
     pub send_window: Duration,
+    /// Membership changes one player may make per `membership_window`; default
+    /// [`DEFAULT_MEMBERSHIP_CHANGES_PER_WINDOW`]; must be positive.
+    pub membership_changes_per_window: u64,
+    /// The membership-change window; default [`DEFAULT_MEMBERSHIP_WINDOW`]; at least 1 ms.
+    pub membership_window: Duration,
     /// Messages queued for the writer at most; default [`DEFAULT_QUEUE_CAPACITY`].
     pub queue_capacity: usize,
     /// Messages per group commit at most; default [`DEFAULT_MAX_BATCH`].
@@ -121,6 +131,8 @@ impl Default for ChatConfig {
         Self {
             sends_per_window: DEFAULT_SENDS_PER_WINDOW,
             send_window: DEFAULT_SEND_WINDOW,
+            membership_changes_per_window: DEFAULT_MEMBERSHIP_CHANGES_PER_WINDOW,
+            membership_window: DEFAULT_MEMBERSHIP_WINDOW,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             max_batch: DEFAULT_MAX_BATCH,
             member_cache_ttl: DEFAULT_MEMBER_CACHE_TTL,
@@ -275,6 +287,8 @@ impl Chat {
     ) -> Result<(Chat, GroupCommitter), ChatError> {
         if config.sends_per_window == 0
             || config.send_window.as_millis() == 0
+            || config.membership_changes_per_window == 0
+            || config.membership_window.as_millis() == 0
             || config.queue_capacity == 0
             || config.max_batch == 0
             || config.max_room_members == 0
@@ -282,8 +296,8 @@ impl Chat {
             || config.max_channels_per_player == 0
         {
             return Err(ChatError::InvalidRequest(
-                "sends_per_window, send_window, queue_capacity, max_batch and the membership limits \
-                 must be positive"
+                "sends_per_window, send_window, membership_changes_per_window, membership_window, \
+                 queue_capacity, max_batch and the membership limits must be positive"
                     .into(),
             ));
         }
@@ -406,9 +420,11 @@ impl Chat {
     ///
     /// # Errors
     /// [`ChatError::InvalidName`]; [`ChatError::LimitReached`] when the room is full or the
-    /// account is in `max_channels_per_player` rooms and groups; storage errors.
+    /// account is in `max_channels_per_player` rooms and groups;
+    /// [`ChatError::MembershipRateLimited`]; storage errors.
     pub async fn join_room(&self, account_id: Uuid, name: &str) -> Result<Channel, ChatError> {
         let name = text::room_name(name)?;
+        self.count_membership_change(account_id).await?;
         let new_id = ChannelId(Uuid::now_v7());
         let room =
             channels::join_room(&self.inner.channels, name, new_id, account_id, self.now_ms(), self.limits())
@@ -420,11 +436,13 @@ impl Chat {
     /// Leaves the public room called `name`. Leaving a room one is not in changes nothing.
     ///
     /// # Errors
-    /// [`ChatError::UnknownChannel`] when no room has that name; [`ChatError::InvalidName`].
+    /// [`ChatError::UnknownChannel`] when no room has that name; [`ChatError::InvalidName`];
+    /// [`ChatError::MembershipRateLimited`].
     pub async fn leave_room(&self, account_id: Uuid, name: &str) -> Result<Channel, ChatError> {
         let name = text::room_name(name)?;
         let room =
             channels::room_by_name(&self.inner.channels, name).await?.ok_or(ChatError::UnknownChannel)?;
+        self.count_membership_change(account_id).await?;
         if channels::remove_member(&self.inner.channels, room.id, account_id).await? {
             self.members_changed(room.id).await;
         }
@@ -435,9 +453,11 @@ impl Chat {
     ///
     /// # Errors
     /// [`ChatError::InvalidName`]; [`ChatError::LimitReached`] when `owner` is in
-    /// `max_channels_per_player` rooms and groups; storage errors.
+    /// `max_channels_per_player` rooms and groups; [`ChatError::MembershipRateLimited`]; storage
+    /// errors.
     pub async fn create_group(&self, owner: Uuid, name: &str) -> Result<Channel, ChatError> {
         let name = text::group_name(name)?;
+        self.count_membership_change(owner).await?;
         let group = Channel {
             id: ChannelId(Uuid::now_v7()),
             kind: ChannelKind::Group,
@@ -455,7 +475,8 @@ impl Chat {
     /// # Errors
     /// [`ChatError::UnknownChannel`] (also a direct channel of two other players);
     /// [`ChatError::NotAllowed`] unless `actor` owns the group; [`ChatError::LimitReached`] when
-    /// the group is full or `account_id` is in `max_channels_per_player` rooms and groups.
+    /// the group is full or `account_id` is in `max_channels_per_player` rooms and groups;
+    /// [`ChatError::MembershipRateLimited`] (counted for `actor`).
     pub async fn add_member(
         &self,
         actor: Uuid,
@@ -463,6 +484,7 @@ impl Chat {
         account_id: Uuid,
     ) -> Result<Delivery<Channel>, ChatError> {
         let group = self.owned_group(actor, channel_id).await?;
+        self.count_membership_change(actor).await?;
         let added = channels::add_member(
             &self.inner.channels,
             group.clone(),
@@ -486,7 +508,7 @@ impl Chat {
     /// # Errors
     /// [`ChatError::UnknownChannel`] (also a direct channel of two other players);
     /// [`ChatError::NotAllowed`] for anyone else; [`ChatError::InvalidRequest`] when the owner
-    /// tries to leave their own group.
+    /// tries to leave their own group; [`ChatError::MembershipRateLimited`] (counted for `actor`).
     pub async fn remove_member(
         &self,
         actor: Uuid,
@@ -509,6 +531,7 @@ impl Chat {
                 ChatError::NotMember
             });
         }
+        self.count_membership_change(actor).await?;
         let was_member = channels::remove_member(&self.inner.channels, channel_id, account_id).await?;
         if was_member {
             self.members_changed(channel_id).await;
@@ -644,11 +667,37 @@ impl Chat {
 
     /// A fixed window per player, numbered by the injected clock so tests move it by hand.
     async fn count_send(&self, sender: Uuid, now_ms: u64) -> Result<(), ChatError> {
-        let window = &self.inner.config.send_window;
+        let config = &self.inner.config;
+        if self.count("chat-send", sender, now_ms, config.send_window).await? > config.sends_per_window {
+            return Err(ChatError::RateLimited);
+        }
+        Ok(())
+    }
+
+    /// Like [`Chat::count_send`], for membership changes: every one writes `chat.db` and makes
+    /// every process drop the channel's cached members, so one player toggling quickly must not
+    /// keep them all reading `chat.db`.
+    async fn count_membership_change(&self, actor: Uuid) -> Result<(), ChatError> {
+        let config = &self.inner.config;
+        let count = self.count("chat-membership", actor, self.now_ms(), config.membership_window).await?;
+        if count > config.membership_changes_per_window {
+            return Err(ChatError::MembershipRateLimited);
+        }
+        Ok(())
+    }
+
+    /// Counts one hit of `account_id` in the fixed window of length `window` holding `now_ms`,
+    /// and returns the window's count so far.
+    async fn count(
+        &self,
+        what: &str,
+        account_id: Uuid,
+        now_ms: u64,
+        window: Duration,
+    ) -> Result<u64, ChatError> {
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
-        let key = format!("chat-send:{sender}:{}", now_ms / window_ms);
-        let count = self.inner.kv.counter_hit(&key, *window).await?;
-        if count > self.inner.config.sends_per_window { Err(ChatError::RateLimited) } else { Ok(()) }
+        let key = format!("{what}:{account_id}:{}", now_ms / window_ms);
+        Ok(self.inner.kv.counter_hit(&key, window).await?)
     }
 
     /// Up to `limit` (at most [`MAX_PAGE_SIZE`]) visible messages older than `before` (newest

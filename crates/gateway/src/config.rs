@@ -57,6 +57,10 @@ pub const LONGEST_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 
 pub const DEFAULT_CHAT_SENDS_PER_WINDOW: u64 = chat::DEFAULT_SENDS_PER_WINDOW;
 /// Default length of the chat send-rate window.
 pub const DEFAULT_CHAT_SEND_WINDOW: Duration = chat::DEFAULT_SEND_WINDOW;
+/// Default chat membership changes one player may make per window.
+pub const DEFAULT_CHAT_MEMBERSHIP_CHANGES_PER_WINDOW: u64 = chat::DEFAULT_MEMBERSHIP_CHANGES_PER_WINDOW;
+/// Default length of the chat membership-change window.
+pub const DEFAULT_CHAT_MEMBERSHIP_WINDOW: Duration = chat::DEFAULT_MEMBERSHIP_WINDOW;
 /// Default time a cached chat member list is trusted without an invalidation.
 pub const DEFAULT_CHAT_MEMBER_CACHE_TTL: Duration = chat::DEFAULT_MEMBER_CACHE_TTL;
 
@@ -195,6 +199,14 @@ pub struct GatewayConfig {
     /// The chat send-rate window; default [`DEFAULT_CHAT_SEND_WINDOW`]; at least 1 ms.
     #[serde(with = "seconds")]
     pub chat_send_window: Duration,
+    /// Chat membership changes (joining or leaving a room, creating a group, adding or removing
+    /// a member) one player may make per `chat_membership_window`; default
+    /// [`DEFAULT_CHAT_MEMBERSHIP_CHANGES_PER_WINDOW`]; must be positive.
+    pub chat_membership_changes_per_window: u64,
+    /// The chat membership-change window; default [`DEFAULT_CHAT_MEMBERSHIP_WINDOW`]; at least
+    /// 1 ms.
+    #[serde(with = "seconds")]
+    pub chat_membership_window: Duration,
     /// How long a cached room's or group's member list is used without an invalidation from
     /// the process that changed it (the bound on staleness if one is lost); default
     /// [`DEFAULT_CHAT_MEMBER_CACHE_TTL`]; zero reads `chat.db` every time.
@@ -277,6 +289,8 @@ impl Default for GatewayConfig {
             service_token: None,
             chat_sends_per_window: DEFAULT_CHAT_SENDS_PER_WINDOW,
             chat_send_window: DEFAULT_CHAT_SEND_WINDOW,
+            chat_membership_changes_per_window: DEFAULT_CHAT_MEMBERSHIP_CHANGES_PER_WINDOW,
+            chat_membership_window: DEFAULT_CHAT_MEMBERSHIP_WINDOW,
             chat_member_cache_ttl: DEFAULT_CHAT_MEMBER_CACHE_TTL,
             trusted_proxies: Vec::new(),
             matchmaking: matchmaking::MatchmakingConfig::default(),
@@ -353,6 +367,9 @@ impl GatewayConfig {
         if self.chat_sends_per_window == 0 || self.chat_send_window.as_millis() == 0 {
             return fail("chat_sends_per_window and chat_send_window must be positive");
         }
+        if self.chat_membership_changes_per_window == 0 || self.chat_membership_window.as_millis() == 0 {
+            return fail("chat_membership_changes_per_window and chat_membership_window must be positive");
+        }
         if self.service_token.as_ref().is_some_and(|token| token.expose().len() < 16)
             || self.offer_ttl.is_zero()
         {
@@ -385,6 +402,7 @@ impl GatewayConfig {
             ("flush_lease", self.flush_lease),
             ("offer_ttl", self.offer_ttl),
             ("chat_send_window", self.chat_send_window),
+            ("chat_membership_window", self.chat_membership_window),
             ("chat_member_cache_ttl", self.chat_member_cache_ttl),
             ("matchmaking.interval", matchmaking.interval),
             ("matchmaking.lease", matchmaking.lease),
@@ -428,6 +446,8 @@ impl GatewayConfig {
         chat::ChatConfig {
             sends_per_window: self.chat_sends_per_window,
             send_window: self.chat_send_window,
+            membership_changes_per_window: self.chat_membership_changes_per_window,
+            membership_window: self.chat_membership_window,
             member_cache_ttl: self.chat_member_cache_ttl,
             shard: self.shard_config(),
             ..chat::ChatConfig::default()

@@ -44,7 +44,7 @@ pub fn from_chat(error: &chat::ChatError) -> ErrorBody {
         }
         ChatError::UnknownChannel | ChatError::UnknownMessage => ErrorCode::NotFound,
         ChatError::NotMember | ChatError::NotAllowed(_) => ErrorCode::Forbidden,
-        ChatError::RateLimited => ErrorCode::RateLimited,
+        ChatError::RateLimited | ChatError::MembershipRateLimited => ErrorCode::RateLimited,
         ChatError::Archived(_) | ChatError::LimitReached(_) => ErrorCode::Conflict,
         ChatError::ShuttingDown => ErrorCode::Unavailable,
         ChatError::Store(store_error) => return unavailable(store_error),

@@ -1,7 +1,7 @@
 //! The chat domain against real shards in a temporary directory, with the embedded key-value
 //! store and a clock moved by hand: group commit, the drain at shutdown, the year boundary,
-//! permissions, soft delete, the send rate, membership limits (also joins racing for a room's
-//! last place), and the shard lifecycle (also writes racing a retire,
+//! permissions, soft delete, the send rate, the membership-change rate, membership limits (also
+//! joins racing for a room's last place), and the shard lifecycle (also writes racing a retire,
 //! and a retire interrupted and run again).
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
@@ -554,4 +554,27 @@ async fn concurrent_joins_at_a_rooms_cap_fill_it_exactly() {
         }
     }
     assert_eq!(n_joined, 5);
+}
+
+#[tokio::test]
+async fn membership_changes_are_limited_per_player_and_per_window_of_the_clock() {
+    let world = World::new();
+    let config = ChatConfig {
+        membership_changes_per_window: 3,
+        membership_window: Duration::from_secs(10),
+        ..World::config()
+    };
+    let chat = world.chat_with(config).await;
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    world.clock.set(JUNE_2026_MS / 10_000 * 10_000);
+    chat.join_room(ada, "door").await.unwrap();
+    chat.leave_room(ada, "door").await.unwrap();
+    let group = chat.create_group(ada, "guild").await.unwrap().id;
+    assert!(matches!(chat.join_room(ada, "door").await, Err(ChatError::MembershipRateLimited)));
+    assert!(matches!(chat.add_member(ada, group, bob).await, Err(ChatError::MembershipRateLimited)));
+    assert!(!chat.channels_of(bob).await.unwrap().iter().any(|c| c.id == group), "a refused add adds nobody");
+    chat.join_room(bob, "door").await.unwrap();
+    world.clock.advance(Duration::from_secs(10));
+    chat.add_member(ada, group, bob).await.unwrap();
+    chat.remove_member(bob, group, bob).await.unwrap();
 }

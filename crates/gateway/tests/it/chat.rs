@@ -1,7 +1,7 @@
 //! Chat through the real gateway and a real Redis: rooms, groups and direct messages, live
 //! delivery (also between two gateways), history paging (also across a year boundary and into
-//! a retired year, and a send stamped in a retired year), permissions (also revoked through another gateway process), the send rate,
-//! membership limits, soft delete and bad input.
+//! a retired year, and a send stamped in a retired year), permissions (also revoked through another gateway process), the send rate and
+//! membership-change rate, membership limits, soft delete and bad input.
 
 use std::time::Duration;
 
@@ -293,7 +293,8 @@ async fn the_send_rate_is_limited_per_player_by_window_of_the_clock() {
 #[tokio::test]
 async fn a_player_in_the_most_rooms_and_groups_is_refused_another_with_conflict() {
     let world = World::new();
-    let gateway = world.gateway().await;
+    let config = gateway::GatewayConfig { chat_membership_changes_per_window: 1_000, ..world.config() };
+    let gateway = world.gateway_with(config).await;
     let (ada, _) = gateway.player(&username("ada")).await;
     for n in 0..chat::DEFAULT_MAX_CHANNELS_PER_PLAYER {
         join(&ada, &format!("room-{n}")).await;
@@ -306,6 +307,33 @@ async fn a_player_in_the_most_rooms_and_groups_is_refused_another_with_conflict(
     assert_eq!(code(refused), Some(ErrorCode::Conflict));
     chat(&ada, ChatRequest::LeaveRoom { name: "room-0".into() }).await.unwrap();
     join(&ada, "one-more").await;
+}
+
+#[tokio::test]
+async fn joining_and_leaving_is_limited_per_player_by_window_of_the_clock() {
+    let world = World::new();
+    let config = gateway::GatewayConfig {
+        chat_membership_changes_per_window: 4,
+        chat_membership_window: Duration::from_secs(60),
+        ..world.config()
+    };
+    let gateway = world.gateway_with(config).await;
+    let (ada, _) = gateway.player(&username("ada")).await;
+    let (bob, _) = gateway.player(&username("bob")).await;
+    for _ in 0..2 {
+        join(&ada, "revolving-door").await;
+        chat(&ada, ChatRequest::LeaveRoom { name: "revolving-door".into() }).await.unwrap();
+    }
+    let refused = chat(&ada, ChatRequest::JoinRoom { name: "revolving-door".into() }).await;
+    let error = refused.expect_err("past the membership rate");
+    assert_eq!(error.code(), Some(ErrorCode::RateLimited));
+    assert!(error.to_string().contains("joining and leaving too fast"), "{error}");
+    let refused = chat(&ada, ChatRequest::CreateGroup { name: "another door".into() }).await;
+    assert_eq!(code(refused), Some(ErrorCode::RateLimited), "groups count too");
+    // Bob has his own budget.
+    join(&bob, "revolving-door").await;
+    world.clock.advance(Duration::from_secs(60));
+    join(&ada, "revolving-door").await;
 }
 
 #[tokio::test]
