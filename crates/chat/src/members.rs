@@ -5,8 +5,12 @@
 //! - a membership change made here drops the channel's entry after it commits, and is published
 //!   on the key-value store's [`MEMBERS_CHANNEL`], so every other process sharing the data
 //!   directory drops its entry too ([`MemberCache::apply_invalidation`]);
-//! - a load that raced an invalidation is not kept: loads remember the cache's generation before
-//!   they read, and an invalidation in between (any channel) moves the generation on;
+//! - a load that raced an invalidation of its channel is not kept: loads remember the cache's
+//!   generation before they read, every invalidation moves the generation on and records it
+//!   against its channel, and a load is kept only if its channel was not invalidated since. So
+//!   one channel's churn does not stop every other channel's loads from being cached. Those
+//!   records are kept for the last [`MAX_INVALIDATED`] channels; when they are dropped, loads
+//!   begun before are not kept, as if every channel had changed;
 //! - an entry is reloaded after `ttl` anyway, which bounds how long a lost invalidation (pub/sub
 //!   delivers at most once: a Redis outage or a lagging subscriber drops messages) can leave a
 //!   stale entry. The same trade-off the gateway makes for session revocation.
@@ -28,6 +32,9 @@ pub(crate) const MEMBERS_CHANNEL: &str = "chat-members";
 
 /// Entries kept at most; the cache is emptied when it is full (it refills with what is used).
 const MAX_ENTRIES: usize = 65_536;
+/// Channels whose last invalidation is remembered at most; past it the records are dropped and
+/// loads begun before are not kept (a load takes a read of `chat.db`, so they are few).
+const MAX_INVALIDATED: usize = 4_096;
 
 /// A channel and everyone in it, as read from `chat.db`.
 #[derive(Debug)]
@@ -62,8 +69,21 @@ struct Entry {
 #[derive(Default)]
 struct State {
     entries: HashMap<ChannelId, Entry>,
-    /// Moves on with every invalidation; a load started before one is not kept.
+    /// Moves on with every invalidation.
     generation: u64,
+    /// The generation each channel was last invalidated at, since `forgotten_before`: a load of
+    /// the channel begun before it is not kept.
+    invalidated: HashMap<ChannelId, u64>,
+    /// Loads begun before this generation are not kept: every channel may have changed since.
+    forgotten_before: u64,
+}
+
+impl State {
+    /// Forgets which channel changed when, so no load begun until now is kept.
+    fn forget_invalidations(&mut self) {
+        self.invalidated.clear();
+        self.forgotten_before = self.generation;
+    }
 }
 
 /// See the module doc.
@@ -97,10 +117,12 @@ impl MemberCache {
     }
 
     /// Keeps `membership`, read at `now_ms` after [`MemberCache::generation`] returned
-    /// `generation`, unless an invalidation came in between.
+    /// `generation`, unless its channel was invalidated in between.
     pub(crate) fn insert(&self, generation: u64, membership: Arc<Membership>, now_ms: u64) {
         let mut state = self.state();
-        if state.generation != generation {
+        let changed_since = generation < state.forgotten_before
+            || state.invalidated.get(&membership.channel.id).is_some_and(|at| *at > generation);
+        if changed_since {
             return;
         }
         if state.entries.len() >= MAX_ENTRIES {
@@ -114,6 +136,11 @@ impl MemberCache {
         let mut state = self.state();
         state.entries.remove(&channel_id);
         state.generation += 1;
+        let generation = state.generation;
+        state.invalidated.insert(channel_id, generation);
+        if state.invalidated.len() > MAX_INVALIDATED {
+            state.forget_invalidations();
+        }
     }
 
     /// Forgets every entry.
@@ -121,6 +148,7 @@ impl MemberCache {
         let mut state = self.state();
         state.entries.clear();
         state.generation += 1;
+        state.forget_invalidations();
     }
 
     /// Applies an invalidation from [`MEMBERS_CHANNEL`]: the 16 bytes of a channel id drop that
@@ -177,13 +205,35 @@ mod tests {
         let cache = MemberCache::new(1_000);
         let room = membership(ChannelKind::Room, &[Uuid::now_v7()]);
         let before_read = cache.generation();
-        cache.invalidate(ChannelId(Uuid::now_v7()));
+        cache.invalidate(room.channel.id);
         cache.insert(before_read, room.clone(), 0);
         assert!(cache.get(room.channel.id, 0).is_none(), "possibly read before the change");
         cache.insert(cache.generation(), room.clone(), 0);
         assert!(cache.get(room.channel.id, 0).is_some());
         cache.apply_invalidation(room.channel.id.0.as_bytes());
         assert!(cache.get(room.channel.id, 0).is_none(), "invalidated from another process");
+    }
+
+    #[test]
+    fn a_load_is_kept_when_only_other_channels_changed_meanwhile() {
+        let cache = MemberCache::new(1_000);
+        let (quiet, busy) = (membership(ChannelKind::Room, &[]), membership(ChannelKind::Room, &[]));
+        let before_read = cache.generation();
+        cache.invalidate(busy.channel.id);
+        cache.insert(before_read, quiet.clone(), 0);
+        cache.insert(before_read, busy.clone(), 0);
+        assert!(cache.get(quiet.channel.id, 0).is_some(), "another channel's change does not matter");
+        assert!(cache.get(busy.channel.id, 0).is_none(), "possibly read before its change");
+
+        // Past the channels remembered, every load begun before is dropped, as after a clear.
+        let (late, before_read) = (membership(ChannelKind::Room, &[]), cache.generation());
+        for _ in 0..=MAX_INVALIDATED {
+            cache.invalidate(ChannelId(Uuid::now_v7()));
+        }
+        cache.insert(before_read, late.clone(), 0);
+        assert!(cache.get(late.channel.id, 0).is_none(), "not known to be unchanged");
+        cache.insert(cache.generation(), late.clone(), 0);
+        assert!(cache.get(late.channel.id, 0).is_some());
     }
 
     #[test]
