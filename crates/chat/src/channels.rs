@@ -251,7 +251,8 @@ fn has_member(
 
 /// Adds the account to the room called `name`, creating the room if it does not exist, unless
 /// the room is full or the account is in as many rooms and groups as `limits` allow (then
-/// nothing changes, and no room is created).
+/// nothing changes, and no room is created). Also says whether the account joined (false if it
+/// already was a member).
 pub(crate) async fn join_room(
     shard: &Shard,
     name: String,
@@ -259,7 +260,7 @@ pub(crate) async fn join_room(
     account_id: Uuid,
     now_ms: u64,
     limits: Limits,
-) -> Result<Channel, ChatError> {
+) -> Result<(Channel, bool), ChatError> {
     shard
         .write(move |conn| {
             // IMMEDIATE: two processes creating the same room serialise here instead of one
@@ -284,14 +285,14 @@ pub(crate) async fn join_room(
                 }
             };
             if has_member(&tx, room.id, account_id)? {
-                return Ok(Ok(room));
+                return Ok(Ok((room, false)));
             }
             if let Some(refusal) = refusal(&tx, limits, &room, account_id, Joiner::Themselves)? {
                 return Ok(Err(refusal));
             }
             insert_member(&tx, room.id, account_id, now_ms)?;
             tx.commit()?;
-            Ok(Ok(room))
+            Ok(Ok((room, true)))
         })
         .await?
 }

@@ -426,10 +426,12 @@ impl Chat {
         let name = text::room_name(name)?;
         self.count_membership_change(account_id).await?;
         let new_id = ChannelId(Uuid::now_v7());
-        let room =
+        let (room, joined) =
             channels::join_room(&self.inner.channels, name, new_id, account_id, self.now_ms(), self.limits())
                 .await?;
-        self.members_changed(room.id).await;
+        if joined {
+            self.members_changed(room.id).await;
+        }
         Ok(room)
     }
 

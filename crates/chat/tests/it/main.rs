@@ -578,3 +578,19 @@ async fn membership_changes_are_limited_per_player_and_per_window_of_the_clock()
     chat.add_member(ada, group, bob).await.unwrap();
     chat.remove_member(bob, group, bob).await.unwrap();
 }
+
+#[tokio::test]
+async fn only_a_change_of_members_drops_them_from_every_processs_cache() {
+    let world = World::new();
+    let chat = world.chat().await;
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    let published = || chat.stats().invalidations_published.load(std::sync::atomic::Ordering::Relaxed);
+    chat.join_room(ada, "lobby").await.unwrap();
+    assert_eq!(published(), 1);
+    chat.join_room(ada, "lobby").await.unwrap();
+    chat.leave_room(bob, "lobby").await.unwrap();
+    let group = chat.create_group(ada, "guild").await.unwrap().id;
+    chat.add_member(ada, group, bob).await.unwrap();
+    chat.add_member(ada, group, bob).await.unwrap();
+    assert_eq!(published(), 2, "joining again, leaving unjoined or adding again changes nobody");
+}
