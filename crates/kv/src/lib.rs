@@ -229,14 +229,21 @@ pub struct BufferStats {
 /// (in Redis, never shown to callers) the dirty marker.
 const RESERVED_FIELDS: [&str; 3] = ["v", "t", redis_backend::DIRTY_MARKER];
 
-/// A Redis setting the buffer's guarantees do not hold under ([`Kv::risky_settings`]). Its
-/// `Display` says what can go wrong and what to set instead.
+/// A Redis setting the buffer's or the sessions' guarantees do not hold under
+/// ([`Kv::risky_settings`]). Its `Display` says what can go wrong and what to set instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RiskySetting {
     /// An `allkeys-*` `maxmemory-policy` may evict a dirty record (it has no TTL) after its update
     /// was acknowledged and before it is flushed, or the dirty set while its records stay dirty.
     EvictsKeysWithoutTtl {
         /// The policy, e.g. `allkeys-lru`.
+        policy: String,
+    },
+    /// A `volatile-*` `maxmemory-policy` may evict an account's set of sessions (it has a TTL)
+    /// while the sessions in it stay, so logging out everywhere or disabling the account misses
+    /// them; it may also evict login-throttling counters and leases before their time.
+    EvictsKeysWithTtl {
+        /// The policy, e.g. `volatile-lru`.
         policy: String,
     },
     /// RDB snapshots without an append-only file: a restart loads the last snapshot, up to its
@@ -258,8 +265,13 @@ impl fmt::Display for RiskySetting {
             RiskySetting::EvictsKeysWithoutTtl { policy } => write!(
                 f,
                 "Redis's maxmemory-policy {policy} may evict keys without a TTL, which could drop player \
-                 state after it was acknowledged and before it is flushed; set it to noeviction or a \
-                 volatile-* policy"
+                 state after it was acknowledged and before it is flushed; set it to noeviction"
+            ),
+            RiskySetting::EvictsKeysWithTtl { policy } => write!(
+                f,
+                "Redis's maxmemory-policy {policy} may evict keys with a TTL: an account's list of \
+                 sessions, after which logging out everywhere or disabling the account leaves its \
+                 sessions valid, login-throttling counters and leases; set it to noeviction"
             ),
             RiskySetting::SnapshotsWithoutAppendOnlyFile { save } => write!(
                 f,
@@ -340,7 +352,7 @@ impl Kv {
     }
 
     /// The settings of this Redis under which acknowledged buffered state can be lost or come back
-    /// older than what was flushed (see [`RiskySetting`]); none for the embedded store, and none
+    /// older than what was flushed, or revoked sessions stay valid (see [`RiskySetting`]); none for the embedded store, and none
     /// that Redis does not tell (a Redis that refuses `CONFIG GET`).
     ///
     /// # Errors

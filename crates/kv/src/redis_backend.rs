@@ -19,11 +19,12 @@
 //! every caller would wait through its own reconnect attempts, and under load the updates queued
 //! behind them for seconds.
 //!
-//! Redis must keep every key that has no TTL: `maxmemory-policy` `noeviction` (its default) or one
-//! of the `volatile-*` policies. Dirty records and the dirty set carry no TTL for that reason; a
-//! policy that evicts any key (`allkeys-*`) could drop an acknowledged update before it is
-//! flushed, or drop the dirty set while its records keep their dirty marker, and those would then
-//! never be flushed.
+//! Redis must evict no key: `maxmemory-policy` `noeviction` (its default). Dirty records and the
+//! dirty set carry no TTL; a policy that evicts any key (`allkeys-*`) could drop an acknowledged
+//! update before it is flushed, or drop the dirty set while its records keep their dirty marker,
+//! and those would then never be flushed. An account's set of sessions has a TTL; a policy that
+//! evicts keys with one (`volatile-*`) could drop it while its sessions stay, and
+//! `sessions_delete_all` would then miss them.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -740,8 +741,14 @@ impl RedisBackend {
             self.run(|mut connection| async move { pipeline.query_async(&mut connection).await }).await?;
         let [policy, save, appendonly] = [0, 1, 2].map(|n| replies.get(n).and_then(config_value));
         let mut risky = Vec::new();
-        if let Some(policy) = policy.filter(|policy| policy.starts_with("allkeys-")) {
-            risky.push(RiskySetting::EvictsKeysWithoutTtl { policy });
+        match policy {
+            Some(policy) if policy.starts_with("allkeys-") => {
+                risky.push(RiskySetting::EvictsKeysWithoutTtl { policy });
+            }
+            Some(policy) if policy.starts_with("volatile-") => {
+                risky.push(RiskySetting::EvictsKeysWithTtl { policy });
+            }
+            _ => {}
         }
         if let (Some(save), Some("no")) = (save, appendonly.as_deref())
             && !save.trim().is_empty()

@@ -146,20 +146,28 @@ async fn config_set(raw: &mut redis::aio::MultiplexedConnection, parameter: &str
     let () = redis::cmd("CONFIG").arg("SET").arg(parameter).arg(value).query_async(raw).await.unwrap();
 }
 
+/// Only `noeviction` is safe: an `allkeys-*` policy may drop buffered state (no TTL), a
+/// `volatile-*` one an account's set of sessions (it has a TTL), after which logging out
+/// everywhere misses sessions that stay valid.
 #[tokio::test]
-async fn an_eviction_policy_that_may_drop_keys_without_a_ttl_is_reported() {
+async fn an_eviction_policy_that_may_drop_player_state_or_a_session_index_is_reported() {
     let mut server = RedisServer::start();
     let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
     let mut raw = raw_connection(&server).await;
     assert_eq!(kv.risky_settings().await.unwrap(), [], "Redis's default, noeviction");
-    for (policy, reported) in [("allkeys-lru", true), ("volatile-lru", false), ("allkeys-random", true)] {
+    let without_ttl = |policy: &str| RiskySetting::EvictsKeysWithoutTtl { policy: policy.to_owned() };
+    let with_ttl = |policy: &str| RiskySetting::EvictsKeysWithTtl { policy: policy.to_owned() };
+    for (policy, expected) in [
+        ("allkeys-lru", without_ttl("allkeys-lru")),
+        ("volatile-lru", with_ttl("volatile-lru")),
+        ("allkeys-random", without_ttl("allkeys-random")),
+        ("volatile-ttl", with_ttl("volatile-ttl")),
+    ] {
         config_set(&mut raw, "maxmemory-policy", policy).await;
-        let expected: Vec<RiskySetting> = reported
-            .then(|| RiskySetting::EvictsKeysWithoutTtl { policy: policy.to_owned() })
-            .into_iter()
-            .collect();
-        assert_eq!(kv.risky_settings().await.unwrap(), expected, "{policy}");
+        assert_eq!(kv.risky_settings().await.unwrap(), [expected], "{policy}");
     }
+    config_set(&mut raw, "maxmemory-policy", "noeviction").await;
+    assert_eq!(kv.risky_settings().await.unwrap(), []);
     server.stop();
     assert!(matches!(kv.risky_settings().await, Err(KvError::Unavailable(_))));
 }
