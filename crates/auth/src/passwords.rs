@@ -104,9 +104,11 @@ impl Hasher {
         let slot = Slot::take(&self.in_flight, self.capacity)?;
         let (done, result) = oneshot::channel();
         let job: Job = Box::new(move || {
-            let _slot = slot;
+            let result = work();
+            // Given back before the caller hears of the result, so its next hash finds the place.
+            drop(slot);
             // The caller may have gone (its connection closed); the result is then dropped.
-            let _ = done.send(work());
+            let _ = done.send(result);
         });
         let sent = self.jobs.lock().map_err(|_| AuthError::Hashing("hasher poisoned".into()))?.send(job);
         sent.map_err(|_| AuthError::Hashing("the hashing threads have stopped".into()))?;
@@ -154,6 +156,15 @@ mod tests {
         assert!(matches!(Slot::take(&in_flight, 2), Err(AuthError::Busy)));
         drop(first);
         assert!(Slot::take(&in_flight, 2).is_ok(), "a finished hash frees its place");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_finished_hash_has_given_back_its_place_when_its_caller_hears_of_it() {
+        // Room for one hash: each caller waits for its own, so none is ever refused as busy.
+        let hasher = Hasher::new(1, 0).await.expect("hasher");
+        for n in 0..200 {
+            hasher.verify_dummy(format!("password {n}")).await.expect("a hash after the last one finished");
+        }
     }
 
     #[tokio::test]
