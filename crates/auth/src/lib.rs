@@ -185,7 +185,7 @@ impl Auth {
     /// Registers an account, like [`Auth::register`], for a client at `client`, whose network may
     /// register [`AuthConfig::registration_limit`] accounts per throttling window. Every attempt
     /// with a valid name and password counts, a name already taken included: each costs a
-    /// password hash.
+    /// password hash. One refused as [`AuthError::Busy`] hashed nothing and does not count.
     ///
     /// # Errors
     /// As [`Auth::register`]; [`AuthError::RegistrationsThrottled`] past the limit.
@@ -203,7 +203,13 @@ impl Auth {
         if !self.inner.kv.counters_hit_below(&limit, self.inner.config.throttle_window).await? {
             return Err(AuthError::RegistrationsThrottled { retry_after });
         }
-        self.register(username, password).await
+        let registered = self.register(username, password).await;
+        if let Err(AuthError::Busy) = registered
+            && let Err(undo) = self.inner.kv.counter_undo_hit(&key).await
+        {
+            tracing::warn!(error = %undo, "could not take back a registration attempt");
+        }
+        registered
     }
 
     /// Checks a username and password and issues a new session.

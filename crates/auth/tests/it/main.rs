@@ -27,12 +27,15 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
+        Fixture::start_with(AuthConfig::default()).await
+    }
+
+    async fn start_with(config: AuthConfig) -> Fixture {
         let redis = RedisServer::start();
         let dir = tempfile::tempdir().unwrap();
         let kv = kv::Kv::connect_redis(&redis.url(), "t:").await.unwrap();
         let clock = Arc::new(ManualClock::starting_now());
-        let auth =
-            Auth::open(dir.path().join("auth.db"), kv, clock.clone(), AuthConfig::default()).await.unwrap();
+        let auth = Auth::open(dir.path().join("auth.db"), kv, clock.clone(), config).await.unwrap();
         auth.register("ada", PASSWORD).await.unwrap();
         Fixture { auth, clock, _dir: dir, _redis: redis }
     }
@@ -148,4 +151,38 @@ async fn a_username_spelling_another_key_does_not_throttle_the_real_account() {
         }
     }
     fixture.auth.login("ada", PASSWORD, owner).await.expect("the owner still logs in");
+}
+
+#[tokio::test]
+async fn a_registration_refused_as_busy_does_not_use_up_the_addresss_registrations() {
+    const LIMIT: u64 = 2;
+    // One hash at a time and none waiting: of two registrations at once, one at least is refused
+    // as busy (both, if the thread has not yet given back its place after the fixture's).
+    let config = AuthConfig {
+        hash_threads: 1,
+        max_queued_hashes: 0,
+        registration_limit: LIMIT,
+        ..AuthConfig::default()
+    };
+    let fixture = Fixture::start_with(config).await;
+    let (first, second) = tokio::join!(
+        fixture.auth.register_from("grace", PASSWORD, CLIENT),
+        fixture.auth.register_from("hedy", PASSWORD, CLIENT),
+    );
+    let mut n_registered = 0;
+    for result in [&first, &second] {
+        match result {
+            Ok(_) => n_registered += 1,
+            Err(AuthError::Busy) => {}
+            Err(error) => panic!("unexpected error: {error}"),
+        }
+    }
+    assert!(n_registered < 2, "one at least is refused as busy");
+
+    // What was refused as busy cost no hash, so the address has the rest of its registrations.
+    for name in ["katherine", "margaret"].into_iter().take(usize::try_from(LIMIT).unwrap() - n_registered) {
+        fixture.auth.register_from(name, PASSWORD, CLIENT).await.expect("a registration within the limit");
+    }
+    let throttled = fixture.auth.register_from("ada_2", PASSWORD, CLIENT).await.unwrap_err();
+    assert!(matches!(throttled, AuthError::RegistrationsThrottled { .. }), "{throttled:?}");
 }
