@@ -150,7 +150,7 @@ pub struct GatewayConfig {
     pub shutdown_timeout: Duration,
     /// Read buffer per connection, in bytes; default [`DEFAULT_READ_BUFFER_BYTES`].
     pub read_buffer_bytes: usize,
-    /// A session unused this long ends; default one day.
+    /// A session unused this long ends; default one day; at least a millisecond.
     #[serde(with = "seconds")]
     pub session_idle_ttl: Duration,
     /// A session ends this long after login; default 30 days.
@@ -164,7 +164,7 @@ pub struct GatewayConfig {
     /// throttling window; default 20. Behind a reverse proxy not in `trusted_proxies` every client
     /// has the proxy's address.
     pub registrations_per_address: u64,
-    /// The login throttling window; default 15 minutes.
+    /// The login throttling window; default 15 minutes; at least a millisecond.
     #[serde(with = "seconds")]
     pub login_throttle_window: Duration,
     /// How hard shards sync on commit; default normal.
@@ -349,6 +349,12 @@ impl GatewayConfig {
                  be positive",
             );
         }
+        // The store keeps TTLs in whole milliseconds: Redis refuses a zero one (every login would
+        // fail), the embedded store expires the key at once, and a throttling counter would vanish
+        // as soon as it was counted.
+        if self.session_idle_ttl.as_millis() == 0 || self.login_throttle_window.as_millis() == 0 {
+            return fail("session_idle_ttl and login_throttle_window must be at least a millisecond");
+        }
         if self.max_connections == 0
             || self.max_connections_per_address == 0
             || self.outbound_queue == 0
@@ -516,7 +522,14 @@ mod tests {
         let config =
             GatewayConfig { heartbeat_interval: Duration::from_secs(60), ..GatewayConfig::default() };
         assert!(config.validate().is_err());
-        for zero_period in ["heartbeat_interval = 0", "flush_interval = 0", "shutdown_timeout = 0"] {
+        for zero_period in [
+            "heartbeat_interval = 0",
+            "flush_interval = 0",
+            "shutdown_timeout = 0",
+            "session_idle_ttl = 0",
+            "session_idle_ttl = 0.0004",
+            "login_throttle_window = 0",
+        ] {
             let config: GatewayConfig = toml::from_str(zero_period).expect("a well-formed setting");
             assert!(config.validate().is_err(), "{zero_period} must be refused, not panic later");
         }
