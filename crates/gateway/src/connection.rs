@@ -623,7 +623,16 @@ impl Connection {
             )),
             Request::Refresh => {
                 let key = self.current_session()?.key;
-                let issued = auth.refresh(&key).await.map_err(|e| errors::from_auth(&e))?;
+                let issued = match auth.refresh(&key).await {
+                    Ok(issued) => issued,
+                    Err(error @ auth::AuthError::InvalidSession) => {
+                        // The session ended (expired, or revoked before this connection heard):
+                        // nothing more is served on it, as after a logout.
+                        self.logged_out(account_id, &[key]).await;
+                        return Err(errors::from_auth(&error));
+                    }
+                    Err(error) => return Err(errors::from_auth(&error)),
+                };
                 let reply = self.start_session(issued.session, issued.token);
                 self.announce_revoked(&[key]).await;
                 Ok(reply)

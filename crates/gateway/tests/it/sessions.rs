@@ -212,3 +212,20 @@ async fn an_invalid_handshake_token_closes_the_connection_with_its_code() {
     let client = Client::connect_with(&gateway.url, options).await.unwrap();
     assert_eq!(closed(&client).await.code, Some(close::INVALID_TOKEN));
 }
+
+/// A refresh that finds the session ended (here idle too long, before any heartbeat noticed)
+/// leaves the connection logged out, as the answer says: it serves nothing more on that session,
+/// and a `login` on it needs no `logout` first.
+#[tokio::test]
+async fn a_refresh_that_finds_the_session_ended_leaves_the_connection_logged_out() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let name = username("napper");
+    let (client, _) = gateway.player(&name).await;
+    world.clock.advance(gateway::GatewayConfig::default().session_idle_ttl + Duration::from_secs(1));
+
+    assert_eq!(client.refresh().await.unwrap_err().code(), Some(ErrorCode::Unauthorized));
+    assert_eq!(client.ping().await.unwrap_err().code(), Some(ErrorCode::Unauthorized));
+    client.login(&name, crate::support::PASSWORD).await.unwrap();
+    client.ping().await.unwrap();
+}
