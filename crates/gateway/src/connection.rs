@@ -415,6 +415,9 @@ impl Connection {
         tokio::pin!(closed, shutting_down);
         loop {
             tokio::select! {
+                // In this order: a connection being closed (kicked when its session was revoked,
+                // say) runs none of the frames it has read but not yet handled.
+                biased;
                 () = &mut closed => break,
                 () = &mut shutting_down => {
                     self.outbound.close(proto::close::GOING_AWAY, "server shutting down", true);

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use game_client::{Client, ConnectOptions};
 use gateway::GatewayConfig;
-use proto::{Encoding, ErrorCode, Event, close};
+use proto::{ClientMessage, Encoding, ErrorCode, Event, Reply, Request, close, codec};
+use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{PATIENCE, SERVICE_TOKEN, World, admin, closed, notice, username};
+use crate::support::{PASSWORD, PATIENCE, SERVICE_TOKEN, World, admin, closed, notice, username};
 
 #[tokio::test]
 async fn refresh_rotates_the_token_and_the_old_one_stops_working_everywhere() {
@@ -226,6 +227,52 @@ async fn a_refresh_that_finds_the_session_ended_leaves_the_connection_logged_out
 
     assert_eq!(client.refresh().await.unwrap_err().code(), Some(ErrorCode::Unauthorized));
     assert_eq!(client.ping().await.unwrap_err().code(), Some(ErrorCode::Unauthorized));
-    client.login(&name, crate::support::PASSWORD).await.unwrap();
+    client.login(&name, PASSWORD).await.unwrap();
     client.ping().await.unwrap();
+}
+
+/// A connection kicked because its session was revoked runs none of the requests it had already
+/// received behind the one in progress: they would act for a session that has ended. (Before, the
+/// connection picked between its close and its next frame at random, so a few more ran.)
+#[tokio::test]
+async fn a_kicked_connection_runs_none_of_the_requests_still_waiting_behind_it() {
+    const N_TRIALS: usize = 8;
+    const N_QUEUED: u64 = 5;
+    const STOLEN_HEALTH: u32 = 7;
+    let world = World::new();
+    let gateway = world.gateway().await;
+    for trial in 0..N_TRIALS {
+        let name = username("stolen");
+        let (thief, _) = gateway.player(&name).await;
+        let (owner, _) = gateway.player(&name).await;
+        // Registrations from elsewhere keep the password hashers busy, so the thief's own
+        // registration below is still in progress when its session is revoked.
+        let mut fillers = Vec::new();
+        for _ in 0..4 {
+            let filler = gateway.connect(Encoding::Bincode).await;
+            send(&filler, 1, Request::Register { username: username("filler"), password: PASSWORD.into() })
+                .await;
+            fillers.push(filler);
+        }
+        send(&thief, 1, Request::Register { username: username("cover"), password: PASSWORD.into() }).await;
+        for id in 2..2 + N_QUEUED {
+            let update = proto::StateUpdate { health: Some(STOLEN_HEALTH), ..Default::default() };
+            send(&thief, id, Request::UpdateState(update)).await;
+        }
+
+        owner.logout_everywhere().await.unwrap();
+        assert_eq!(closed(&thief).await.code, Some(close::SESSION_REVOKED));
+
+        let (owner, _) = gateway.player(&name).await;
+        match owner.request(Request::GetState).await.unwrap() {
+            Reply::State(state) => assert_ne!(state.health, STOLEN_HEALTH, "trial {trial}"),
+            other => panic!("unexpected reply: {other:?}"),
+        }
+    }
+}
+
+/// Sends a request without waiting for its answer.
+async fn send(client: &Client, id: u64, request: Request) {
+    let bytes = codec::encode(client.encoding(), &ClientMessage { id, request }).unwrap();
+    client.send_raw(Message::Binary(bytes.into())).await.unwrap();
 }
