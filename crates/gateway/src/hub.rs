@@ -5,9 +5,10 @@
 //! one path, so what works in a one-process test works across processes.
 
 use std::cell::OnceCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use auth::SessionKey;
 use kv::Kv;
@@ -23,6 +24,11 @@ use crate::outbound::{self, Outbound};
 
 /// The pub/sub channel every gateway process listens on.
 const BUS_CHANNEL: &str = "bus";
+/// How long a revoked session is remembered for connections that register with it afterwards. A
+/// connection checks its session in the store, then registers here; a revocation heard in between
+/// would otherwise miss it, and it would serve until its next heartbeat check. Registering comes
+/// a moment after the check, so a few seconds cover it with room to spare.
+const REVOCATION_MEMORY: Duration = Duration::from_secs(5);
 
 /// A message between gateway processes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,6 +60,10 @@ struct Registry {
     connections: HashMap<ConnectionId, Entry>,
     by_account: HashMap<Uuid, HashSet<ConnectionId>>,
     by_session: HashMap<String, HashSet<ConnectionId>>,
+    /// Sessions revoked within [`REVOCATION_MEMORY`] (or before it, until the next revocation
+    /// forgets them), oldest first, and the same as a set.
+    revoked_in_order: VecDeque<(Instant, String)>,
+    recently_revoked: HashSet<String>,
 }
 
 /// What this process's hub handed to its connections, for `/metrics`.
@@ -131,6 +141,23 @@ impl Registry {
             }
         }
     }
+
+    /// Remembers that `keys` were revoked, forgetting revocations older than [`REVOCATION_MEMORY`].
+    fn remember_revoked(&mut self, keys: Vec<String>, now: Instant) {
+        while let Some((at, _)) = self.revoked_in_order.front()
+            && now.duration_since(*at) > REVOCATION_MEMORY
+        {
+            if let Some((_, key)) = self.revoked_in_order.pop_front() {
+                self.recently_revoked.remove(&key);
+            }
+        }
+        for key in keys {
+            // A key announced twice is remembered from its first announcement.
+            if self.recently_revoked.insert(key.clone()) {
+                self.revoked_in_order.push_back((now, key));
+            }
+        }
+    }
 }
 
 /// Removes `id` from the set under `key`, and the set once empty.
@@ -193,9 +220,14 @@ impl Hub {
         Ok(())
     }
 
-    /// Records that connection `id` is authenticated with `session`.
+    /// Records that connection `id` is authenticated with `session`. A session revoked a moment
+    /// ago (heard between the connection's check of it and this call) closes the connection at
+    /// once, as the revocation would have.
     pub fn register(&self, id: ConnectionId, account_id: Uuid, session: SessionKey, outbound: Outbound) {
         let Ok(mut registry) = self.registry.lock() else { return };
+        if registry.recently_revoked.contains(session.as_str()) {
+            outbound.kick(proto::close::SESSION_REVOKED, "session revoked");
+        }
         registry.by_account.entry(account_id).or_default().insert(id);
         registry.by_session.entry(session.as_str().to_owned()).or_default().insert(id);
         registry.connections.insert(id, Entry { account_id, session, outbound });
@@ -276,7 +308,7 @@ impl Hub {
     }
 
     fn apply(&self, message: BusMessage, still_connected: &mpsc::Sender<Uuid>) {
-        let Ok(registry) = self.registry.lock() else { return };
+        let Ok(mut registry) = self.registry.lock() else { return };
         let stats = &*self.delivery;
         match message {
             BusMessage::ToAccount { account_id, event } => registry.to_accounts(&[account_id], event, stats),
@@ -287,6 +319,7 @@ impl Hub {
                 for entry in ids.filter_map(|id| registry.connections.get(id)) {
                     entry.outbound.kick(proto::close::SESSION_REVOKED, "session revoked");
                 }
+                registry.remember_revoked(keys, Instant::now());
             }
             BusMessage::Departed { account_id } => {
                 if registry.by_account.contains_key(&account_id)
@@ -296,5 +329,37 @@ impl Hub {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::{OutboundQueue, QueueLimits};
+
+    fn connection(metrics: &Arc<Metrics>) -> (Outbound, OutboundQueue) {
+        let limits = QueueLimits { frames: 16, bytes: 1 << 16, total_bytes: 1 << 20 };
+        Outbound::new(Encoding::Json, limits, metrics.clone())
+    }
+
+    #[tokio::test]
+    async fn a_connection_registering_with_a_session_revoked_a_moment_ago_is_closed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kv = Kv::embedded(dir.path(), "t:").expect("embedded store");
+        let metrics = Arc::new(Metrics::default());
+        let hub = Hub::new(kv, metrics.clone());
+        let (still_connected, _departures) = mpsc::channel(1);
+        let revoked = SessionKey::from_hash("ab".repeat(32));
+
+        // Heard after the connection found its session in the store, before it registered.
+        let keys = vec![revoked.as_str().to_owned()];
+        hub.apply(BusMessage::SessionsRevoked { keys }, &still_connected);
+        let (late, _late_queue) = connection(&metrics);
+        hub.register(1, Uuid::now_v7(), revoked, late.clone());
+        assert!(late.closing().is_cancelled(), "closed as the revocation would have closed it");
+
+        let (other, _other_queue) = connection(&metrics);
+        hub.register(2, Uuid::now_v7(), SessionKey::from_hash("cd".repeat(32)), other.clone());
+        assert!(!other.closing().is_cancelled(), "another session is left alone");
     }
 }
