@@ -190,6 +190,18 @@ impl Store {
         let index_deadline = deadline(now, index_ttl);
         match live(&mut self.account_sessions, account_id, now) {
             Some(index) => {
+                // As on Redis: the set drops sessions that ended, of at most so many looked at.
+                let sessions = &self.sessions;
+                let ended: Vec<String> = index
+                    .value
+                    .iter()
+                    .take(crate::SESSION_SET_PRUNE_MAX)
+                    .filter(|member| !sessions.get(*member).is_some_and(|session| session.is_live(now)))
+                    .cloned()
+                    .collect();
+                for member in &ended {
+                    index.value.remove(member);
+                }
                 index.value.insert(token_hash.to_owned());
                 // PEXPIRE NX then PEXPIRE GT: set if none, otherwise only ever raise.
                 index.expires_at =
@@ -662,5 +674,32 @@ async fn forward_broadcast(
             }
             Forward::Closed => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    /// As on Redis (`a_login_drops_the_sessions_that_idled_out_from_the_accounts_set`).
+    #[test]
+    fn a_login_drops_the_sessions_that_idled_out_from_the_accounts_set() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Embedded::open(dir.path(), "t:").expect("embedded store");
+        let n_listed = || store.store().account_sessions.get("acct-1").map_or(0, |index| index.value.len());
+        for n in 0..5 {
+            store.session_put(&format!("ab{n:02}"), "acct-1", b"r", Duration::from_millis(50), LONG);
+        }
+        store.session_put("cd00", "acct-1", b"r", LONG, LONG);
+        assert_eq!(n_listed(), 6);
+        std::thread::sleep(Duration::from_millis(150));
+
+        store.session_put("cd01", "acct-1", b"r", LONG, LONG);
+        assert_eq!(n_listed(), 2, "only the live sessions stay listed");
+        let mut ended = store.sessions_delete_all("acct-1");
+        ended.sort();
+        assert_eq!(ended, ["cd00", "cd01"]);
     }
 }

@@ -229,6 +229,10 @@ pub struct BufferStats {
 /// (in Redis, never shown to callers) the dirty marker.
 const RESERVED_FIELDS: [&str; 3] = ["v", "t", redis_backend::DIRTY_MARKER];
 
+/// Most members of an account's set of sessions that storing a session looks at to drop those
+/// that ended: all of a smaller set, a random sample of a larger one.
+pub(crate) const SESSION_SET_PRUNE_MAX: usize = 64;
+
 /// A Redis setting the buffer's or the sessions' guarantees do not hold under
 /// ([`Kv::risky_settings`]). Its `Display` says what can go wrong and what to set instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -398,7 +402,8 @@ impl Kv {
 
     /// Stores the session under `session:{token_hash}` with TTL `idle_ttl`, and adds `token_hash` to
     /// the set `account-sessions:{account_id}`, whose TTL is raised to at least `index_ttl` (never
-    /// lowered). One round trip (`MULTI`).
+    /// lowered), first dropping from the set sessions that have ended (of at most
+    /// `SESSION_SET_PRUNE_MAX` members looked at). One round trip (a Lua script on Redis).
     ///
     /// `token_hash` is an opaque hex string and `record` opaque bytes owned by the auth crate.
     ///

@@ -66,6 +66,31 @@ const SUBSCRIBE_BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Longest delay between a subscription's reconnect attempts.
 const SUBSCRIBE_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
+/// Stores a session and lists it in its account's set, first dropping from the set the sessions
+/// that have ended (their keys expired): a set kept alive by its account's logins would otherwise
+/// list every session ever abandoned. At most ARGV[6] members are looked at (a random sample of a
+/// larger set), so one login's work stays bounded. KEYS: session, the account's set. ARGV: token
+/// hash, record, idle TTL in ms, the set's least TTL in ms (set if it has none, otherwise only
+/// raised), the session key prefix, the most members looked at.
+const PUT_SESSION_LUA: &str = r"
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+local members
+if redis.call('SCARD', KEYS[2]) <= tonumber(ARGV[6]) then
+  members = redis.call('SMEMBERS', KEYS[2])
+else
+  members = redis.call('SRANDMEMBER', KEYS[2], ARGV[6])
+end
+for _, token_hash in ipairs(members) do
+  if redis.call('EXISTS', ARGV[5] .. token_hash) == 0 then
+    redis.call('SREM', KEYS[2], token_hash)
+  end
+end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[4], 'NX')
+redis.call('PEXPIRE', KEYS[2], ARGV[4], 'GT')
+return 0
+";
+
 /// Deletes every session listed in the account's set (KEYS[1]) and the set itself; ARGV[1] is the
 /// session key prefix. Returns the token hashes whose session key still existed. The session keys are
 /// built inside the script, which is fine on one Redis but would need hash tags on a cluster.
@@ -382,6 +407,7 @@ pub(crate) struct RedisBackend {
     /// would hold up every reply queued behind it, buffered updates' acknowledgements included.
     bulk: ConnectionManager,
     prefix: String,
+    put_session: Script,
     delete_all_sessions: Script,
     rotate_session: Script,
     hit_below: Script,
@@ -588,6 +614,7 @@ impl RedisBackend {
             connection,
             bulk,
             prefix: key_prefix.to_owned(),
+            put_session: Script::new(PUT_SESSION_LUA),
             delete_all_sessions: Script::new(DELETE_ALL_SESSIONS_LUA),
             rotate_session: Script::new(ROTATE_SESSION_LUA),
             hit_below: Script::new(HIT_BELOW_LUA),
@@ -774,35 +801,18 @@ impl RedisBackend {
         idle_ttl: Duration,
         index_ttl: Duration,
     ) -> Result<(), KvError> {
-        let session_key = self.session_key(token_hash);
-        let index_key = self.account_sessions_key(account_id);
-        let index_ms = millis(index_ttl);
-        let mut pipeline = redis::pipe();
-        pipeline
-            .atomic()
-            .cmd("SET")
-            .arg(&session_key)
-            .arg(record)
-            .arg("PX")
-            .arg(millis(idle_ttl))
-            .ignore()
-            .cmd("SADD")
-            .arg(&index_key)
+        let mut invocation = self.put_session.prepare_invoke();
+        invocation
+            .key(self.session_key(token_hash))
+            .key(self.account_sessions_key(account_id))
             .arg(token_hash)
-            .ignore()
-            // NX sets the TTL of a new set; GT then only ever raises an existing one.
-            .cmd("PEXPIRE")
-            .arg(&index_key)
-            .arg(index_ms)
-            .arg("NX")
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&index_key)
-            .arg(index_ms)
-            .arg("GT")
-            .ignore();
-        let pipeline = &pipeline;
-        self.run(|mut connection| async move { pipeline.query_async::<()>(&mut connection).await }).await
+            .arg(record)
+            .arg(millis(idle_ttl))
+            .arg(millis(index_ttl))
+            .arg(self.session_key(""))
+            .arg(crate::SESSION_SET_PRUNE_MAX);
+        let invocation = &invocation;
+        self.run(|mut connection| async move { invocation.invoke_async::<()>(&mut connection).await }).await
     }
 
     pub(crate) async fn session_update(

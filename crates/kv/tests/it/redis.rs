@@ -519,3 +519,28 @@ async fn the_flushed_mark_of_an_earlier_release_reads_as_the_lowest_baseline() {
     kv.buffer_begin("guild", 25).await.unwrap();
     assert_eq!(kv.buffer_version("guild").await.unwrap().baseline, Some(25));
 }
+
+/// Sessions that idled out in Redis leave their account's set at the account's next login: a
+/// player who logs in now and then keeps the set alive, and it would otherwise list every session
+/// they ever abandoned, a little more memory each time and more work for `sessions_delete_all`.
+#[tokio::test]
+async fn a_login_drops_the_sessions_that_idled_out_from_the_accounts_set() {
+    let server = RedisServer::start();
+    let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
+    let mut raw = raw_connection(&server).await;
+    let n_listed = async |raw: &mut redis::aio::MultiplexedConnection| -> u64 {
+        redis::cmd("SCARD").arg("t:account-sessions:acct-1").query_async(raw).await.unwrap()
+    };
+    for n in 0..5 {
+        kv.session_put(&format!("ab{n:02}"), "acct-1", b"r", Duration::from_millis(50), LONG).await.unwrap();
+    }
+    kv.session_put("cd00", "acct-1", b"r", LONG, LONG).await.unwrap();
+    assert_eq!(n_listed(&mut raw).await, 6);
+    sleep(Duration::from_millis(150)).await;
+
+    kv.session_put("cd01", "acct-1", b"r", LONG, LONG).await.unwrap();
+    assert_eq!(n_listed(&mut raw).await, 2, "only the live sessions stay listed");
+    let mut ended = kv.sessions_delete_all("acct-1").await.unwrap();
+    ended.sort();
+    assert_eq!(ended, ["cd00", "cd01"]);
+}
