@@ -332,28 +332,18 @@ impl GatewayConfig {
         {
             return Err(crate::GatewayError::Config(format!("{name} must be at most ten years")));
         }
-        // A zero TTL ends every session as it starts, a zero window turns the login throttle off
-        // and a zero failure limit refuses every login. (Zero registrations per address is the
-        // documented way to close registration.)
-        if self.session_idle_ttl.is_zero() || self.session_max_lifetime < self.session_idle_ttl {
-            return fail(
-                "session_idle_ttl must be positive, and session_max_lifetime at least session_idle_ttl",
-            );
-        }
-        if self.login_throttle_window.is_zero()
-            || self.login_failures_per_account == 0
-            || self.login_failures_per_address == 0
-        {
-            return fail(
-                "login_throttle_window, login_failures_per_account and login_failures_per_address must \
-                 be positive",
-            );
-        }
         // The store keeps TTLs in whole milliseconds: Redis refuses a zero one (every login would
         // fail), the embedded store expires the key at once, and a throttling counter would vanish
-        // as soon as it was counted.
+        // as soon as it was counted. A zero failure limit refuses every login. (Zero registrations
+        // per address is the documented way to close registration.)
         if self.session_idle_ttl.as_millis() == 0 || self.login_throttle_window.as_millis() == 0 {
             return fail("session_idle_ttl and login_throttle_window must be at least a millisecond");
+        }
+        if self.session_max_lifetime < self.session_idle_ttl {
+            return fail("session_max_lifetime must be at least session_idle_ttl");
+        }
+        if self.login_failures_per_account == 0 || self.login_failures_per_address == 0 {
+            return fail("login_failures_per_account and login_failures_per_address must be positive");
         }
         if self.max_connections == 0
             || self.max_connections_per_address == 0
