@@ -725,9 +725,10 @@ impl Chat {
         // The newest year anyone may have written: next year's shard is provisioned ahead of
         // time but stays empty until some process's clock passes the boundary, so the newest
         // page starts in this year's shard (next year's too only within the skew allowance
-        // before the boundary) instead of spending a trip on an empty shard.
-        let written = year_of_ms(self.now_ms().saturating_add(CLOCK_SKEW_ALLOWANCE_MS));
-        let newest = years.newest_open().map_or(written, |open| open.min(written));
+        // before the boundary) instead of spending a trip on an empty shard. Whether this
+        // process has that year open does not matter: one that sent nothing since may not, while
+        // others write there.
+        let newest = year_of_ms(self.now_ms().saturating_add(CLOCK_SKEW_ALLOWANCE_MS));
         // A cursor from the future (or not a message id at all) starts at the newest shard.
         let (mut cursor, start_year) = match before {
             Some(before) => (before, before.year().min(newest)),

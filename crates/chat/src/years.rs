@@ -109,11 +109,6 @@ impl Years {
         self.oldest.load(Ordering::Relaxed)
     }
 
-    /// The newest year with an open shard.
-    pub(crate) fn newest_open(&self) -> Option<i32> {
-        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys().next_back().copied()
-    }
-
     /// Every open shard.
     pub(crate) fn open_shards(&self) -> Vec<Shard> {
         self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect()

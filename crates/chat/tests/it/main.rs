@@ -579,6 +579,20 @@ async fn membership_changes_are_limited_per_player_and_per_window_of_the_clock()
     chat.remove_member(bob, group, bob).await.unwrap();
 }
 
+/// A process that sent nothing since 2026 has no shard of 2028 open; another, started in 2028,
+/// writes there. The first one's newest page still starts in the clock's year.
+#[tokio::test]
+async fn the_newest_page_reads_the_clocks_year_even_where_this_process_never_opened_it() {
+    let world = World::new();
+    let quiet = world.chat().await;
+    world.clock.set(year_start_ms(2028) + 86_400_000);
+    let busy = world.chat().await;
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    let sent = busy.send_direct(ada, bob, "happy 2028").await.unwrap().value;
+    let page = quiet.history(bob, sent.channel_id, None, 10).await.unwrap();
+    assert_eq!(texts(&page), ["happy 2028"]);
+}
+
 #[tokio::test]
 async fn only_a_change_of_members_drops_them_from_every_processs_cache() {
     let world = World::new();
