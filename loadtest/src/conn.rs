@@ -129,8 +129,7 @@ impl Connection {
     /// The next response, skipping server events. Cancel-safe: frames stay buffered.
     ///
     /// # Errors
-    /// [`ConnError::Closed`] when the server closed the connection; [`ConnError::Protocol`] for an
-    /// undecodable frame.
+    /// As [`Connection::recv_message`].
     pub async fn recv(&mut self) -> Result<Response, ConnError> {
         loop {
             if let ServerMessage::Response(response) = self.recv_message().await? {
@@ -140,25 +139,32 @@ impl Connection {
     }
 
     /// The next message from the server, response or event (for scenarios that listen to events,
-    /// such as chat deliveries or trade offers). Cancel-safe: frames stay buffered.
+    /// such as chat deliveries or trade offers). A frame that does not decode and is not a
+    /// response (a newer server's event, say) is skipped, as PROTOCOL.md §9 asks of clients.
+    /// Cancel-safe: frames stay buffered.
     ///
     /// # Errors
-    /// As [`Connection::recv`].
+    /// [`ConnError::Closed`] when the server closed the connection; [`ConnError::Protocol`] for a
+    /// response that does not decode, whose request's outcome is then unknown.
     pub async fn recv_message(&mut self) -> Result<ServerMessage, ConnError> {
         loop {
-            let decoded = match self.socket.next().await {
+            let bytes = match self.socket.next().await {
                 None => return Err(ConnError::Closed { code: None }),
                 Some(Err(error)) => return Err(error.into()),
-                Some(Ok(Message::Binary(bytes))) => codec::decode::<ServerMessage>(self.encoding, &bytes),
-                Some(Ok(Message::Text(text))) => {
-                    codec::decode::<ServerMessage>(self.encoding, text.as_bytes())
-                }
+                Some(Ok(Message::Binary(bytes))) => bytes,
+                Some(Ok(Message::Text(text))) => text.into(),
                 Some(Ok(Message::Close(frame))) => {
                     return Err(ConnError::Closed { code: frame.map(|frame| u16::from(frame.code)) });
                 }
                 Some(Ok(_)) => continue,
             };
-            return decoded.map_err(|error| ConnError::Protocol(error.to_string()));
+            match codec::decode::<ServerMessage>(self.encoding, &bytes) {
+                Ok(message) => return Ok(message),
+                Err(error) if codec::peek_response_id(self.encoding, &bytes).is_some() => {
+                    return Err(ConnError::Protocol(format!("undecodable response: {error}")));
+                }
+                Err(error) => tracing::debug!(%error, "skipped an undecodable frame from the server"),
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 //! finish without errors with the same request counts the gateway's `/metrics` saw. The
 //! PostgreSQL baseline runs against the machine's PostgreSQL, which is always there, like Redis.
 
+mod conn;
 mod match_play;
 mod postgres_baseline;
 mod scenarios;

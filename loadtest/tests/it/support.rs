@@ -4,12 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{SinkExt as _, StreamExt as _};
 use gateway::config::ServiceToken;
 use gateway::{GatewayConfig, GatewayError};
 use kv::testing::RedisServer;
 use loadtest::{Mix, Options, Report, ScenarioOptions};
+use proto::{ClientMessage, Encoding, Outcome, ServerMessage, codec};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_util::sync::CancellationToken;
 
 /// Every scenario runs this long.
@@ -168,4 +173,66 @@ impl Drop for CuttableProxy {
 pub fn assert_clean_and_counted(report: &Report) {
     assert_eq!(report.total_errors, 0, "errors:\n{}", report.render());
     assert_eq!(report.client_requests(), report.server_requests, "counts differ:\n{}", report.render());
+}
+
+/// What a [`FakeGateway`] does with the `n`th request of a connection (from 0): the frames to send
+/// back (encoded bincode, sent as binary frames), or `None` to close the connection instead.
+pub type Script = dyn Fn(u64, ClientMessage) -> Option<Vec<Vec<u8>>> + Send + Sync;
+
+/// A stand-in for the gateway on a real WebSocket, speaking bincode, that answers as its script
+/// says: for frames the real gateway never sends, or a connection it closes at a chosen moment.
+pub struct FakeGateway {
+    pub url: String,
+    task: JoinHandle<()>,
+}
+
+impl FakeGateway {
+    pub async fn start(
+        script: impl Fn(u64, ClientMessage) -> Option<Vec<Vec<u8>>> + Send + Sync + 'static,
+    ) -> FakeGateway {
+        let script: Arc<Script> = Arc::new(script);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake gateway");
+        let url = format!("ws://{}/", listener.local_addr().expect("fake gateway addr"));
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve_fake(stream, script.clone()));
+            }
+        });
+        FakeGateway { url, task }
+    }
+}
+
+impl Drop for FakeGateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_fake(stream: TcpStream, script: Arc<Script>) {
+    #[allow(clippy::result_large_err, reason = "the error type is tungstenite's callback contract")]
+    fn choose_bincode(_: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
+        let bincode = HeaderValue::from_static(Encoding::Bincode.subprotocol());
+        response.headers_mut().insert("Sec-WebSocket-Protocol", bincode);
+        Ok(response)
+    }
+    let Ok(mut socket) = tokio_tungstenite::accept_hdr_async(stream, choose_bincode).await else { return };
+    let mut n = 0;
+    while let Some(Ok(frame)) = socket.next().await {
+        let Message::Binary(bytes) = frame else { continue };
+        let request: ClientMessage = codec::decode(Encoding::Bincode, &bytes).expect("a request");
+        let Some(frames) = script(n, request) else { break };
+        n += 1;
+        for frame in frames {
+            if socket.send(Message::Binary(frame.into())).await.is_err() {
+                return;
+            }
+        }
+    }
+    let _ = socket.close(None).await;
+}
+
+/// The bincode frame of the response `outcome` to `request`.
+pub fn response_frame(request: &ClientMessage, outcome: Outcome) -> Vec<u8> {
+    let response = ServerMessage::Response(proto::Response { id: request.id, outcome });
+    codec::encode(Encoding::Bincode, &response).expect("encode a response")
 }
