@@ -43,7 +43,7 @@ pub struct Report {
 pub struct KindReport {
     /// Requests answered (successes and error responses).
     pub count: u64,
-    /// Requests answered with success.
+    /// Requests answered with success (for a measurement such as `chat_delivery`: those seen).
     pub ok: u64,
     /// Answers per second over the run.
     pub per_sec: f64,

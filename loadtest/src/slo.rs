@@ -152,8 +152,10 @@ fn parse_ms(value: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::time::Duration;
 
     use super::*;
+    use crate::stats::{CHAT_DELIVERY, Recorder};
 
     fn check(text: &str, scope: Option<&str>, metric: Metric, below: f64) {
         let slo = Slo::parse(text).expect(text);
@@ -206,6 +208,18 @@ mod tests {
         assert!(slo.check(&ping_report(1000, 5)).met, "0.5 % unanswered is within the 1 % p99 leaves out");
         assert!(!slo.check(&ping_report(1000, 20)).met, "2 % unanswered puts p99 among them");
         assert!(!slo.check(&ping_report(0, 1000)).met, "every ping timed out");
+    }
+
+    #[test]
+    fn deliveries_that_never_came_count_as_slower_than_any_that_did() {
+        let recorder = Recorder::default();
+        for _ in 0..1000 {
+            recorder.observed(0, CHAT_DELIVERY, Duration::from_millis(5));
+        }
+        recorder.failed_many(0, CHAT_DELIVERY, "undelivered", 50);
+        let report = Report::new("chat".into(), 1, 1.0, &recorder.snapshot(), Vec::new());
+        let slo = Slo::parse("chat_delivery:p99<50ms").expect("an objective");
+        assert!(!slo.check(&report).met, "5 % of the messages never arrived:\n{}", report.render());
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub fn is_server_request(kind: &str) -> bool {
 pub struct KindStats {
     /// Latency of every answered request (successes and error responses), in microseconds.
     pub latency: Histogram<u64>,
-    /// Requests answered with success.
+    /// Requests answered with success, and measurements observed ([`Recorder::observed`]).
     pub ok: u64,
     /// Errors by code: the server's error codes, and client-side failures (`timeout`, `closed`, ...).
     pub errors: BTreeMap<String, u64>,
@@ -161,10 +161,16 @@ impl Recorder {
     }
 
     /// Records one measurement of `kind` that is not an answer to a request of this client (a
-    /// handshake, a chat delivery, a settled trade): it counts and has a latency, never an error.
+    /// handshake, a chat delivery, a settled trade): it counts as a success and has a latency,
+    /// never an error, so the failures of its kind (`undelivered`, `unsettled`) stand out as the
+    /// ones that never came.
     pub fn observed(&self, client: usize, kind: &'static str, latency: Duration) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_MICROS);
-        self.with_shard(client, |stats| stats.kind(kind).latency.saturating_record(micros));
+        self.with_shard(client, |stats| {
+            let kind = stats.kind(kind);
+            kind.latency.saturating_record(micros);
+            kind.ok += 1;
+        });
     }
 
     /// Records a request of `kind` (or a connect) that got no answer.
