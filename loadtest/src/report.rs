@@ -79,6 +79,12 @@ impl KindReport {
         self.n_errors().saturating_sub(error_answers)
     }
 
+    /// Requests attempted: those answered (an error answer among them) and those that got no
+    /// answer. An error answer is in both the count and the errors, so it is counted once here.
+    pub fn n_attempts(&self) -> u64 {
+        self.count + self.n_unanswered()
+    }
+
     /// The latency at quantile `q` (0..=1), in ms, from the fixed percentiles kept.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
         [
@@ -217,7 +223,7 @@ impl Report {
 
     /// Attempts of every kind (answers and failures), for error rates.
     pub fn total_attempts(&self) -> u64 {
-        self.kinds.values().map(|kind| kind.count + kind.n_errors()).sum()
+        self.kinds.values().map(KindReport::n_attempts).sum()
     }
 
     /// The report as a text table.

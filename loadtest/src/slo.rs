@@ -105,7 +105,7 @@ impl Slo {
                     .kinds
                     .iter()
                     .filter(|(kind, _)| self.scope.is_none() || in_scope(kind))
-                    .fold((0, 0), |(e, a), (_, k)| (e + k.n_errors(), a + k.count + k.n_errors()));
+                    .fold((0, 0), |(e, a), (_, k)| (e + k.n_errors(), a + k.n_attempts()));
                 let rate = if attempts == 0 { 0.0 } else { errors as f64 / attempts as f64 };
                 (rate, self.scope.clone().unwrap_or_else(|| "all".into()))
             }
@@ -153,6 +153,8 @@ fn parse_ms(value: &str) -> Option<f64> {
 mod tests {
     use std::collections::BTreeMap;
     use std::time::Duration;
+
+    use proto::{ErrorBody, ErrorCode, Outcome};
 
     use super::*;
     use crate::stats::{CHAT_DELIVERY, Recorder};
@@ -220,6 +222,20 @@ mod tests {
         let report = Report::new("chat".into(), 1, 1.0, &recorder.snapshot(), Vec::new());
         let slo = Slo::parse("chat_delivery:p99<50ms").expect("an objective");
         assert!(!slo.check(&report).met, "5 % of the messages never arrived:\n{}", report.render());
+    }
+
+    #[test]
+    fn an_error_answer_is_one_attempt_that_failed() {
+        let recorder = Recorder::default();
+        let unavailable = Outcome::Error(ErrorBody::new(ErrorCode::Unavailable, "Redis is down"));
+        for _ in 0..1000 {
+            recorder.answered(0, "update_state", Duration::from_millis(1), &unavailable, false);
+        }
+        let report = Report::new("state".into(), 1, 1.0, &recorder.snapshot(), Vec::new());
+        assert_eq!(report.total_attempts(), 1000, "{}", report.render());
+        let check = Slo::parse("errors<60%").expect("an objective").check(&report);
+        assert_eq!(check.measured, 1.0, "every update was refused: {check}");
+        assert!(!check.met, "{check}");
     }
 
     #[test]
