@@ -1,6 +1,7 @@
-//! What the clients measured: per request kind, an HDR histogram of latencies (microseconds, up to
-//! 60 s), the count of answers, and errors by code. Clients record into a few sharded stats so
-//! thousands of tasks do not contend on one lock; the shards merge at the end.
+//! What the clients measured: per request kind, an HDR histogram of latencies (microseconds, sized
+//! for a minute and growing past it), the count of answers, and errors by code. Clients record
+//! into a few sharded stats so thousands of tasks do not contend on one lock; the shards merge at
+//! the end.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -12,8 +13,9 @@ use proto::Outcome;
 
 use crate::conn::ConnError;
 
-/// The largest latency a histogram records exactly; longer ones are recorded as this.
-pub const MAX_LATENCY_MICROS: u64 = 60_000_000;
+/// The latency range a histogram is allocated for at first; a longer latency (a paced request
+/// answered late in a long saturated run) grows it rather than being recorded as this.
+pub const INITIAL_MAX_LATENCY_MICROS: u64 = 60_000_000;
 /// Significant decimal digits the histograms keep.
 const SIGNIFICANT_DIGITS: u8 = 3;
 /// Independent stats the clients record into (client `i` uses shard `i % SHARDS`).
@@ -56,14 +58,11 @@ pub struct KindStats {
 
 impl KindStats {
     fn new() -> KindStats {
-        KindStats {
-            // The bounds are constants that hdrhistogram accepts.
-            latency: Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, SIGNIFICANT_DIGITS)
-                .expect("valid histogram bounds"),
-            ok: 0,
-            errors: BTreeMap::new(),
-            expected: BTreeMap::new(),
-        }
+        // The bounds are constants that hdrhistogram accepts.
+        let mut latency = Histogram::new_with_bounds(1, INITIAL_MAX_LATENCY_MICROS, SIGNIFICANT_DIGITS)
+            .expect("valid histogram bounds");
+        latency.auto(true);
+        KindStats { latency, ok: 0, errors: BTreeMap::new(), expected: BTreeMap::new() }
     }
 
     /// Requests answered by the server, whatever the outcome.
@@ -137,11 +136,10 @@ impl Recorder {
         outcome: &Outcome,
         expected: bool,
     ) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_MICROS);
         self.answered.fetch_add(1, Ordering::Relaxed);
         self.with_shard(client, |stats| {
             let kind = stats.kind(kind);
-            kind.latency.saturating_record(micros);
+            record(&mut kind.latency, latency);
             if matches!(outcome, Outcome::Ok(_)) {
                 kind.ok += 1;
             }
@@ -165,10 +163,9 @@ impl Recorder {
     /// never an error, so the failures of its kind (`undelivered`, `unsettled`) stand out as the
     /// ones that never came.
     pub fn observed(&self, client: usize, kind: &'static str, latency: Duration) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_MICROS);
         self.with_shard(client, |stats| {
             let kind = stats.kind(kind);
-            kind.latency.saturating_record(micros);
+            record(&mut kind.latency, latency);
             kind.ok += 1;
         });
     }
@@ -211,5 +208,35 @@ impl Recorder {
         if let Ok(mut stats) = self.shards[client % SHARDS].lock() {
             record(&mut stats);
         }
+    }
+}
+
+/// Records `latency` in microseconds (at least 1), growing `histogram` as far as hdrhistogram can
+/// (2^62 µs, beyond any run); only past that is it recorded as the largest value it tracks.
+fn record(histogram: &mut Histogram<u64>, latency: Duration) {
+    let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+    if histogram.record(micros).is_err() {
+        histogram.saturating_record(micros);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::Reply;
+
+    use super::*;
+
+    #[test]
+    fn latencies_past_a_minute_are_kept_as_they_were() {
+        let recorder = Recorder::default();
+        let pong = Outcome::Ok(Reply::Pong { server_time_ms: 0 });
+        // A paced request answered late in a long saturated run, and a delivery that took ten
+        // minutes.
+        recorder.answered(0, "ping", Duration::from_secs(90), &pong, false);
+        recorder.observed(1, CHAT_DELIVERY, Duration::from_secs(600));
+        let stats = recorder.snapshot();
+        let max_secs = |kind: &str| stats.kinds[kind].latency.max() as f64 / 1e6;
+        assert!((max_secs("ping") - 90.0).abs() < 0.1, "{}", max_secs("ping"));
+        assert!((max_secs(CHAT_DELIVERY) - 600.0).abs() < 1.0, "{}", max_secs(CHAT_DELIVERY));
     }
 }
