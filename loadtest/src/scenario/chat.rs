@@ -168,6 +168,8 @@ async fn send_until_deadline(
                 match open.conn.send(request(&ctx.shared.run_id, target, scheduled)).await {
                     Ok(id) => pending.push_back((id, scheduled)),
                     Err(error) => {
+                        // The message that did not go out fails with those awaiting an answer.
+                        pending.push_back((0, scheduled));
                         ctx.record_unsent(kind, next + interval.unwrap_or_default(), interval);
                         return Err(fail_all(ctx, kind, &mut pending, &error));
                     }
@@ -189,6 +191,10 @@ async fn send_until_deadline(
                 Ok(ServerMessage::Event(event)) => record_delivery(ctx, own_id, Some(target), &event),
                 Err(error) => {
                     ctx.record_unsent(kind, next, interval);
+                    if interval.is_none() && pending.is_empty() {
+                        // Closed loop, the message due next fails in its place.
+                        pending.push_back((0, now));
+                    }
                     return Err(fail_all(ctx, kind, &mut pending, &error));
                 }
             },
@@ -262,14 +268,15 @@ fn sent_at(run_id: &str, text: &str) -> Option<u128> {
 /// The connection was lost, or the last acknowledgements never came.
 struct Lost;
 
-/// Records every unacknowledged message (at least one) as failed with `error`.
+/// Records every unacknowledged message as failed with `error` (the rest of a paced schedule is
+/// [`ClientContext::record_unsent`]'s).
 fn fail_all(
     ctx: &ClientContext,
     kind: &'static str,
     pending: &mut VecDeque<(u64, Instant)>,
     error: &ConnError,
 ) -> Lost {
-    for _ in 0..pending.len().max(1) {
+    for _ in 0..pending.len() {
         ctx.shared.recorder.failed(ctx.index, kind, error);
     }
     pending.clear();

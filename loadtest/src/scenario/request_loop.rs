@@ -78,6 +78,8 @@ async fn paced(
                 match open.conn.send(std::mem::replace(&mut request, next_request())).await {
                     Ok(id) => pending.push_back((id, next)),
                     Err(error) => {
+                        // The request that did not go out fails with those awaiting an answer.
+                        pending.push_back((0, next));
                         ctx.record_unsent(kind, next + interval, Some(interval));
                         return fail_all(ctx, kind, &mut pending, &error);
                     }
@@ -104,15 +106,15 @@ async fn paced(
     }
 }
 
-/// Records every unanswered request (at least one) as failed with `error`.
+/// Records every unanswered request as failed with `error` (the rest of the schedule is
+/// [`ClientContext::record_unsent`]'s).
 fn fail_all(
     ctx: &ClientContext,
     kind: &'static str,
     pending: &mut VecDeque<(u64, Instant)>,
     error: &ConnError,
 ) {
-    // A connection lost between requests still counts once.
-    for _ in 0..pending.len().max(1) {
+    for _ in 0..pending.len() {
         ctx.shared.recorder.failed(ctx.index, kind, error);
     }
     pending.clear();

@@ -3,7 +3,7 @@
 use loadtest::conn::Connection;
 use proto::{Encoding, Outcome, Reply, Request};
 
-use crate::support::{FakeGateway, response_frame};
+use crate::support::{Answer, FakeGateway, response_frame};
 
 /// An `event` whose variant index (200) no version-1 client knows: what a newer server's new
 /// event looks like to it.
@@ -13,7 +13,7 @@ const UNKNOWN_EVENT: [u8; 2] = [0x01, 200];
 async fn an_event_the_client_cannot_decode_is_skipped_and_the_connection_goes_on() {
     let gateway = FakeGateway::start(|_, request| {
         let pong = response_frame(&request, Outcome::Ok(Reply::Pong { server_time_ms: 1 }));
-        Some(vec![UNKNOWN_EVENT.to_vec(), pong])
+        Answer { frames: vec![UNKNOWN_EVENT.to_vec(), pong], then_close: false }
     })
     .await;
     let mut conn = Connection::open(&gateway.url, None, Encoding::Bincode).await.expect("connect");

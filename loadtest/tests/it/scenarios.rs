@@ -4,9 +4,12 @@ use std::time::Duration;
 
 use loadtest::slo::Slo;
 use loadtest::stats::{CHAT_DELIVERY, INVENTORY_GRANT, TRADE};
-use loadtest::{Rates, ScenarioOptions};
+use loadtest::{Mix, Rates, ScenarioKind, ScenarioOptions};
+use proto::{AccountId, Outcome, Reply, Request, SessionInfo};
 
-use crate::support::{CuttableProxy, N_CLIENTS, TestGateway, assert_clean_and_counted};
+use crate::support::{
+    Answer, CuttableProxy, FakeGateway, N_CLIENTS, TestGateway, assert_clean_and_counted, response_frame,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_closed_loop_is_counted_alike_by_client_and_server() {
@@ -78,6 +81,40 @@ async fn a_paced_schedule_starts_when_its_client_does_however_long_connecting_ta
     assert!((380..=440).contains(&ping.count), "{} pings:\n{}", ping.count, report.render());
     assert!(ping.max_ms >= 1000.0, "the first pings waited for the connection:\n{}", report.render());
     gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_paced_client_whose_connection_closes_between_requests_counts_exactly_its_schedule() {
+    // Answers the resume and five pings, then closes the connection with nothing outstanding.
+    let gateway = FakeGateway::start(|n, request| {
+        let outcome = match request.request {
+            Request::Resume { .. } => Outcome::Ok(Reply::Session(SessionInfo {
+                account_id: AccountId::default(),
+                username: "lt-load-0".into(),
+                token: "token".into(),
+                idle_timeout_secs: 60,
+                expires_at_ms: u64::MAX,
+            })),
+            _ => Outcome::Ok(Reply::Pong { server_time_ms: 0 }),
+        };
+        Answer { frames: vec![response_frame(&request, outcome)], then_close: n == 5 }
+    })
+    .await;
+    let mut rates = Rates::default();
+    rates.add("ping=20").expect("rate");
+    let options = loadtest::Options {
+        rates,
+        tokens: vec!["token".into()],
+        duration: Duration::from_secs(1),
+        ..loadtest::Options::new(gateway.url.clone(), Mix::single(ScenarioKind::Ping), 1)
+    };
+    let report = loadtest::run(options).await.expect("run");
+    // 20 pings scheduled over the second: five answered, the other fifteen not sent, and nothing
+    // else.
+    let ping = &report.kinds["ping"];
+    assert_eq!(ping.count, 5, "{}", report.render());
+    assert_eq!(ping.errors.get("not_sent"), Some(&15), "{}", report.render());
+    assert_eq!(ping.n_attempts(), 20, "{}", report.render());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -182,9 +182,16 @@ pub fn assert_clean_and_counted(report: &Report) {
     assert_eq!(report.client_requests(), report.server_requests, "counts differ:\n{}", report.render());
 }
 
-/// What a [`FakeGateway`] does with the `n`th request of a connection (from 0): the frames to send
-/// back (encoded bincode, sent as binary frames), or `None` to close the connection instead.
-pub type Script = dyn Fn(u64, ClientMessage) -> Option<Vec<Vec<u8>>> + Send + Sync;
+/// What a [`FakeGateway`] does with the `n`th request of a connection (from 0).
+pub type Script = dyn Fn(u64, ClientMessage) -> Answer + Send + Sync;
+
+/// A [`FakeGateway`]'s answer to one request.
+pub struct Answer {
+    /// Frames to send back (encoded bincode, sent as binary frames).
+    pub frames: Vec<Vec<u8>>,
+    /// Whether to close the connection once they are sent.
+    pub then_close: bool,
+}
 
 /// A stand-in for the gateway on a real WebSocket, speaking bincode, that answers as its script
 /// says: for frames the real gateway never sends, or a connection it closes at a chosen moment.
@@ -194,9 +201,7 @@ pub struct FakeGateway {
 }
 
 impl FakeGateway {
-    pub async fn start(
-        script: impl Fn(u64, ClientMessage) -> Option<Vec<Vec<u8>>> + Send + Sync + 'static,
-    ) -> FakeGateway {
+    pub async fn start(script: impl Fn(u64, ClientMessage) -> Answer + Send + Sync + 'static) -> FakeGateway {
         let script: Arc<Script> = Arc::new(script);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake gateway");
         let url = format!("ws://{}/", listener.local_addr().expect("fake gateway addr"));
@@ -227,12 +232,15 @@ async fn serve_fake(stream: TcpStream, script: Arc<Script>) {
     while let Some(Ok(frame)) = socket.next().await {
         let Message::Binary(bytes) = frame else { continue };
         let request: ClientMessage = codec::decode(Encoding::Bincode, &bytes).expect("a request");
-        let Some(frames) = script(n, request) else { break };
+        let answer = script(n, request);
         n += 1;
-        for frame in frames {
+        for frame in answer.frames {
             if socket.send(Message::Binary(frame.into())).await.is_err() {
                 return;
             }
+        }
+        if answer.then_close {
+            break;
         }
     }
     let _ = socket.close(None).await;
