@@ -1,10 +1,11 @@
 //! The PostgreSQL baseline: the `state` scenario's player-state updates written the conventional
 //! way, as a yardstick for the gateway's buffered write path. Workers each hold one connection and
 //! send one prepared single-row upsert per update, each its own (autocommit) transaction, with
-//! PostgreSQL's default durability (`synchronous_commit = on`), closed loop; the players are
-//! spread over the workers so no two workers write the same row. The sweep runs each concurrency
-//! level for the same duration and reports each level as an ordinary [`Report`] (request kind
-//! [`KIND`]) and the best level.
+//! PostgreSQL's default durability (`synchronous_commit = on`, which each connection sets, so a
+//! server or role configured otherwise does not change the yardstick), closed loop; the players
+//! are spread over the workers so no two workers write the same row. The sweep runs each
+//! concurrency level for the same duration and reports each level as an ordinary [`Report`]
+//! (request kind [`KIND`]) and the best level.
 //!
 //! It is not a [`crate::ScenarioKind`]: it opens no WebSocket, has no gateway to scrape and
 //! cannot be blended with the scenarios, so it is a subcommand of its own over [`run`].
@@ -40,6 +41,9 @@ pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest table name PostgreSQL keeps (`NAMEDATALEN` − 1).
 const TABLE_NAME_MAX_BYTES: usize = 63;
+/// The `synchronous_commit` every connection of the baseline sets: PostgreSQL's default, a commit
+/// acknowledged once its WAL is flushed, whatever the server, role or URL would otherwise choose.
+const SYNCHRONOUS_COMMIT: &str = "on";
 
 /// Everything one sweep is told.
 #[derive(Debug, Clone)]
@@ -107,7 +111,8 @@ pub enum BaselineOutcome {
 pub struct BaselineReport {
     /// `SHOW server_version`.
     pub server_version: String,
-    /// `SHOW synchronous_commit` as the server had it (the default is `on`).
+    /// `SHOW synchronous_commit` on the baseline's connections ([`SYNCHRONOUS_COMMIT`], which
+    /// each sets).
     pub synchronous_commit: String,
     /// The table written.
     pub table: String,
@@ -367,8 +372,9 @@ fn error_label(error: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Connects to `url` without TLS; returns the client and its connection's driver, which must be
-/// polled (spawned) for the client to work and ends when the client is dropped.
+/// Connects to `url` without TLS and sets [`SYNCHRONOUS_COMMIT`]; returns the client and its
+/// connection's driver, which must be polled (spawned) for the client to work and ends when the
+/// client is dropped.
 async fn connect(url: &str) -> anyhow::Result<(Client, tokio::task::JoinHandle<()>)> {
     let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_postgres::connect(url, NoTls))
         .await
@@ -379,6 +385,10 @@ async fn connect(url: &str) -> anyhow::Result<(Client, tokio::task::JoinHandle<(
             tracing::debug!(%error, "postgres connection ended");
         }
     });
+    client
+        .batch_execute(&format!("SET synchronous_commit = {SYNCHRONOUS_COMMIT}"))
+        .await
+        .context("setting synchronous_commit")?;
     Ok((client, driver))
 }
 

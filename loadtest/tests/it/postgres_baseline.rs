@@ -67,3 +67,31 @@ async fn postgres_baseline_sweeps_levels_and_every_acknowledged_upsert_lands() {
     drop(client);
     driver.await.expect("join").expect("connection");
 }
+
+#[tokio::test]
+async fn postgres_baseline_commits_durably_even_when_its_connection_asks_otherwise() {
+    let url = std::env::var("LOADTEST_POSTGRES_URL").unwrap_or_else(|_| MACHINE_POSTGRES_URL.into());
+    // A server, role or URL may turn synchronous commits off; the baseline is documented as
+    // PostgreSQL's default durability, which is what the gateway is compared with.
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let asking_otherwise = format!("{url}{separator}options=-c%20synchronous_commit%3Doff");
+    let table = format!("loadtest_player_state_durable_{}", std::process::id());
+    let options = BaselineOptions {
+        concurrency: vec![1],
+        duration: Duration::from_millis(200),
+        n_players: 10,
+        table: table.clone(),
+        ..BaselineOptions::new(Some(asking_otherwise))
+    };
+    let report = match postgres_baseline::run(options).await.expect("run against the machine's PostgreSQL") {
+        BaselineOutcome::Ran(report) => report,
+        BaselineOutcome::Skipped(reason) => panic!("skipped with a URL: {reason}"),
+    };
+    assert_eq!(report.synchronous_commit, "on", "{}", report.render());
+    assert_eq!(report.levels[0].report.total_errors, 0, "{}", report.render());
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.expect("connect");
+    let driver = tokio::spawn(connection);
+    client.batch_execute(&format!("DROP TABLE {table}")).await.expect("drop");
+    drop(client);
+    driver.await.expect("join").expect("connection");
+}
