@@ -39,8 +39,9 @@ pub const DEFAULT_PASSWORD: &str = "load-test-password";
 pub const DEFAULT_USERNAME_PREFIX: &str = "load";
 /// Interval of the progress line.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
-/// How long the server's request counters may keep moving after the last answer (the gateway
-/// counts a request just after it queues the response).
+/// How long the gateways' figures may keep moving after the last answer: request counters (the
+/// gateway counts a request just after it queues the response), connections closing, and the
+/// flush of the last player-state updates (every second by default).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause between the scrapes that check the counters have settled.
 const SETTLE_POLL: Duration = Duration::from_millis(100);
@@ -344,8 +345,10 @@ async fn scrape_at_peak(admins: &[String], shared: &Shared, n_holding: u64) -> O
 }
 
 /// Scrapes until the gateways have counted `expected` requests since `before` (they count just
-/// after answering) and hold no more connections than before (a connection counts as closed a
-/// moment after its client has gone), or until the settle timeout.
+/// after answering), hold no more connections than before (a connection counts as closed a
+/// moment after its client has gone) and, if they took player-state updates, have flushed them
+/// all (so the rows flushed include the flush after the last update), or until the settle
+/// timeout.
 async fn scrape_settled(
     admins: &[String],
     before: &[Snapshot],
@@ -361,9 +364,16 @@ async fn scrape_settled(
     let still_open = |snapshots: &[Snapshot]| -> bool {
         snapshots.iter().zip(before).any(|(after, before)| after.connections > before.connections)
     };
+    let still_buffered = |snapshots: &[Snapshot]| -> bool {
+        snapshots.iter().zip(before).any(|(after, before)| {
+            after.player_updates_accepted > before.player_updates_accepted && after.player_buffered > 0
+        })
+    };
     let give_up = Instant::now() + SETTLE_TIMEOUT;
     let mut snapshots = scrape_all(admins).await?;
-    while (counted(&snapshots) < expected || still_open(&snapshots)) && Instant::now() < give_up {
+    while (counted(&snapshots) < expected || still_open(&snapshots) || still_buffered(&snapshots))
+        && Instant::now() < give_up
+    {
         tokio::time::sleep(SETTLE_POLL).await;
         snapshots = scrape_all(admins).await?;
     }

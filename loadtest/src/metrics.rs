@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub player_rows_flushed: u64,
     /// `player_flush_lag_seconds`: the age of the oldest update not yet in SQLite.
     pub player_flush_lag_secs: f64,
+    /// `player_buffered`: players whose state is not yet in SQLite (0 without a buffer).
+    pub player_buffered: u64,
 }
 
 impl Snapshot {
@@ -88,6 +90,7 @@ pub fn parse(text: &str) -> Snapshot {
             "gateway_connections" => snapshot.connections = value,
             "player_updates_accepted_total" => snapshot.player_updates_accepted = value,
             "player_rows_flushed_total" => snapshot.player_rows_flushed = value,
+            "player_buffered" => snapshot.player_buffered = value,
             "gateway_requests_total" => {
                 let label = |key: &str| {
                     labels.split(',').find_map(|pair| {
@@ -184,11 +187,12 @@ mod tests {
                     gateway_requests_total{request=\"login\",outcome=\"unauthorized\"} 2\n\
                     gateway_requests_total{request=\"login\",outcome=\"ok\"} 3\n\
                     player_updates_accepted_total 1200\nplayer_rows_flushed_total 60\n\
-                    player_flush_lag_seconds 0.375\n";
+                    player_flush_lag_seconds 0.375\nplayer_buffered 7\n";
         let after = parse(text);
         assert_eq!(after.connections, 12);
         assert_eq!((after.player_updates_accepted, after.player_rows_flushed), (1200, 60));
         assert!((after.player_flush_lag_secs - 0.375).abs() < 1e-9);
+        assert_eq!(after.player_buffered, 7);
         assert_eq!(after.resident_bytes, 4_096_000);
         let before = parse("gateway_requests_total{request=\"ping\",outcome=\"ok\"} 20\n");
         let deltas = after.requests_since(&before);

@@ -119,8 +119,8 @@ pub struct GatewayReport {
     pub outcomes: BTreeMap<String, BTreeMap<String, u64>>,
     /// Player-state updates this gateway acknowledged during the run.
     pub player_updates_accepted: u64,
-    /// Player-state rows its flusher wrote to SQLite during the run (buffered mode; the last
-    /// flush of the run may land after the scrape).
+    /// Player-state rows its flusher wrote to SQLite during the run (buffered mode), including
+    /// the flush of the run's last updates unless it took longer than the settle timeout.
     pub player_rows_flushed: u64,
     /// Its player-state flush lag, sampled through the run (`None` if no sample succeeded).
     pub flush_lag: Option<FlushLag>,

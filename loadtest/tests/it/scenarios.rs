@@ -208,6 +208,26 @@ async fn state_updates_are_counted_alike_by_client_server_and_player_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rows_flushed_include_the_flush_of_the_runs_last_updates() {
+    let gateway = TestGateway::start().await;
+    let mut rates = Rates::default();
+    rates.add("state=20").expect("rate");
+    let report = loadtest::run(loadtest::Options { rates, ..gateway.options("state") }).await.expect("run");
+    assert_clean_and_counted(&report);
+    // Once the buffer is empty every update of the run is in player.db: the report must have
+    // counted the rows of that last flush too.
+    let flushed = gateway.wait_until_player_state_is_flushed().await;
+    let reported = &report.gateways[0];
+    assert_eq!(
+        reported.player_rows_flushed,
+        flushed.player_rows_flushed - reported.before.player_rows_flushed,
+        "{}",
+        report.render()
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paced_state_and_ping_in_a_blend_are_recorded_under_their_own_kinds() {
     let gateway = TestGateway::start().await;
     let mut rates = Rates::default();

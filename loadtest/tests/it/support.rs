@@ -108,6 +108,19 @@ impl TestGateway {
         }
     }
 
+    /// Waits until the gateway holds no unflushed player state, and returns that scrape.
+    pub async fn wait_until_player_state_is_flushed(&self) -> loadtest::metrics::Snapshot {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let snapshot = loadtest::metrics::scrape(&self.admin).await.expect("scrape");
+            if snapshot.player_buffered == 0 {
+                return snapshot;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the flusher empties the buffer");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Starts the gateway's shutdown, which closes every connection, without waiting for it.
     pub fn begin_shutdown(&self) {
         self.shutdown.cancel();
