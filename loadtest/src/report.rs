@@ -34,7 +34,8 @@ pub struct Report {
     pub inventory_transactions: u64,
     /// The same per second over the run.
     pub inventory_transactions_per_sec: f64,
-    /// Each gateway's figures, in `--admin` order.
+    /// Each gateway's figures, in `--admin` order; none if a gateway could not be scraped after
+    /// the run.
     pub gateways: Vec<GatewayReport>,
 }
 

@@ -118,6 +118,23 @@ async fn a_paced_client_whose_connection_closes_between_requests_counts_exactly_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_goes_away_during_a_run_still_gets_the_clients_report() {
+    let gateway = TestGateway::start().await;
+    let mut rates = Rates::default();
+    rates.add("ping=20").expect("rate");
+    let options = loadtest::Options { rates, duration: Duration::from_secs(4), ..gateway.options("ping") };
+    let run = tokio::spawn(loadtest::run(options));
+    gateway.wait_until_every_client_sent("ping").await;
+    gateway.stop().await;
+    // The admin port went with the gateway: the report has no gateway figures, but what the
+    // clients saw (pings answered, then the rest of the schedule not sent) is all there.
+    let report = run.await.expect("join").expect("a report without the gateway's figures");
+    assert!(report.gateways.is_empty(), "{}", report.render());
+    let ping = &report.kinds["ping"];
+    assert!(ping.count > 0 && ping.errors.get("not_sent").is_some_and(|n| *n > 0), "{}", report.render());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paced_traders_whose_connections_are_cut_count_what_they_did_not_send() {
     let gateway = TestGateway::start().await;
     let proxy = CuttableProxy::start(&gateway.url).await;
