@@ -10,8 +10,10 @@
 //! [`crate::stats::CHAT_DELIVERY`]. The sender's own copy is not counted. Each acknowledged
 //! message adds its number of other members to the deliveries expected ([`Tally`]); clients stay
 //! connected after the end until every expected delivery has arrived (or the drain timeout), and
-//! the run records the shortfall as `undelivered` errors. At the very end a room's members leave
-//! it, so a later run with other rooms does not deliver to them.
+//! the run records the shortfall as `undelivered` errors. A paced client that never gets to send
+//! (it cannot connect, or its room or partner never comes) counts its whole schedule as
+//! `not_sent`. At the very end a room's members leave it, so a later run with other rooms does
+//! not deliver to them.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,9 +81,15 @@ enum Target {
 pub async fn run(ctx: ClientContext) {
     let tally = &ctx.shared.chat;
     let done_sending = DoneSending(tally);
-    let Some((mut open, own_id)) = ctx.connect_session().await else { return };
+    // Where a paced client's schedule is counted from, should it never get to send.
+    let schedule_start = ctx.first_send(ctx.rate.map(|rate| Duration::from_secs_f64(1.0 / rate)));
+    let Some((mut open, own_id)) = ctx.connect_session().await else {
+        record_schedule_unsent(&ctx, schedule_start);
+        return;
+    };
     let ready = Ready::new(&ctx.shared);
     let Some((target, fanout)) = join(&ctx, &mut open, own_id).await else {
+        record_schedule_unsent(&ctx, schedule_start);
         drop(done_sending);
         linger(&ctx, &mut open, own_id, None).await;
         drop(ready);
@@ -100,6 +108,30 @@ pub async fn run(ctx: ClientContext) {
     open.close().await;
 }
 
+/// Records the whole schedule of a paced client that never got to send (it could not connect or
+/// join, or its room or partner never came) as `not_sent`, from `schedule_start`, as
+/// [`ClientContext::record_unsent`] does; nothing for a client with nobody to write to (the last
+/// of an odd number of direct-message clients, or alone in its room), which has no schedule.
+fn record_schedule_unsent(ctx: &ClientContext, schedule_start: Instant) {
+    let (target, has_others) = if ctx.shared.scenario.chat_dm {
+        (Target::Direct { to: AccountId::default() }, ctx.rank ^ 1 < ctx.n_peers)
+    } else {
+        let room = Target::Room { channel_id: ChannelId::default(), name: String::new() };
+        (room, room_of(ctx).2 >= 2)
+    };
+    if has_others {
+        let kind = request(&ctx.shared.run_id, &target, schedule_start).kind();
+        ctx.record_unsent(kind, schedule_start, ctx.rate.map(|rate| Duration::from_secs_f64(1.0 / rate)));
+    }
+}
+
+/// The client's room: (members per room, room number, members of this room).
+fn room_of(ctx: &ClientContext) -> (usize, usize, usize) {
+    let size = ctx.shared.scenario.chat_room_size.max(2);
+    let room = ctx.rank / size;
+    (size, room, ctx.n_peers.min((room + 1) * size) - room * size)
+}
+
 /// Joins the room (or finds the partner) and waits for the others; returns where to send and
 /// how many other members each message reaches. `None` when there is nobody to talk to or the
 /// run ended first.
@@ -116,12 +148,10 @@ async fn join(ctx: &ClientContext, open: &mut Open, own_id: AccountId) -> Option
         let to = rendezvous.wait_for_member(&key, partner_rank, deadline).await?;
         return Some((Target::Direct { to }, 1));
     }
-    let size = ctx.shared.scenario.chat_room_size.max(2);
-    let room = ctx.rank / size;
+    let (size, room, members) = room_of(ctx);
     let name = format!("lt-{size}-{room}");
     let joined = ctx.call(&mut open.conn, Request::Chat(ChatRequest::JoinRoom { name: name.clone() })).await;
     let Some(Outcome::Ok(Reply::Chat(ChatReply::Channel(channel)))) = joined else { return None };
-    let members = ctx.n_peers.min((room + 1) * size) - room * size;
     let key = format!("chat-room-{room}");
     rendezvous.arrive(&key, ctx.rank, own_id);
     if members < 2 || !rendezvous.wait_for_count(&key, members, deadline).await {

@@ -295,6 +295,26 @@ async fn paced_direct_messages_reach_the_partner() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_chat_clients_that_never_get_to_send_count_their_schedule_as_not_sent() {
+    let gateway = TestGateway::start().await;
+    let (mut tokens, _) =
+        loadtest::prepare_sessions(gateway.options("login-storm"), 4).await.expect("prepare sessions");
+    // Client 1 cannot authenticate, so its partner, client 0, has nobody to write to.
+    tokens[1] = "0".repeat(64);
+    let scenario = ScenarioOptions { chat_dm: true, ..gateway.options("chat").scenario };
+    let mut rates = Rates::default();
+    rates.add("chat=20").expect("rate");
+    let options = loadtest::Options { scenario, rates, tokens, ..gateway.options("chat") };
+    let report = loadtest::run(options).await.expect("run");
+    // Each of the two clients scheduled about 20/s × 2 s and sent none of it.
+    let sends = &report.kinds["chat_send_direct"];
+    let not_sent = sends.errors.get("not_sent").copied().unwrap_or(0);
+    assert!((60..=90).contains(&not_sent), "{not_sent} not sent:\n{}", report.render());
+    assert_eq!(sends.n_errors(), not_sent, "{}", report.render());
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_partners_trade_and_consume_and_every_offer_is_accepted() {
     let gateway = TestGateway::start().await;
     let report = loadtest::run(gateway.options("inventory")).await.expect("run");
