@@ -112,7 +112,7 @@ pub struct GatewayReport {
     pub peak: Option<Snapshot>,
     /// After every client finished.
     pub after: Snapshot,
-    /// (resident memory at the peak − before) ÷ connections at the peak, in bytes.
+    /// (resident memory at the peak − before) ÷ (connections at the peak − before), in bytes.
     pub memory_per_connection_bytes: Option<f64>,
     /// Requests this gateway counted during the run, by kind.
     pub requests: BTreeMap<String, u64>,
@@ -154,9 +154,12 @@ impl GatewayReport {
         after: Snapshot,
         flush_lag: Option<FlushLag>,
     ) -> GatewayReport {
-        let memory_per_connection_bytes = peak.as_ref().filter(|peak| peak.connections > 0).map(|peak| {
-            (peak.resident_bytes as f64 - before.resident_bytes as f64) / peak.connections as f64
-        });
+        // The connections open before the run are in the memory before it too.
+        let memory_per_connection_bytes =
+            peak.as_ref().filter(|peak| peak.connections > before.connections).map(|peak| {
+                (peak.resident_bytes as f64 - before.resident_bytes as f64)
+                    / (peak.connections - before.connections) as f64
+            });
         GatewayReport {
             requests: after.requests_since(&before),
             outcomes: after.outcomes_since(&before),
@@ -326,5 +329,20 @@ fn kind_report(stats: &KindStats, elapsed_secs: f64) -> KindReport {
         mean_ms: if histogram.is_empty() { 0.0 } else { histogram.mean() / 1000.0 },
         errors: stats.errors.clone(),
         expected: stats.expected.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_per_connection_divides_by_the_connections_the_run_added() {
+        let mib = 1024 * 1024;
+        let before = Snapshot { resident_bytes: 100 * mib, connections: 100, ..Snapshot::default() };
+        let peak = Snapshot { resident_bytes: 110 * mib, connections: 200, ..Snapshot::default() };
+        let gateway = GatewayReport::new("admin".into(), before.clone(), Some(peak), before, None);
+        // 10 MiB for the run's 100 connections; the 100 open before are in the memory before.
+        assert_eq!(gateway.memory_per_connection_bytes, Some(10.0 * mib as f64 / 100.0));
     }
 }
