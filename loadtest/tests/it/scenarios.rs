@@ -5,7 +5,7 @@ use std::time::Duration;
 use loadtest::slo::Slo;
 use loadtest::stats::{CHAT_DELIVERY, INVENTORY_GRANT, TRADE};
 use loadtest::{Mix, Rates, ScenarioKind, ScenarioOptions};
-use proto::{AccountId, Outcome, Reply, Request, SessionInfo};
+use proto::{AccountId, ClientMessage, Outcome, Reply, Request, SessionInfo};
 
 use crate::support::{
     Answer, CuttableProxy, FakeGateway, N_CLIENTS, TestGateway, assert_clean_and_counted, response_frame,
@@ -83,20 +83,44 @@ async fn a_paced_schedule_starts_when_its_client_does_however_long_connecting_ta
     gateway.stop().await;
 }
 
+/// A stand-in gateway's answer to a `resume` (a session) or a `ping`.
+fn session_or_pong(request: &ClientMessage) -> Outcome {
+    match request.request {
+        Request::Resume { .. } => Outcome::Ok(Reply::Session(SessionInfo {
+            account_id: AccountId::default(),
+            username: "lt-load-0".into(),
+            token: "token".into(),
+            idle_timeout_secs: 60,
+            expires_at_ms: u64::MAX,
+        })),
+        _ => Outcome::Ok(Reply::Pong { server_time_ms: 0 }),
+    }
+}
+
+#[tokio::test]
+async fn a_run_without_admin_ports_ends_when_its_clients_do() {
+    let gateway = FakeGateway::start(|_, request| {
+        let outcome = session_or_pong(&request);
+        Answer { frames: vec![response_frame(&request, outcome)], then_close: false }
+    })
+    .await;
+    let options = loadtest::Options {
+        tokens: vec!["token".into()],
+        duration: Duration::from_millis(500),
+        ..loadtest::Options::new(gateway.url.clone(), Mix::single(ScenarioKind::Ping), 1)
+    };
+    let started = tokio::time::Instant::now();
+    let report = loadtest::run(options).await.expect("run");
+    // Nothing to scrape: no waiting for counters that no gateway reports.
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(report.kinds["ping"].count > 0, "{}", report.render());
+}
+
 #[tokio::test]
 async fn a_paced_client_whose_connection_closes_between_requests_counts_exactly_its_schedule() {
     // Answers the resume and five pings, then closes the connection with nothing outstanding.
     let gateway = FakeGateway::start(|n, request| {
-        let outcome = match request.request {
-            Request::Resume { .. } => Outcome::Ok(Reply::Session(SessionInfo {
-                account_id: AccountId::default(),
-                username: "lt-load-0".into(),
-                token: "token".into(),
-                idle_timeout_secs: 60,
-                expires_at_ms: u64::MAX,
-            })),
-            _ => Outcome::Ok(Reply::Pong { server_time_ms: 0 }),
-        };
+        let outcome = session_or_pong(&request);
         Answer { frames: vec![response_frame(&request, outcome)], then_close: n == 5 }
     })
     .await;
