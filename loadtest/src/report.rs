@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::metrics::Snapshot;
@@ -64,6 +65,9 @@ pub struct KindReport {
     pub errors: BTreeMap<String, u64>,
     /// Error answers that were part of the plan (first login of a new account), by code.
     pub expected: BTreeMap<String, u64>,
+    /// The answered requests' latencies in microseconds, for any quantile (not in the JSON).
+    #[serde(skip)]
+    pub latency: Option<Histogram<u64>>,
 }
 
 impl KindReport {
@@ -86,8 +90,13 @@ impl KindReport {
         self.count + self.n_unanswered()
     }
 
-    /// The latency at quantile `q` (0..=1), in ms, from the fixed percentiles kept.
+    /// The latency at quantile `q` (0..=1) of the answered requests, in ms: from the histogram
+    /// when the report has it, else from the smallest of the fixed percentiles kept at or above
+    /// `q` (never below the true value); `None` past them or with nothing answered.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        if let Some(latency) = &self.latency {
+            return (!latency.is_empty()).then(|| latency.value_at_quantile(q) as f64 / 1000.0);
+        }
         [
             (0.5, self.p50_ms),
             (0.9, self.p90_ms),
@@ -96,7 +105,7 @@ impl KindReport {
             (1.0, self.max_ms),
         ]
         .into_iter()
-        .find(|(kept, _)| (kept - q).abs() < 1e-9)
+        .find(|(kept, _)| *kept >= q - 1e-9)
         .map(|(_, ms)| ms)
     }
 }
@@ -329,6 +338,7 @@ fn kind_report(stats: &KindStats, elapsed_secs: f64) -> KindReport {
         mean_ms: if histogram.is_empty() { 0.0 } else { histogram.mean() / 1000.0 },
         errors: stats.errors.clone(),
         expected: stats.expected.clone(),
+        latency: Some(histogram.clone()),
     }
 }
 

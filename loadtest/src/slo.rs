@@ -125,14 +125,17 @@ impl Slo {
 /// The latency at `percent` of a kind's requests, in ms, counting those that got no answer as
 /// slower than any that did: infinite when more went unanswered than the percentile leaves out
 /// (every ping timing out must not read as a p99 of 0). Below that, the answered requests'
-/// percentile, a little kind to the few unanswered ones.
+/// latency at the rank the percentile has among all requests, which the unanswered ones push up
+/// (with 1 % unanswered, the p99 of all is the slowest answer).
 fn latency_at(kind: &KindReport, percent: f64) -> f64 {
+    let answered = kind.count as f64;
     let unanswered = kind.n_unanswered() as f64;
-    let requests = kind.count as f64 + unanswered;
+    let requests = answered + unanswered;
     if requests == 0.0 || unanswered > (1.0 - percent / 100.0) * requests {
         return f64::INFINITY;
     }
-    kind.quantile_ms(percent / 100.0).unwrap_or(f64::INFINITY)
+    let among_answered = (percent / 100.0 * requests / answered).min(1.0);
+    kind.quantile_ms(among_answered).unwrap_or(f64::INFINITY)
 }
 
 /// `20ms`, `500us`, `1.5s` or a bare number of ms, in ms.
@@ -189,6 +192,7 @@ mod tests {
             mean_ms: 1.0,
             errors: BTreeMap::from([("timeout".to_owned(), timed_out)]),
             expected: BTreeMap::new(),
+            latency: None,
         };
         Report {
             scenario: "ping".into(),
@@ -236,6 +240,26 @@ mod tests {
         let check = Slo::parse("errors<60%").expect("an objective").check(&report);
         assert_eq!(check.measured, 1.0, "every update was refused: {check}");
         assert!(!check.met, "{check}");
+    }
+
+    #[test]
+    fn unanswered_requests_push_the_percentile_up_among_the_answered_ones() {
+        let recorder = Recorder::default();
+        let pong = Outcome::Ok(proto::Reply::Pong { server_time_ms: 0 });
+        // 990 fast answers, 10 slow ones, and 9 requests that timed out: of the 1,009 requests
+        // the 999th fastest, the p99, is a slow answer.
+        for n in 0..1000 {
+            let latency = Duration::from_millis(if n < 990 { 1 } else { 100 });
+            recorder.answered(0, "ping", latency, &pong, false);
+        }
+        recorder.failed_many(0, "ping", "timeout", 9);
+        let report = Report::new("ping".into(), 1, 1.0, &recorder.snapshot(), Vec::new());
+        let check = Slo::parse("ping:p99<20ms").expect("an objective").check(&report);
+        assert!(!check.met, "{check}");
+        assert!((check.measured - 100.0).abs() < 0.1, "{check}");
+        // Any percentile reads from the histogram, not only the few the table shows.
+        let check = Slo::parse("ping:p95<20ms").expect("an objective").check(&report);
+        assert!(check.met && (check.measured - 1.0).abs() < 0.01, "{check}");
     }
 
     #[test]
