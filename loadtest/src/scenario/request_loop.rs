@@ -2,11 +2,11 @@
 //! the end; the scenarios differ only in the request they build.
 //!
 //! Closed loop (no rate): the next request leaves when the last is answered; latency is the round
-//! trip. Paced (a rate): requests leave on a fixed schedule that starts with the client (before it
-//! connects), whether or not earlier ones were answered; a late client catches up in a burst, and
-//! latency is measured from each request's *scheduled* send time, so a stalled server shows up in
-//! the percentiles instead of slowing the load down (no coordinated omission). Answers are
-//! recorded under [`Request::kind`], the label the gateway counts them under.
+//! trip. Paced (a rate): requests leave on a fixed schedule whether or not earlier ones were
+//! answered, a late client catches up in a burst, and latency is measured from each request's
+//! *scheduled* send time, so a stalled server shows up in the percentiles instead of slowing the
+//! load down (no coordinated omission). Answers are recorded under [`Request::kind`], the label
+//! the gateway counts them under.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -19,19 +19,16 @@ use crate::conn::ConnError;
 
 /// Runs one client that sends the requests `next_request` builds, one per call, until the end.
 pub async fn run(ctx: ClientContext, mut next_request: impl FnMut() -> Request) {
-    // A paced schedule starts when the client does, not once it is connected: a server slow to
-    // let clients in must not thin out the schedule it is measured against.
-    let interval = ctx.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
-    let first_send = ctx.first_send(interval);
     let Some(mut open) = ctx.connect_authenticated().await else {
         // A paced client that never got going leaves its whole schedule unsent.
-        ctx.record_unsent(next_request().kind(), first_send, interval);
+        let interval = ctx.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
+        ctx.record_unsent(next_request().kind(), ctx.first_send(interval), interval);
         return;
     };
     let ready = Ready::new(&ctx.shared);
-    match interval {
+    match ctx.rate {
         None => closed_loop(&ctx, &mut open, &mut next_request).await,
-        Some(interval) => paced(&ctx, &mut open, (first_send, interval), &mut next_request).await,
+        Some(rate) => paced(&ctx, &mut open, rate, &mut next_request).await,
     }
     drop(ready);
     open.close().await;
@@ -45,15 +42,9 @@ async fn closed_loop(ctx: &ClientContext, open: &mut Open, next_request: &mut im
     }
 }
 
-/// Sends one request every `interval` from `first_send`; a client behind its schedule (its
-/// connection came late, or the server held it up) sends what is due at once.
-async fn paced(
-    ctx: &ClientContext,
-    open: &mut Open,
-    (first_send, interval): (Instant, Duration),
-    next_request: &mut impl FnMut() -> Request,
-) {
-    let mut next = first_send;
+async fn paced(ctx: &ClientContext, open: &mut Open, rate: f64, next_request: &mut impl FnMut() -> Request) {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut next = ctx.first_send(Some(interval));
     let deadline = ctx.shared.deadline;
     let drain_deadline = deadline + DRAIN_TIMEOUT;
     // Built one ahead, so a connection lost before the first send is still recorded under the

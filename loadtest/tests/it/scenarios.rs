@@ -65,24 +65,6 @@ async fn paced_clients_that_lose_their_connection_count_what_they_did_not_send()
     assert!(!Slo::parse("ping:p99<1s").expect("slo").check(&report).met, "most pings got no answer");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paced_schedule_starts_when_its_client_does_however_long_connecting_takes() {
-    let gateway = TestGateway::start().await;
-    let proxy = CuttableProxy::delaying(&gateway.url, Duration::from_secs(1)).await;
-    let mut rates = Rates::default();
-    rates.add("ping=20").expect("rate");
-    let options = loadtest::Options { rates, targets: vec![proxy.url.clone()], ..gateway.options("ping") };
-    let report = loadtest::run(options).await.expect("run");
-    // 10 clients × 20/s from their start (spread over the 0.2 s ramp-up) to the end, 2.2 s after
-    // the first: about 420 pings, of which the wait for a connection (a second, and a login)
-    // delays but does not remove any.
-    let ping = &report.kinds["ping"];
-    assert_eq!(ping.n_errors(), 0, "{}", report.render());
-    assert!((380..=440).contains(&ping.count), "{} pings:\n{}", ping.count, report.render());
-    assert!(ping.max_ms >= 1000.0, "the first pings waited for the connection:\n{}", report.render());
-    gateway.stop().await;
-}
-
 /// A stand-in gateway's answer to a `resume` (a session) or a `ping`.
 fn session_or_pong(request: &ClientMessage) -> Outcome {
     match request.request {

@@ -152,12 +152,6 @@ pub struct CuttableProxy {
 
 impl CuttableProxy {
     pub async fn start(gateway_url: &str) -> CuttableProxy {
-        CuttableProxy::delaying(gateway_url, Duration::ZERO).await
-    }
-
-    /// A proxy that holds every new connection for `delay` before passing it on, as a gateway
-    /// slow to take connections would.
-    pub async fn delaying(gateway_url: &str, delay: Duration) -> CuttableProxy {
         let upstream = gateway_url.trim_start_matches("ws://").trim_end_matches('/').to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let url = format!("ws://{}/", listener.local_addr().expect("proxy addr"));
@@ -167,7 +161,6 @@ impl CuttableProxy {
             while let Some(Ok((mut client, _))) = accepting.run_until_cancelled(listener.accept()).await {
                 let (upstream, cut) = (upstream.clone(), accepting.clone());
                 tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
                     let Ok(mut server) = TcpStream::connect(&upstream).await else { return };
                     // Dropping both sockets at the cut closes them mid-conversation.
                     cut.run_until_cancelled(tokio::io::copy_bidirectional(&mut client, &mut server)).await;
