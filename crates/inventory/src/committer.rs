@@ -125,11 +125,14 @@ impl Committer {
 
     /// The prune pass to run in this group, if one is due: records and offers older than this.
     fn prune_due(&mut self, now_ms: u64) -> Option<u64> {
-        if now_ms < self.next_prune_ms {
+        let config = &self.inner.config;
+        let interval_ms = millis(config.prune_interval);
+        // A pass is due at most an interval from now: a clock set back (after a jump ahead, say)
+        // must not hold pruning off until it has caught up again.
+        if now_ms < self.next_prune_ms && self.next_prune_ms - now_ms <= interval_ms {
             return None;
         }
-        let config = &self.inner.config;
-        self.next_prune_ms = now_ms.saturating_add(millis(config.prune_interval));
+        self.next_prune_ms = now_ms.saturating_add(interval_ms);
         Some(now_ms.saturating_sub(millis(config.retention)))
     }
 

@@ -416,6 +416,31 @@ async fn idempotency_records_and_closed_offers_are_pruned_in_batches_after_the_r
     world.stop().await;
 }
 
+#[tokio::test]
+async fn pruning_goes_on_after_the_clock_is_set_back() {
+    let world = World::new();
+    let inventory =
+        world.open_with(InventoryConfig { retention: Duration::from_secs(3600), ..World::config() }).await;
+    let pruned = || inventory.stats().pruned_requests.load(Ordering::Relaxed);
+    let ada = Uuid::now_v7();
+    grant(&inventory, ada, "gold", 10).await;
+
+    // A bad time source puts the clock a year ahead for one group, which prunes the first record;
+    // then the clock is set right.
+    world.clock.advance(Duration::from_secs(365 * 24 * 3600));
+    grant(&inventory, ada, "gold", 1).await;
+    assert_eq!(pruned(), 1);
+    world.clock.set(1_000_000 + 60_000);
+    inventory.consume(ada, stack("gold", 1), "use-1".into()).await.unwrap();
+
+    // Past the window, the record made after the clock was set right is pruned as usual, not a
+    // year later.
+    world.clock.advance(Duration::from_secs(2 * 3600));
+    grant(&inventory, ada, "gold", 1).await;
+    assert_eq!(pruned(), 2);
+    world.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_beside_the_committer_keep_the_wal_bounded() {
     let world = World::new();
