@@ -415,8 +415,8 @@ impl Inventory {
     /// [`InventoryError::StackFull`] when the player would hold more than `max_stack`,
     /// [`InventoryError::KeyReused`], [`InventoryError::ShuttingDown`], [`InventoryError::Shard`].
     pub async fn grant(&self, grant: Grant) -> Result<Receipt<ItemStack>, InventoryError> {
-        self.check_stack(&ItemStack::new(grant.item_id.as_str(), grant.quantity))?;
-        if grant.reason.trim().is_empty() || grant.reason.len() > REASON_MAX_BYTES {
+        let checked = self.check_stack(&ItemStack::new(grant.item_id.as_str(), grant.quantity));
+        if checked.is_ok() && (grant.reason.trim().is_empty() || grant.reason.len() > REASON_MAX_BYTES) {
             return Err(InventoryError::InvalidRequest(format!(
                 "a grant's reason must be 1 to {REASON_MAX_BYTES} bytes"
             )));
@@ -427,7 +427,7 @@ impl Inventory {
             quantity: grant.quantity,
             reason: grant.reason,
         };
-        self.submit(Scope::Service, grant.idempotency_key, command).await.and_then(holding)
+        self.submit_checked(checked, Scope::Service, grant.idempotency_key, command).await.and_then(holding)
     }
 
     /// Uses up `quantity` of an item `account_id` holds; returns the holding afterwards.
@@ -442,9 +442,11 @@ impl Inventory {
         stack: ItemStack,
         idempotency_key: String,
     ) -> Result<Receipt<ItemStack>, InventoryError> {
-        self.check_stack(&stack)?;
+        let checked = self.check_stack(&stack);
         let command = Command::Consume { account_id, item_id: stack.item_id, quantity: stack.quantity };
-        self.submit(Scope::Player(account_id), idempotency_key, command).await.and_then(holding)
+        self.submit_checked(checked, Scope::Player(account_id), idempotency_key, command)
+            .await
+            .and_then(holding)
     }
 
     /// `from` offers a trade. `from` must hold `gives` now (and again at acceptance; nothing is
@@ -461,6 +463,13 @@ impl Inventory {
         offer: NewOffer,
         idempotency_key: String,
     ) -> Result<Receipt<Offer>, InventoryError> {
+        let checked = self.check_offer(from, &offer);
+        let command = Command::MakeOffer { from, to: offer.to, gives: offer.gives, wants: offer.wants };
+        self.submit_checked(checked, Scope::Player(from), idempotency_key, command).await.and_then(offer_of)
+    }
+
+    /// Checks what can be checked of a new offer without the database.
+    fn check_offer(&self, from: Uuid, offer: &NewOffer) -> Result<(), InventoryError> {
         if offer.to == from {
             return Err(InventoryError::InvalidRequest("a player cannot trade with themselves".into()));
         }
@@ -484,8 +493,7 @@ impl Inventory {
                 }
             }
         }
-        let command = Command::MakeOffer { from, to: offer.to, gives: offer.gives, wants: offer.wants };
-        self.submit(Scope::Player(from), idempotency_key, command).await.and_then(offer_of)
+        Ok(())
     }
 
     /// The recipient accepts an open offer: both sides' holdings are checked again and everything
@@ -556,6 +564,37 @@ impl Inventory {
             )));
         }
         Ok(())
+    }
+
+    /// Queues `command` unless `checked` (what [`Inventory::check_stack`] and the like said of
+    /// it) refused it. A request refused by the catalogue that repeats, under the same key, one
+    /// that was applied gets the first result: the catalogue may have changed since (an item
+    /// removed, a `max_stack` lowered), but the change was made, and its retry must say so.
+    async fn submit_checked(
+        &self,
+        checked: Result<(), InventoryError>,
+        scope: Scope,
+        idempotency_key: String,
+        command: Command,
+    ) -> Result<Receipt<Change>, InventoryError> {
+        match checked {
+            Ok(()) => self.submit(scope, idempotency_key, command).await,
+            Err(error @ (InventoryError::UnknownItem(_) | InventoryError::InvalidQuantity(_))) => {
+                let fingerprint = store::fingerprint(&command)?;
+                let stored = self
+                    .inner
+                    .shard
+                    .read(move |conn| Ok(store::stored(conn, &scope, &idempotency_key, &fingerprint)))
+                    .await?;
+                match stored {
+                    Ok(Some(first)) => Ok(first),
+                    // A new key, or one used for another request: the refusal stands.
+                    Ok(None) | Err(InventoryError::KeyReused) => Err(error),
+                    Err(other) => Err(other),
+                }
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Queues a change for the committer and waits until its group has committed.

@@ -98,18 +98,9 @@ pub(crate) fn apply(
     command: &Command,
     now_ms: u64,
 ) -> Result<Receipt<Change>, InventoryError> {
-    let scope = scope_text(scope);
-    let fingerprint = serde_json::to_string(command).map_err(internal)?;
-    let stored: Option<(String, String)> = conn
-        .prepare_cached("SELECT fingerprint, result FROM requests WHERE scope = ?1 AND request_key = ?2")?
-        .query_row(params![scope, key], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
-    if let Some((stored_fingerprint, result)) = stored {
-        if stored_fingerprint != fingerprint {
-            return Err(InventoryError::KeyReused);
-        }
-        let change: Change = serde_json::from_str(&result).map_err(internal)?;
-        return Ok(Receipt { value: change, replayed: true });
+    let fingerprint = fingerprint(command)?;
+    if let Some(receipt) = stored(conn, scope, key, &fingerprint)? {
+        return Ok(receipt);
     }
 
     let change = match command {
@@ -131,11 +122,40 @@ pub(crate) fn apply(
         }
     };
     let result = serde_json::to_string(&change).map_err(internal)?;
+    let scope = scope_text(scope);
     conn.prepare_cached(
         "INSERT INTO requests (scope, request_key, fingerprint, result, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![scope, key, fingerprint, result, to_i64(now_ms)])?;
     Ok(Receipt { value: change, replayed: false })
+}
+
+/// What an idempotency record keeps of its request, to tell a retry from another request.
+pub(crate) fn fingerprint(command: &Command) -> Result<String, InventoryError> {
+    serde_json::to_string(command).map_err(internal)
+}
+
+/// The stored result of an earlier request with this key, as a replay; `None` when the key is
+/// new (or was pruned).
+///
+/// # Errors
+/// [`InventoryError::KeyReused`] when the key was used for a request with another fingerprint.
+pub(crate) fn stored(
+    conn: &Connection,
+    scope: &Scope,
+    key: &str,
+    fingerprint: &str,
+) -> Result<Option<Receipt<Change>>, InventoryError> {
+    let stored: Option<(String, String)> = conn
+        .prepare_cached("SELECT fingerprint, result FROM requests WHERE scope = ?1 AND request_key = ?2")?
+        .query_row(params![scope_text(scope), key], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let Some((stored_fingerprint, result)) = stored else { return Ok(None) };
+    if stored_fingerprint != fingerprint {
+        return Err(InventoryError::KeyReused);
+    }
+    let change: Change = serde_json::from_str(&result).map_err(internal)?;
+    Ok(Some(Receipt { value: change, replayed: true }))
 }
 
 /// Rows one prune pass deleted.

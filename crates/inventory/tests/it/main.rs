@@ -65,14 +65,30 @@ impl World {
 
     /// Opens the inventory with `config` without starting its committer.
     async fn open_paused_with(&self, config: InventoryConfig) -> (Inventory, Committer) {
+        self.open_paused_with_catalogue(CATALOGUE, config).await
+    }
+
+    /// Opens the inventory with `catalogue` and `config` without starting its committer.
+    async fn open_paused_with_catalogue(
+        &self,
+        catalogue: &str,
+        config: InventoryConfig,
+    ) -> (Inventory, Committer) {
         Inventory::open(
             self.dir.path().join("inventory.db"),
-            Catalogue::from_toml(CATALOGUE).unwrap(),
+            Catalogue::from_toml(catalogue).unwrap(),
             self.clock.clone(),
             config,
         )
         .await
         .unwrap()
+    }
+
+    /// Opens the inventory with another catalogue than [`CATALOGUE`] and starts its committer.
+    async fn open_with_catalogue(&self, catalogue: &str) -> Inventory {
+        let (inventory, committer) = self.open_paused_with_catalogue(catalogue, World::config()).await;
+        self.tracker.spawn(committer.run(self.shutdown.clone()));
+        inventory
     }
 
     /// Opens the inventory without starting its committer.
@@ -252,6 +268,46 @@ async fn a_retry_with_the_same_key_returns_the_first_result_also_after_reopening
     let after_restart = inventory.consume(ada, stack("potion", 3), "use-1".into()).await.unwrap();
     assert_eq!((after_restart.value.quantity, after_restart.replayed), (7, true));
     assert_eq!(held(&inventory, ada).await, owned(&[("potion", 7)]));
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_retry_gets_its_first_result_also_after_the_catalogue_changed() {
+    let world = World::new();
+    let inventory = world.open().await;
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    let reward = Grant {
+        account_id: ada,
+        item_id: "potion".into(),
+        quantity: 15,
+        reason: "r".into(),
+        idempotency_key: "reward-1".into(),
+    };
+    inventory.grant(reward.clone()).await.unwrap();
+    grant(&inventory, ada, "sword", 1).await;
+    inventory.consume(ada, stack("potion", 12), "use-1".into()).await.unwrap();
+    let proposal = NewOffer { to: bob, gives: vec![stack("sword", 1)], wants: vec![] };
+    let offer = inventory.make_offer(ada, proposal.clone(), "offer-1".into()).await.unwrap().value;
+    world.stop().await;
+    drop(inventory);
+
+    // Restarted with potions stacking to 10 only and the sword gone: each retry still gets the
+    // first result (the change was made), and nothing is applied again.
+    let world = World { tracker: TaskTracker::new(), shutdown: CancellationToken::new(), ..world };
+    let inventory =
+        world.open_with_catalogue("[[item]]\nid = \"potion\"\nname = \"Potion\"\nmax_stack = 10\n").await;
+    let granted = inventory.grant(reward.clone()).await.unwrap();
+    assert_eq!((granted.value.quantity, granted.replayed), (15, true));
+    let used = inventory.consume(ada, stack("potion", 12), "use-1".into()).await.unwrap();
+    assert_eq!((used.value.quantity, used.replayed), (3, true));
+    let offered = inventory.make_offer(ada, proposal.clone(), "offer-1".into()).await.unwrap();
+    assert_eq!((offered.value, offered.replayed), (offer, true));
+    // A new request is judged by the catalogue as it is now.
+    let again = inventory.grant(Grant { idempotency_key: "reward-2".into(), ..reward }).await;
+    assert!(matches!(again, Err(InventoryError::InvalidQuantity(_))), "{again:?}");
+    let again = inventory.make_offer(ada, proposal, "offer-2".into()).await;
+    assert!(matches!(again, Err(InventoryError::UnknownItem(_))), "{again:?}");
+    assert_eq!(held(&inventory, ada).await, owned(&[("potion", 3), ("sword", 1)]));
     world.stop().await;
 }
 
