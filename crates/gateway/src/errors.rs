@@ -72,6 +72,7 @@ pub fn from_inventory(error: &inventory::InventoryError) -> ErrorBody {
         | E::StackFull { .. }
         | E::OffererLacks { .. }
         | E::OffererFull { .. }
+        | E::ItemRetired { .. }
         | E::OfferClosed(_)
         | E::OfferExpired
         | E::TooManyOpenOffers(_)
@@ -143,6 +144,7 @@ mod tests {
         check(E::Insufficient { item_id: "x".into(), held: 0, needed: 1 }, ErrorCode::Conflict);
         check(E::OffererLacks { item_id: "x".into() }, ErrorCode::Conflict);
         check(E::OffererFull { item_id: "x".into() }, ErrorCode::Conflict);
+        check(E::ItemRetired { item_id: "x".into() }, ErrorCode::Conflict);
         check(E::OfferExpired, ErrorCode::Conflict);
         check(E::KeyReused, ErrorCode::Conflict);
         check(E::ShuttingDown, ErrorCode::Unavailable);

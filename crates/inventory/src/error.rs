@@ -57,6 +57,13 @@ pub enum InventoryError {
         /// The item.
         item_id: String,
     },
+    /// Accepting would move an item the catalogue no longer has (removed since the offer was
+    /// made): the offer can only be declined or cancelled.
+    #[error("the offer names {item_id}, which is no longer in the catalogue")]
+    ItemRetired {
+        /// The item.
+        item_id: String,
+    },
     /// The offer was already accepted, declined or cancelled.
     #[error("the offer is already {0:?}")]
     OfferClosed(OfferState),

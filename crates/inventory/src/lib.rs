@@ -503,7 +503,7 @@ impl Inventory {
     /// [`InventoryError::UnknownOffer`], [`InventoryError::NotAllowed`] (not the recipient),
     /// [`InventoryError::OfferClosed`], [`InventoryError::OfferExpired`],
     /// [`InventoryError::Insufficient`] (either side), [`InventoryError::StackFull`] (either side),
-    /// [`InventoryError::UnknownItem`] (an item since removed from the catalogue), and the
+    /// [`InventoryError::ItemRetired`] (an item since removed from the catalogue), and the
     /// common ones of [`Inventory::consume`].
     pub async fn accept(
         &self,

@@ -376,6 +376,13 @@ fn settle(
     }
     let (state, text) = match action {
         Settle::Accept => {
+            // Not the client's bad input: the catalogue changed since the offer was made.
+            let lines = offer.gives.iter().chain(&offer.wants);
+            if let Some(retired) =
+                lines.into_iter().find(|stack| inner.catalogue.get(&stack.item_id).is_none())
+            {
+                return Err(InventoryError::ItemRetired { item_id: retired.item_id.clone() });
+            }
             // Every debit before any credit: a player may receive an item they give away in the
             // same trade (a unique one included) without tripping its max_stack.
             let reason = format!("trade {offer_id}");

@@ -312,6 +312,41 @@ async fn a_retry_gets_its_first_result_also_after_the_catalogue_changed() {
 }
 
 #[tokio::test]
+async fn an_offer_naming_an_item_since_removed_from_the_catalogue_is_refused_as_a_conflict() {
+    let world = World::new();
+    let inventory = world.open().await;
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    grant(&inventory, ada, "potion", 5).await;
+    grant(&inventory, bob, "gold", 5).await;
+    let asks_gold = NewOffer { to: bob, gives: vec![], wants: vec![stack("gold", 5)] };
+    let wants_gold = inventory.make_offer(ada, asks_gold, key()).await.unwrap().value;
+    let gives_potion = NewOffer { to: bob, gives: vec![stack("potion", 5)], wants: vec![] };
+    let potions = inventory.make_offer(ada, gives_potion, key()).await.unwrap().value;
+    world.stop().await;
+    drop(inventory);
+
+    // Restarted without gold: an offer asking for it cannot be accepted, and says why (not as if
+    // the accepter had sent a bad item id); it can still be declined. The other offer is untouched.
+    let world = World { tracker: TaskTracker::new(), shutdown: CancellationToken::new(), ..world };
+    let inventory =
+        world.open_with_catalogue("[[item]]\nid = \"potion\"\nname = \"Potion\"\nmax_stack = 20\n").await;
+    let accepted = inventory.accept(bob, wants_gold.offer_id, key()).await;
+    assert!(
+        matches!(&accepted, Err(InventoryError::ItemRetired { item_id }) if item_id == "gold"),
+        "{accepted:?}"
+    );
+    let declined = inventory.decline(bob, wants_gold.offer_id, key()).await.unwrap().value;
+    assert_eq!(declined.state, OfferState::Declined);
+    assert_eq!(
+        inventory.accept(bob, potions.offer_id, key()).await.unwrap().value.state,
+        OfferState::Accepted
+    );
+    assert_eq!(held(&inventory, ada).await, vec![]);
+    assert_eq!(held(&inventory, bob).await, owned(&[("gold", 5), ("potion", 5)]));
+    world.stop().await;
+}
+
+#[tokio::test]
 async fn an_accepted_trade_swaps_both_sides_and_rechecks_holdings() {
     let world = World::new();
     let inventory = world.open().await;
