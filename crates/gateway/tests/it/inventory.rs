@@ -206,6 +206,8 @@ async fn only_the_service_token_grants_and_a_player_never_can() {
     let (status, retry) = admin(gateway.admin, "POST", "/inventory/grant", Some(TOKEN), &body).await;
     assert_eq!(status, 200);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&retry).unwrap()["replayed"], true);
+    let other_body = grant_body(session.account_id, "gold", 11, "g-1");
+    assert_eq!(admin(gateway.admin, "POST", "/inventory/grant", Some(TOKEN), &other_body).await.0, 409);
     assert_eq!(holdings(&ada).await, owned(&[("gold", 10)]), "a retried grant applies once");
     let nobody = grant_body(AccountId(Uuid::now_v7()), "gold", 1, "g-2");
     assert_eq!(admin(gateway.admin, "POST", "/inventory/grant", Some(TOKEN), &nobody).await.0, 404);
