@@ -187,7 +187,7 @@ pub struct GatewayConfig {
     pub inventory_catalogue: Option<PathBuf>,
     /// How hard `inventory.db` syncs on commit; default full (group commit keeps it fast).
     pub inventory_synchronous: SyncMode,
-    /// Lifetime of an open trade offer; default 10 minutes; must be positive.
+    /// Lifetime of an open trade offer; default 10 minutes; at least a millisecond.
     #[serde(with = "seconds")]
     pub offer_ttl: Duration,
     /// The credential of trusted callers (game servers, ops tools) on the admin port's service
@@ -367,9 +367,9 @@ impl GatewayConfig {
             return fail("chat_membership_changes_per_window and chat_membership_window must be positive");
         }
         if self.service_token.as_ref().is_some_and(|token| token.expose().len() < 16)
-            || self.offer_ttl.is_zero()
+            || self.offer_ttl.as_millis() == 0
         {
-            return fail("service_token must be at least 16 bytes, and offer_ttl positive");
+            return fail("service_token must be at least 16 bytes, and offer_ttl at least a millisecond");
         }
         self.matchmaking.validate().map_err(|e| crate::GatewayError::Config(e.to_string()))?;
         if self.max_frame_bytes < 256 {
@@ -519,6 +519,8 @@ mod tests {
             "session_idle_ttl = 0",
             "session_idle_ttl = 0.0004",
             "login_throttle_window = 0",
+            "offer_ttl = 0",
+            "offer_ttl = 0.0004",
         ] {
             let config: GatewayConfig = toml::from_str(zero_period).expect("a well-formed setting");
             assert!(config.validate().is_err(), "{zero_period} must be refused, not panic later");

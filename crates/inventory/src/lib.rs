@@ -83,7 +83,8 @@ pub const OFFERS_LISTED_MAX: u32 = 200;
 /// Configuration of the inventory domain.
 #[derive(Debug, Clone)]
 pub struct InventoryConfig {
-    /// Lifetime of an open offer; default [`DEFAULT_OFFER_TTL`]; must be positive.
+    /// Lifetime of an open offer; default [`DEFAULT_OFFER_TTL`]; at least a millisecond (offers
+    /// expire by whole milliseconds: a shorter one would expire every offer as it is made).
     pub offer_ttl: Duration,
     /// Open offers one player may have made at once; default [`DEFAULT_MAX_OPEN_OFFERS`].
     pub max_open_offers: u32,
@@ -342,7 +343,7 @@ impl Inventory {
         clock: SharedClock,
         config: InventoryConfig,
     ) -> Result<(Inventory, Committer), InventoryError> {
-        if config.offer_ttl.is_zero()
+        if config.offer_ttl.as_millis() == 0
             || config.max_group == 0
             || config.queue == 0
             || config.retention.is_zero()
@@ -351,8 +352,8 @@ impl Inventory {
             || config.wal_limit_bytes == 0
         {
             return Err(InventoryError::Config(
-                "offer_ttl, max_group, queue, retention, prune_batch, checkpoint_every and wal_limit_bytes \
-                 must be positive"
+                "offer_ttl (at least a millisecond), max_group, queue, retention, prune_batch, \
+                 checkpoint_every and wal_limit_bytes must be positive"
                     .into(),
             ));
         }

@@ -454,6 +454,25 @@ async fn offers_expire_on_the_injected_clock_and_are_limited_per_player() {
 }
 
 #[tokio::test]
+async fn an_offer_ttl_under_a_millisecond_is_refused_at_open() {
+    let world = World::new();
+    for offer_ttl in [Duration::ZERO, Duration::from_micros(400)] {
+        let config = InventoryConfig { offer_ttl, ..World::config() };
+        let opened = Inventory::open(
+            world.dir.path().join("inventory.db"),
+            Catalogue::from_toml(CATALOGUE).unwrap(),
+            world.clock.clone(),
+            config,
+        )
+        .await;
+        assert!(
+            matches!(opened, Err(InventoryError::Config(_))),
+            "{offer_ttl:?}: every offer would be born expired"
+        );
+    }
+}
+
+#[tokio::test]
 async fn idempotency_records_and_closed_offers_are_pruned_in_batches_after_the_retention_window() {
     let world = World::new();
     let inventory = world
