@@ -321,6 +321,7 @@ impl Players {
     /// [`PlayerError::Store`] when the key-value store is down (nothing is acknowledged).
     pub async fn update(&self, player_id: Uuid, update: StateUpdate) -> Result<u64, PlayerError> {
         validate(&update)?;
+        let update = with_positive_zeros(update);
         let now_ms = self.inner.clock.now_ms();
         // The rare and slow paths are boxed, so the future of the hot one (an update buffered in
         // Redis) stays small: callers await it once per update.
@@ -416,6 +417,17 @@ impl Players {
         store::raise_watermark_to_stored(&self.inner.shard).await?;
         flusher::flush_all(self, None).await
     }
+}
+
+/// `update` with every -0.0 made 0.0. SQLite keeps a REAL that is a whole number as an integer,
+/// so `player.db` gives back a -0.0 as 0.0; the buffer would give back -0.0 until the flush.
+fn with_positive_zeros(mut update: StateUpdate) -> StateUpdate {
+    let positive = |value: f32| if value == 0.0 { 0.0 } else { value };
+    if let Some(position) = &mut update.position {
+        *position = Position { x: positive(position.x), y: positive(position.y), z: positive(position.z) };
+    }
+    update.rotation = update.rotation.map(positive);
+    update
 }
 
 fn validate(update: &StateUpdate) -> Result<(), PlayerError> {

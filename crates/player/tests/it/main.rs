@@ -562,3 +562,28 @@ async fn invalid_values_change_nothing() {
     let state = players.get(id).await.unwrap().unwrap();
     assert_eq!((state.position.x, state.version), (1.0, 1));
 }
+
+/// SQLite keeps a REAL that is a whole number as an integer, so a -0.0 comes back from
+/// `player.db` as 0.0: a zero is stored as 0.0 on every path, so a read gives the same bits
+/// before the flush (from the buffer) and after it (from SQLite).
+#[tokio::test]
+async fn a_negative_zero_reads_the_same_before_and_after_its_flush() {
+    let world = World::new();
+    let players = world.players(WriteMode::Buffered).await;
+    let id = Uuid::new_v4();
+    let zeros = StateUpdate {
+        position: Some(Position { x: -0.0, y: 0.0, z: -0.0 }),
+        rotation: Some(-0.0),
+        ..StateUpdate::default()
+    };
+    players.update(id, zeros).await.unwrap();
+    let bits = |state: PlayerState| {
+        let position = state.position;
+        [position.x.to_bits(), position.y.to_bits(), position.z.to_bits(), state.rotation.to_bits()]
+    };
+    let buffered = bits(players.get(id).await.unwrap().unwrap());
+    players.flush_now().await.unwrap();
+    let from_sqlite = world.players(WriteMode::Direct).await;
+    assert_eq!(bits(from_sqlite.get(id).await.unwrap().unwrap()), buffered);
+    assert_eq!(buffered, [0; 4], "stored as 0.0");
+}
