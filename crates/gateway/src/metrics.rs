@@ -291,7 +291,7 @@ pub fn render_player(stats: &player::PlayerStats, buffer: Option<kv::BufferStats
             "player_buffered",
             "Players with unflushed state (dirty or being flushed).",
             "gauge",
-            (buffer.n_dirty + buffer.n_claimed) as f64,
+            buffer.n_buffered as f64,
         );
         let lag_ms = buffer.oldest_dirty_ms.map_or(0, |oldest| now_ms.saturating_sub(oldest));
         line("player_flush_lag_seconds", "Age of the oldest unflushed update.", "gauge", lag_ms as f64 / 1e3);

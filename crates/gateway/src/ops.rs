@@ -476,7 +476,7 @@ async fn redis_status(config: &GatewayConfig, timeout: Duration) -> RedisStatus 
     // and in the configured mode, the steps a gateway takes when it starts.
     match bounded(timeout, "buffer stats", player::buffer_stats_of(&kv)).await {
         Ok(stats) => {
-            status.buffered_players = Some(stats.n_dirty + stats.n_claimed);
+            status.buffered_players = Some(stats.n_buffered);
             status.flush_lag_ms =
                 Some(stats.oldest_dirty_ms.map_or(0, |oldest| now_ms().saturating_sub(oldest)));
         }

@@ -535,9 +535,11 @@ impl Embedded {
             (Some(dirty), Some(claimed)) => Some(dirty.min(claimed)),
             (dirty, claimed) => dirty.or(claimed),
         };
+        let n_claimed_only = buffer.claim.keys().filter(|id| !buffer.dirty.contains(id)).count();
         BufferStats {
             n_dirty: buffer.dirty.len(),
             n_claimed: u64::try_from(buffer.claim.len()).unwrap_or(u64::MAX),
+            n_buffered: buffer.dirty.len().saturating_add(u64::try_from(n_claimed_only).unwrap_or(u64::MAX)),
             oldest_dirty_ms,
         }
     }

@@ -221,6 +221,9 @@ pub struct BufferStats {
     pub n_dirty: u64,
     /// Records in the claim: taken by a flusher and not yet released.
     pub n_claimed: u64,
+    /// Records dirty or claimed, each counted once: a record updated while it is claimed is in
+    /// both, so this is less than `n_dirty + n_claimed` then.
+    pub n_buffered: u64,
     /// The oldest dirty_since_ms over dirty and claimed records.
     pub oldest_dirty_ms: Option<u64>,
 }
@@ -805,8 +808,8 @@ impl Kv {
         }
     }
 
-    /// The number of dirty and claimed records and the oldest dirty-since time over both, read
-    /// atomically in one round trip.
+    /// The number of dirty and claimed records, of records in either, and the oldest dirty-since
+    /// time over both, read atomically in one round trip.
     ///
     /// # Errors
     /// [`KvError::Unavailable`] if Redis does not answer.

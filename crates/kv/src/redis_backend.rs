@@ -362,8 +362,8 @@ end
 return 0
 ";
 
-/// Buffer sizes. KEYS: dirty set, claim. Returns {n_dirty, n_claimed, oldest or nil}, the
-/// oldest as the original score string.
+/// Buffer sizes. KEYS: dirty set, claim. Returns {n_dirty, n_claimed, n_in_both, oldest or nil},
+/// the oldest as the original score string.
 const STATS_LUA: &str = r"
 local oldest = false
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -374,7 +374,7 @@ local first_claimed = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 if #first_claimed > 0 and (not oldest or tonumber(first_claimed[2]) < tonumber(oldest)) then
   oldest = first_claimed[2]
 end
-return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), oldest}
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), redis.call('ZINTERCARD', 2, KEYS[1], KEYS[2]), oldest}
 ";
 
 /// Takes or renews a lease. KEYS: lease. ARGV: holder, ttl_ms. Returns 1 if the holder has it now.
@@ -1161,10 +1161,11 @@ impl RedisBackend {
         let mut invocation = self.stats.prepare_invoke();
         invocation.key(self.dirty_key(ns)).key(self.claim_key(ns));
         let invocation = &invocation;
-        let (n_dirty, n_claimed, oldest): (u64, u64, Option<String>) =
+        let (n_dirty, n_claimed, n_in_both, oldest): (u64, u64, u64, Option<String>) =
             self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await?;
         let oldest_dirty_ms = oldest.as_deref().map(parse_score).transpose()?;
-        Ok(BufferStats { n_dirty, n_claimed, oldest_dirty_ms })
+        let n_buffered = (n_dirty + n_claimed).saturating_sub(n_in_both);
+        Ok(BufferStats { n_dirty, n_claimed, n_buffered, oldest_dirty_ms })
     }
 
     pub(crate) async fn buffer_version(&self, ns: &str) -> Result<BufferVersion, KvError> {

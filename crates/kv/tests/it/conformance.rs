@@ -108,8 +108,9 @@ fn applied(version: u64, n_dirty: u64) -> BufferUpdate {
     BufferUpdate::Applied { version, n_dirty }
 }
 
+/// Sizes of a buffer where no record is both dirty and claimed.
 fn stats(n_dirty: u64, n_claimed: u64, oldest_dirty_ms: Option<u64>) -> BufferStats {
-    BufferStats { n_dirty, n_claimed, oldest_dirty_ms }
+    BufferStats { n_dirty, n_claimed, n_buffered: n_dirty + n_claimed, oldest_dirty_ms }
 }
 
 async fn claimed_ids(kv: &Kv, max: usize) -> Vec<(String, u64)> {
@@ -264,7 +265,9 @@ async fn check_update_after_claim_redirties(kv: &Kv) {
     assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(0, 1, Some(100)));
 
     assert_eq!(update(kv, "a", &[("x", "2")], 500).await, applied(2, 1));
-    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(1, 1, Some(100)));
+    // Dirty and claimed, but one record with unflushed updates.
+    let dirty_and_claimed = BufferStats { n_buffered: 1, ..stats(1, 1, Some(100)) };
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), dirty_and_claimed);
 
     // Claimed again before the first claim was released: one claim entry, the older time.
     let again = kv.buffer_claim("player", 10, u64::MAX).await.unwrap().records;
@@ -385,7 +388,11 @@ async fn check_recover_keeps_older_score(kv: &Kv) {
     assert_eq!(claimed_ids(kv, 10).await, ids(&[("a", 100), ("b", 200)]));
     update(kv, "a", &[], 300).await;
     update(kv, "c", &[], 50).await;
-    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(2, 2, Some(50)));
+    // "a" is both dirty and claimed: three records with unflushed updates.
+    assert_eq!(
+        kv.buffer_stats("player").await.unwrap(),
+        BufferStats { n_buffered: 3, ..stats(2, 2, Some(50)) }
+    );
 
     // The flusher "crashed": nothing was released.
     assert_eq!(kv.buffer_recover("player").await.unwrap(), 2);
