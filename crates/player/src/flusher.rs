@@ -38,6 +38,16 @@ pub struct FlushReport {
     pub write_time: std::time::Duration,
 }
 
+impl FlushReport {
+    /// Adds what another flush wrote to this report.
+    pub(crate) fn add(&mut self, other: FlushReport) {
+        self.rows_written += other.rows_written;
+        self.rows_skipped += other.rows_skipped;
+        self.batches += other.batches;
+        self.write_time += other.write_time;
+    }
+}
+
 /// Runs the flusher until `shutdown`, then makes the final flush and gives up the lease.
 /// `holder` names this process in the lease (unique per process).
 pub async fn run(players: Players, holder: String, shutdown: CancellationToken) {

@@ -407,15 +407,24 @@ impl Players {
     /// overwrite newer ones).
     ///
     /// Changes another flusher has claimed but not yet committed are put back and written here
-    /// too, so once this returns every update acknowledged before the call is in SQLite (what an
-    /// online backup relies on).
+    /// too, those it claims while this runs as well, so once this returns every update
+    /// acknowledged before the call is in SQLite (what an online backup relies on).
     ///
     /// # Errors
     /// The store or the shard failed; what was claimed stays claimed and is recovered later.
     pub async fn flush_now(&self) -> Result<flusher::FlushReport, PlayerError> {
-        self.inner.kv.buffer_recover(NAMESPACE).await?;
+        let called_ms = self.inner.clock.now_ms();
+        let kv = &self.inner.kv;
+        kv.buffer_recover(NAMESPACE).await?;
         store::raise_watermark_to_stored(&self.inner.shard).await?;
-        flusher::flush_all(self, None).await
+        let mut report = flusher::flush_all(self, None).await?;
+        // A flusher beside this one may have claimed what the recovery put back before this pass
+        // could, and may not have committed it yet: put it back and write it here.
+        while kv.buffer_stats(NAMESPACE).await?.oldest_dirty_ms.is_some_and(|oldest| oldest <= called_ms) {
+            kv.buffer_recover(NAMESPACE).await?;
+            report.add(flusher::flush_all(self, None).await?);
+        }
+        Ok(report)
     }
 }
 

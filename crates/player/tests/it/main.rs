@@ -226,6 +226,42 @@ async fn a_claim_left_by_a_flush_that_died_beside_the_running_flusher_is_written
     flusher.await.unwrap();
 }
 
+/// An operator's flush (a backup's) returns only once every update acknowledged before it is in
+/// SQLite, also those a flusher beside it claimed after the flush put back the claims it found.
+#[tokio::test]
+async fn a_flush_writes_what_a_flusher_beside_it_claimed_after_it_began() {
+    let world = World::new();
+    let players = world.players(WriteMode::Buffered).await;
+    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+    players.update(first, health(1)).await.unwrap();
+    players.update(second, health(2)).await.unwrap();
+    // A flusher beside the flush holds a claim of one of them when the flush begins.
+    let kv = Kv::connect_redis(&world.redis.url(), "t:").await.unwrap();
+    assert_eq!(kv.buffer_claim("player", 1, u64::MAX).await.unwrap().records.len(), 1);
+
+    // The flush puts that claim back, then waits for player.db, which this test keeps locked.
+    let lock = rusqlite::Connection::open(world.dir.path().join("player.db")).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let flush = tokio::spawn({
+        let players = players.clone();
+        async move { players.flush_now().await }
+    });
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while kv.buffer_stats("player").await.unwrap().n_claimed > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the flush puts the claim back");
+    // Meanwhile the flusher beside it claims both players, and is still writing them when the
+    // flush gets to claim.
+    assert_eq!(kv.buffer_claim("player", 10, u64::MAX).await.unwrap().records.len(), 2);
+    lock.execute_batch("ROLLBACK").unwrap();
+
+    flush.await.unwrap().unwrap();
+    assert_eq!((world.row(first).map(|row| row.2), world.row(second).map(|row| row.2)), (Some(1), Some(2)));
+}
+
 #[tokio::test]
 async fn a_pass_that_outlasts_the_lease_keeps_it_so_no_second_flusher_starts() {
     let world = World::new();
