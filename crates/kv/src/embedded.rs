@@ -476,19 +476,25 @@ impl Embedded {
             return BufferClaim { records: Vec::new(), generation: 0 };
         };
         let mut claimed = Vec::new();
+        let mut held = Vec::new();
         for _ in 0..max {
             let Some((score, id)) = buffer.dirty.pop_oldest_until(dirty_until_ms) else {
                 break;
             };
+            // Still claimed by a flush beside this one: left dirty (see `CLAIM_LUA`).
+            if buffer.claim.contains_key(&id) {
+                held.push((score, id));
+                continue;
+            }
             let Some(record) = live(&mut buffer.records, &id, now) else {
-                buffer.claim.remove(&id);
                 continue;
             };
             let fields = record.value.iter().map(|(name, value)| (name.clone(), value.clone())).collect();
-            // An id still claimed from an earlier batch keeps the older dirty-since time.
-            let since = buffer.claim.entry(id.clone()).or_insert(score);
-            *since = (*since).min(score);
-            claimed.push(ClaimedRecord { id, fields, dirty_since_ms: *since });
+            buffer.claim.insert(id.clone(), score);
+            claimed.push(ClaimedRecord { id, fields, dirty_since_ms: score });
+        }
+        for (score, id) in held {
+            buffer.dirty.add_if_absent(&id, score);
         }
         let generation = buffer.claim_generation;
         store.note_write(now);

@@ -744,8 +744,9 @@ impl Kv {
     /// its score, and returns each with its current fields, oldest first. On Redis this runs as scripts of a few hundred ids each, every one atomic, so claiming
     /// a large batch never stalls buffered updates for long. An id whose record has vanished (Redis lost it) is dropped from the claim and not returned.
     ///
-    /// Ids that an earlier, unreleased claim still holds stay in the claim (a new claim adds to it);
-    /// an id claimed again keeps the older of its two dirty-since times. If a recovery runs while a
+    /// An id that an earlier, unreleased claim still holds (a flush beside this one, since the last
+    /// recovery) is left in the dirty set and not taken: the earlier claim's release would
+    /// otherwise end both claims of it while this one's write may still fail. If a recovery runs while a
     /// large claim is taken, the claim returns only what it took after it (the rest went back to
     /// the dirty set), under the new generation.
     ///

@@ -278,8 +278,11 @@ const BUFFER_SCRIPT_IDS_MAX: usize = 250;
 
 /// Claims the oldest dirty ids. KEYS: dirty set, claim, claim generation. ARGV: max (at most
 /// [`BUFFER_SCRIPT_IDS_MAX`]), the newest dirty-since score to take, the record key prefix.
-/// Returns {generation, {id, dirty_since, ...}}, oldest first; an id still claimed from before
-/// keeps its older dirty-since. Removes each claimed record's dirty marker `d`, so the next
+/// Returns {generation, {id, dirty_since, ...}}, oldest first. An id the claim still holds (a
+/// flush beside this one took it since the last recovery and is writing it) is left in the dirty
+/// set and not returned: claimed twice, the first release would take it out of the claim and give
+/// its record a TTL while the other flush still writes it, and a crash of that one would lose it.
+/// Removes each claimed record's dirty marker `d`, so the next
 /// update of it dirties it again (see [`UPDATE_LUA`]). Scores stay the strings Redis gives, so no Lua number formatting
 /// touches them. Every step but the markers' is one call for all ids; the records themselves are
 /// read afterwards, outside the script (see [`RedisBackend::buffer_claim`]).
@@ -296,23 +299,32 @@ if n == 0 then
   return {generation, {}}
 end
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - 1)
-local ids, claims = {}, {}
+local ids = {}
 for i = 1, n do
   ids[i] = taken[2 * i - 1]
 end
 local earlier = redis.call('ZMSCORE', KEYS[2], unpack(ids))
+local claims, claimed, held = {}, {}, {}
 for i = 1, n do
-  if earlier[i] and tonumber(earlier[i]) < tonumber(taken[2 * i]) then
-    taken[2 * i] = earlier[i]
+  local id, since = ids[i], taken[2 * i]
+  if earlier[i] then
+    held[#held + 1] = since
+    held[#held + 1] = id
+  else
+    claims[#claims + 1] = since
+    claims[#claims + 1] = id
+    claimed[#claimed + 1] = id
+    claimed[#claimed + 1] = since
+    redis.call('HDEL', ARGV[3] .. id, 'd')
   end
-  claims[2 * i - 1] = taken[2 * i]
-  claims[2 * i] = ids[i]
 end
-redis.call('ZADD', KEYS[2], unpack(claims))
-for i = 1, n do
-  redis.call('HDEL', ARGV[3] .. ids[i], 'd')
+if #held > 0 then
+  redis.call('ZADD', KEYS[1], unpack(held))
 end
-return {generation, taken}
+if #claims > 0 then
+  redis.call('ZADD', KEYS[2], unpack(claims))
+end
+return {generation, claimed}
 ";
 
 /// Moves the claim back into the dirty set and starts the claim's next generation. KEYS: claim,
@@ -1041,7 +1053,8 @@ impl RedisBackend {
         let mut run = remaining.min(BUFFER_SCRIPT_IDS_MAX);
         let (mut generation, mut taken) = self.claim_run(ns, run, dirty_until_ms).await?.unwrap_or_default();
         while !taken.is_empty() {
-            // A short run means nothing older than the cut-off is left to claim.
+            // A short run means nothing older than the cut-off is left to claim (or that ids
+            // still claimed were left dirty, to be claimed once released).
             remaining = if taken.len() < run { 0 } else { remaining - run };
             run = remaining.min(BUFFER_SCRIPT_IDS_MAX);
             let (records, next) = futures_util::future::join(

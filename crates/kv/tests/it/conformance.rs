@@ -63,6 +63,7 @@ conformance! {
     claim_takes_the_oldest_first_up_to_max_with_current_fields => check_claim_oldest_first,
     a_large_claim_and_release_take_every_id_in_order => check_large_claim_and_release,
     update_after_claim_redirties_while_still_claimed => check_update_after_claim_redirties,
+    a_record_claimed_twice_outlives_either_flush => check_a_record_claimed_twice_outlives_either_flush,
     release_removes_from_the_claim_only => check_release_removes_from_claim_only,
     recover_moves_the_claim_back_keeping_the_older_score => check_recover_keeps_older_score,
     a_release_from_before_a_recovery_leaves_the_claim_taken_after_it => check_stale_release_changes_nothing,
@@ -269,12 +270,32 @@ async fn check_update_after_claim_redirties(kv: &Kv) {
     let dirty_and_claimed = BufferStats { n_buffered: 1, ..stats(1, 1, Some(100)) };
     assert_eq!(kv.buffer_stats("player").await.unwrap(), dirty_and_claimed);
 
-    // Claimed again before the first claim was released: one claim entry, the older time.
-    let again = kv.buffer_claim("player", 10, u64::MAX).await.unwrap().records;
-    assert_eq!(again.len(), 1);
-    assert_eq!(again[0].dirty_since_ms, 100);
-    assert!(again[0].fields.contains(&("x".to_owned(), "2".to_owned())));
-    assert_eq!(kv.buffer_stats("player").await.unwrap(), stats(0, 1, Some(100)));
+    // Not claimed again before the first claim is released: it stays dirty (see the next check).
+    assert_eq!(claimed_ids(kv, 10).await, []);
+    assert_eq!(kv.buffer_stats("player").await.unwrap(), dirty_and_claimed);
+}
+
+/// A flusher and an ops flush beside it claim after the same recovery, so their claims share a
+/// generation. A record dirtied again while the first holds it must stay dirty or claimed until
+/// a flush of its newer fields is released: if the second flush took it and died, the first
+/// one's release must not leave it neither dirty nor claimed, expiring unflushed.
+async fn check_a_record_claimed_twice_outlives_either_flush(kv: &Kv) {
+    assert!(seed(kv, "a", &[("v", "0")]).await);
+    update(kv, "a", &[("x", "1")], 100).await;
+    let flusher = kv.buffer_claim("player", 10, u64::MAX).await.unwrap();
+    update(kv, "a", &[("x", "2")], 200).await;
+    // The ops flush claims what is dirty, then dies before writing it.
+    let _died = kv.buffer_claim("player", 10, u64::MAX).await.unwrap();
+    // The flusher wrote "a" as it claimed it and releases it.
+    kv.buffer_release("player", &["a".to_owned()], flusher.generation, Duration::from_millis(1))
+        .await
+        .unwrap();
+    sleep(Duration::from_millis(20)).await;
+
+    assert_eq!(kv.buffer_recover("player").await.unwrap(), 0, "the next pass finds no claim to put back");
+    let next = kv.buffer_claim("player", 10, u64::MAX).await.unwrap();
+    assert_eq!(pairs(&next), ids(&[("a", 200)]), "still dirty, never expired");
+    assert!(next.records[0].fields.contains(&("x".to_owned(), "2".to_owned())));
 }
 
 async fn check_release_removes_from_claim_only(kv: &Kv) {
