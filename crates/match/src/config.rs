@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::MatchError;
 use crate::pass::{Shape, Window};
-use crate::rating::DEFAULT_K_FACTOR;
+use crate::rating::{DEFAULT_K_FACTOR, K_FACTOR_MAX};
 
 /// Default window of a ticket that has just joined, in rating points.
 pub const DEFAULT_WINDOW_INITIAL: f64 = 50.0;
@@ -75,7 +75,7 @@ pub struct MatchmakingConfig {
     /// [`DEFAULT_DISCONNECT_GRACE`].
     #[serde(with = "seconds")]
     pub disconnect_grace: Duration,
-    /// Elo K-factor; default [`DEFAULT_K_FACTOR`]; positive.
+    /// Elo K-factor; default [`DEFAULT_K_FACTOR`]; positive, at most [`K_FACTOR_MAX`].
     pub k_factor: f64,
 }
 
@@ -137,10 +137,14 @@ impl MatchmakingConfig {
         let finite = [self.window_initial, self.window_widen_per_sec, self.window_max, self.k_factor]
             .iter()
             .all(|value| value.is_finite() && *value >= 0.0);
-        if !finite || self.window_max < self.window_initial || self.k_factor <= 0.0 {
-            return fail(
-                "windows must be finite and ≥ 0 with window_max ≥ window_initial; k_factor > 0".into(),
-            );
+        if !finite
+            || self.window_max < self.window_initial
+            || self.k_factor <= 0.0
+            || self.k_factor > K_FACTOR_MAX
+        {
+            return fail(format!(
+                "windows must be finite and ≥ 0 with window_max ≥ window_initial; 0 < k_factor ≤ {K_FACTOR_MAX}"
+            ));
         }
         if self.interval.is_zero() || self.lease <= self.interval {
             return fail("the matchmaking interval must be positive and below its lease".into());

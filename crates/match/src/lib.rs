@@ -42,7 +42,7 @@ pub use config::{
     valid_mode_name,
 };
 pub use error::MatchError;
-pub use rating::{DEFAULT_K_FACTOR, INITIAL_RATING};
+pub use rating::{DEFAULT_K_FACTOR, INITIAL_RATING, K_FACTOR_MAX};
 
 /// The queue's name in the key-value store.
 const QUEUE: &str = "match";

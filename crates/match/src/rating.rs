@@ -12,6 +12,11 @@ pub const INITIAL_RATING: f64 = 1500.0;
 /// Default K-factor: the most a player's rating moves after one match against an equal team is
 /// K/2 (16 points).
 pub const DEFAULT_K_FACTOR: f64 = 32.0;
+/// Largest K-factor the configuration accepts: far above any useful one (chess uses 10 to 40),
+/// and small enough that ratings stay finite however many matches are played, since one result
+/// moves a rating by at most K. An unbounded K let ratings reach infinity and then NaN, which
+/// `match.db` cannot store, so such matches could never finish.
+pub const K_FACTOR_MAX: f64 = 1000.0;
 
 /// The chance that a team rated `rating` beats one rated `opponent` (a draw counts half).
 pub fn expected_score(rating: f64, opponent: f64) -> f64 {

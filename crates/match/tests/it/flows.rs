@@ -470,6 +470,17 @@ async fn bad_input_is_refused() {
     parsed.validate().unwrap();
 }
 
+#[test]
+fn a_k_factor_that_could_drive_ratings_past_any_finite_value_is_refused() {
+    // Each result moves a rating by at most K, so a bounded K keeps every rating finite; with
+    // K = f64::MAX two wins already reach f64::MAX, and the next match makes it infinite.
+    for k_factor in [f64::MAX, 1e300, matchmaking::K_FACTOR_MAX * 2.0] {
+        let config = MatchmakingConfig { k_factor, ..config() };
+        assert!(matches!(config.validate(), Err(MatchError::Config(_))), "{k_factor}");
+    }
+    MatchmakingConfig { k_factor: matchmaking::K_FACTOR_MAX, ..config() }.validate().unwrap();
+}
+
 #[tokio::test]
 async fn history_pages_newest_first_and_leaderboards_rank_by_rating() {
     let world = World::new();
