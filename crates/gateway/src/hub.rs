@@ -174,6 +174,17 @@ fn remove_from<K: std::hash::Hash + Eq>(
     }
 }
 
+/// `n_receivers` processes heard a message. Every gateway listens on the bus, this one included,
+/// so none means the message was published while every subscription was down (reconnecting
+/// after a Redis restart) and is lost: an error, which the caller logs and counts as it does an
+/// unreachable bus, rather than a success.
+fn heard(n_receivers: u64) -> Result<(), kv::KvError> {
+    if n_receivers == 0 {
+        return Err(kv::KvError::Unavailable("no gateway process is subscribed to the bus".into()));
+    }
+    Ok(())
+}
+
 /// The registry and the bus. Cheap to clone.
 #[derive(Clone)]
 pub struct Hub {
@@ -250,21 +261,21 @@ impl Hub {
     /// Sends `event` to every connection of `account_id`, on whichever gateway process.
     ///
     /// # Errors
-    /// The bus (Redis) is unreachable.
+    /// The bus (Redis) is unreachable, or no gateway process heard it (the event is lost).
     pub async fn deliver(&self, account_id: Uuid, event: Event) -> Result<(), kv::KvError> {
-        self.publish(&BusMessage::ToAccount { account_id, event }).await
+        heard(self.publish(&BusMessage::ToAccount { account_id, event }).await?)
     }
 
     /// Sends `event` to every connection of each of `account_ids`, on whichever gateway
     /// process, with one bus message.
     ///
     /// # Errors
-    /// The bus (Redis) is unreachable.
+    /// The bus (Redis) is unreachable, or no gateway process heard it (the event is lost).
     pub async fn deliver_many(&self, account_ids: Vec<Uuid>, event: Event) -> Result<(), kv::KvError> {
         if account_ids.is_empty() {
             return Ok(());
         }
-        self.publish(&BusMessage::ToAccounts { account_ids, event }).await
+        heard(self.publish(&BusMessage::ToAccounts { account_ids, event }).await?)
     }
 
     /// Sends each event to every connection of its accounts, in order, with one bus message:
@@ -272,39 +283,41 @@ impl Hub {
     /// and each connection's events arrive together.
     ///
     /// # Errors
-    /// The bus (Redis) is unreachable.
+    /// The bus (Redis) is unreachable, or no gateway process heard it (the event is lost).
     pub async fn deliver_batch(&self, deliveries: Vec<(Vec<Uuid>, Event)>) -> Result<(), kv::KvError> {
         if deliveries.is_empty() {
             return Ok(());
         }
-        self.publish(&BusMessage::ToAccountsBatch { deliveries }).await
+        heard(self.publish(&BusMessage::ToAccountsBatch { deliveries }).await?)
     }
 
     /// Closes every connection, on every gateway process, that uses one of these sessions.
     ///
     /// # Errors
-    /// The bus (Redis) is unreachable.
+    /// The bus (Redis) is unreachable. A revocation nobody hears is no error: no process has
+    /// a connection to close (or, if this one's subscription is down, heartbeats close it).
     pub async fn revoke(&self, keys: &[SessionKey]) -> Result<(), kv::KvError> {
         if keys.is_empty() {
             return Ok(());
         }
         let keys = keys.iter().map(|key| key.as_str().to_owned()).collect();
-        self.publish(&BusMessage::SessionsRevoked { keys }).await
+        self.publish(&BusMessage::SessionsRevoked { keys }).await.map(drop)
     }
 
     /// Tells every gateway process that the last connection of `account_id` here ended and its
     /// matchmaking ticket was set aside, so one where the account is still connected puts it back.
     ///
     /// # Errors
-    /// The bus (Redis) is unreachable.
+    /// The bus (Redis) is unreachable, or no gateway process heard it (the event is lost).
     pub async fn departed(&self, account_id: Uuid) -> Result<(), kv::KvError> {
-        self.publish(&BusMessage::Departed { account_id }).await
+        heard(self.publish(&BusMessage::Departed { account_id }).await?)
     }
 
-    async fn publish(&self, message: &BusMessage) -> Result<(), kv::KvError> {
+    /// Publishes `message`; returns how many gateway processes heard it.
+    async fn publish(&self, message: &BusMessage) -> Result<u64, kv::KvError> {
         // Serialising our own enum of plain fields cannot fail.
         let payload = serde_json::to_vec(message).unwrap_or_default();
-        self.kv.publish(BUS_CHANNEL, &payload).await.map(drop)
+        self.kv.publish(BUS_CHANNEL, &payload).await
     }
 
     fn apply(&self, message: BusMessage, still_connected: &mpsc::Sender<Uuid>) {
@@ -361,5 +374,29 @@ mod tests {
         let (other, _other_queue) = connection(&metrics);
         hub.register(2, Uuid::now_v7(), SessionKey::from_hash("cd".repeat(32)), other.clone());
         assert!(!other.closing().is_cancelled(), "another session is left alone");
+    }
+
+    #[tokio::test]
+    async fn an_event_no_process_hears_is_reported_as_not_delivered() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kv = Kv::embedded(dir.path(), "t:").expect("embedded store");
+        // Not listening: as while this process's subscription reconnects after a Redis restart.
+        let hub = Hub::new(kv, Arc::new(Metrics::default()));
+        let notice = || Event::Notice { text: "maintenance at noon".into() };
+        let account_id = Uuid::now_v7();
+
+        assert!(hub.deliver(account_id, notice()).await.is_err());
+        assert!(hub.deliver_many(vec![account_id], notice()).await.is_err());
+        assert!(hub.deliver_batch(vec![(vec![account_id], notice())]).await.is_err());
+        assert!(hub.departed(account_id).await.is_err());
+        // A revocation nobody hears closes nothing that is open (gamectl with no gateway running).
+        assert!(hub.revoke(&[SessionKey::from_hash("ab".repeat(32))]).await.is_ok());
+
+        let shutdown = CancellationToken::new();
+        let tracker = tokio_util::task::TaskTracker::new();
+        let (still_connected, _departures) = mpsc::channel(1);
+        hub.listen(&tracker, shutdown.clone(), still_connected).await.expect("listening");
+        assert!(hub.deliver(account_id, notice()).await.is_ok(), "heard by this process");
+        shutdown.cancel();
     }
 }
