@@ -61,11 +61,18 @@ async fn body_in_time(State(stop): State<CancellationToken>, request: Request, n
     }
 }
 
-/// Ready when the key-value store answers and every shard answers a query.
+/// Ready when the key-value store answers, the bus subscription receives, and every shard
+/// answers a query.
 async fn ready(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
     let mut problems = Vec::new();
     if let Err(error) = shared.kv.ping().await {
         problems.push(format!("kv: {error}"));
+    }
+    if !shared.hub.hears_bus() {
+        problems.push(
+            "bus: not subscribed (reconnecting to Redis); events for this process's connections are lost"
+                .into(),
+        );
     }
     for shard in shared.shards() {
         if let Err(error) = shard.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(()))).await {

@@ -7,7 +7,7 @@
 use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use auth::SessionKey;
@@ -192,12 +192,21 @@ pub struct Hub {
     kv: Kv,
     metrics: Arc<Metrics>,
     delivery: Arc<DeliveryStats>,
+    /// Whether the bus subscription receives, once [`Hub::listen`] made it.
+    bus: Arc<OnceLock<kv::Subscribed>>,
 }
 
 impl Hub {
     /// A hub publishing through `kv`. Call [`Hub::listen`] to receive.
     pub fn new(kv: Kv, metrics: Arc<Metrics>) -> Hub {
-        Hub { registry: Arc::default(), kv, metrics, delivery: Arc::default() }
+        Hub { registry: Arc::default(), kv, metrics, delivery: Arc::default(), bus: Arc::default() }
+    }
+
+    /// Whether this process hears the bus: false before [`Hub::listen`], while its subscription
+    /// is reconnecting (events for its connections are lost meanwhile), and once the bus task
+    /// has ended. For `/readyz`.
+    pub fn hears_bus(&self) -> bool {
+        self.bus.get().is_some_and(kv::Subscribed::get)
     }
 
     /// What this process has handed to its connections.
@@ -218,6 +227,8 @@ impl Hub {
         still_connected: mpsc::Sender<Uuid>,
     ) -> Result<(), kv::KvError> {
         let mut subscription = self.kv.subscribe(BUS_CHANNEL, shutdown).await?;
+        // Listened to once per process; a second call keeps reporting the first subscription.
+        let _ = self.bus.set(subscription.subscribed());
         let hub = self.clone();
         tracker.spawn(async move {
             while let Some(payload) = subscription.recv().await {
@@ -398,5 +409,29 @@ mod tests {
         hub.listen(&tracker, shutdown.clone(), still_connected).await.expect("listening");
         assert!(hub.deliver(account_id, notice()).await.is_ok(), "heard by this process");
         shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn the_hub_says_whether_it_hears_the_bus() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let hub = Hub::new(Kv::embedded(dir.path(), "t:").expect("embedded store"), Arc::default());
+        assert!(!hub.hears_bus(), "not before listening");
+
+        let shutdown = CancellationToken::new();
+        let tracker = tokio_util::task::TaskTracker::new();
+        let (still_connected, _departures) = mpsc::channel(1);
+        hub.listen(&tracker, shutdown.clone(), still_connected).await.expect("listening");
+        assert!(hub.hears_bus());
+
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while hub.hears_bus() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("not once the bus task has ended");
     }
 }

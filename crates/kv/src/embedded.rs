@@ -16,8 +16,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    BufferClaim, BufferStats, BufferUpdate, BufferVersion, ClaimedRecord, Field, Forward, KvError, forward,
-    millis,
+    BufferClaim, BufferStats, BufferUpdate, BufferVersion, ClaimedRecord, Field, Forward, KvError,
+    Unsubscribed, forward, millis,
 };
 
 /// Name of the lock file inside the data directory.
@@ -640,6 +640,7 @@ impl Embedded {
         channel: &str,
         sender: mpsc::Sender<Vec<u8>>,
         shutdown: CancellationToken,
+        ended: Unsubscribed,
     ) {
         let name = format!("{}{channel}", self.prefix);
         let receiver = {
@@ -650,7 +651,7 @@ impl Embedded {
                 .or_insert_with(|| broadcast::channel(BROADCAST_CAPACITY).0)
                 .subscribe()
         };
-        tokio::spawn(forward_broadcast(name, receiver, sender, shutdown));
+        tokio::spawn(forward_broadcast(name, receiver, sender, shutdown, ended));
     }
 }
 
@@ -661,6 +662,8 @@ async fn forward_broadcast(
     mut receiver: broadcast::Receiver<Vec<u8>>,
     sender: mpsc::Sender<Vec<u8>>,
     shutdown: CancellationToken,
+    // Marks the subscription ended when this returns.
+    _ended: Unsubscribed,
 ) {
     loop {
         let payload = tokio::select! {

@@ -43,6 +43,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -628,11 +629,13 @@ impl Kv {
         shutdown: CancellationToken,
     ) -> Result<Subscription, KvError> {
         let (sender, receiver) = mpsc::channel(SUBSCRIPTION_BUFFER);
+        let subscribed = Subscribed(Arc::new(AtomicBool::new(true)));
+        let ended = Unsubscribed(subscribed.clone());
         match &self.backend {
-            Backend::Redis(redis) => redis.subscribe(channel, sender, shutdown.clone()).await?,
-            Backend::Embedded(embedded) => embedded.subscribe(channel, sender, shutdown.clone()),
+            Backend::Redis(redis) => redis.subscribe(channel, sender, shutdown.clone(), ended).await?,
+            Backend::Embedded(embedded) => embedded.subscribe(channel, sender, shutdown.clone(), ended),
         }
-        Ok(Subscription { receiver, shutdown })
+        Ok(Subscription { receiver, shutdown, subscribed })
     }
 }
 
@@ -917,6 +920,34 @@ impl Kv {
 pub struct Subscription {
     receiver: mpsc::Receiver<Vec<u8>>,
     shutdown: CancellationToken,
+    subscribed: Subscribed,
+}
+
+/// Whether a [`Subscription`] receives: true once subscribed, false while its pub/sub connection
+/// is down and being made again (messages published meanwhile are lost), and for good once its
+/// task has ended (shutdown, the `Subscription` dropped, or a panic). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Subscribed(Arc<AtomicBool>);
+
+impl Subscribed {
+    /// Whether the subscription receives now.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set(&self, subscribed: bool) {
+        self.0.store(subscribed, Ordering::Relaxed);
+    }
+}
+
+/// Held by a subscription's task: marks it as no longer receiving when the task ends, however
+/// it ends.
+pub(crate) struct Unsubscribed(pub(crate) Subscribed);
+
+impl Drop for Unsubscribed {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
 }
 
 impl Subscription {
@@ -928,6 +959,11 @@ impl Subscription {
             () = self.shutdown.cancelled() => None,
             payload = self.receiver.recv() => payload,
         }
+    }
+
+    /// Whether this subscription receives, for a readiness check; see [`Subscribed`].
+    pub fn subscribed(&self) -> Subscribed {
+        self.subscribed.clone()
     }
 }
 

@@ -42,7 +42,7 @@ use tracing::Instrument;
 
 use crate::{
     BufferClaim, BufferStats, BufferUpdate, BufferVersion, ClaimedRecord, Field, Forward, KvError,
-    PackedFields, RiskySetting, forward, millis, put_text, unpack_texts,
+    PackedFields, RiskySetting, Unsubscribed, forward, millis, put_text, unpack_texts,
 };
 
 /// How long the first connection (and the first subscription) may take before giving up.
@@ -1276,13 +1276,13 @@ impl RedisBackend {
         channel: &str,
         sender: mpsc::Sender<Vec<u8>>,
         shutdown: CancellationToken,
+        ended: Unsubscribed,
     ) -> Result<(), KvError> {
         let channel = self.channel_name(channel);
         let pubsub = first_connect("subscription", open_pubsub(&self.client, &channel)).await?;
         let span = tracing::info_span!("kv_subscription", %channel);
-        tokio::spawn(
-            run_subscription(self.client.clone(), channel, pubsub, sender, shutdown).instrument(span),
-        );
+        let subscription = Resubscribing { client: self.client.clone(), channel, sender, shutdown, ended };
+        tokio::spawn(run_subscription(subscription, pubsub).instrument(span));
         Ok(())
     }
 }
@@ -1326,25 +1326,32 @@ async fn open_pubsub(client: &Client, channel: &str) -> RedisResult<PubSub> {
     Ok(pubsub)
 }
 
-/// Forwards messages until shutdown or until the subscription is dropped, reconnecting whenever the
-/// connection ends.
-async fn run_subscription(
+/// What a subscription's task holds besides its connection.
+struct Resubscribing {
     client: Client,
     channel: String,
-    mut pubsub: PubSub,
     sender: mpsc::Sender<Vec<u8>>,
     shutdown: CancellationToken,
-) {
+    /// Says whether the subscription receives; marks it ended when the task ends.
+    ended: Unsubscribed,
+}
+
+/// Forwards messages until shutdown or until the subscription is dropped, reconnecting whenever the
+/// connection ends.
+async fn run_subscription(subscription: Resubscribing, mut pubsub: PubSub) {
+    let Resubscribing { client, channel, sender, shutdown, ended } = subscription;
     loop {
         if forward_until_disconnected(&mut pubsub, &sender, &shutdown).await == Ended::Stop {
             return;
         }
+        ended.0.set(false);
         tracing::warn!(
             "pub/sub connection to Redis lost; reconnecting (messages published meanwhile are lost)"
         );
         match reconnect(&client, &channel, &sender, &shutdown).await {
             Some(fresh) => {
                 tracing::info!("pub/sub connection to Redis restored");
+                ended.0.set(true);
                 pubsub = fresh;
             }
             None => return,

@@ -715,9 +715,16 @@ async fn check_publish_subscribe_round_trip(kv: &Kv) {
     assert_eq!(kv.publish("room-2", b"elsewhere").await.unwrap(), 0);
     assert_silent(&mut subscription).await;
 
+    let subscribed = subscription.subscribed();
+    assert!(subscribed.get());
     shutdown.cancel();
     let after_shutdown = tokio::time::timeout(PATIENCE, subscription.recv()).await.unwrap();
     assert_eq!(after_shutdown, None);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while subscribed.get() {
+        assert!(tokio::time::Instant::now() < deadline, "an ended subscription still says it receives");
+        sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn check_two_subscribers_both_receive(kv: &Kv) {

@@ -46,12 +46,18 @@ async fn subscription_resubscribes_after_redis_restarts() {
     let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
     let shutdown = CancellationToken::new();
     let mut subscription = kv.subscribe("events", shutdown.clone()).await.unwrap();
+    let subscribed = subscription.subscribed();
+    assert!(subscribed.get());
     assert_eq!(kv.publish("events", b"before").await.unwrap(), 1);
     assert_eq!(recv_soon(&mut subscription).await, b"before");
 
     server.stop();
-    // Give the subscription task time to notice and start backing off.
-    sleep(Duration::from_millis(300)).await;
+    // The subscription task notices and starts backing off; a readiness check can tell.
+    let deadline = Instant::now() + PATIENCE;
+    while subscribed.get() {
+        assert!(Instant::now() < deadline, "the lost subscription still says it receives");
+        sleep(Duration::from_millis(20)).await;
+    }
     server.restart();
 
     // Publish until Redis reports the resubscribed receiver; earlier publishes reach nobody.
@@ -64,9 +70,15 @@ async fn subscription_resubscribes_after_redis_restarts() {
         sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(recv_soon(&mut subscription).await, b"after");
+    assert!(subscribed.get(), "receiving again");
 
     shutdown.cancel();
     assert_eq!(subscription.recv().await, None);
+    let deadline = Instant::now() + PATIENCE;
+    while subscribed.get() {
+        assert!(Instant::now() < deadline, "an ended subscription still says it receives");
+        sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
