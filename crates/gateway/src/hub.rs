@@ -142,6 +142,14 @@ impl Registry {
         }
     }
 
+    /// Forgets connection `id`, so nothing more is queued on it.
+    fn remove(&mut self, id: ConnectionId) {
+        if let Some(entry) = self.connections.remove(&id) {
+            remove_from(&mut self.by_account, &entry.account_id, id);
+            remove_from(&mut self.by_session, &entry.session.as_str().to_owned(), id);
+        }
+    }
+
     /// Remembers that `keys` were revoked, forgetting revocations older than [`REVOCATION_MEMORY`].
     fn remember_revoked(&mut self, keys: Vec<String>, now: Instant) {
         while let Some((at, _)) = self.revoked_in_order.front()
@@ -244,11 +252,12 @@ impl Hub {
 
     /// Records that connection `id` is authenticated with `session`. A session revoked a moment
     /// ago (heard between the connection's check of it and this call) closes the connection at
-    /// once, as the revocation would have.
+    /// once, as the revocation would have, and leaves it unregistered.
     pub fn register(&self, id: ConnectionId, account_id: Uuid, session: SessionKey, outbound: Outbound) {
         let Ok(mut registry) = self.registry.lock() else { return };
         if registry.recently_revoked.contains(session.as_str()) {
             outbound.kick(proto::close::SESSION_REVOKED, "session revoked");
+            return;
         }
         registry.by_account.entry(account_id).or_default().insert(id);
         registry.by_session.entry(session.as_str().to_owned()).or_default().insert(id);
@@ -258,10 +267,7 @@ impl Hub {
     /// Forgets connection `id` (logged out or gone).
     pub fn unregister(&self, id: ConnectionId) {
         let Ok(mut registry) = self.registry.lock() else { return };
-        if let Some(entry) = registry.connections.remove(&id) {
-            remove_from(&mut registry.by_account, &entry.account_id, id);
-            remove_from(&mut registry.by_session, &entry.session.as_str().to_owned(), id);
-        }
+        registry.remove(id);
     }
 
     /// Whether `account_id` has an authenticated connection on this process.
@@ -339,9 +345,15 @@ impl Hub {
             BusMessage::ToAccounts { account_ids, event } => registry.to_accounts(&account_ids, event, stats),
             BusMessage::ToAccountsBatch { deliveries } => registry.to_accounts_batch(deliveries, stats),
             BusMessage::SessionsRevoked { keys } => {
+                // Unregistered at once: an event heard before the connection's task ends would
+                // otherwise be written after the kick, to a client no longer signed in.
                 let ids = keys.iter().filter_map(|key| registry.by_session.get(key)).flatten();
-                for entry in ids.filter_map(|id| registry.connections.get(id)) {
-                    entry.outbound.kick(proto::close::SESSION_REVOKED, "session revoked");
+                let ids: Vec<ConnectionId> = ids.copied().collect();
+                for id in ids {
+                    if let Some(entry) = registry.connections.get(&id) {
+                        entry.outbound.kick(proto::close::SESSION_REVOKED, "session revoked");
+                    }
+                    registry.remove(id);
                 }
                 registry.remember_revoked(keys, Instant::now());
             }
@@ -385,6 +397,32 @@ mod tests {
         let (other, _other_queue) = connection(&metrics);
         hub.register(2, Uuid::now_v7(), SessionKey::from_hash("cd".repeat(32)), other.clone());
         assert!(!other.closing().is_cancelled(), "another session is left alone");
+    }
+
+    #[tokio::test]
+    async fn a_revoked_connection_gets_no_events_after_being_told_it_is_revoked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let metrics = Arc::new(Metrics::default());
+        let hub = Hub::new(Kv::embedded(dir.path(), "t:").expect("embedded store"), metrics.clone());
+        let (still_connected, _departures) = mpsc::channel(1);
+        let (account_id, session) = (Uuid::now_v7(), SessionKey::from_hash("ab".repeat(32)));
+        let (revoked, queue) = connection(&metrics);
+        hub.register(1, account_id, session.clone(), revoked);
+
+        let keys = vec![session.as_str().to_owned()];
+        hub.apply(BusMessage::SessionsRevoked { keys }, &still_connected);
+        // Heard before the connection's task has ended and unregistered it.
+        let event = Event::Notice { text: "your new direct message".into() };
+        hub.apply(BusMessage::ToAccount { account_id, event }, &still_connected);
+
+        let mut written: Vec<Message> = Vec::new();
+        queue.write_to(&mut written).await;
+        let texts: Vec<String> =
+            written.iter().map(|frame| frame.to_text().unwrap_or("").to_owned()).collect();
+        assert_eq!(texts.len(), 2, "the kick and the close frame: {texts:?}");
+        assert!(texts[0].contains("kicked"), "{texts:?}");
+        assert!(matches!(written[1], Message::Close(_)), "{texts:?}");
+        assert!(!hub.is_connected(account_id), "a revoked connection no longer counts as the account's");
     }
 
     #[tokio::test]
