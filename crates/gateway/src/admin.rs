@@ -97,6 +97,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> String {
         shared.chat.stats(),
         shared.chat_announcer.stats(),
         shared.hub.delivery_stats(),
+        shared.hub.n_bus_messages_dropped(),
     );
     shared.metrics.render() + &player + &inventory + &chat
 }

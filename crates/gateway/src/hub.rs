@@ -217,6 +217,11 @@ impl Hub {
         self.bus.get().is_some_and(kv::Subscribed::get)
     }
 
+    /// Bus messages dropped because this process's bus task fell too far behind, for `/metrics`.
+    pub fn n_bus_messages_dropped(&self) -> u64 {
+        self.bus.get().map_or(0, kv::Subscribed::n_dropped)
+    }
+
     /// What this process has handed to its connections.
     pub fn delivery_stats(&self) -> &DeliveryStats {
         &self.delivery

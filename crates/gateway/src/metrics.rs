@@ -355,6 +355,7 @@ pub(crate) fn render_chat(
     stats: &chat::ChatStats,
     announced: &crate::chat_requests::AnnounceStats,
     delivery: &crate::hub::DeliveryStats,
+    n_bus_messages_dropped: u64,
 ) -> String {
     let mut out = String::new();
     let mut line = |name: &str, help: &str, kind: &str, value: f64| {
@@ -443,6 +444,12 @@ pub(crate) fn render_chat(
         "Events encoded for delivery (once per event and encoding, not per connection).",
         "counter",
         load(&delivery.encodings),
+    );
+    line(
+        "gateway_bus_messages_dropped_total",
+        "Bus messages dropped because this process's bus task fell too far behind.",
+        "counter",
+        n_bus_messages_dropped as f64,
     );
     render_wal(&mut out, "chat", &stats.wal);
     out

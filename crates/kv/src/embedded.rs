@@ -662,8 +662,8 @@ async fn forward_broadcast(
     mut receiver: broadcast::Receiver<Vec<u8>>,
     sender: mpsc::Sender<Vec<u8>>,
     shutdown: CancellationToken,
-    // Marks the subscription ended when this returns.
-    _ended: Unsubscribed,
+    // Counts what is dropped, and marks the subscription ended when this returns.
+    ended: Unsubscribed,
 ) {
     loop {
         let payload = tokio::select! {
@@ -672,6 +672,7 @@ async fn forward_broadcast(
             received = receiver.recv() => match received {
                 Ok(payload) => payload,
                 Err(broadcast::error::RecvError::Lagged(n_missed)) => {
+                    ended.0.dropped(n_missed);
                     tracing::warn!(%channel, n_missed, "subscription fell behind; messages dropped");
                     continue;
                 }
@@ -681,6 +682,7 @@ async fn forward_broadcast(
         match forward(&sender, payload) {
             Forward::Sent => {}
             Forward::Dropped => {
+                ended.0.dropped(1);
                 tracing::warn!(%channel, "subscription buffer full; message dropped");
             }
             Forward::Closed => return,

@@ -43,7 +43,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -629,7 +629,10 @@ impl Kv {
         shutdown: CancellationToken,
     ) -> Result<Subscription, KvError> {
         let (sender, receiver) = mpsc::channel(SUBSCRIPTION_BUFFER);
-        let subscribed = Subscribed(Arc::new(AtomicBool::new(true)));
+        let subscribed = Subscribed(Arc::new(SubscriptionState {
+            receiving: AtomicBool::new(true),
+            n_dropped: AtomicU64::new(0),
+        }));
         let ended = Unsubscribed(subscribed.clone());
         match &self.backend {
             Backend::Redis(redis) => redis.subscribe(channel, sender, shutdown.clone(), ended).await?,
@@ -925,18 +928,35 @@ pub struct Subscription {
 
 /// Whether a [`Subscription`] receives: true once subscribed, false while its pub/sub connection
 /// is down and being made again (messages published meanwhile are lost), and for good once its
-/// task has ended (shutdown, the `Subscription` dropped, or a panic). Cheap to clone.
+/// task has ended (shutdown, the `Subscription` dropped, or a panic); and how many messages it
+/// dropped for a consumer too far behind. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Subscribed(Arc<AtomicBool>);
+pub struct Subscribed(Arc<SubscriptionState>);
+
+#[derive(Debug)]
+struct SubscriptionState {
+    receiving: AtomicBool,
+    n_dropped: AtomicU64,
+}
 
 impl Subscribed {
     /// Whether the subscription receives now.
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.receiving.load(Ordering::Relaxed)
+    }
+
+    /// Messages dropped so far because the consumer was more than [`SUBSCRIPTION_BUFFER`]
+    /// behind (not those published while disconnected, which nobody counts).
+    pub fn n_dropped(&self) -> u64 {
+        self.0.n_dropped.load(Ordering::Relaxed)
     }
 
     pub(crate) fn set(&self, subscribed: bool) {
-        self.0.store(subscribed, Ordering::Relaxed);
+        self.0.receiving.store(subscribed, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dropped(&self, n_messages: u64) {
+        self.0.n_dropped.fetch_add(n_messages, Ordering::Relaxed);
     }
 }
 

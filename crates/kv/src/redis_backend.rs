@@ -42,7 +42,7 @@ use tracing::Instrument;
 
 use crate::{
     BufferClaim, BufferStats, BufferUpdate, BufferVersion, ClaimedRecord, Field, Forward, KvError,
-    PackedFields, RiskySetting, Unsubscribed, forward, millis, put_text, unpack_texts,
+    PackedFields, RiskySetting, Subscribed, Unsubscribed, forward, millis, put_text, unpack_texts,
 };
 
 /// How long the first connection (and the first subscription) may take before giving up.
@@ -1341,7 +1341,7 @@ struct Resubscribing {
 async fn run_subscription(subscription: Resubscribing, mut pubsub: PubSub) {
     let Resubscribing { client, channel, sender, shutdown, ended } = subscription;
     loop {
-        if forward_until_disconnected(&mut pubsub, &sender, &shutdown).await == Ended::Stop {
+        if forward_until_disconnected(&mut pubsub, &sender, &shutdown, &ended.0).await == Ended::Stop {
             return;
         }
         ended.0.set(false);
@@ -1372,6 +1372,7 @@ async fn forward_until_disconnected(
     pubsub: &mut PubSub,
     sender: &mpsc::Sender<Vec<u8>>,
     shutdown: &CancellationToken,
+    subscribed: &Subscribed,
 ) -> Ended {
     let mut messages = pubsub.on_message();
     loop {
@@ -1385,7 +1386,10 @@ async fn forward_until_disconnected(
         };
         match forward(sender, message.get_payload_bytes().to_vec()) {
             Forward::Sent => {}
-            Forward::Dropped => tracing::warn!("subscription buffer full; message dropped"),
+            Forward::Dropped => {
+                subscribed.dropped(1);
+                tracing::warn!("subscription buffer full; message dropped");
+            }
             Forward::Closed => return Ended::Stop,
         }
     }

@@ -428,6 +428,7 @@ async fn the_admin_port_reports_health_readiness_and_metrics() {
     assert_eq!(gateway.http("GET", "/readyz", "").await.unwrap().0, 200);
     assert_eq!(gateway.metric("gateway_requests_total{request=\"ping\",outcome=\"ok\"}").await, Some(3.0));
     assert_eq!(gateway.metric("gateway_authenticated_connections").await, Some(1.0));
+    assert_eq!(gateway.metric("gateway_bus_messages_dropped_total").await, Some(0.0));
     assert!(gateway.metric("process_resident_memory_bytes").await.unwrap() > 0.0);
 }
 

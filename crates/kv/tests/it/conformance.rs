@@ -53,6 +53,7 @@ conformance! {
     undoing_a_hit_never_goes_below_zero_and_keeps_the_window => check_counter_undo_hit,
     published_message_reaches_subscriber => check_publish_subscribe_round_trip,
     two_subscribers_both_receive => check_two_subscribers_both_receive,
+    messages_dropped_for_a_consumer_too_far_behind_are_counted => check_messages_dropped_for_a_consumer_too_far_behind_are_counted,
     dropped_subscription_stops_counting => check_dropped_subscription_unsubscribes,
     ping_answers => check_ping,
     update_of_an_absent_record_is_not_loaded_and_changes_nothing => check_update_absent_is_not_loaded,
@@ -725,6 +726,24 @@ async fn check_publish_subscribe_round_trip(kv: &Kv) {
         assert!(tokio::time::Instant::now() < deadline, "an ended subscription still says it receives");
         sleep(Duration::from_millis(10)).await;
     }
+}
+
+async fn check_messages_dropped_for_a_consumer_too_far_behind_are_counted(kv: &Kv) {
+    let shutdown = CancellationToken::new();
+    let mut subscription = kv.subscribe("flood", shutdown.clone()).await.unwrap();
+    let subscribed = subscription.subscribed();
+    // Nothing is read while these arrive: all but a buffer's worth are dropped.
+    for n in 0..kv::SUBSCRIPTION_BUFFER + 5 {
+        kv.publish("flood", n.to_string().as_bytes()).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while subscribed.n_dropped() < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "dropped {} of 5", subscribed.n_dropped());
+        sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(subscribed.n_dropped(), 5);
+    recv_soon(&mut subscription).await;
+    shutdown.cancel();
 }
 
 async fn check_two_subscribers_both_receive(kv: &Kv) {
