@@ -672,8 +672,9 @@ async fn forward_broadcast(
             received = receiver.recv() => match received {
                 Ok(payload) => payload,
                 Err(broadcast::error::RecvError::Lagged(n_missed)) => {
-                    ended.0.dropped(n_missed);
-                    tracing::warn!(%channel, n_missed, "subscription fell behind; messages dropped");
+                    if let Some(n_dropped) = ended.0.dropped(n_missed) {
+                        tracing::warn!(%channel, n_dropped, "subscription fell behind; messages dropped (count so far)");
+                    }
                     continue;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -682,8 +683,9 @@ async fn forward_broadcast(
         match forward(&sender, payload) {
             Forward::Sent => {}
             Forward::Dropped => {
-                ended.0.dropped(1);
-                tracing::warn!(%channel, "subscription buffer full; message dropped");
+                if let Some(n_dropped) = ended.0.dropped(1) {
+                    tracing::warn!(%channel, n_dropped, "subscription buffer full; messages dropped (count so far)");
+                }
             }
             Forward::Closed => return,
         }

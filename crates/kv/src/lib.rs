@@ -955,10 +955,18 @@ impl Subscribed {
         self.0.receiving.store(subscribed, Ordering::Relaxed);
     }
 
-    pub(crate) fn dropped(&self, n_messages: u64) {
-        self.0.n_dropped.fetch_add(n_messages, Ordering::Relaxed);
+    /// Counts `n_messages` dropped, and returns the total so far when it is worth a warning: at
+    /// the first drop, then once per [`DROPS_PER_WARNING`] more, so a flood of dropped messages
+    /// is a few log lines rather than one per message.
+    pub(crate) fn dropped(&self, n_messages: u64) -> Option<u64> {
+        let before = self.0.n_dropped.fetch_add(n_messages, Ordering::Relaxed);
+        let total = before.saturating_add(n_messages);
+        (before == 0 || before / DROPS_PER_WARNING != total / DROPS_PER_WARNING).then_some(total)
     }
 }
+
+/// Dropped messages per warning after the first (see [`Subscribed::dropped`]).
+const DROPS_PER_WARNING: u64 = 1_000;
 
 /// Held by a subscription's task: marks it as no longer receiving when the task ends, however
 /// it ends.
@@ -1013,6 +1021,18 @@ fn millis(duration: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_of_dropped_messages_warns_at_the_first_and_then_once_per_thousand() {
+        let subscribed = Subscribed(Arc::new(SubscriptionState {
+            receiving: AtomicBool::new(true),
+            n_dropped: AtomicU64::new(0),
+        }));
+        let warnings: Vec<u64> = (0..2_500).filter_map(|_| subscribed.dropped(1)).collect();
+        assert_eq!(warnings, [1, 1_000, 2_000]);
+        assert_eq!(subscribed.dropped(600), Some(3_100), "a lag of many counts at once");
+        assert_eq!(subscribed.n_dropped(), 3_100);
+    }
 
     #[test]
     fn packed_fields_give_back_what_was_pushed_in_order() {

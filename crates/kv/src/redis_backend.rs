@@ -1387,8 +1387,9 @@ async fn forward_until_disconnected(
         match forward(sender, message.get_payload_bytes().to_vec()) {
             Forward::Sent => {}
             Forward::Dropped => {
-                subscribed.dropped(1);
-                tracing::warn!("subscription buffer full; message dropped");
+                if let Some(n_dropped) = subscribed.dropped(1) {
+                    tracing::warn!(n_dropped, "subscription buffer full; messages dropped (count so far)");
+                }
             }
             Forward::Closed => return Ended::Stop,
         }
