@@ -380,7 +380,7 @@ impl GatewayConfig {
 
     /// Whether connections from `peer` are a trusted proxy's.
     pub(crate) fn is_trusted_proxy(&self, peer: std::net::IpAddr) -> bool {
-        self.trusted_proxies.iter().any(|network| network.contains(peer))
+        crate::forwarded::is_trusted(&self.trusted_proxies, peer)
     }
 
     /// Every duration setting, by name.

@@ -69,7 +69,7 @@ impl<'de> serde::Deserialize<'de> for ProxyNetwork {
 /// the walk at the last proxy read, so a garbled header counts against that proxy, not against
 /// an address its sender chose.
 pub(crate) fn client_address(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[ProxyNetwork]) -> IpAddr {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|network| network.contains(ip));
+    let is_trusted = |ip: IpAddr| is_trusted(trusted, ip);
     let mut client = peer.to_canonical();
     if !is_trusted(client) {
         return client;
@@ -82,6 +82,11 @@ pub(crate) fn client_address(peer: IpAddr, forwarded_for: Option<&str>, trusted:
         }
     }
     client
+}
+
+/// Whether `ip` lies in one of the `trusted` networks.
+pub(crate) fn is_trusted(trusted: &[ProxyNetwork], ip: IpAddr) -> bool {
+    trusted.iter().any(|network| network.contains(ip))
 }
 
 /// One entry of `X-Forwarded-For`: an address, with or without a port (`[v6]:port` for IPv6).

@@ -41,7 +41,6 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 pub use catalogue::{Catalogue, DEFAULT_MAX_STACK, ITEM_ID_MAX_BYTES, ItemDef, MAX_STACK_LIMIT};
-
 pub use committer::Committer;
 pub use error::InventoryError;
 

@@ -629,10 +629,7 @@ impl Kv {
         shutdown: CancellationToken,
     ) -> Result<Subscription, KvError> {
         let (sender, receiver) = mpsc::channel(SUBSCRIPTION_BUFFER);
-        let subscribed = Subscribed(Arc::new(SubscriptionState {
-            receiving: AtomicBool::new(true),
-            n_dropped: AtomicU64::new(0),
-        }));
+        let subscribed = Subscribed::new();
         let ended = Unsubscribed(subscribed.clone());
         match &self.backend {
             Backend::Redis(redis) => redis.subscribe(channel, sender, shutdown.clone(), ended).await?,
@@ -940,6 +937,13 @@ struct SubscriptionState {
 }
 
 impl Subscribed {
+    fn new() -> Subscribed {
+        Subscribed(Arc::new(SubscriptionState {
+            receiving: AtomicBool::new(true),
+            n_dropped: AtomicU64::new(0),
+        }))
+    }
+
     /// Whether the subscription receives now.
     pub fn get(&self) -> bool {
         self.0.receiving.load(Ordering::Relaxed)
@@ -1024,10 +1028,7 @@ mod tests {
 
     #[test]
     fn a_flood_of_dropped_messages_warns_at_the_first_and_then_once_per_thousand() {
-        let subscribed = Subscribed(Arc::new(SubscriptionState {
-            receiving: AtomicBool::new(true),
-            n_dropped: AtomicU64::new(0),
-        }));
+        let subscribed = Subscribed::new();
         let warnings: Vec<u64> = (0..2_500).filter_map(|_| subscribed.dropped(1)).collect();
         assert_eq!(warnings, [1, 1_000, 2_000]);
         assert_eq!(subscribed.dropped(600), Some(3_100), "a lag of many counts at once");
