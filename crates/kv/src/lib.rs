@@ -615,9 +615,10 @@ impl Kv {
     /// confirmed, so a publish made after it returns is received.
     ///
     /// A background task forwards messages into the [`Subscription`]; it ends when `shutdown` is
-    /// cancelled or the `Subscription` is dropped. On Redis it holds a dedicated pub/sub connection
-    /// and, if Redis goes away, reconnects with backoff (50 ms doubling to 2 s), logging a warning once
-    /// per outage and an info line when subscribed again. Messages published while disconnected are
+    /// cancelled or the `Subscription` is dropped. On Redis it holds a dedicated pub/sub connection,
+    /// pings it every 3 s, and if Redis goes away or leaves a ping unanswered for 3 s (a half-open
+    /// connection), reconnects with backoff (50 ms doubling to 2 s), logging a warning once per
+    /// outage and an info line when subscribed again. Messages published while disconnected are
     /// lost. On both backends, if the consumer falls more than [`SUBSCRIPTION_BUFFER`] messages
     /// behind, newer messages are dropped and a warning is logged.
     ///

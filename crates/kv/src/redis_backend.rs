@@ -65,6 +65,11 @@ const COMMAND_RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
 const SUBSCRIBE_BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Longest delay between a subscription's reconnect attempts.
 const SUBSCRIBE_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How often a subscription's connection is pinged. A connection that went half-open (Redis's
+/// host gone, or a NAT that forgot it, with no reset ever arriving) otherwise looks exactly like a
+/// quiet channel: the subscription would stay "receiving" and miss everything until a restart.
+/// So a subscription notices such a connection within this plus [`RESPONSE_TIMEOUT`].
+const SUBSCRIPTION_HEARTBEAT: Duration = Duration::from_secs(3);
 
 /// Stores a session and lists it in its account's set, first dropping from the set the sessions
 /// that have ended (their keys expired): a set kept alive by its account's logins would otherwise
@@ -1341,13 +1346,18 @@ struct Resubscribing {
 async fn run_subscription(subscription: Resubscribing, mut pubsub: PubSub) {
     let Resubscribing { client, channel, sender, shutdown, ended } = subscription;
     loop {
-        if forward_until_disconnected(&mut pubsub, &sender, &shutdown, &ended.0).await == Ended::Stop {
-            return;
+        match forward_until_disconnected(pubsub, &sender, &shutdown, &ended.0).await {
+            Ended::Stop => return,
+            Ended::Disconnected => tracing::warn!(
+                "pub/sub connection to Redis lost; reconnecting (messages published meanwhile are lost)"
+            ),
+            Ended::Unanswered => tracing::warn!(
+                timeout_ms = millis(RESPONSE_TIMEOUT),
+                "pub/sub connection to Redis did not answer its heartbeat; reconnecting \
+                 (messages published meanwhile are lost)"
+            ),
         }
         ended.0.set(false);
-        tracing::warn!(
-            "pub/sub connection to Redis lost; reconnecting (messages published meanwhile are lost)"
-        );
         match reconnect(&client, &channel, &sender, &shutdown).await {
             Some(fresh) => {
                 tracing::info!("pub/sub connection to Redis restored");
@@ -1366,15 +1376,22 @@ enum Ended {
     Stop,
     /// The connection ended: reconnect.
     Disconnected,
+    /// The connection did not answer a heartbeat in time (half-open, or Redis hung): reconnect.
+    Unanswered,
 }
 
+/// Forwards messages, pinging the connection every [`SUBSCRIPTION_HEARTBEAT`], until shutdown, the
+/// subscription is dropped, the connection ends or a ping goes unanswered.
 async fn forward_until_disconnected(
-    pubsub: &mut PubSub,
+    pubsub: PubSub,
     sender: &mpsc::Sender<Vec<u8>>,
     shutdown: &CancellationToken,
     subscribed: &Subscribed,
 ) -> Ended {
-    let mut messages = pubsub.on_message();
+    let (mut commands, mut messages) = pubsub.split();
+    let mut heartbeat =
+        tokio::time::interval_at(Instant::now() + SUBSCRIPTION_HEARTBEAT, SUBSCRIPTION_HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let message = tokio::select! {
             () = shutdown.cancelled() => return Ended::Stop,
@@ -1383,6 +1400,22 @@ async fn forward_until_disconnected(
                 Some(message) => message,
                 None => return Ended::Disconnected,
             },
+            _ = heartbeat.tick() => {
+                // Messages that arrive meanwhile wait in the connection's own queue, for one
+                // round trip every few seconds.
+                let ping = tokio::time::timeout(RESPONSE_TIMEOUT, commands.ping::<Value>());
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ended::Stop,
+                    answer = ping => match answer {
+                        Ok(Ok(_)) => continue,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, "pub/sub heartbeat failed");
+                            return Ended::Disconnected;
+                        }
+                        Err(_) => return Ended::Unanswered,
+                    },
+                }
+            }
         };
         match forward(sender, message.get_payload_bytes().to_vec()) {
             Forward::Sent => {}

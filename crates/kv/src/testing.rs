@@ -111,6 +111,30 @@ impl RedisServer {
         }
     }
 
+    /// Suspends the server process (SIGSTOP): its connections stay open but nothing on them is
+    /// answered, as with a half-open connection to a host that vanished. [`RedisServer::thaw`]
+    /// resumes it; a stop or restart works on a frozen server too.
+    ///
+    /// # Panics
+    /// If the server is not running or the signal cannot be sent.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a server suspended by [`RedisServer::freeze`] (SIGCONT).
+    ///
+    /// # Panics
+    /// If the server is not running or the signal cannot be sent.
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("redis-server is running");
+        let status = Command::new("kill").args([signal, &child.id().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill {signal} redis-server failed");
+    }
+
     /// Starts the server again on the same port (retrying while the port is briefly busy) and waits
     /// until it answers `PING`. Stops it first if it is running.
     ///

@@ -82,6 +82,41 @@ async fn subscription_resubscribes_after_redis_restarts() {
 }
 
 #[tokio::test]
+async fn a_subscription_whose_redis_stops_answering_notices_and_resubscribes() {
+    let server = RedisServer::start();
+    let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
+    let shutdown = CancellationToken::new();
+    let mut subscription = kv.subscribe("events", shutdown.clone()).await.unwrap();
+    let subscribed = subscription.subscribed();
+
+    // A frozen server keeps the connection open and answers nothing: no reset, no end of stream,
+    // just silence, as from a host that vanished. Only a heartbeat tells that from a quiet channel.
+    server.freeze();
+    let frozen = Instant::now();
+    let deadline = frozen + Duration::from_secs(15);
+    while subscribed.get() {
+        assert!(Instant::now() < deadline, "a subscription to a silent Redis still says it receives");
+        sleep(Duration::from_millis(50)).await;
+    }
+    let noticed_after = frozen.elapsed();
+    server.thaw();
+
+    // Until the subscription is made again, publishes reach nobody (or, for a moment, the old
+    // connection, which Redis has yet to see closed).
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let _ = kv.publish("events", b"after").await;
+        if let Ok(received) = tokio::time::timeout(Duration::from_millis(100), subscription.recv()).await {
+            assert_eq!(received.as_deref(), Some(&b"after"[..]));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the subscription did not come back after {noticed_after:?}");
+    }
+    assert!(subscribed.get(), "receiving again");
+    shutdown.cancel();
+}
+
+#[tokio::test]
 async fn connecting_to_nothing_fails_with_unavailable() {
     let mut server = RedisServer::start();
     let url = server.url();
