@@ -680,7 +680,7 @@ async fn forward_broadcast(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
         };
-        match forward(&sender, payload) {
+        match forward(&sender, &ended.0, payload) {
             Forward::Sent => {}
             Forward::Dropped => {
                 if let Some(n_dropped) = ended.0.dropped(1) {

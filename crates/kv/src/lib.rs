@@ -43,7 +43,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -61,6 +61,11 @@ use redis_backend::RedisBackend;
 
 /// How many messages a [`Subscription`] buffers before newer ones are dropped (with a warning).
 pub const SUBSCRIPTION_BUFFER: usize = 1024;
+/// How many bytes of payload a [`Subscription`] buffers before newer messages are dropped (with a
+/// warning), whatever their number: a bus message can carry one event to thousands of players, so
+/// a count alone would let a stalled consumer hold gigabytes. A single larger message is still
+/// taken when nothing else waits.
+pub const SUBSCRIPTION_BUFFER_BYTES: usize = 64 << 20;
 
 /// One field of a buffered record: (name, value).
 pub type Field = (String, String);
@@ -620,7 +625,8 @@ impl Kv {
     /// connection), reconnects with backoff (50 ms doubling to 2 s), logging a warning once per
     /// outage and an info line when subscribed again. Messages published while disconnected are
     /// lost. On both backends, if the consumer falls more than [`SUBSCRIPTION_BUFFER`] messages
-    /// behind, newer messages are dropped and a warning is logged.
+    /// or [`SUBSCRIPTION_BUFFER_BYTES`] bytes behind, newer messages are dropped and a warning is
+    /// logged.
     ///
     /// # Errors
     /// [`KvError::Unavailable`] if the first subscription cannot be made within about 5 s.
@@ -935,6 +941,8 @@ pub struct Subscribed(Arc<SubscriptionState>);
 struct SubscriptionState {
     receiving: AtomicBool,
     n_dropped: AtomicU64,
+    /// Payload bytes forwarded and not yet received (see [`SUBSCRIPTION_BUFFER_BYTES`]).
+    queued_bytes: AtomicUsize,
 }
 
 impl Subscribed {
@@ -942,6 +950,7 @@ impl Subscribed {
         Subscribed(Arc::new(SubscriptionState {
             receiving: AtomicBool::new(true),
             n_dropped: AtomicU64::new(0),
+            queued_bytes: AtomicUsize::new(0),
         }))
     }
 
@@ -951,7 +960,7 @@ impl Subscribed {
     }
 
     /// Messages dropped so far because the consumer was more than [`SUBSCRIPTION_BUFFER`]
-    /// behind (not those published while disconnected, which nobody counts).
+    /// messages or [`SUBSCRIPTION_BUFFER_BYTES`] bytes behind (not those published while disconnected, which nobody counts).
     pub fn n_dropped(&self) -> u64 {
         self.0.n_dropped.load(Ordering::Relaxed)
     }
@@ -990,7 +999,12 @@ impl Subscription {
         tokio::select! {
             biased;
             () = self.shutdown.cancelled() => None,
-            payload = self.receiver.recv() => payload,
+            payload = self.receiver.recv() => {
+                if let Some(payload) = &payload {
+                    self.subscribed.0.queued_bytes.fetch_sub(payload.len(), Ordering::Relaxed);
+                }
+                payload
+            }
         }
     }
 
@@ -1000,14 +1014,28 @@ impl Subscription {
     }
 }
 
-/// Hands a received payload to the subscription without waiting. A full buffer drops the payload
-/// (`Forward::Dropped`): a consumer that stopped reading must not make the forwarding task, and with it
-/// the pub/sub connection's unbounded read buffer, grow without limit. Shared by both backends.
-fn forward(sender: &mpsc::Sender<Vec<u8>>, payload: Vec<u8>) -> Forward {
+/// Hands a received payload to the subscription without waiting. A full buffer, in messages or in
+/// bytes, drops the payload (`Forward::Dropped`): a consumer that stopped reading must not make the
+/// forwarding task, and with it the pub/sub connection's unbounded read buffer, grow without limit.
+/// Shared by both backends; each subscription has one forwarding task, so the byte count's check
+/// and increase cannot race another forward.
+fn forward(sender: &mpsc::Sender<Vec<u8>>, subscribed: &Subscribed, payload: Vec<u8>) -> Forward {
+    let queued_bytes = &subscribed.0.queued_bytes;
+    let n_bytes = payload.len();
+    let queued = queued_bytes.load(Ordering::Relaxed);
+    if queued > 0 && queued.saturating_add(n_bytes) > SUBSCRIPTION_BUFFER_BYTES {
+        return Forward::Dropped;
+    }
+    queued_bytes.fetch_add(n_bytes, Ordering::Relaxed);
     match sender.try_send(payload) {
         Ok(()) => Forward::Sent,
-        Err(mpsc::error::TrySendError::Full(_)) => Forward::Dropped,
-        Err(mpsc::error::TrySendError::Closed(_)) => Forward::Closed,
+        Err(refused) => {
+            queued_bytes.fetch_sub(n_bytes, Ordering::Relaxed);
+            match refused {
+                mpsc::error::TrySendError::Full(_) => Forward::Dropped,
+                mpsc::error::TrySendError::Closed(_) => Forward::Closed,
+            }
+        }
     }
 }
 

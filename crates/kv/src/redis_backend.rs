@@ -1417,7 +1417,7 @@ async fn forward_until_disconnected(
                 }
             }
         };
-        match forward(sender, message.get_payload_bytes().to_vec()) {
+        match forward(sender, subscribed, message.get_payload_bytes().to_vec()) {
             Forward::Sent => {}
             Forward::Dropped => {
                 if let Some(n_dropped) = subscribed.dropped(1) {

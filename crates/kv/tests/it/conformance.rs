@@ -54,6 +54,7 @@ conformance! {
     published_message_reaches_subscriber => check_publish_subscribe_round_trip,
     two_subscribers_both_receive => check_two_subscribers_both_receive,
     messages_dropped_for_a_consumer_too_far_behind_are_counted => check_messages_dropped_for_a_consumer_too_far_behind_are_counted,
+    a_consumer_behind_by_the_byte_budget_drops_newer_messages => check_subscription_byte_budget,
     dropped_subscription_stops_counting => check_dropped_subscription_unsubscribes,
     ping_answers => check_ping,
     update_of_an_absent_record_is_not_loaded_and_changes_nothing => check_update_absent_is_not_loaded,
@@ -743,6 +744,36 @@ async fn check_messages_dropped_for_a_consumer_too_far_behind_are_counted(kv: &K
     }
     assert_eq!(subscribed.n_dropped(), 5);
     recv_soon(&mut subscription).await;
+    shutdown.cancel();
+}
+
+async fn check_subscription_byte_budget(kv: &Kv) {
+    const MESSAGE_BYTES: usize = 1 << 20;
+    let fitting = kv::SUBSCRIPTION_BUFFER_BYTES / MESSAGE_BYTES;
+    let shutdown = CancellationToken::new();
+    let mut subscription = kv.subscribe("big", shutdown.clone()).await.unwrap();
+    let subscribed = subscription.subscribed();
+    // Far fewer messages than the buffer's count, but more bytes than its budget, all unread.
+    for n in 0..fitting + 3 {
+        let mut payload = vec![0_u8; MESSAGE_BYTES];
+        payload[0] = u8::try_from(n).unwrap();
+        kv.publish("big", &payload).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while subscribed.n_dropped() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "dropped {} of 3", subscribed.n_dropped());
+        sleep(Duration::from_millis(10)).await;
+    }
+    for n in 0..fitting {
+        let payload = recv_soon(&mut subscription).await;
+        assert_eq!((payload.len(), usize::from(payload[0])), (MESSAGE_BYTES, n), "the oldest are kept");
+    }
+    assert_silent(&mut subscription).await;
+    assert_eq!(subscribed.n_dropped(), 3);
+
+    // Read, the budget is free again.
+    kv.publish("big", &[7; MESSAGE_BYTES]).await.unwrap();
+    assert_eq!(recv_soon(&mut subscription).await.len(), MESSAGE_BYTES);
     shutdown.cancel();
 }
 
