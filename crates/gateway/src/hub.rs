@@ -365,8 +365,14 @@ impl Hub {
             BusMessage::Departed { account_id } => {
                 if registry.by_account.contains_key(&account_id)
                     && still_connected.try_send(account_id).is_err()
+                    && let Some(n_unchecked) = self.metrics.departure_unchecked()
                 {
-                    tracing::debug!(%account_id, "too many departures to check; a ticket stays set aside");
+                    tracing::warn!(
+                        %account_id,
+                        n_unchecked,
+                        "too many departures to check; their tickets stay set aside until the \
+                         players log in again (count so far)"
+                    );
                 }
             }
         }
@@ -402,6 +408,29 @@ mod tests {
         let (other, _other_queue) = connection(&metrics);
         hub.register(2, Uuid::now_v7(), SessionKey::from_hash("cd".repeat(32)), other.clone());
         assert!(!other.closing().is_cancelled(), "another session is left alone");
+    }
+
+    #[tokio::test]
+    async fn departures_past_the_check_queue_are_counted_for_the_operator() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let metrics = Arc::new(Metrics::default());
+        let hub = Hub::new(Kv::embedded(dir.path(), "t:").expect("embedded store"), metrics.clone());
+        let (still_connected, mut departures) = mpsc::channel(1);
+        let (account_id, session) = (Uuid::now_v7(), SessionKey::from_hash("ab".repeat(32)));
+        let (here, _queue) = connection(&metrics);
+        hub.register(1, account_id, session, here);
+
+        for _ in 0..3 {
+            hub.apply(BusMessage::Departed { account_id }, &still_connected);
+        }
+        // A departure of someone not connected here needs no check, and is no loss.
+        hub.apply(BusMessage::Departed { account_id: Uuid::now_v7() }, &still_connected);
+
+        assert_eq!(departures.try_recv().ok(), Some(account_id), "the first is queued for its check");
+        assert!(
+            metrics.render().contains("gateway_departures_unchecked_total 2\n"),
+            "the two that found the queue full are counted"
+        );
     }
 
     #[tokio::test]

@@ -75,6 +75,7 @@ pub struct Metrics {
     closes: Mutex<BTreeMap<u16, u64>>,
     requests: Mutex<BTreeMap<&'static str, Arc<RequestKindStats>>>,
     bus_messages: AtomicU64,
+    departures_unchecked: AtomicU64,
 }
 
 impl Metrics {
@@ -124,6 +125,14 @@ impl Metrics {
     /// A message arrived from the bus between gateways.
     pub fn bus_message(&self) {
         self.bus_messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A player's departure from another process could not be checked (the queue of checks was
+    /// full), so their ticket stays set aside. Returns the count so far at the first and then at
+    /// every thousandth, when it is worth a warning.
+    pub fn departure_unchecked(&self) -> Option<u64> {
+        let total = self.departures_unchecked.fetch_add(1, Ordering::Relaxed) + 1;
+        (total == 1 || total.is_multiple_of(1_000)).then_some(total)
     }
 
     /// A request of `kind` finished with `outcome` (`ok` or an error code) after `elapsed`.
@@ -191,6 +200,14 @@ impl Metrics {
             "Messages received from the bus between gateway processes.",
             "counter",
             self.bus_messages.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "gateway_departures_unchecked_total",
+            "Departures from other processes of players connected here that were not checked (the \
+             queue of checks was full), leaving their matchmaking tickets set aside.",
+            "counter",
+            self.departures_unchecked.load(Ordering::Relaxed),
         );
         gauge(
             &mut out,
