@@ -73,7 +73,8 @@ pub mod close {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// The server has no room for another connection; retry with backoff (standard).
     pub const TRY_AGAIN_LATER: u16 = 1013;
-    /// The connection's session was revoked (logout on another connection, logout everywhere, refresh).
+    /// The connection's session was revoked (logout on another connection, logout everywhere,
+    /// refresh, or a login of the account past its cap of live sessions, which ends the oldest).
     pub const SESSION_REVOKED: u16 = 4001;
     /// Nothing was heard from the client within the idle timeout.
     pub const IDLE_TIMEOUT: u16 = 4002;

@@ -59,6 +59,10 @@ pub const DEFAULT_ADDRESS_FAILURE_LIMIT: u64 = 100;
 pub const DEFAULT_REGISTRATION_LIMIT: u64 = 20;
 /// Default length of a throttling window.
 pub const DEFAULT_THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Default number of live sessions one account may hold: enough for every device a player owns
+/// many times over, few enough that logging one account in without end (a script, a leaked
+/// password) costs the store nothing more than this many records.
+pub const DEFAULT_MAX_SESSIONS_PER_ACCOUNT: usize = 64;
 /// Default bound on password hashes waiting for a thread; past it logins are refused as busy.
 pub const DEFAULT_MAX_QUEUED_HASHES: usize = 4096;
 
@@ -82,6 +86,11 @@ pub struct AuthConfig {
     pub registration_limit: u64,
     /// The throttling window; default [`DEFAULT_THROTTLE_WINDOW`].
     pub throttle_window: Duration,
+    /// Live sessions one account may hold; a login past it ends the account's oldest sessions
+    /// (by login, a refresh keeping its login's place), which [`IssuedSession::ended`] names, so
+    /// a player who lost a device can always log in again. Default
+    /// [`DEFAULT_MAX_SESSIONS_PER_ACCOUNT`]; at least 1 (0 counts as 1).
+    pub max_sessions_per_account: usize,
     /// Password hashes computed at once; default: the number of CPUs. Each takes 19 MiB.
     pub hash_threads: usize,
     /// Password hashes allowed to wait for a thread; default [`DEFAULT_MAX_QUEUED_HASHES`].
@@ -99,6 +108,7 @@ impl Default for AuthConfig {
             address_failure_limit: DEFAULT_ADDRESS_FAILURE_LIMIT,
             registration_limit: DEFAULT_REGISTRATION_LIMIT,
             throttle_window: DEFAULT_THROTTLE_WINDOW,
+            max_sessions_per_account: DEFAULT_MAX_SESSIONS_PER_ACCOUNT,
             hash_threads: std::thread::available_parallelism().map_or(2, usize::from),
             max_queued_hashes: DEFAULT_MAX_QUEUED_HASHES,
             shard: ShardConfig::default(),
@@ -212,7 +222,9 @@ impl Auth {
         registered
     }
 
-    /// Checks a username and password and issues a new session.
+    /// Checks a username and password and issues a new session. If the account then holds more
+    /// than [`AuthConfig::max_sessions_per_account`] sessions, its oldest ones end, in the same
+    /// store operation; the caller announces [`IssuedSession::ended`] as it does other revocations.
     ///
     /// An unknown username and a wrong password fail alike, after about the same time, so the
     /// answer does not tell which accounts exist.

@@ -65,6 +65,10 @@ pub struct IssuedSession {
     pub token: String,
     /// The session it opens.
     pub session: Session,
+    /// Other sessions of the account that issuing this one ended, oldest first, to keep the
+    /// account within [`AuthConfig::max_sessions_per_account`]; empty after a refresh. Their
+    /// connections are to be told, as after any revocation.
+    pub ended: Vec<SessionKey>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -81,7 +85,8 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Issues a new session, ending `session_max_lifetime` from now.
+/// Issues a new session, ending `session_max_lifetime` from now, and ends the account's oldest
+/// sessions past `max_sessions_per_account`.
 pub(crate) async fn issue(
     kv: &Kv,
     config: &AuthConfig,
@@ -91,8 +96,25 @@ pub(crate) async fn issue(
     let expires_at_ms = now_ms.saturating_add(millis(config.session_max_lifetime));
     let (token, key, record) = new_session(now_ms, account, expires_at_ms);
     let (bytes, idle_ttl, remaining) = stored_form(config, &record, now_ms)?;
-    kv.session_put(key.as_str(), &record.account_id.to_string(), &bytes, idle_ttl, remaining).await?;
-    Ok(IssuedSession { token, session: session_of(key, &record) })
+    let ended = kv
+        .session_put(
+            key.as_str(),
+            &record.account_id.to_string(),
+            &bytes,
+            idle_ttl,
+            remaining,
+            config.max_sessions_per_account,
+        )
+        .await?;
+    if !ended.is_empty() {
+        tracing::info!(
+            account_id = %record.account_id,
+            n_ended = ended.len(),
+            "a login ended the account's oldest sessions, past its cap"
+        );
+    }
+    let ended = ended.into_iter().map(SessionKey::from_hash).collect();
+    Ok(IssuedSession { token, session: session_of(key, &record), ended })
 }
 
 /// Replaces `old` with a new session of the same account and absolute end, so rotating a token
@@ -128,7 +150,7 @@ pub(crate) async fn rotate(
     if !rotated {
         return Err(AuthError::InvalidSession);
     }
-    Ok(IssuedSession { token, session: session_of(key, &record) })
+    Ok(IssuedSession { token, session: session_of(key, &record), ended: Vec::new() })
 }
 
 fn new_session(now_ms: u64, account: &Account, expires_at_ms: u64) -> (String, SessionKey, Record) {

@@ -164,6 +164,9 @@ pub struct GatewayConfig {
     /// throttling window; default 20. Behind a reverse proxy not in `trusted_proxies` every client
     /// has the proxy's address.
     pub registrations_per_address: u64,
+    /// Live sessions one account may hold; a login past it ends the account's oldest sessions and
+    /// closes their connections with 4001; default 64; at least 1.
+    pub max_sessions_per_account: usize,
     /// The login throttling window; default 15 minutes; at least a millisecond.
     #[serde(with = "seconds")]
     pub login_throttle_window: Duration,
@@ -275,6 +278,7 @@ impl Default for GatewayConfig {
             login_failures_per_account: auth.account_failure_limit,
             login_failures_per_address: auth.address_failure_limit,
             registrations_per_address: auth.registration_limit,
+            max_sessions_per_account: auth.max_sessions_per_account,
             login_throttle_window: auth.throttle_window,
             synchronous: SyncMode::default(),
             player_write_mode: PlayerWriteMode::default(),
@@ -344,6 +348,10 @@ impl GatewayConfig {
         }
         if self.login_failures_per_account == 0 || self.login_failures_per_address == 0 {
             return fail("login_failures_per_account and login_failures_per_address must be positive");
+        }
+        // Zero would end every other session at each login while reading like "no sessions".
+        if self.max_sessions_per_account == 0 {
+            return fail("max_sessions_per_account must be positive");
         }
         if self.max_connections == 0
             || self.max_connections_per_address == 0
@@ -415,6 +423,7 @@ impl GatewayConfig {
             account_failure_limit: self.login_failures_per_account,
             address_failure_limit: self.login_failures_per_address,
             registration_limit: self.registrations_per_address,
+            max_sessions_per_account: self.max_sessions_per_account,
             throttle_window: self.login_throttle_window,
             shard: self.shard_config(),
             ..auth::AuthConfig::default()
@@ -544,6 +553,7 @@ mod tests {
             "login_throttle_window = 0",
             "login_failures_per_account = 0",
             "login_failures_per_address = 0",
+            "max_sessions_per_account = 0",
         ] {
             let config: GatewayConfig = toml::from_str(setting).expect("a well-formed setting");
             assert!(config.validate().is_err(), "{setting} must be refused");

@@ -610,7 +610,10 @@ impl Connection {
                         .login(&username, &password, self.client)
                         .await
                         .map_err(|e| errors::from_auth(&e))?;
-                    Ok(self.start_session(issued.session, issued.token))
+                    let reply = self.start_session(issued.session, issued.token);
+                    // The oldest sessions this login ended to keep the account within its cap.
+                    self.announce_revoked(&issued.ended).await;
+                    Ok(reply)
                 }
                 Request::Resume { token } => {
                     let session = auth.validate_token(&token).await.map_err(|e| errors::from_auth(&e))?;

@@ -58,6 +58,9 @@ struct Cli {
     /// Accounts registered per client address and 15-minute window [default: 20].
     #[arg(long, env = "GAME_REGISTRATIONS_PER_ADDRESS")]
     registrations_per_address: Option<u64>,
+    /// Live sessions per account; a login past it ends the oldest [default: 64].
+    #[arg(long, env = "GAME_MAX_SESSIONS_PER_ACCOUNT")]
+    max_sessions_per_account: Option<usize>,
     /// Reverse proxies or load balancers (addresses or networks, comma-separated) whose
     /// connections count as the client address they put in X-Forwarded-For [default: none].
     #[arg(long, env = "GAME_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -100,6 +103,7 @@ impl Cli {
             request_burst,
             login_failures_per_address,
             registrations_per_address,
+            max_sessions_per_account,
             trusted_proxies,
             synchronous,
             player_write_mode,

@@ -6,7 +6,7 @@
 //! records keep Redis's data model (a hash per record, a sorted set of dirty ids, a claim), so
 //! both backends answer alike, including the order of equal scores (by id).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -52,7 +52,8 @@ impl<T> Expiring<T> {
 #[derive(Default)]
 struct Store {
     sessions: HashMap<String, Expiring<Vec<u8>>>,
-    account_sessions: HashMap<String, Expiring<HashSet<String>>>,
+    /// Each account's token hashes, scored in the order they were stored, as on Redis.
+    account_sessions: HashMap<String, Expiring<SortedSet>>,
     counters: HashMap<String, Expiring<u64>>,
     /// Buffered records by namespace.
     buffers: HashMap<String, Buffer>,
@@ -68,7 +69,7 @@ struct Store {
 #[derive(Default)]
 struct Buffer {
     records: HashMap<String, Expiring<HashMap<String, String>>>,
-    dirty: DirtySet,
+    dirty: SortedSet,
     /// Claimed id → dirty-since ms.
     claim: HashMap<String, u64>,
     /// How many recoveries the claim has seen (see `BufferClaim::generation`).
@@ -81,12 +82,12 @@ struct Buffer {
 
 /// A sorted set of ids by score, ordered like a Redis ZSET (score, then id).
 #[derive(Default)]
-struct DirtySet {
+struct SortedSet {
     by_score: BTreeSet<(u64, String)>,
     scores: HashMap<String, u64>,
 }
 
-impl DirtySet {
+impl SortedSet {
     fn len(&self) -> u64 {
         u64::try_from(self.scores.len()).unwrap_or(u64::MAX)
     }
@@ -134,6 +135,34 @@ impl DirtySet {
     fn oldest(&self) -> Option<u64> {
         self.by_score.first().map(|(score, _)| *score)
     }
+
+    /// `ZADD`: adds `id` with `score`, or moves it there.
+    fn add(&mut self, id: &str, score: u64) {
+        self.remove(id);
+        self.scores.insert(id.to_owned(), score);
+        self.by_score.insert((score, id.to_owned()));
+    }
+
+    /// `ZREM`: removes `id`, returning its score (`ZSCORE` before it).
+    fn remove(&mut self, id: &str) -> Option<u64> {
+        let score = self.scores.remove(id)?;
+        self.by_score.remove(&(score, id.to_owned()));
+        Some(score)
+    }
+
+    /// The highest score, as `ZRANGE key -1 -1 WITHSCORES` reads it.
+    fn newest(&self) -> Option<u64> {
+        self.by_score.last().map(|(score, _)| *score)
+    }
+
+    /// The ids, lowest score first.
+    fn ids(&self) -> impl Iterator<Item = &String> {
+        self.by_score.iter().map(|(_, id)| id)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
 }
 
 /// Removes `key` from `map` if it has expired, then returns the live entry, if any.
@@ -174,6 +203,10 @@ impl Store {
 
 /// Session operations shared by the single and the combined (rotation) calls, under one lock.
 impl Store {
+    /// Stores a session as `Kv::session_put` does; the new member's number is `number`, or one above
+    /// the account's newest. Returns the token hashes of the live sessions it ended to stay within
+    /// `max_per_account`.
+    #[allow(clippy::too_many_arguments, reason = "the arguments of Kv::session_put, plus the number")]
     fn put_session(
         &mut self,
         now: Instant,
@@ -182,55 +215,67 @@ impl Store {
         record: &[u8],
         idle_ttl: Duration,
         index_ttl: Duration,
-    ) {
+        max_per_account: usize,
+        number: Option<u64>,
+    ) -> Vec<String> {
         self.sessions.insert(
             token_hash.to_owned(),
             Expiring { value: record.to_vec(), expires_at: Some(deadline(now, idle_ttl)) },
         );
         let index_deadline = deadline(now, index_ttl);
-        match live(&mut self.account_sessions, account_id, now) {
+        let index = match live(&mut self.account_sessions, account_id, now) {
             Some(index) => {
-                // As on Redis: the set drops sessions that ended, of at most so many looked at.
-                let sessions = &self.sessions;
-                let ended: Vec<String> = index
-                    .value
-                    .iter()
-                    .take(crate::SESSION_SET_PRUNE_MAX)
-                    .filter(|member| !sessions.get(*member).is_some_and(|session| session.is_live(now)))
-                    .cloned()
-                    .collect();
-                for member in &ended {
-                    index.value.remove(member);
-                }
-                index.value.insert(token_hash.to_owned());
                 // PEXPIRE NX then PEXPIRE GT: set if none, otherwise only ever raise.
                 index.expires_at =
                     Some(index.expires_at.map_or(index_deadline, |current| current.max(index_deadline)));
+                index
             }
-            None => {
-                self.account_sessions.insert(
-                    account_id.to_owned(),
-                    Expiring {
-                        value: HashSet::from([token_hash.to_owned()]),
-                        expires_at: Some(index_deadline),
-                    },
-                );
+            None => self
+                .account_sessions
+                .entry(account_id.to_owned())
+                .or_insert(Expiring { value: SortedSet::default(), expires_at: Some(index_deadline) }),
+        };
+        // As on Redis: the set drops sessions that ended, of at most so many looked at.
+        let sessions = &mut self.sessions;
+        let ended: Vec<String> = index
+            .value
+            .ids()
+            .take(crate::SESSION_SET_PRUNE_MAX)
+            .filter(|member| !sessions.get(*member).is_some_and(|session| session.is_live(now)))
+            .cloned()
+            .collect();
+        for member in &ended {
+            index.value.remove(member);
+        }
+        index.value.remove(token_hash);
+        let mut evicted = Vec::new();
+        if number.is_none() {
+            // Room for the new one, never evicted itself since it is not in the set yet.
+            while index.value.len() >= u64::try_from(max_per_account.max(1)).unwrap_or(u64::MAX) {
+                let Some((_, oldest)) = index.value.pop_oldest_until(u64::MAX) else { break };
+                if sessions.remove(&oldest).is_some_and(|session| session.is_live(now)) {
+                    evicted.push(oldest);
+                }
             }
         }
+        let number = number.unwrap_or_else(|| index.value.newest().map_or(1, |newest| newest + 1));
+        index.value.add(token_hash, number);
+        evicted
     }
 
-    /// Returns whether the session existed.
-    fn delete_session(&mut self, now: Instant, token_hash: &str, account_id: &str) -> bool {
+    /// Returns whether the session existed, and its number in its account's set if it was there.
+    fn delete_session(&mut self, now: Instant, token_hash: &str, account_id: &str) -> (bool, Option<u64>) {
         let existed = live(&mut self.sessions, token_hash, now).is_some();
         self.sessions.remove(token_hash);
+        let mut number = None;
         if let Some(index) = live(&mut self.account_sessions, account_id, now) {
-            index.value.remove(token_hash);
+            number = index.value.remove(token_hash);
             if index.value.is_empty() {
                 // Redis deletes a set when its last member goes.
                 self.account_sessions.remove(account_id);
             }
         }
-        existed
+        (existed, number)
     }
 }
 
@@ -285,11 +330,22 @@ impl Embedded {
         record: &[u8],
         idle_ttl: Duration,
         index_ttl: Duration,
-    ) {
+        max_per_account: usize,
+    ) -> Vec<String> {
         let now = Instant::now();
         let mut store = self.store();
-        store.put_session(now, token_hash, account_id, record, idle_ttl, index_ttl);
+        let evicted = store.put_session(
+            now,
+            token_hash,
+            account_id,
+            record,
+            idle_ttl,
+            index_ttl,
+            max_per_account,
+            None,
+        );
         store.note_write(now);
+        evicted
     }
 
     pub(crate) fn session_update(&self, token_hash: &str, record: &[u8], idle_ttl: Duration) -> bool {
@@ -315,9 +371,24 @@ impl Embedded {
     ) -> bool {
         let now = Instant::now();
         let mut store = self.store();
-        let existed = store.delete_session(now, old_token_hash, account_id);
+        let (existed, number) = store.delete_session(now, old_token_hash, account_id);
         if existed {
-            store.put_session(now, new_token_hash, account_id, record, idle_ttl, index_ttl);
+            // The new session keeps the old one's place in the order (or is the newest, if the old
+            // one was not listed), so a rotation ends no other session.
+            let number = number.or_else(|| {
+                let newest = store.account_sessions.get(account_id).and_then(|index| index.value.newest());
+                Some(newest.map_or(1, |newest| newest + 1))
+            });
+            store.put_session(
+                now,
+                new_token_hash,
+                account_id,
+                record,
+                idle_ttl,
+                index_ttl,
+                usize::MAX,
+                number,
+            );
         }
         store.note_write(now);
         existed
@@ -331,10 +402,27 @@ impl Embedded {
         Some(session.value.clone())
     }
 
+    pub(crate) fn session_expire_within(&self, token_hash: &str, ttl: Duration) {
+        let now = Instant::now();
+        let mut store = self.store();
+        if let Some(session) = live(&mut store.sessions, token_hash, now) {
+            let within = deadline(now, ttl);
+            // As PEXPIRE LT: only ever shortens (no deadline counts as the longest).
+            session.expires_at = Some(session.expires_at.map_or(within, |current| current.min(within)));
+        }
+    }
+
+    pub(crate) fn session_ttl(&self, token_hash: &str) -> Option<Duration> {
+        let now = Instant::now();
+        let mut store = self.store();
+        let session = live(&mut store.sessions, token_hash, now)?;
+        session.expires_at.map(|deadline| deadline.saturating_duration_since(now))
+    }
+
     pub(crate) fn session_delete(&self, token_hash: &str, account_id: &str) -> bool {
         let now = Instant::now();
         let mut store = self.store();
-        let existed = store.delete_session(now, token_hash, account_id);
+        let (existed, _) = store.delete_session(now, token_hash, account_id);
         store.note_write(now);
         existed
     }
@@ -342,9 +430,13 @@ impl Embedded {
     pub(crate) fn sessions_delete_all(&self, account_id: &str) -> Vec<String> {
         let now = Instant::now();
         let mut store = self.store();
-        let token_hashes = match live(&mut store.account_sessions, account_id, now) {
-            Some(_) => store.account_sessions.remove(account_id).map(|index| index.value).unwrap_or_default(),
-            None => HashSet::new(),
+        let token_hashes: Vec<String> = match live(&mut store.account_sessions, account_id, now) {
+            Some(_) => store
+                .account_sessions
+                .remove(account_id)
+                .map(|index| index.value.ids().cloned().collect())
+                .unwrap_or_default(),
+            None => Vec::new(),
         };
         let mut deleted = Vec::new();
         for token_hash in token_hashes {
@@ -583,7 +675,7 @@ impl Embedded {
         let Some(buffer) = store.buffers.get_mut(ns) else { return 0 };
         let n_dropped = buffer.records.len();
         buffer.records.clear();
-        buffer.dirty = DirtySet::default();
+        buffer.dirty = SortedSet::default();
         buffer.claim.clear();
         store.note_write(now);
         u64::try_from(n_dropped).unwrap_or(u64::MAX)
@@ -705,13 +797,13 @@ mod tests {
         let store = Embedded::open(dir.path(), "t:").expect("embedded store");
         let n_listed = || store.store().account_sessions.get("acct-1").map_or(0, |index| index.value.len());
         for n in 0..5 {
-            store.session_put(&format!("ab{n:02}"), "acct-1", b"r", Duration::from_millis(50), LONG);
+            store.session_put(&format!("ab{n:02}"), "acct-1", b"r", Duration::from_millis(50), LONG, 1_000);
         }
-        store.session_put("cd00", "acct-1", b"r", LONG, LONG);
+        store.session_put("cd00", "acct-1", b"r", LONG, LONG, 1_000);
         assert_eq!(n_listed(), 6);
         std::thread::sleep(Duration::from_millis(150));
 
-        store.session_put("cd01", "acct-1", b"r", LONG, LONG);
+        store.session_put("cd01", "acct-1", b"r", LONG, LONG, 1_000);
         assert_eq!(n_listed(), 2, "only the live sessions stay listed");
         let mut ended = store.sessions_delete_all("acct-1");
         ended.sort();

@@ -4,7 +4,9 @@
 //! This crate owns:
 //! - the key layout in Redis and the commands and scripts run on it:
 //!   - `{prefix}session:{token_hash}` (STRING: the session record) and
-//!     `{prefix}account-sessions:{account_id}` (SET of token hashes);
+//!     `{prefix}account-sessions:{account_id}` (ZSET of token hashes, scored in the order they
+//!     were stored; earlier releases kept a SET, which every script touching it converts first,
+//!     see [`Kv::session_put`]);
 //!   - `{prefix}counter:{key}` (STRING: a fixed-window count);
 //!   - buffered records of namespace `{ns}` (see [`Kv::buffer_update`]): `{prefix}{ns}:rec:{id}` (HASH:
 //!     the record's fields, with its version in `v`, last update time in `t` and, while it is dirty
@@ -238,8 +240,8 @@ pub struct BufferStats {
 /// (in Redis, never shown to callers) the dirty marker.
 const RESERVED_FIELDS: [&str; 3] = ["v", "t", redis_backend::DIRTY_MARKER];
 
-/// Most members of an account's set of sessions that storing a session looks at to drop those
-/// that ended: all of a smaller set, a random sample of a larger one.
+/// Most members of an account's sorted set of sessions that storing a session looks at to drop
+/// those that ended: all of a smaller set, a random sample of a larger one.
 pub(crate) const SESSION_SET_PRUNE_MAX: usize = 64;
 
 /// A Redis setting the buffer's or the sessions' guarantees do not hold under
@@ -410,9 +412,16 @@ impl Kv {
     }
 
     /// Stores the session under `session:{token_hash}` with TTL `idle_ttl`, and adds `token_hash` to
-    /// the set `account-sessions:{account_id}`, whose TTL is raised to at least `index_ttl` (never
-    /// lowered), first dropping from the set sessions that have ended (of at most
-    /// `SESSION_SET_PRUNE_MAX` members looked at). One round trip (a Lua script on Redis).
+    /// the sorted set `account-sessions:{account_id}` as its newest member, whose TTL is raised to
+    /// at least `index_ttl` (never lowered). First drops from the set sessions that have ended (of
+    /// at most `SESSION_SET_PRUNE_MAX` members looked at), then, if the account would hold more
+    /// than `max_per_account` sessions (at least one) with this one, deletes its oldest sessions
+    /// until it would not. Returns the token hashes of the sessions it so deleted that still
+    /// existed, for the caller to announce. One round trip (a Lua script on Redis).
+    ///
+    /// An account set left as a plain SET by an earlier release is converted first, atomically,
+    /// its members counting as older than any session stored since (here and in every other
+    /// operation on the set), so an upgrade needs no manual step.
     ///
     /// `token_hash` is an opaque hex string and `record` opaque bytes owned by the auth crate.
     ///
@@ -425,14 +434,14 @@ impl Kv {
         record: &[u8],
         idle_ttl: Duration,
         index_ttl: Duration,
-    ) -> Result<(), KvError> {
+        max_per_account: usize,
+    ) -> Result<Vec<String>, KvError> {
         match &self.backend {
             Backend::Redis(redis) => {
-                redis.session_put(token_hash, account_id, record, idle_ttl, index_ttl).await
+                redis.session_put(token_hash, account_id, record, idle_ttl, index_ttl, max_per_account).await
             }
             Backend::Embedded(embedded) => {
-                embedded.session_put(token_hash, account_id, record, idle_ttl, index_ttl);
-                Ok(())
+                Ok(embedded.session_put(token_hash, account_id, record, idle_ttl, index_ttl, max_per_account))
             }
         }
     }
@@ -457,10 +466,11 @@ impl Kv {
 
     /// Replaces the session `old_token_hash` of the account with the session `new_token_hash`,
     /// atomically (a Lua script on Redis): if the old session exists, deletes it and removes it from
-    /// the account's set, then stores the new one as [`Kv::session_put`] does. If the old session is
-    /// gone, changes nothing but dropping it from the set. Returns whether it replaced it, so of
-    /// concurrent rotations of one session exactly one succeeds, and a rotation never outlives a
-    /// [`Kv::sessions_delete_all`] that ran first.
+    /// the account's set, then stores the new one as [`Kv::session_put`] does, but in the old one's
+    /// place in the account's order (it continues the same login) and ending no other session. If
+    /// the old session is gone, changes nothing but dropping it from the set. Returns whether it
+    /// replaced it, so of concurrent rotations of one session exactly one succeeds, and a rotation
+    /// never outlives a [`Kv::sessions_delete_all`] that ran first.
     ///
     /// # Errors
     /// [`KvError::Unavailable`] if Redis does not answer. After an error the rotation may or may
@@ -504,6 +514,32 @@ impl Kv {
         match &self.backend {
             Backend::Redis(redis) => redis.session_get_touch(token_hash, idle_ttl).await,
             Backend::Embedded(embedded) => Ok(embedded.session_get_touch(token_hash, idle_ttl)),
+        }
+    }
+
+    /// Shortens the session's TTL to `ttl` if it is longer (`PEXPIRE ... LT`); a missing session
+    /// stays missing. For a session whose absolute end comes before its idle TTL would run out.
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer.
+    pub async fn session_expire_within(&self, token_hash: &str, ttl: Duration) -> Result<(), KvError> {
+        match &self.backend {
+            Backend::Redis(redis) => redis.session_expire_within(token_hash, ttl).await,
+            Backend::Embedded(embedded) => {
+                embedded.session_expire_within(token_hash, ttl);
+                Ok(())
+            }
+        }
+    }
+
+    /// The time left before the session's key expires (`PTTL`); `None` if there is no such session.
+    ///
+    /// # Errors
+    /// [`KvError::Unavailable`] if Redis does not answer.
+    pub async fn session_ttl(&self, token_hash: &str) -> Result<Option<Duration>, KvError> {
+        match &self.backend {
+            Backend::Redis(redis) => redis.session_ttl(token_hash).await,
+            Backend::Embedded(embedded) => Ok(embedded.session_ttl(token_hash)),
         }
     }
 

@@ -22,7 +22,7 @@
 //! Redis must evict no key: `maxmemory-policy` `noeviction` (its default). Dirty records and the
 //! dirty set carry no TTL; a policy that evicts any key (`allkeys-*`) could drop an acknowledged
 //! update before it is flushed, or drop the dirty set while its records keep their dirty marker,
-//! and those would then never be flushed. An account's set of sessions has a TTL; a policy that
+//! and those would then never be flushed. An account's sorted set of sessions has a TTL; a policy that
 //! evicts keys with one (`volatile-*`) could drop it while its sessions stay, and
 //! `sessions_delete_all` would then miss them.
 
@@ -71,36 +71,107 @@ const SUBSCRIBE_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// So a subscription notices such a connection within this plus [`RESPONSE_TIMEOUT`].
 const SUBSCRIPTION_HEARTBEAT: Duration = Duration::from_secs(3);
 
-/// Stores a session and lists it in its account's set, first dropping from the set the sessions
-/// that have ended (their keys expired): a set kept alive by its account's logins would otherwise
-/// list every session ever abandoned. At most ARGV[6] members are looked at (a random sample of a
-/// larger set), so one login's work stays bounded. KEYS: session, the account's set. ARGV: token
-/// hash, record, idle TTL in ms, the set's least TTL in ms (set if it has none, otherwise only
-/// raised), the session key prefix, the most members looked at.
-const PUT_SESSION_LUA: &str = r"
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-local members
-if redis.call('SCARD', KEYS[2]) <= tonumber(ARGV[6]) then
-  members = redis.call('SMEMBERS', KEYS[2])
-else
-  members = redis.call('SRANDMEMBER', KEYS[2], ARGV[6])
-end
-for _, token_hash in ipairs(members) do
-  if redis.call('EXISTS', ARGV[5] .. token_hash) == 0 then
-    redis.call('SREM', KEYS[2], token_hash)
+/// The start of every script that touches an account's index of sessions, which calls it on that
+/// key before anything else: earlier releases kept the index as a SET, which carries no order to
+/// evict the oldest by. Such a key is turned into the sorted set in place, keeping its TTL, its
+/// members at score 0: they were all created before any session this release numbers, so they are
+/// the oldest. Done inside each script, so an upgrade needs no manual step and no script ever sees
+/// the old type. (`unpack` takes at most a few thousand values, hence the chunks.)
+macro_rules! index_as_sorted_set {
+    () => {
+        r"
+local function index_as_sorted_set(key)
+  if redis.call('TYPE', key).ok ~= 'set' then
+    return
+  end
+  local ttl = redis.call('PTTL', key)
+  local members = redis.call('SMEMBERS', key)
+  redis.call('DEL', key)
+  local args = {}
+  for i, member in ipairs(members) do
+    args[#args + 1] = 0
+    args[#args + 1] = member
+    if #args >= 1000 or i == #members then
+      redis.call('ZADD', key, unpack(args))
+      args = {}
+    end
+  end
+  if ttl > 0 then
+    redis.call('PEXPIRE', key, ttl)
   end
 end
-redis.call('SADD', KEYS[2], ARGV[1])
+"
+    };
+}
+
+/// Stores a session and lists it in its account's sorted set, numbered one above the newest
+/// there, so the set orders the account's sessions by when Redis stored them whatever the clocks
+/// of the gateways that asked. First drops from the set the sessions that have ended (their keys
+/// expired): a set kept alive by its account's logins would otherwise list every session ever
+/// abandoned. At most ARGV[6] members are looked at (a random sample of a larger set), so one
+/// login's work stays bounded. Then, if the account would hold more than ARGV[7] sessions, ends
+/// the oldest ones (before adding the new one, which so never is among them). KEYS: session, the
+/// account's set. ARGV: token hash, record, idle TTL in ms, the set's least TTL in ms (set if it has
+/// none, otherwise only raised), the session key prefix, the most members looked at, the most
+/// sessions an account keeps. Returns the token hashes of the sessions it ended that still existed.
+const PUT_SESSION_LUA: &str = concat!(
+    index_as_sorted_set!(),
+    r"
+index_as_sorted_set(KEYS[2])
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+local members
+if redis.call('ZCARD', KEYS[2]) <= tonumber(ARGV[6]) then
+  members = redis.call('ZRANGE', KEYS[2], 0, -1)
+else
+  members = redis.call('ZRANDMEMBER', KEYS[2], ARGV[6])
+end
+for _, token_hash in ipairs(members) do
+  if token_hash ~= ARGV[1] and redis.call('EXISTS', ARGV[5] .. token_hash) == 0 then
+    redis.call('ZREM', KEYS[2], token_hash)
+  end
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+local evicted = {}
+local n_over = redis.call('ZCARD', KEYS[2]) - math.max(tonumber(ARGV[7]), 1) + 1
+if n_over > 0 then
+  local oldest = redis.call('ZPOPMIN', KEYS[2], n_over)
+  for i = 1, #oldest, 2 do
+    if redis.call('DEL', ARGV[5] .. oldest[i]) == 1 then
+      table.insert(evicted, oldest[i])
+    end
+  end
+end
+local newest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+local number = 1
+if #newest > 0 then
+  number = tonumber(newest[2]) + 1
+end
+redis.call('ZADD', KEYS[2], number, ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[4], 'NX')
 redis.call('PEXPIRE', KEYS[2], ARGV[4], 'GT')
-return 0
-";
+return evicted
+"
+);
+
+/// Deletes one session and drops it from its account's set. KEYS: the session, the account's set.
+/// ARGV: the token hash. Returns 1 if the session existed, else 0.
+const DELETE_SESSION_LUA: &str = concat!(
+    index_as_sorted_set!(),
+    r"
+index_as_sorted_set(KEYS[2])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('DEL', KEYS[1])
+"
+);
 
 /// Deletes every session listed in the account's set (KEYS[1]) and the set itself; ARGV[1] is the
-/// session key prefix. Returns the token hashes whose session key still existed. The session keys are
-/// built inside the script, which is fine on one Redis but would need hash tags on a cluster.
-const DELETE_ALL_SESSIONS_LUA: &str = r"
-local token_hashes = redis.call('SMEMBERS', KEYS[1])
+/// session key prefix. Returns the token hashes whose session key still existed. The session keys
+/// are built inside the script, which is fine on one Redis but would need hash tags on a cluster.
+const DELETE_ALL_SESSIONS_LUA: &str = concat!(
+    index_as_sorted_set!(),
+    r"
+index_as_sorted_set(KEYS[1])
+local token_hashes = redis.call('ZRANGE', KEYS[1], 0, -1)
 local deleted = {}
 for _, token_hash in ipairs(token_hashes) do
   if redis.call('DEL', ARGV[1] .. token_hash) == 1 then
@@ -109,23 +180,39 @@ for _, token_hash in ipairs(token_hashes) do
 end
 redis.call('DEL', KEYS[1])
 return deleted
-";
+"
+);
 
 /// Replaces one session with another if the old one exists, as one step: a rotation racing another
-/// rotation or a delete-all either happens wholly before it or not at all. KEYS: old session, the
-/// account's set, new session. ARGV: old token hash, new token hash, new record, idle TTL in ms,
-/// the set's least TTL in ms (set as `session_put` sets it). Returns 1 if it replaced it, else 0.
-const ROTATE_SESSION_LUA: &str = r"
-redis.call('SREM', KEYS[2], ARGV[1])
+/// rotation or a delete-all either happens wholly before it or not at all. The new session takes
+/// the old one's place in the account's order: it continues the same login (with the same
+/// absolute end), so a rotation neither saves a session from eviction nor exposes it to it sooner.
+/// KEYS: old session, the account's set, new session. ARGV: old token hash, new token hash, new
+/// record, idle TTL in ms, the set's least TTL in ms (set as `session_put` sets it). Returns 1 if it
+/// replaced it, else 0.
+const ROTATE_SESSION_LUA: &str = concat!(
+    index_as_sorted_set!(),
+    r"
+index_as_sorted_set(KEYS[2])
+local number = redis.call('ZSCORE', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('DEL', KEYS[1]) == 0 then
   return 0
 end
+if not number then
+  local newest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+  number = 1
+  if #newest > 0 then
+    number = tonumber(newest[2]) + 1
+  end
+end
 redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
-redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[2], number, ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[5], 'NX')
 redis.call('PEXPIRE', KEYS[2], ARGV[5], 'GT')
 return 1
-";
+"
+);
 
 /// Counts one hit on every counter in KEYS if each is below its limit, else on none. ARGV: the
 /// window in ms (the expiry of a counter this creates), then one limit per key. Returns 1 if it
@@ -425,6 +512,7 @@ pub(crate) struct RedisBackend {
     bulk: ConnectionManager,
     prefix: String,
     put_session: Script,
+    delete_session: Script,
     delete_all_sessions: Script,
     rotate_session: Script,
     hit_below: Script,
@@ -632,6 +720,7 @@ impl RedisBackend {
             bulk,
             prefix: key_prefix.to_owned(),
             put_session: Script::new(PUT_SESSION_LUA),
+            delete_session: Script::new(DELETE_SESSION_LUA),
             delete_all_sessions: Script::new(DELETE_ALL_SESSIONS_LUA),
             rotate_session: Script::new(ROTATE_SESSION_LUA),
             hit_below: Script::new(HIT_BELOW_LUA),
@@ -817,7 +906,8 @@ impl RedisBackend {
         record: &[u8],
         idle_ttl: Duration,
         index_ttl: Duration,
-    ) -> Result<(), KvError> {
+        max_per_account: usize,
+    ) -> Result<Vec<String>, KvError> {
         let mut invocation = self.put_session.prepare_invoke();
         invocation
             .key(self.session_key(token_hash))
@@ -827,9 +917,10 @@ impl RedisBackend {
             .arg(millis(idle_ttl))
             .arg(millis(index_ttl))
             .arg(self.session_key(""))
-            .arg(crate::SESSION_SET_PRUNE_MAX);
+            .arg(crate::SESSION_SET_PRUNE_MAX)
+            .arg(max_per_account);
         let invocation = &invocation;
-        self.run(|mut connection| async move { invocation.invoke_async::<()>(&mut connection).await }).await
+        self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await
     }
 
     pub(crate) async fn session_update(
@@ -882,19 +973,35 @@ impl RedisBackend {
         self.run(|mut connection| async move { command.query_async(&mut connection).await }).await
     }
 
+    pub(crate) async fn session_expire_within(&self, token_hash: &str, ttl: Duration) -> Result<(), KvError> {
+        let mut command = redis::cmd("PEXPIRE");
+        // LT: only ever shortens, so a call racing a newer, shorter TTL never lengthens it.
+        command.arg(self.session_key(token_hash)).arg(millis(ttl)).arg("LT");
+        let command = &command;
+        self.run(|mut connection| async move { command.query_async::<u64>(&mut connection).await })
+            .await
+            .map(drop)
+    }
+
+    pub(crate) async fn session_ttl(&self, token_hash: &str) -> Result<Option<Duration>, KvError> {
+        let mut command = redis::cmd("PTTL");
+        command.arg(self.session_key(token_hash));
+        let command = &command;
+        let ttl_ms: i64 =
+            self.run(|mut connection| async move { command.query_async(&mut connection).await }).await?;
+        // -2: no such key; -1: no TTL, which no session is stored without.
+        Ok(u64::try_from(ttl_ms).ok().map(Duration::from_millis))
+    }
+
     pub(crate) async fn session_delete(&self, token_hash: &str, account_id: &str) -> Result<bool, KvError> {
-        let mut pipeline = redis::pipe();
-        pipeline
-            .atomic()
-            .cmd("DEL")
-            .arg(self.session_key(token_hash))
-            .cmd("SREM")
-            .arg(self.account_sessions_key(account_id))
-            .arg(token_hash)
-            .ignore();
-        let pipeline = &pipeline;
-        let (n_deleted,): (u64,) =
-            self.run(|mut connection| async move { pipeline.query_async(&mut connection).await }).await?;
+        let mut invocation = self.delete_session.prepare_invoke();
+        invocation
+            .key(self.session_key(token_hash))
+            .key(self.account_sessions_key(account_id))
+            .arg(token_hash);
+        let invocation = &invocation;
+        let n_deleted: u64 =
+            self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await?;
         Ok(n_deleted > 0)
     }
 

@@ -186,3 +186,18 @@ async fn a_registration_refused_as_busy_does_not_use_up_the_addresss_registratio
     let throttled = fixture.auth.register_from("ada_2", PASSWORD, CLIENT).await.unwrap_err();
     assert!(matches!(throttled, AuthError::RegistrationsThrottled { .. }), "{throttled:?}");
 }
+
+#[tokio::test]
+async fn a_login_past_the_accounts_cap_ends_its_oldest_session_and_names_it() {
+    const CAP: usize = 2;
+    let fixture =
+        Fixture::start_with(AuthConfig { max_sessions_per_account: CAP, ..AuthConfig::default() }).await;
+    let first = fixture.login().await;
+    let second = fixture.login().await;
+    assert_eq!(second.ended, []);
+    let third = fixture.login().await;
+    assert_eq!(third.ended, std::slice::from_ref(&first.session.key));
+    assert!(matches!(fixture.auth.validate(&first.session.key).await, Err(AuthError::InvalidSession)));
+    fixture.auth.validate(&second.session.key).await.unwrap();
+    fixture.auth.validate(&third.session.key).await.unwrap();
+}

@@ -54,6 +54,38 @@ async fn of_concurrent_refreshes_of_one_session_exactly_one_succeeds() {
     late.resume(&new[0].token).await.unwrap();
 }
 
+/// Logging one account in without end (a script, a leaked password) keeps at most
+/// `max_sessions_per_account` sessions: each login past it ends the oldest, whose connection is
+/// kicked like any revoked one, and the new login always succeeds.
+#[tokio::test]
+async fn a_login_past_the_accounts_cap_kicks_its_oldest_session() {
+    const CAP: usize = 3;
+    let world = World::new();
+    let gateway = world.gateway_with(GatewayConfig { max_sessions_per_account: CAP, ..world.config() }).await;
+    let name = username("hoarder");
+    let mut logins = vec![gateway.player(&name).await];
+    for _ in 1..CAP {
+        logins.push(gateway.player(&name).await);
+    }
+    for (client, _) in &logins {
+        client.whoami().await.expect("within the cap, every session lives");
+    }
+
+    let (newest, _) = gateway.player(&name).await;
+    newest.whoami().await.unwrap();
+    let (oldest, oldest_session) = &logins[0];
+    let event = tokio::time::timeout(PATIENCE, oldest.next_event()).await.unwrap();
+    assert!(matches!(event, Some(Event::Kicked { code: close::SESSION_REVOKED, .. })), "{event:?}");
+    assert_eq!(closed(oldest).await.code, Some(close::SESSION_REVOKED));
+    let late = gateway.connect(Encoding::Bincode).await;
+    let refused = late.resume(&oldest_session.token).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::Unauthorized));
+    for (client, session) in &logins[1..] {
+        client.whoami().await.expect("the others live on");
+        gateway.connect(Encoding::Bincode).await.resume(&session.token).await.expect("still resumable");
+    }
+}
+
 #[tokio::test]
 async fn logout_ends_the_session_but_keeps_the_connection() {
     let world = World::new();

@@ -14,6 +14,8 @@ use crate::harness::RedisServer;
 use crate::support::{PATIENCE, assert_silent, recv_soon};
 
 const LONG: Duration = Duration::from_secs(60);
+/// A cap on an account's sessions that no test reaches unless it means to.
+const MANY: usize = 1_000;
 
 /// Generates `on_embedded::NAME` and `on_redis::NAME` tests that run `CHECK`.
 macro_rules! conformance {
@@ -46,6 +48,10 @@ conformance! {
     session_update_only_overwrites_a_live_session => check_session_update_only_overwrites_live,
     session_rotation_replaces_only_a_live_session => check_session_rotation_replaces_only_live,
     of_concurrent_rotations_of_one_session_exactly_one_succeeds => check_concurrent_rotations,
+    a_login_past_the_accounts_cap_ends_its_oldest_sessions => check_session_cap_ends_the_oldest,
+    a_rotated_session_keeps_its_logins_place_in_the_order => check_rotation_keeps_the_order,
+    the_cap_counts_only_live_sessions => check_session_cap_counts_live_sessions,
+    shortening_a_sessions_ttl_never_lengthens_it => check_session_expire_within,
     counter_counts_hits_and_resets => check_counter_counts_and_resets,
     counter_window_starts_at_first_hit_and_expires => check_counter_window_expires,
     counters_hit_below_their_limits_all_or_none => check_counters_hit_below_all_or_none,
@@ -514,12 +520,12 @@ async fn check_ping(kv: &Kv) {
 }
 
 async fn check_session_round_trip(kv: &Kv) {
-    kv.session_put("aa01", "acct-1", b"record-1", LONG, LONG).await.unwrap();
+    kv.session_put("aa01", "acct-1", b"record-1", LONG, LONG, MANY).await.unwrap();
     assert_eq!(kv.session_get_touch("aa01", LONG).await.unwrap().as_deref(), Some(&b"record-1"[..]));
     assert_eq!(kv.session_get_touch("ffff", LONG).await.unwrap(), None);
 
     // Putting again replaces the record.
-    kv.session_put("aa01", "acct-1", b"record-2", LONG, LONG).await.unwrap();
+    kv.session_put("aa01", "acct-1", b"record-2", LONG, LONG, MANY).await.unwrap();
     assert_eq!(kv.session_get_touch("aa01", LONG).await.unwrap().as_deref(), Some(&b"record-2"[..]));
 
     assert!(kv.session_delete("aa01", "acct-1").await.unwrap());
@@ -531,7 +537,7 @@ async fn check_session_round_trip(kv: &Kv) {
 
 async fn check_session_touch_slides_expiry(kv: &Kv) {
     let idle = Duration::from_millis(600);
-    kv.session_put("bb01", "acct-2", b"r", idle, LONG).await.unwrap();
+    kv.session_put("bb01", "acct-2", b"r", idle, LONG, MANY).await.unwrap();
 
     sleep(Duration::from_millis(350)).await;
     assert!(kv.session_get_touch("bb01", idle).await.unwrap().is_some());
@@ -545,12 +551,12 @@ async fn check_session_touch_slides_expiry(kv: &Kv) {
 }
 
 async fn check_delete_all_returns_live_sessions(kv: &Kv) {
-    kv.session_put("cc01", "acct-3", b"1", LONG, LONG).await.unwrap();
-    kv.session_put("cc02", "acct-3", b"2", LONG, LONG).await.unwrap();
-    kv.session_put("cc03", "acct-3", b"3", Duration::from_millis(50), LONG).await.unwrap();
-    kv.session_put("cc04", "acct-3", b"4", LONG, LONG).await.unwrap();
+    kv.session_put("cc01", "acct-3", b"1", LONG, LONG, MANY).await.unwrap();
+    kv.session_put("cc02", "acct-3", b"2", LONG, LONG, MANY).await.unwrap();
+    kv.session_put("cc03", "acct-3", b"3", Duration::from_millis(50), LONG, MANY).await.unwrap();
+    kv.session_put("cc04", "acct-3", b"4", LONG, LONG, MANY).await.unwrap();
     assert!(kv.session_delete("cc04", "acct-3").await.unwrap());
-    kv.session_put("dd01", "acct-4", b"other", LONG, LONG).await.unwrap();
+    kv.session_put("dd01", "acct-4", b"other", LONG, LONG, MANY).await.unwrap();
     sleep(Duration::from_millis(150)).await;
 
     let mut deleted = kv.sessions_delete_all("acct-3").await.unwrap();
@@ -572,7 +578,7 @@ async fn check_session_update_only_overwrites_live(kv: &Kv) {
     assert!(!kv.session_update("ff01", b"record-1", LONG).await.unwrap());
     assert_eq!(session(kv, "ff01").await, None, "an update creates nothing");
 
-    kv.session_put("ff01", "acct-6", b"record-1", Duration::from_millis(300), LONG).await.unwrap();
+    kv.session_put("ff01", "acct-6", b"record-1", Duration::from_millis(300), LONG, MANY).await.unwrap();
     assert!(kv.session_update("ff01", b"record-2", LONG).await.unwrap());
     // The update set the idle TTL too: past the first one, the session lives on.
     sleep(Duration::from_millis(500)).await;
@@ -585,7 +591,7 @@ async fn check_session_update_only_overwrites_live(kv: &Kv) {
 }
 
 async fn check_session_rotation_replaces_only_live(kv: &Kv) {
-    kv.session_put("ee01", "acct-5", b"old", LONG, LONG).await.unwrap();
+    kv.session_put("ee01", "acct-5", b"old", LONG, LONG, MANY).await.unwrap();
     assert!(kv.session_rotate("ee01", "acct-5", "ee02", b"new", LONG, LONG).await.unwrap());
     assert_eq!(session(kv, "ee01").await, None);
     assert_eq!(session(kv, "ee02").await.as_deref(), Some(&b"new"[..]));
@@ -601,7 +607,7 @@ async fn check_session_rotation_replaces_only_live(kv: &Kv) {
     assert_eq!(kv.sessions_delete_all("acct-5").await.unwrap(), Vec::<String>::new());
 
     // The new session gets the idle TTL given.
-    kv.session_put("ee05", "acct-5", b"old", LONG, LONG).await.unwrap();
+    kv.session_put("ee05", "acct-5", b"old", LONG, LONG, MANY).await.unwrap();
     assert!(
         kv.session_rotate("ee05", "acct-5", "ee06", b"new", Duration::from_millis(50), LONG).await.unwrap()
     );
@@ -611,7 +617,7 @@ async fn check_session_rotation_replaces_only_live(kv: &Kv) {
 
 async fn check_concurrent_rotations(kv: &Kv) {
     const N_ROTATIONS: usize = 10;
-    kv.session_put("ab00", "acct-7", b"old", LONG, LONG).await.unwrap();
+    kv.session_put("ab00", "acct-7", b"old", LONG, LONG, MANY).await.unwrap();
     let mut rotations = tokio::task::JoinSet::new();
     for n in 1..=N_ROTATIONS {
         let kv = kv.clone();
@@ -623,6 +629,74 @@ async fn check_concurrent_rotations(kv: &Kv) {
     let winners: Vec<String> = rotations.join_all().await.into_iter().flatten().collect();
     assert_eq!(winners.len(), 1, "{winners:?}");
     assert_eq!(kv.sessions_delete_all("acct-7").await.unwrap(), winners);
+}
+
+async fn check_session_cap_ends_the_oldest(kv: &Kv) {
+    const CAP: usize = 3;
+    for token_hash in ["ca01", "ca02", "ca03"] {
+        assert_eq!(kv.session_put(token_hash, "acct-8", b"r", LONG, LONG, CAP).await.unwrap(), [""; 0]);
+    }
+    // The fourth login ends the first, and only it; the new one always stays.
+    assert_eq!(kv.session_put("ca04", "acct-8", b"r", LONG, LONG, CAP).await.unwrap(), ["ca01"]);
+    assert_eq!(session(kv, "ca01").await, None);
+    assert_eq!(kv.session_put("ca05", "acct-8", b"r", LONG, LONG, CAP).await.unwrap(), ["ca02"]);
+    // Another account is counted apart.
+    assert_eq!(kv.session_put("cb01", "acct-9", b"r", LONG, LONG, CAP).await.unwrap(), [""; 0]);
+    // A logout makes room.
+    assert!(kv.session_delete("ca04", "acct-8").await.unwrap());
+    assert_eq!(kv.session_put("ca06", "acct-8", b"r", LONG, LONG, CAP).await.unwrap(), [""; 0]);
+    // A lowered cap ends as many as it takes, oldest first.
+    assert_eq!(
+        kv.session_put("ca07", "acct-8", b"r", LONG, LONG, 1).await.unwrap(),
+        ["ca03", "ca05", "ca06"]
+    );
+
+    let mut left = kv.sessions_delete_all("acct-8").await.unwrap();
+    left.sort();
+    assert_eq!(left, ["ca07"]);
+    assert!(session(kv, "cb01").await.is_some());
+}
+
+async fn check_rotation_keeps_the_order(kv: &Kv) {
+    const CAP: usize = 3;
+    for token_hash in ["da01", "da02", "da03"] {
+        kv.session_put(token_hash, "acct-10", b"r", LONG, LONG, CAP).await.unwrap();
+    }
+    // Rotating the oldest login neither ends another session nor makes it the newest.
+    assert!(kv.session_rotate("da01", "acct-10", "da11", b"r", LONG, LONG).await.unwrap());
+    assert!(session(kv, "da02").await.is_some() && session(kv, "da03").await.is_some());
+    assert_eq!(kv.session_put("da04", "acct-10", b"r", LONG, LONG, CAP).await.unwrap(), ["da11"]);
+    // A rotated newest login stays the newest.
+    assert!(kv.session_rotate("da04", "acct-10", "da14", b"r", LONG, LONG).await.unwrap());
+    assert_eq!(kv.session_put("da05", "acct-10", b"r", LONG, LONG, CAP).await.unwrap(), ["da02"]);
+    assert_eq!(kv.session_put("da06", "acct-10", b"r", LONG, LONG, CAP).await.unwrap(), ["da03"]);
+    assert_eq!(kv.session_put("da07", "acct-10", b"r", LONG, LONG, CAP).await.unwrap(), ["da14"]);
+}
+
+async fn check_session_cap_counts_live_sessions(kv: &Kv) {
+    const CAP: usize = 2;
+    kv.session_put("ea01", "acct-11", b"r", Duration::from_millis(50), LONG, CAP).await.unwrap();
+    kv.session_put("ea02", "acct-11", b"r", LONG, LONG, CAP).await.unwrap();
+    sleep(Duration::from_millis(150)).await;
+    // The first idled out: it takes no place, and is not reported as ended by this login.
+    assert_eq!(kv.session_put("ea03", "acct-11", b"r", LONG, LONG, CAP).await.unwrap(), [""; 0]);
+    let mut left = kv.sessions_delete_all("acct-11").await.unwrap();
+    left.sort();
+    assert_eq!(left, ["ea02", "ea03"]);
+}
+
+async fn check_session_expire_within(kv: &Kv) {
+    kv.session_put("fa01", "acct-12", b"r", LONG, LONG, MANY).await.unwrap();
+    kv.session_expire_within("fa01", Duration::from_secs(5)).await.unwrap();
+    let ttl = kv.session_ttl("fa01").await.unwrap().unwrap();
+    assert!(ttl <= Duration::from_secs(5) && ttl > Duration::from_secs(4), "{ttl:?}");
+    kv.session_expire_within("fa01", LONG).await.unwrap();
+    assert!(kv.session_ttl("fa01").await.unwrap().unwrap() <= Duration::from_secs(5), "never lengthened");
+    kv.session_expire_within("fa02", LONG).await.unwrap();
+    assert_eq!(kv.session_ttl("fa02").await.unwrap(), None, "a missing session stays missing");
+    kv.session_expire_within("fa01", Duration::from_millis(50)).await.unwrap();
+    sleep(Duration::from_millis(150)).await;
+    assert_eq!(session(kv, "fa01").await, None);
 }
 
 async fn check_counters_hit_below_all_or_none(kv: &Kv) {
@@ -808,7 +882,7 @@ async fn prefixes_isolate_keys_and_channels_on_one_redis() {
     let a = Kv::connect_redis(&url, "a:").await.unwrap();
     let b = Kv::connect_redis(&url, "b:").await.unwrap();
 
-    a.session_put("ee01", "acct-5", b"a's", LONG, LONG).await.unwrap();
+    a.session_put("ee01", "acct-5", b"a's", LONG, LONG, MANY).await.unwrap();
     assert_eq!(b.session_get_touch("ee01", LONG).await.unwrap(), None);
     assert_eq!(b.sessions_delete_all("acct-5").await.unwrap(), Vec::<String>::new());
     assert!(!b.session_delete("ee01", "acct-5").await.unwrap());

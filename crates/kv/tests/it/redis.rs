@@ -139,6 +139,8 @@ async fn subscribing_to_a_stopped_redis_fails_with_unavailable() {
 }
 
 const LONG: Duration = Duration::from_secs(60);
+/// A cap on an account's sessions that no test reaches unless it means to.
+const MANY: usize = 1_000;
 
 /// A raw connection for what the tests do behind kv's back (flushing the script cache, counting
 /// clients).
@@ -576,18 +578,80 @@ async fn a_login_drops_the_sessions_that_idled_out_from_the_accounts_set() {
     let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
     let mut raw = raw_connection(&server).await;
     let n_listed = async |raw: &mut redis::aio::MultiplexedConnection| -> u64 {
-        redis::cmd("SCARD").arg("t:account-sessions:acct-1").query_async(raw).await.unwrap()
+        redis::cmd("ZCARD").arg("t:account-sessions:acct-1").query_async(raw).await.unwrap()
     };
     for n in 0..5 {
-        kv.session_put(&format!("ab{n:02}"), "acct-1", b"r", Duration::from_millis(50), LONG).await.unwrap();
+        kv.session_put(&format!("ab{n:02}"), "acct-1", b"r", Duration::from_millis(50), LONG, MANY)
+            .await
+            .unwrap();
     }
-    kv.session_put("cd00", "acct-1", b"r", LONG, LONG).await.unwrap();
+    kv.session_put("cd00", "acct-1", b"r", LONG, LONG, MANY).await.unwrap();
     assert_eq!(n_listed(&mut raw).await, 6);
     sleep(Duration::from_millis(150)).await;
 
-    kv.session_put("cd01", "acct-1", b"r", LONG, LONG).await.unwrap();
+    kv.session_put("cd01", "acct-1", b"r", LONG, LONG, MANY).await.unwrap();
     assert_eq!(n_listed(&mut raw).await, 2, "only the live sessions stay listed");
     let mut ended = kv.sessions_delete_all("acct-1").await.unwrap();
     ended.sort();
     assert_eq!(ended, ["cd00", "cd01"]);
+}
+
+/// Earlier releases kept an account's sessions in a plain SET, which orders nothing. Every
+/// operation on the index converts such a key in place, its sessions counting as the oldest, so a
+/// deployment upgrades with live sessions and nothing to run by hand.
+#[tokio::test]
+async fn an_accounts_set_left_by_an_earlier_release_is_converted_in_place() {
+    let server = RedisServer::start();
+    let kv = Kv::connect_redis(&server.url(), "t:").await.unwrap();
+    let mut raw = raw_connection(&server).await;
+    let legacy = async |raw: &mut redis::aio::MultiplexedConnection, account: &str, members: &[&str]| {
+        for member in members {
+            let () = redis::cmd("SET")
+                .arg(format!("t:session:{member}"))
+                .arg("r")
+                .arg("PX")
+                .arg(60_000)
+                .query_async(raw)
+                .await
+                .unwrap();
+        }
+        let key = format!("t:account-sessions:{account}");
+        let _: u64 = redis::cmd("SADD").arg(&key).arg(members).query_async(raw).await.unwrap();
+        let _: u64 = redis::cmd("PEXPIRE").arg(&key).arg(600_000).query_async(raw).await.unwrap();
+    };
+    let key_type = async |raw: &mut redis::aio::MultiplexedConnection, account: &str| -> String {
+        redis::cmd("TYPE").arg(format!("t:account-sessions:{account}")).query_async(raw).await.unwrap()
+    };
+
+    // Logging out everywhere straight after the upgrade still ends every session.
+    legacy(&mut raw, "acct-1", &["aa01", "aa02"]).await;
+    let mut ended = kv.sessions_delete_all("acct-1").await.unwrap();
+    ended.sort();
+    assert_eq!(ended, ["aa01", "aa02"]);
+
+    // A login converts the set; its old sessions are the oldest, and the cap ends them first.
+    legacy(&mut raw, "acct-2", &["bb01", "bb02"]).await;
+    assert_eq!(kv.session_put("bb03", "acct-2", b"r", LONG, LONG, 2).await.unwrap(), ["bb01"]);
+    assert_eq!(key_type(&mut raw, "acct-2").await, "zset");
+    let index_ttl: i64 =
+        redis::cmd("PTTL").arg("t:account-sessions:acct-2").query_async(&mut raw).await.unwrap();
+    assert!(index_ttl > 500_000, "the set kept its TTL: {index_ttl}");
+    assert_eq!(kv.session_put("bb04", "acct-2", b"r", LONG, LONG, 2).await.unwrap(), ["bb02"]);
+    let mut ended = kv.sessions_delete_all("acct-2").await.unwrap();
+    ended.sort();
+    assert_eq!(ended, ["bb03", "bb04"]);
+
+    // A logout and a rotation convert it too, and logging out everywhere then finds the rest.
+    legacy(&mut raw, "acct-3", &["cc01", "cc02", "cc03"]).await;
+    assert!(kv.session_delete("cc01", "acct-3").await.unwrap());
+    assert_eq!(key_type(&mut raw, "acct-3").await, "zset");
+    legacy(&mut raw, "acct-4", &["dd01", "dd02"]).await;
+    assert!(kv.session_rotate("dd01", "acct-4", "dd11", b"r", LONG, LONG).await.unwrap());
+    assert_eq!(key_type(&mut raw, "acct-4").await, "zset");
+    let mut ended = kv.sessions_delete_all("acct-3").await.unwrap();
+    ended.sort();
+    assert_eq!(ended, ["cc02", "cc03"]);
+    let mut ended = kv.sessions_delete_all("acct-4").await.unwrap();
+    ended.sort();
+    assert_eq!(ended, ["dd02", "dd11"]);
 }
