@@ -2,7 +2,8 @@
 //! validated on resume and while a connection lives, and revoked by deleting them.
 //!
 //! Expiry is decided here against the injected clock (idle and absolute limits written in the
-//! record), so tests control it; the store's own TTL only collects what nobody uses any more.
+//! record), so tests control it; the store's own TTL only collects what nobody uses any more, and
+//! never keeps a session's key past the session's absolute end.
 
 use std::time::Duration;
 
@@ -194,6 +195,14 @@ pub(crate) async fn validate(
         // stay revoked, not come back from this write.
         if !kv.session_update(key.as_str(), &bytes, idle_ttl).await? {
             return Err(AuthError::InvalidSession);
+        }
+    } else {
+        // The read set the key's TTL to the whole idle lifetime, unaware of the record's absolute
+        // end; in the session's last idle lifetime that would keep the key past its end. Only
+        // then is the second round trip paid (the write-back above already sets the shorter TTL).
+        let remaining = Duration::from_millis(record.expires_at_ms - now_ms);
+        if remaining < config.session_idle_ttl {
+            kv.session_expire_within(key.as_str(), remaining).await?;
         }
     }
     Ok(session_of(key.clone(), &record))

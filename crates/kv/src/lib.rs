@@ -502,7 +502,8 @@ impl Kv {
     }
 
     /// Reads the session and, if present, resets its TTL to `idle_ttl` (sliding expiry), in one round
-    /// trip (`GETEX key PX ms`). `None` if there is no such session or it expired.
+    /// trip (`GETEX key PX ms`). `None` if there is no such session or it expired. A caller whose
+    /// record ends sooner than `idle_ttl` shortens the TTL after with [`Kv::session_expire_within`].
     ///
     /// # Errors
     /// [`KvError::Unavailable`] if Redis does not answer.

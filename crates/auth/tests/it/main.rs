@@ -20,6 +20,8 @@ const N_ROUNDS: usize = 20;
 /// An auth domain on a fresh Redis and a temporary `auth.db`, under a clock the test moves.
 struct Fixture {
     auth: Auth,
+    /// The store `auth` uses, to read what it left there.
+    kv: kv::Kv,
     clock: Arc<ManualClock>,
     _dir: tempfile::TempDir,
     _redis: RedisServer,
@@ -35,9 +37,9 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let kv = kv::Kv::connect_redis(&redis.url(), "t:").await.unwrap();
         let clock = Arc::new(ManualClock::starting_now());
-        let auth = Auth::open(dir.path().join("auth.db"), kv, clock.clone(), config).await.unwrap();
+        let auth = Auth::open(dir.path().join("auth.db"), kv.clone(), clock.clone(), config).await.unwrap();
         auth.register("ada", PASSWORD).await.unwrap();
-        Fixture { auth, clock, _dir: dir, _redis: redis }
+        Fixture { auth, kv, clock, _dir: dir, _redis: redis }
     }
 
     async fn login(&self) -> IssuedSession {
@@ -200,4 +202,39 @@ async fn a_login_past_the_accounts_cap_ends_its_oldest_session_and_names_it() {
     assert!(matches!(fixture.auth.validate(&first.session.key).await, Err(AuthError::InvalidSession)));
     fixture.auth.validate(&second.session.key).await.unwrap();
     fixture.auth.validate(&third.session.key).await.unwrap();
+}
+
+/// The store's TTL only collects garbage, but it must not keep a session's key past the session's
+/// absolute end: a validation in the session's last idle lifetime sets it to what is left.
+#[tokio::test]
+async fn validating_a_session_near_its_end_never_keeps_its_key_past_the_end() {
+    let config = AuthConfig {
+        session_idle_ttl: Duration::from_secs(3600),
+        session_max_lifetime: Duration::from_secs(4 * 3600),
+        ..AuthConfig::default()
+    };
+    let fixture = Fixture::start_with(config.clone()).await;
+    let issued = fixture.login().await;
+    let key = &issued.session.key;
+    let ttl = async || fixture.kv.session_ttl(key.as_str()).await.unwrap().unwrap();
+    let check = async |left: Duration| {
+        let ttl = ttl().await;
+        assert!(ttl <= left && ttl > left - Duration::from_secs(5), "{ttl:?}, {left:?} left");
+    };
+
+    // Far from the end, validating gives the key the whole idle lifetime.
+    fixture.auth.validate(key).await.unwrap();
+    check(config.session_idle_ttl).await;
+
+    // Kept in use until half an hour before the end (each use writes the record back).
+    let step = Duration::from_secs(30 * 60);
+    for _ in 0..7 {
+        fixture.clock.advance(step);
+        fixture.auth.validate(key).await.unwrap();
+    }
+    // Used again five minutes later, too soon to write the record back: the read alone restarts
+    // the key's TTL, which must still end with the session, 25 minutes from now.
+    fixture.clock.advance(Duration::from_secs(5 * 60));
+    fixture.auth.validate(key).await.unwrap();
+    check(Duration::from_secs(25 * 60)).await;
 }
