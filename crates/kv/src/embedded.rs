@@ -240,7 +240,7 @@ impl Store {
         let ended: Vec<String> = index
             .value
             .ids()
-            .take(crate::SESSION_SET_PRUNE_MAX)
+            .take(crate::session_prune_max(max_per_account))
             .filter(|member| !sessions.get(*member).is_some_and(|session| session.is_live(now)))
             .cloned()
             .collect();

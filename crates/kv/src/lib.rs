@@ -241,8 +241,16 @@ pub struct BufferStats {
 const RESERVED_FIELDS: [&str; 3] = ["v", "t", redis_backend::DIRTY_MARKER];
 
 /// Most members of an account's sorted set of sessions that storing a session looks at to drop
-/// those that ended: all of a smaller set, a random sample of a larger one.
-pub(crate) const SESSION_SET_PRUNE_MAX: usize = 64;
+/// those that ended: all of a smaller set, a random sample of a larger one. Never fewer than the
+/// account's cap ([`session_prune_max`]), so a set within its cap is always looked at whole and a
+/// session that ended never counts against the cap in place of a live one being evicted.
+const SESSION_SET_PRUNE_MAX: usize = 64;
+
+/// How many members of an account's set storing a session looks at, for a cap of
+/// `max_per_account` sessions.
+pub(crate) fn session_prune_max(max_per_account: usize) -> usize {
+    SESSION_SET_PRUNE_MAX.max(max_per_account)
+}
 
 /// A Redis setting the buffer's or the sessions' guarantees do not hold under
 /// ([`Kv::risky_settings`]). Its `Display` says what can go wrong and what to set instead.
@@ -414,7 +422,7 @@ impl Kv {
     /// Stores the session under `session:{token_hash}` with TTL `idle_ttl`, and adds `token_hash` to
     /// the sorted set `account-sessions:{account_id}` as its newest member, whose TTL is raised to
     /// at least `index_ttl` (never lowered). First drops from the set sessions that have ended (of
-    /// at most `SESSION_SET_PRUNE_MAX` members looked at), then, if the account would hold more
+    /// at most `SESSION_SET_PRUNE_MAX` members, or the cap if larger, looked at), then, if the account would hold more
     /// than `max_per_account` sessions (at least one) with this one, deletes its oldest sessions
     /// until it would not. Returns the token hashes of the sessions it so deleted that still
     /// existed, for the caller to announce. One round trip (a Lua script on Redis).

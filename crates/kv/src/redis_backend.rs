@@ -917,7 +917,7 @@ impl RedisBackend {
             .arg(millis(idle_ttl))
             .arg(millis(index_ttl))
             .arg(self.session_key(""))
-            .arg(crate::SESSION_SET_PRUNE_MAX)
+            .arg(crate::session_prune_max(max_per_account))
             .arg(max_per_account);
         let invocation = &invocation;
         self.run(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await

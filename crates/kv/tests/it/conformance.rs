@@ -51,6 +51,7 @@ conformance! {
     a_login_past_the_accounts_cap_ends_its_oldest_sessions => check_session_cap_ends_the_oldest,
     a_rotated_session_keeps_its_logins_place_in_the_order => check_rotation_keeps_the_order,
     the_cap_counts_only_live_sessions => check_session_cap_counts_live_sessions,
+    a_cap_above_the_prune_sample_still_counts_only_live_sessions => check_large_session_cap_counts_live_sessions,
     shortening_a_sessions_ttl_never_lengthens_it => check_session_expire_within,
     counter_counts_hits_and_resets => check_counter_counts_and_resets,
     counter_window_starts_at_first_hit_and_expires => check_counter_window_expires,
@@ -683,6 +684,27 @@ async fn check_session_cap_counts_live_sessions(kv: &Kv) {
     let mut left = kv.sessions_delete_all("acct-11").await.unwrap();
     left.sort();
     assert_eq!(left, ["ea02", "ea03"]);
+}
+
+async fn check_large_session_cap_counts_live_sessions(kv: &Kv) {
+    // Above the 64 members a login looks at when the set is larger than the cap: were only a
+    // sample of a full set looked at, the one session that ended would often be missed, and a
+    // live one evicted in its place. Ten accounts make such a miss near certain to show.
+    const CAP: usize = 100;
+    for account in 0..10 {
+        let account_id = format!("acct-big-{account}");
+        for n in 0..CAP {
+            let idle_ttl = if n == CAP / 2 { Duration::from_millis(50) } else { LONG };
+            let token_hash = format!("{account:02x}{n:04x}");
+            kv.session_put(&token_hash, &account_id, b"r", idle_ttl, LONG, CAP).await.unwrap();
+        }
+    }
+    sleep(Duration::from_millis(150)).await;
+    for account in 0..10 {
+        let account_id = format!("acct-big-{account}");
+        let ended = kv.session_put(&format!("{account:02x}ffff"), &account_id, b"r", LONG, LONG, CAP).await;
+        assert_eq!(ended.unwrap(), [""; 0], "account {account}: the session that ended made room");
+    }
 }
 
 async fn check_session_expire_within(kv: &Kv) {
