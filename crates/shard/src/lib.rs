@@ -122,7 +122,10 @@ pub enum ShardError {
         source: rusqlite::Error,
     },
     /// The file was migrated by a newer build: (path, its version, the newest version known here).
-    #[error("shard {0} has schema version {1}, newer than this build knows ({2})")]
+    #[error(
+        "shard {0} has schema version {1}, newer than this build knows ({2}): it was written by a newer \
+         release; run that release (the file was left unchanged)"
+    )]
     TooNew(PathBuf, u32, u32),
     /// The read pool could not hand out a connection.
     #[error("read pool: {0}")]
@@ -406,6 +409,9 @@ fn open_writer(
     }
     let mut conn = Connection::open(path)?;
     apply_connection_pragmas(&conn, config)?;
+    // Before anything writes: a file a newer build migrated is left exactly as it is, not even
+    // switched to WAL.
+    refuse_newer(&conn, path, migrations)?;
     let journal_mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
     if !journal_mode.eq_ignore_ascii_case("wal") {
         return Err(ShardError::Open {
@@ -417,12 +423,19 @@ fn open_writer(
     Ok(conn)
 }
 
-fn migrate(conn: &mut Connection, path: &Path, migrations: &[Migration]) -> Result<(), ShardError> {
+/// [`ShardError::TooNew`] when the file's schema is newer than `migrations` know.
+fn refuse_newer(conn: &Connection, path: &Path, migrations: &[Migration]) -> Result<u32, ShardError> {
     let known = latest_version(migrations);
     let current = user_version(conn)?;
     if current > known {
         return Err(ShardError::TooNew(path.to_path_buf(), current, known));
     }
+    Ok(current)
+}
+
+fn migrate(conn: &mut Connection, path: &Path, migrations: &[Migration]) -> Result<(), ShardError> {
+    // Again: another process may have migrated the file since the first look.
+    let current = refuse_newer(conn, path, migrations)?;
     for migration in migrations.iter().filter(|m| m.version > current) {
         let fail =
             |source| ShardError::Migration { path: path.to_path_buf(), version: migration.version, source };

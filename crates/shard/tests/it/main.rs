@@ -135,6 +135,27 @@ async fn file_with_newer_schema_is_refused() {
     assert!(matches!(err, ShardError::TooNew(_, 2, 1)), "{err:?}");
 }
 
+/// A build that refuses a newer file (a downgrade) must leave it as it was: not switch it to
+/// WAL, which rewrites its header, before saying no.
+#[tokio::test]
+async fn a_refused_newer_file_is_left_byte_for_byte_unchanged() {
+    static V1: &[Migration] = &[ITEMS_MIGRATIONS[0]];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("items.db");
+    {
+        let conn = shard::rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE items (id INTEGER PRIMARY KEY); PRAGMA user_version = 7;").unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+
+    let err = Shard::open(&path, &ShardConfig::default(), V1).await.unwrap_err();
+    assert!(matches!(err, ShardError::TooNew(_, 7, 1)), "{err:?}");
+    assert!(err.to_string().contains("newer release"), "says what to run: {err}");
+    assert!(std::fs::read(&path).unwrap() == before, "the refused file changed");
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["items.db"], "no log files left beside it");
+}
+
 #[tokio::test]
 async fn migration_list_must_be_numbered_in_order() {
     static GAP: &[Migration] =
