@@ -70,8 +70,16 @@ pub enum OpsError {
     #[error("{0}")]
     OlderSchema(String),
     /// A file operation failed.
+    // Not `#[from]`, which would also make the error its source: `gamectl` prints the chain,
+    // which would then say it twice.
     #[error("io: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for OpsError {
+    fn from(error: std::io::Error) -> Self {
+        Self::Io(error)
+    }
 }
 
 impl From<auth::AuthError> for OpsError {

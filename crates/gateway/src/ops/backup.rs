@@ -3,8 +3,8 @@
 //! A backup first forces a player-state flush (so every state update acknowledged before it
 //! started is in `player.db`), then copies every live shard with SQLite's online backup API
 //! ([`shard::Shard::backup_to`]: a consistent snapshot per shard, taken while gateways keep
-//! writing), copies the archived chat years as files (they are read-only), and writes
-//! `manifest.json` last: files, sizes, SHA-256, schema versions, time. A directory without a
+//! writing), copies the archived chat years as files (they are read-only), checks every copy's
+//! integrity (a damaged shard fails the backup), and writes `manifest.json` last: files, sizes, SHA-256, schema versions, time. A directory without a
 //! manifest is not a backup.
 //!
 //! A restore refuses while any gateway holds the data directory's lock, checks every file
@@ -87,8 +87,9 @@ pub struct ManifestFile {
 /// is impossible from outside and is skipped (noted in the manifest).
 ///
 /// # Errors
-/// A wrong data directory; `to` not empty; [`OpsError::Redis`] when Redis is configured but the
-/// flush fails (pass `flush_first = false` to back up anyway); a shard that cannot be copied.
+/// A wrong data directory; `to` not a new or empty directory, or not writable;
+/// [`OpsError::Redis`] when Redis is configured but the flush fails (pass `flush_first = false`
+/// to back up anyway); a shard that cannot be copied, or whose copy fails its integrity check.
 pub async fn backup(
     config: &GatewayConfig,
     to: &Path,
@@ -96,10 +97,24 @@ pub async fn backup(
     timeout: Duration,
 ) -> Result<Manifest, OpsError> {
     let shards = shard_files(&config.data_dir)?;
-    if std::fs::read_dir(to).map(|mut entries| entries.next().is_some()).unwrap_or(false) {
-        return Err(OpsError::Backup(format!("{} is not empty", to.display())));
+    if std::fs::metadata(to).is_ok_and(|metadata| !metadata.is_dir()) {
+        return Err(OpsError::Backup(format!(
+            "{} exists and is not a directory; give --to a new or empty directory",
+            to.display()
+        )));
     }
-    std::fs::create_dir_all(to)?;
+    if std::fs::read_dir(to).map(|mut entries| entries.next().is_some()).unwrap_or(false) {
+        return Err(OpsError::Backup(format!(
+            "{} is not empty; give --to a new or empty directory",
+            to.display()
+        )));
+    }
+    std::fs::create_dir_all(to).map_err(|error| {
+        OpsError::Backup(format!(
+            "cannot create {}: {error}; give --to a directory gamectl can write",
+            to.display()
+        ))
+    })?;
     let started_at_ms = now_ms();
 
     let (player_flush, player_flush_skipped) = if !flush_first {
@@ -123,6 +138,7 @@ pub async fn backup(
             shard.schema_version().await.map_err(|e| OpsError::Shard(shard_file.path.clone(), e))?;
         let dest = to.join(&shard_file.file);
         shard.backup_to(&dest).await.map_err(|e| OpsError::Shard(shard_file.path.clone(), e))?;
+        check_copy(&dest, &shard_file.file).await?;
         let (bytes, sha256) = digest(&dest).await?;
         files.push(ManifestFile {
             path: shard_file.file,
@@ -139,6 +155,7 @@ pub async fn backup(
         std::fs::create_dir_all(&dest_dir)?;
         let dest = dest_dir.join(&name);
         std::fs::copy(archive_dir.join(&name), &dest)?;
+        check_copy(&dest, &format!("{ARCHIVE_SUBDIR}/{name}")).await?;
         let (bytes, sha256) = digest(&dest).await?;
         files.push(ManifestFile {
             path: format!("{ARCHIVE_SUBDIR}/{name}"),
@@ -350,6 +367,32 @@ async fn stage(
         }
     }
     Ok(())
+}
+
+/// Refuses a copy that fails `PRAGMA integrity_check`: the backup API and a file copy carry a
+/// damaged page over as it is, and a backup that reports success over one would let a rotation
+/// (`scripts/backup.sh`) drop the older, sound backups for it. The copy is opened `immutable`,
+/// so checking it leaves no log file in the backup.
+async fn check_copy(path: &Path, name: &str) -> Result<(), OpsError> {
+    let uri = shard::file_uri(path, "immutable=1");
+    let problems = tokio::task::spawn_blocking(move || {
+        use shard::rusqlite::{Connection, OpenFlags};
+        let flags =
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(uri, flags)?;
+        shard::integrity_problems(&conn)
+    })
+    .await
+    .map_err(|e| OpsError::Io(std::io::Error::other(e.to_string())))?
+    .unwrap_or_else(|error| vec![error.to_string()]);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(OpsError::Backup(format!(
+        "{name} is damaged (its copy fails the integrity check: {}); this backup is incomplete and \
+         must not replace an older one; run `gamectl integrity` and repair or restore {name} first",
+        problems.join("; ")
+    )))
 }
 
 /// Size and SHA-256 (hex) of a file, read on a blocking thread.

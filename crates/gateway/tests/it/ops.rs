@@ -324,6 +324,46 @@ async fn integrity_reports_a_corrupt_shard() {
     assert!(report.lines().any(|line| line.starts_with("player.db") && line.ends_with("ok")), "{report}");
 }
 
+/// A backup copies a damaged page as it is: it must fail instead of reporting a complete backup
+/// that a rotation would keep in place of the sound ones; a destination that is a file is named,
+/// and a file error is said once.
+#[tokio::test]
+async fn backup_fails_on_a_damaged_shard_and_names_a_destination_it_cannot_use() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    for n in 0..3 {
+        gateway.player(&username(&format!("kept{n}-"))).await;
+    }
+    gateway.stop().await.unwrap();
+    let data = world.data_dir.path();
+    let backups = tempfile::tempdir().unwrap();
+
+    let file = backups.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let output = gamectl(&world, data, &["backup", "--to", file.to_str().unwrap()]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(stderr(&output).contains("exists and is not a directory"), "{}", stderr(&output));
+
+    let sound = backups.path().join("sound");
+    assert_success(&gamectl(&world, data, &["backup", "--to", sound.to_str().unwrap()]).await);
+    assert!(sound.join("manifest.json").is_file());
+    // A file error is said once, not once more as its own cause.
+    let output = gamectl(&world, &file, &["restore", "--from", sound.to_str().unwrap()]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert_eq!(stderr(&output).matches("File exists").count(), 1, "{}", stderr(&output));
+
+    let auth_db = data.join("auth.db");
+    let mut bytes = std::fs::read(&auth_db).unwrap();
+    assert!(bytes.len() >= 8192, "auth.db has a second page");
+    bytes[4096..8192].fill(0xAB);
+    std::fs::write(&auth_db, bytes).unwrap();
+    let damaged = backups.path().join("damaged");
+    let output = gamectl(&world, data, &["backup", "--to", damaged.to_str().unwrap()]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(stderr(&output).contains("auth.db is damaged"), "{}", stderr(&output));
+    assert!(!damaged.join("manifest.json").exists(), "no manifest: not a backup");
+}
+
 #[tokio::test]
 async fn clear_errors_for_a_wrong_data_dir_a_missing_shard_and_a_silent_redis() {
     let world = World::new();
