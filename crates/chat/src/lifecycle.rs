@@ -65,16 +65,39 @@ pub struct RetireReport {
     pub bytes_after: u64,
 }
 
+/// The last millisecond a message id can be stamped with: its timestamp has 48 bits.
+const LAST_ID_MS: u64 = (1 << 48) - 1;
+
 /// Creates and migrates `DATA_DIR/chat-YEAR.db` (nothing changes if it exists and is current).
+/// `now_ms` decides the current year: a year before it is refused, as is one no message id can
+/// be stamped in.
 ///
 /// # Errors
-/// [`ChatError::Refused`] when the year is archived; shard errors.
+/// [`ChatError::Refused`] when the year is archived, has ended, or lies past what a message id
+/// can name; shard errors.
 pub async fn provision(
     data_dir: &Path,
     archive_dir: &Path,
     year: i32,
+    now_ms: u64,
     config: &ShardConfig,
 ) -> Result<PathBuf, ChatError> {
+    // A shard made for a year nothing can be written in is only clutter that every listing,
+    // backup and integrity check carries on (a mistyped year, a negative one whose file name
+    // no listing even reads back as a year).
+    let current = year_of_ms(now_ms);
+    if year < current {
+        return Err(ChatError::Refused(format!(
+            "year {year} has ended (the current year is {current}): nothing is provisioned for it; a \
+             gateway makes a past year's shard itself if a late message needs one"
+        )));
+    }
+    let last = year_of_ms(LAST_ID_MS);
+    if year > last {
+        return Err(ChatError::Refused(format!(
+            "year {year} is past {last}, the last year a message id can name; check the year"
+        )));
+    }
     let path = data_dir.join(shard_file_name(year));
     if archive_dir.join(shard_file_name(year)).try_exists()? {
         return Err(ChatError::Refused(format!("year {year} is archived")));

@@ -799,12 +799,12 @@ pub async fn match_details(
 /// Creates `chat-YEAR.db` (nothing changes if it exists); returns its path.
 ///
 /// # Errors
-/// A wrong data directory; the year is archived.
+/// A wrong data directory; the year is archived, has ended, or no message id can name it.
 pub async fn chat_provision(config: &GatewayConfig, year: i32) -> Result<PathBuf, OpsError> {
     shard_files(&config.data_dir)?;
     let chat_config = config.chat_config();
     let archive_dir = chat_config.archive_dir(&config.data_dir);
-    Ok(chat::lifecycle::provision(&config.data_dir, &archive_dir, year, &chat_config.shard).await?)
+    Ok(chat::lifecycle::provision(&config.data_dir, &archive_dir, year, now_ms(), &chat_config.shard).await?)
 }
 
 /// Retires a past year into the archive (compacted, verified, read-only); finishes an

@@ -232,8 +232,12 @@ async fn a_retired_year_is_archived_verified_and_ends_history_with_a_marker() {
     assert_eq!((texts(&page), page.archived), (vec!["first"], false));
     let again = lifecycle::retire(data, &archive, 2026, world.clock.now_ms(), &config).await.unwrap();
     assert_eq!((again.outcome, again.messages), (RetireOutcome::AlreadyRetired, 3), "a re-run is a no-op");
-    assert!(matches!(lifecycle::provision(data, &archive, 2026, &config).await, Err(ChatError::Refused(_))));
-    let provisioned = lifecycle::provision(data, &archive, 2030, &config).await.unwrap();
+    let now = world.clock.now_ms();
+    assert!(matches!(
+        lifecycle::provision(data, &archive, 2026, now, &config).await,
+        Err(ChatError::Refused(_))
+    ));
+    let provisioned = lifecycle::provision(data, &archive, 2030, now, &config).await.unwrap();
     assert!(provisioned.exists());
 }
 

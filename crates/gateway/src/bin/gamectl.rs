@@ -134,7 +134,7 @@ enum SessionsAction {
 
 #[derive(Debug, Subcommand)]
 enum ChatAction {
-    /// Create a year's shard (nothing changes if it exists).
+    /// Create a year's shard, the current one or later (nothing changes if it exists).
     Provision {
         /// The year.
         year: i32,

@@ -300,6 +300,35 @@ async fn chat_retire_refuses_later_writes_finishes_an_interrupted_run_and_repeat
     assert!(stdout(&output).contains("chat years NOT listed"), "{}", stdout(&output));
 }
 
+/// A mistyped year is refused with a reason and leaves no file: one that has ended, one no
+/// message id can be stamped in, and a negative one (whose file no listing reads back as a year).
+#[tokio::test]
+async fn chat_provision_refuses_years_nothing_can_be_written_in() {
+    let world = World::new();
+    let gateway = world.gateway().await;
+    gateway.stop().await.unwrap();
+    let data = world.data_dir.path();
+    let shards = || {
+        let mut names: Vec<_> = std::fs::read_dir(data)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".db"))
+            .collect();
+        names.sort();
+        names
+    };
+    let before = shards();
+    for (year, reason) in [("2020", "has ended"), ("-5", "has ended"), ("99999", "last year a message id")] {
+        let output = gamectl(&world, data, &["chat", "provision", "--", year]).await;
+        assert_eq!(output.status.code(), Some(1), "{year}: {}", stdout(&output));
+        assert!(stderr(&output).contains(reason), "{year}: {}", stderr(&output));
+    }
+    assert_eq!(shards(), before, "no shard made");
+    // gamectl reads the real clock: its next year is always one to provision.
+    let next = (chat::year_of_ms(clock::Clock::now_ms(&clock::SystemClock)) + 1).to_string();
+    assert_success(&gamectl(&world, data, &["chat", "provision", &next]).await);
+}
+
 #[tokio::test]
 async fn integrity_reports_a_corrupt_shard() {
     let world = World::new();
