@@ -119,7 +119,8 @@ pub async fn provision(
 /// reports [`RetireOutcome::AlreadyRetired`].
 ///
 /// # Errors
-/// [`ChatError::Refused`] for the current or a future year, or a year with no shard at all;
+/// [`ChatError::Refused`] for the current or a future year, a year with no shard at all, or
+/// while another retire runs on the data directory;
 /// [`ChatError::Verification`] when the copy (or an archive already in place) does not hold
 /// every message of the live shard (a new copy is removed; the live shard is kept, marked, so it
 /// takes no writes until an operator decides); shard and file errors.
@@ -136,6 +137,7 @@ pub async fn retire(
             "year {year} is not in the past (the current year is {current})"
         )));
     }
+    let _retiring = lock_retire(data_dir)?;
     let live = data_dir.join(shard_file_name(year));
     let archive = archive_dir.join(shard_file_name(year));
     if !live.try_exists()? {
@@ -204,6 +206,27 @@ pub async fn retire(
     let outcome = if resumed { RetireOutcome::Resumed } else { RetireOutcome::Retired };
     tracing::info!(year, ?outcome, archive = %archive.display(), messages, bytes_before, bytes_after, "chat year retired");
     Ok(RetireReport { outcome, archive_path: archive, messages, bytes_before, bytes_after })
+}
+
+/// The lock file [`retire`] holds exclusively in the data directory while it runs.
+pub const RETIRE_LOCK_FILE: &str = "chat-retire.lock";
+
+/// Takes `DATA_DIR/chat-retire.lock` exclusively for as long as the file is open. Two retires at
+/// once would each remove the other's partial copy and the live files under it: one fails with
+/// a bare SQLite I/O error, and which one is luck.
+fn lock_retire(data_dir: &Path) -> Result<std::fs::File, ChatError> {
+    let path = data_dir.join(RETIRE_LOCK_FILE);
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ChatError::Refused(format!(
+            "another chat retire is running on {} (it holds {}); wait for it, then run this again \
+             if it failed: a retire finishes an interrupted one",
+            data_dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(error)) => Err(error.into()),
+    }
 }
 
 /// Removes a retired year's live database, then its log and shared-memory files. The database

@@ -329,6 +329,29 @@ async fn chat_provision_refuses_years_nothing_can_be_written_in() {
     assert_success(&gamectl(&world, data, &["chat", "provision", &next]).await);
 }
 
+/// Two retires at once would remove each other's copy and live files: the second is refused,
+/// saying why, while the first holds the data directory's retire lock.
+#[tokio::test]
+async fn chat_retire_is_refused_while_another_retire_runs() {
+    let year = 2024;
+    let world = World::new();
+    world.clock.set(chat::year_start_ms(year + 1) - 10_000);
+    let gateway = world.gateway().await;
+    gateway.stop().await.unwrap();
+    let data = world.data_dir.path();
+    let lock = std::fs::File::create(data.join(chat::lifecycle::RETIRE_LOCK_FILE)).unwrap();
+    lock.try_lock().unwrap();
+    let output = gamectl(&world, data, &["chat", "retire", "2024"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(stderr(&output).contains("another chat retire is running"), "{}", stderr(&output));
+    assert!(data.join("chat-2024.db").exists(), "the year stays live");
+
+    drop(lock);
+    let output = gamectl(&world, data, &["chat", "retire", "2024"]).await;
+    assert_success(&output);
+    assert!(stdout(&output).starts_with("retired 2024"), "{}", stdout(&output));
+}
+
 #[tokio::test]
 async fn integrity_reports_a_corrupt_shard() {
     let world = World::new();
