@@ -69,8 +69,16 @@ pub enum GatewayError {
     #[error(transparent)]
     Match(#[from] matchmaking::MatchError),
     /// A file or socket operation failed.
+    // Not `#[from]`, which would also make the error its own source: `main` prints the chain,
+    // which would then say it twice.
     #[error("io: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for GatewayError {
+    fn from(error: std::io::Error) -> Self {
+        Self::Io(error)
+    }
 }
 
 /// What every connection task shares: configuration, domains, the hub and metrics.
@@ -121,7 +129,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
     config.validate()?;
-    std::fs::create_dir_all(&config.data_dir)?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|error| {
+        GatewayError::Config(format!(
+            "data directory {}: {error}; give --data-dir a directory the gateway can create and write",
+            config.data_dir.display()
+        ))
+    })?;
     let _data_dir_lock = ops::lock_data_dir_shared(&config.data_dir)?;
     // A restore that stopped half-way left some shards missing, which opening would create empty.
     let staging = config.data_dir.join(ops::backup::STAGING_DIR);

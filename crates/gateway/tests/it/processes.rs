@@ -1,5 +1,5 @@
 //! The real `gateway` binary, twice: two processes sharing one Redis and one data directory, and
-//! shutdown on SIGTERM.
+//! shutdown on SIGTERM; and a data directory it cannot make.
 
 use std::time::Duration;
 
@@ -120,4 +120,24 @@ async fn every_acknowledged_update_reaches_sqlite_after_a_kill_9_and_restart() {
             }
         }
     }
+}
+
+/// A data directory the gateway cannot make is named, with what to do, and said once: not a
+/// bare `io: File exists` followed by the same words as its cause.
+#[tokio::test]
+async fn a_data_directory_that_is_a_file_is_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-directory");
+    std::fs::write(&file, b"").unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--data-dir", file.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .env("RUST_BACKTRACE", "0")
+        .output();
+    let output = tokio::time::timeout(PATIENCE, output).await.expect("the gateway stops").unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("data directory {}", file.display())), "{stderr}");
+    assert_eq!(stderr.matches("File exists").count(), 1, "{stderr}");
 }
