@@ -216,7 +216,15 @@ pub const RETIRE_LOCK_FILE: &str = "chat-retire.lock";
 /// a bare SQLite I/O error, and which one is luck.
 fn lock_retire(data_dir: &Path) -> Result<std::fs::File, ChatError> {
     let path = data_dir.join(RETIRE_LOCK_FILE);
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(
+        |error| {
+            ChatError::Refused(format!(
+                "cannot open {}: {error}; chat retire writes the data directory: run it as the user the \
+                 gateways run as",
+                path.display()
+            ))
+        },
+    )?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(ChatError::Refused(format!(

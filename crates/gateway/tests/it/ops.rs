@@ -347,6 +347,16 @@ async fn chat_retire_is_refused_while_another_retire_runs() {
     assert!(data.join("chat-2024.db").exists(), "the year stays live");
 
     drop(lock);
+    // A lock file it cannot open (here a directory: the tests run as root, whom permissions do
+    // not stop) is named, with what to do.
+    let lock_path = data.join(chat::lifecycle::RETIRE_LOCK_FILE);
+    std::fs::remove_file(&lock_path).unwrap();
+    std::fs::create_dir(&lock_path).unwrap();
+    let output = gamectl(&world, data, &["chat", "retire", "2024"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(stderr(&output).contains(&format!("cannot open {}", lock_path.display())), "{}", stderr(&output));
+    std::fs::remove_dir(&lock_path).unwrap();
+
     let output = gamectl(&world, data, &["chat", "retire", "2024"]).await;
     assert_success(&output);
     assert!(stdout(&output).starts_with("retired 2024"), "{}", stdout(&output));
