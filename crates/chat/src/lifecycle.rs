@@ -65,6 +65,11 @@ pub struct RetireReport {
     pub bytes_after: u64,
 }
 
+/// The schema version this build migrates a year's shard to.
+pub fn year_schema_version() -> u32 {
+    shard::latest_version(messages::MIGRATIONS)
+}
+
 /// The last millisecond a message id can be stamped with: its timestamp has 48 bits.
 const LAST_ID_MS: u64 = (1 << 48) - 1;
 

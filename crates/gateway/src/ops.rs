@@ -799,9 +799,16 @@ pub async fn match_details(
 /// Creates `chat-YEAR.db` (nothing changes if it exists); returns its path.
 ///
 /// # Errors
-/// A wrong data directory; the year is archived, has ended, or no message id can name it.
+/// A wrong data directory; the year is archived, has ended, or no message id can name it; its
+/// shard exists at an older schema version (this gamectl would migrate it).
 pub async fn chat_provision(config: &GatewayConfig, year: i32) -> Result<PathBuf, OpsError> {
     shard_files(&config.data_dir)?;
+    // Provisioning a year that exists changes nothing, unless this is a newer gamectl: then it
+    // would migrate the shard under the gateways of the older release writing it.
+    let path = config.data_dir.join(chat::shard_file_name(year));
+    if path.is_file() {
+        require_current_schema(config, &path, chat::lifecycle::year_schema_version()).await?;
+    }
     let chat_config = config.chat_config();
     let archive_dir = chat_config.archive_dir(&config.data_dir);
     Ok(chat::lifecycle::provision(&config.data_dir, &archive_dir, year, now_ms(), &chat_config.shard).await?)

@@ -325,8 +325,24 @@ async fn chat_provision_refuses_years_nothing_can_be_written_in() {
     }
     assert_eq!(shards(), before, "no shard made");
     // gamectl reads the real clock: its next year is always one to provision.
-    let next = (chat::year_of_ms(clock::Clock::now_ms(&clock::SystemClock)) + 1).to_string();
-    assert_success(&gamectl(&world, data, &["chat", "provision", &next]).await);
+    let next = chat::year_of_ms(clock::Clock::now_ms(&clock::SystemClock)) + 1;
+    assert_success(&gamectl(&world, data, &["chat", "provision", &next.to_string()]).await);
+
+    // Provisioning it again changes nothing, and so does not migrate it from an older release
+    // (whose gateways may be writing it): that is refused, saying which gamectl to run.
+    let path = data.join(chat::shard_file_name(next));
+    let set_version = |version: u32| {
+        let conn = shard::rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", version).unwrap();
+    };
+    let older = chat::lifecycle::year_schema_version() - 1;
+    set_version(older);
+    let output = gamectl(&world, data, &["chat", "provision", &next.to_string()]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(stderr(&output).contains("older than this gamectl"), "{}", stderr(&output));
+    let conn = shard::rusqlite::Connection::open(&path).unwrap();
+    let version: u32 = conn.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
+    assert_eq!(version, older, "left as it was");
 }
 
 /// Two retires at once would remove each other's copy and live files: the second is refused,
