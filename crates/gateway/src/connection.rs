@@ -50,6 +50,8 @@ const PING_BURST: u32 = 20;
 /// How long the server keeps reading after it sent a close frame, so the client can read the
 /// close frame before the socket goes away.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Bytes read at a time by [`discard_until_closed`].
+const DISCARD_CHUNK_BYTES: usize = 16 * 1024;
 
 /// Whether an accepted connection has a place on the server.
 pub(crate) enum Admission {
@@ -138,7 +140,7 @@ async fn serve_in_span(
     // inside every connection's task for as long as it lives.
     let accepted =
         Box::pin(accept_websocket(stream, peer.ip(), &shared.config, handshake_timeout, &shutdown)).await;
-    let Some(Accepted { encoding, token, client, sink, stream }) = accepted else { return };
+    let Some(Accepted { encoding, token, client, sink, mut stream }) = accepted else { return };
     // A trusted proxy's connection is counted against the address it speaks for, now known (in
     // the same variable: a second one would be kept in every connection's future).
     if address_slot.is_none() {
@@ -158,7 +160,7 @@ async fn serve_in_span(
         },
         shared.metrics.clone(),
     );
-    let mut writer = tokio::spawn(queue.write_to(sink));
+    let writer = tokio::spawn(queue.write_to(sink));
     let admitted = matches!(admission, Admission::Admitted { .. });
     if admitted {
         shared.metrics.connection_opened();
@@ -170,7 +172,7 @@ async fn serve_in_span(
     } else if let Some(token) = token {
         Box::pin(connection.authenticate_at_handshake(&token)).await;
     }
-    connection.run(stream, &shutdown).await;
+    let unread_input = connection.run(&mut stream, &shutdown).await;
     let account_id = connection.session.as_ref().map(|session| session.account_id);
     connection.end();
     if let Some(account_id) = account_id {
@@ -181,10 +183,45 @@ async fn serve_in_span(
     }
     drop(admission);
     drop(address_slot);
+    // Boxed: the wait for the writer, and what it hands back, would otherwise be reserved in every
+    // connection's task for as long as it lives.
+    Box::pin(finish_writing(writer, stream, unread_input)).await;
+}
+
+/// Waits for the writer to write the close frame and end, and lets the socket go: at once, or,
+/// when the client is still sending (`unread_input`), once it has read what the client sends.
+async fn finish_writing(
+    mut writer: tokio::task::JoinHandle<SplitSink<Socket, Message>>,
+    stream: SplitStream<Socket>,
+    unread_input: bool,
+) {
     // A writer stuck on a client that stopped reading would hold the socket forever.
-    if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
-        writer.abort();
+    match tokio::time::timeout(CLOSE_GRACE, &mut writer).await {
+        Ok(Ok(sink)) if unread_input => discard_until_closed(sink, stream).await,
+        Ok(_) => {}
+        Err(_) => writer.abort(),
     }
+}
+
+/// Reads and throws away what the client still sends, until it closes or for [`CLOSE_GRACE`] at
+/// most, after the close frame was written. A frame the WebSocket layer refused (too big,
+/// malformed) ends its reading with the rest of the client's bytes unread, and a socket closed
+/// with bytes unread is reset by the kernel: the reset can destroy the close frame before the
+/// client reads it, and the client then sees 1006 instead of the code that says what it did wrong.
+async fn discard_until_closed(sink: SplitSink<Socket, Message>, stream: SplitStream<Socket>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let Ok(mut socket) = sink.reunite(stream) else { return };
+    let tcp = socket.get_mut();
+    // Our end of the conversation is over: the client reads its end, then closes.
+    let _ = tcp.shutdown().await;
+    let mut discarded = vec![0_u8; DISCARD_CHUNK_BYTES];
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Ok(n_read) = tcp.read(&mut discarded).await
+            && n_read > 0
+        {}
+    })
+    .await;
 }
 
 type Socket = tokio_tungstenite::WebSocketStream<TcpStream>;
@@ -387,7 +424,9 @@ impl Connection {
         }
     }
 
-    async fn run<S>(&mut self, mut stream: S, shutdown: &CancellationToken)
+    /// Serves the connection until it closes. Returns whether reading stopped at a frame the
+    /// WebSocket layer refused, with the client still sending (see [`discard_until_closed`]).
+    async fn run<S>(&mut self, mut stream: S, shutdown: &CancellationToken) -> bool
     where
         S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
     {
@@ -404,6 +443,7 @@ impl Connection {
         let ping_keys = std::collections::hash_map::RandomState::new();
         let mut n_heartbeats: u64 = 0;
         let mut awaited_pong: Option<[u8; 8]> = None;
+        let mut unread_input = false;
         let mut ping_budget = RequestBudget::new(PINGS_PER_SEC, PING_BURST);
         let closing = self.outbound.closing().clone();
         // Created once, not per loop turn: each new cancellation future registers with its token
@@ -474,36 +514,45 @@ impl Connection {
                             }
                         }
                         Some(Err(error)) => {
-                            self.on_read_error(&error);
+                            unread_input = self.on_read_error(&error);
                             break;
                         }
                     }
                 }
             }
         }
-        if closing.is_cancelled() {
+        if closing.is_cancelled() && !unread_input {
             // Keep reading briefly so the client gets our close frame and can answer it.
             let _ =
                 tokio::time::timeout(CLOSE_GRACE, async { while let Some(Ok(_)) = stream.next().await {} })
                     .await;
         }
+        unread_input
     }
 
-    fn on_read_error(&self, error: &tungstenite::Error) {
+    /// Closes the connection with the code that says what the client did wrong; returns whether
+    /// it did, the client being still there and its bytes after the refused frame unread.
+    fn on_read_error(&self, error: &tungstenite::Error) -> bool {
         match error {
             tungstenite::Error::Capacity(_) => {
                 tracing::debug!(%error, "oversized frame");
                 self.outbound.close(proto::close::MESSAGE_TOO_BIG, "message exceeds the size limit", false);
+                true
             }
             // A client gone without a close frame broke no rule: it is a lost connection.
             tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
                 tracing::debug!(%error, "connection lost");
+                false
             }
             tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_) => {
                 tracing::debug!(%error, "websocket protocol violation");
                 self.outbound.close(proto::close::POLICY_VIOLATION, "websocket protocol violation", false);
+                true
             }
-            _ => tracing::debug!(%error, "connection lost"),
+            _ => {
+                tracing::debug!(%error, "connection lost");
+                false
+            }
         }
     }
 

@@ -214,8 +214,9 @@ pub fn encode_frame(encoding: Encoding, message: &ServerMessage) -> Option<Messa
 
 impl OutboundQueue {
     /// Writes queued frames to `sink` until the connection is closed, batching whatever is queued
-    /// into one flush; ends with the requested close frame.
-    pub async fn write_to<S>(mut self, mut sink: S)
+    /// into one flush; ends with the requested close frame. Hands the sink back, for a connection
+    /// that has to read what the client still sends before it lets the socket go.
+    pub async fn write_to<S>(mut self, mut sink: S) -> S
     where
         S: Sink<Message> + Unpin,
     {
@@ -231,27 +232,27 @@ impl OutboundQueue {
                         if request.flush {
                             while let Ok(queued) = self.frames.try_recv() {
                                 if sink.feed((*queued).into_frame()).await.is_err() {
-                                    return;
+                                    return sink;
                                 }
                             }
                         }
                         let frame = CloseFrame { code: CloseCode::from(request.code), reason: request.reason.into() };
                         let _ = sink.send(Message::Close(Some(frame))).await;
                     }
-                    return;
+                    return sink;
                 }
                 queued = self.frames.recv() => {
-                    let Some(queued) = queued else { return };
+                    let Some(queued) = queued else { return sink };
                     if sink.feed((*queued).into_frame()).await.is_err() {
-                        return;
+                        return sink;
                     }
                     while let Ok(queued) = self.frames.try_recv() {
                         if sink.feed((*queued).into_frame()).await.is_err() {
-                            return;
+                            return sink;
                         }
                     }
                     if sink.flush().await.is_err() {
-                        return;
+                        return sink;
                     }
                 }
             }

@@ -111,6 +111,49 @@ async fn an_oversized_frame_closes_the_connection_with_message_too_big() {
 }
 
 #[tokio::test]
+async fn a_message_grown_past_the_limit_is_refused_with_a_close_the_client_can_read() {
+    use futures_util::SinkExt;
+    use tokio::io::AsyncReadExt;
+    use tokio_tungstenite::MaybeTlsStream;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let world = World::new();
+    let gateway = world.gateway().await;
+    let (bystander, _) = gateway.player(&username("steady")).await;
+    let mut request = gateway.url.as_str().into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", proto::SUBPROTOCOL_JSON.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+
+    // A message in fragments of three tenths of the limit, streamed out at once: the fourth
+    // crosses it, with six more behind it that the server has yet to read when it refuses it.
+    for n in 0..10 {
+        let opcode = OpCode::Data(if n == 0 { Data::Text } else { Data::Continue });
+        let fragment = vec![b'x'; proto::DEFAULT_MAX_FRAME_BYTES * 3 / 10];
+        socket.feed(Message::Frame(Frame::message(fragment, opcode, false))).await.unwrap();
+    }
+    socket.flush().await.unwrap();
+
+    // The server read what still came and closed in good order: a close frame saying why, then
+    // the end of the stream. Were the unread bytes met by a reset instead, many clients (browsers,
+    // Node's ws) would report 1006 and lose the reason.
+    let MaybeTlsStream::Plain(tcp) = socket.get_mut() else { unreachable!("ws:// is plain TCP") };
+    let mut received = Vec::new();
+    let ended = tokio::time::timeout(crate::support::PATIENCE, tcp.read_to_end(&mut received))
+        .await
+        .expect("the server closes the connection");
+    assert!(ended.is_ok(), "the connection was reset: {ended:?}");
+    let code = close::MESSAGE_TOO_BIG.to_be_bytes();
+    assert!(
+        received.first() == Some(&0x88) && received.get(2..4) == Some(&code[..]),
+        "a close frame with 1009 first: {:?}",
+        &received[..received.len().min(8)]
+    );
+    assert_still_serving(&bystander).await;
+}
+
+#[tokio::test]
 async fn a_flood_past_the_rate_limit_is_refused_per_request() {
     let world = World::new();
     let config = gateway::GatewayConfig { requests_per_sec: 10, request_burst: 20, ..world.config() };
