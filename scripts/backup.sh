@@ -3,8 +3,9 @@
 # DIR/backup-<UTC timestamp> and then keeps only the newest KEEP complete backups (default 7).
 # gamectl reads the gateway's configuration from the environment (GAME_CONFIG, GAME_DATA_DIR,
 # GAME_REDIS_URL, GAME_KEY_PREFIX); GAMECTL names the binary (default: gamectl on PATH, else
-# target/release/gamectl, else target/debug/gamectl). Exits non-zero when the backup fails, and
-# then leaves no partial backup behind.
+# target/release/gamectl, else target/debug/gamectl). Exits non-zero when the backup fails or
+# is interrupted (Ctrl-C, SIGTERM, SIGHUP), and then leaves no partial backup behind; one left by
+# a run killed outright (SIGKILL, power loss) is removed by the next run.
 set -euo pipefail
 
 if [[ $# -lt 1 || $# -gt 2 ]]; then
@@ -29,16 +30,46 @@ if ! flock -n 9; then
   exit 1
 fi
 
+# Backups without a manifest are left by a run that was killed outright (SIGKILL, a reboot):
+# with the lock held no backup is in progress, so they are removed rather than piling up (the
+# pruning below counts complete backups only).
+for backup in "$dir"/backup-*; do
+  if [[ -d "$backup" && ! -f "$backup/manifest.json" ]]; then
+    echo "backup.sh: removing incomplete $backup" >&2
+    rm -rf "$backup"
+  fi
+done
+
 dest="$dir/backup-$(date -u +%Y%m%dT%H%M%SZ)"
 if [[ -e "$dest" ]]; then
   echo "backup.sh: $dest already exists (two runs within one second?)" >&2
   exit 1
 fi
-if ! "$gamectl" backup --to "$dest"; then
+# Stopped by a signal (Ctrl-C, cron's or systemd's timeout), stop gamectl too and remove the
+# partial backup. gamectl runs in the background and is waited for so that the trap runs at once
+# rather than after gamectl ends by itself.
+gamectl_pid=""
+on_signal() {
+  trap "" INT TERM HUP
+  if [[ -n "$gamectl_pid" ]]; then
+    kill "$gamectl_pid" 2>/dev/null || true
+    wait "$gamectl_pid" 2>/dev/null || true
+  fi
+  rm -rf "$dest"
+  echo "backup.sh: interrupted; $dest removed" >&2
+  exit 1
+}
+trap on_signal INT TERM HUP
+"$gamectl" backup --to "$dest" &
+gamectl_pid=$!
+if ! wait "$gamectl_pid"; then
+  gamectl_pid=""
   rm -rf "$dest"
   echo "backup.sh: backup failed" >&2
   exit 1
 fi
+gamectl_pid=""
+trap - INT TERM HUP
 
 # Newest first by name (the timestamp sorts); only complete backups (with a manifest) count.
 mapfile -t complete < <(
@@ -47,6 +78,6 @@ mapfile -t complete < <(
   done | sort -r
 )
 for old in "${complete[@]:$keep}"; do
-  echo "backup.sh: removing $old" >&2
+  echo "backup.sh: removing $old"
   rm -rf "$old"
 done
