@@ -22,38 +22,73 @@
 #   idle          10,000 authenticated connections held idle: the gateway's memory per connection
 #                 (prepares 10,000 sessions instead of 2,000, about five minutes)
 #
-# Everything runs on 127.0.0.1 (Redis on $AB_REDIS_PORT, default 46390; the gateway on 47070 and
-# 47071) and stops by itself.
+# Everything runs on 127.0.0.1 (Redis on $AB_REDIS_PORT, default 46390; the gateway on
+# $AB_GAME_PORT and $AB_ADMIN_PORT, default 47070 and 47071) and stops by itself.
 set -euo pipefail
 
-[ $# -ge 3 ] || { sed -n '2,24p' "$0"; exit 2; }
+[ $# -ge 3 ] && [ $# -le 4 ] || { sed -n '2,26p' "$0"; exit 2; }
 cases=$3; repeats=${4:-2}
-# A side is a build directory, or `embedded:` and one.
+[[ "$repeats" =~ ^[1-9][0-9]*$ ]] || { echo "ab.sh: REPEATS must be a positive number, not '$repeats'" >&2; exit 2; }
+
+# Sets `args` (the load test's arguments) and `kind` (the request kind whose count the CPU
+# figures divide by) for case $1; fails on an unknown case.
+case_args() {
+  case $1 in
+    state) args=(--scenario state --clients 1000 --duration 15); kind=update_state ;;
+    ping) args=(--scenario ping --clients 1000 --duration 15); kind=ping ;;
+    state-paced|outage) args=(--scenario state --clients 2000 --rate state=25 --duration 20); kind=update_state ;;
+    ping-paced) args=(--scenario ping --clients 2000 --rate ping=25 --duration 20); kind=ping ;;
+    dm) args=(--scenario chat --chat-dm --clients 2000 --duration 15); kind=chat_send_direct ;;
+    room) args=(--scenario chat --clients 100 --chat-room-size 100 --rate chat=20 --duration 20); kind=chat_send ;;
+    inventory) args=(--scenario inventory --clients 1000 --duration 15); kind=inventory_accept_offer ;;
+    # Two source addresses: 10,000 connections from one would take a third of its ephemeral ports.
+    idle) args=(--scenario idle --clients 10000 --duration 5 --source-addr 127.0.0.2 --source-addr 127.0.0.3); kind="" ;;
+    *) return 1 ;;
+  esac
+}
+# Every case is checked before anything starts: a typo must not cost the minute of preparing sessions.
+for case_name in ${cases//,/ }; do
+  case_args "$case_name" || { echo "ab.sh: unknown case '$case_name' (see: $0 with no arguments)" >&2; exit 2; }
+done
+
+# A side is a build directory, or `embedded:` or `unix:` and one.
 side() { case $1 in embedded:* | unix:*) echo "${1%%:*}:$(realpath "${1#*:}")" ;; *) realpath "$1" ;; esac; }
 side_a=$(side "$1"); side_b=$(side "$2")
+for side in "$side_a" "$side_b"; do
+  for binary in gateway loadtest; do
+    [ -x "${side#*:}/$binary" ] || { echo "ab.sh: ${side#*:}/$binary is missing or not executable" >&2; exit 2; }
+  done
+done
 dir_a=${side_a#*:}
 redis_port=${AB_REDIS_PORT:-46390}
-game="127.0.0.1:47070"; admin="http://127.0.0.1:47071"
+game_port=${AB_GAME_PORT:-47070}; admin_port=${AB_ADMIN_PORT:-47071}
+game="127.0.0.1:$game_port"; admin="http://127.0.0.1:$admin_port"
+source "$(dirname "$0")/lib/ports.sh"
+require_free_port "$redis_port" "Redis" AB_REDIS_PORT
+require_free_port "$game_port" "the gateway's game port" AB_GAME_PORT
+require_free_port "$admin_port" "the gateway's admin port" AB_ADMIN_PORT
 ulimit -n "$(ulimit -Hn)"
 
 work=$(mktemp -d /tmp/ab.XXXXXX)
 redis_pid=""; gateway_pid=""
 cleanup() {
   stop_gateway
-  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
+  if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; fi
   [ -n "${AB_KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
 
 # Redis keeps its files (a dump made before the outage case's kill) in $work.
 start_redis() {
-  if redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
-    echo "port $redis_port is taken by another Redis; set AB_REDIS_PORT" >&2; exit 1
-  fi
+  require_free_port "$redis_port" "Redis" AB_REDIS_PORT
   redis-server --port "$redis_port" --bind 127.0.0.1 --unixsocket "$work/redis.sock" --save "" --appendonly no --dir "$work" \
     >>"$work/redis.log" 2>&1 &
   redis_pid=$!
-  for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && return; sleep 0.1; done
+  for _ in $(seq 100); do
+    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && return
+    started "$redis_pid" redis-server "$work/redis.log" || exit 1
+    sleep 0.1
+  done
   echo "redis-server did not start" >&2; exit 1
 }
 
@@ -70,12 +105,18 @@ start_gateway() {
     embedded:*) kv=() ;;
     unix:*) kv=(--redis-url "redis+unix://$work/redis.sock" --key-prefix ab:) ;;
   esac
-  "${1#*:}/gateway" --config "$work/gateway.toml" --data-dir "$2" "${kv[@]}" \
-    --listen "$game" --admin-listen "127.0.0.1:47071" \
+  require_free_port "$game_port" "the gateway's game port" AB_GAME_PORT
+  require_free_port "$admin_port" "the gateway's admin port" AB_ADMIN_PORT
+  "${1#*:}/gateway" --config "$work/gateway.toml" --data-dir "$2" ${kv[@]+"${kv[@]}"} \
+    --listen "$game" --admin-listen "127.0.0.1:$admin_port" \
     --login-failures-per-address 1000000 --requests-per-sec 1000000 --request-burst 1000000 \
     >>"$work/gateway.log" 2>&1 &
   gateway_pid=$!
-  for _ in $(seq 100); do curl -sf "$admin/healthz" >/dev/null 2>&1 && return; sleep 0.1; done
+  for _ in $(seq 100); do
+    curl -sf "$admin/healthz" >/dev/null 2>&1 && return
+    started "$gateway_pid" gateway "$work/gateway.log" || exit 1
+    sleep 0.1
+  done
   echo "gateway did not start" >&2; exit 1
 }
 stop_gateway() {
@@ -99,19 +140,7 @@ stop_gateway
 
 run=0
 for case_name in ${cases//,/ }; do
-  # The load test's arguments, and the request kind whose count the CPU figures divide by.
-  case $case_name in
-    state) args=(--scenario state --clients 1000 --duration 15); kind=update_state ;;
-    ping) args=(--scenario ping --clients 1000 --duration 15); kind=ping ;;
-    state-paced|outage) args=(--scenario state --clients 2000 --rate state=25 --duration 20); kind=update_state ;;
-    ping-paced) args=(--scenario ping --clients 2000 --rate ping=25 --duration 20); kind=ping ;;
-    dm) args=(--scenario chat --chat-dm --clients 2000 --duration 15); kind=chat_send_direct ;;
-    room) args=(--scenario chat --clients 100 --chat-room-size 100 --rate chat=20 --duration 20); kind=chat_send ;;
-    inventory) args=(--scenario inventory --clients 1000 --duration 15); kind=inventory_accept_offer ;;
-    # Two source addresses: 10,000 connections from one would take a third of its ephemeral ports.
-    idle) args=(--scenario idle --clients 10000 --duration 5 --source-addr 127.0.0.2 --source-addr 127.0.0.3); kind="" ;;
-    *) echo "unknown case $case_name" >&2; exit 2 ;;
-  esac
+  case_args "$case_name"
   n_clients=$(echo "${args[*]}" | sed -E 's/.*--clients ([0-9]+).*/\1/')
   ramp_up=2
   [ "$case_name" = idle ] && ramp_up=10
@@ -154,7 +183,9 @@ for case_name in ${cases//,/ }; do
         grep -oE 'rss before .* per connection' "$work/run.out" || cat "$work/run.out"
         continue
       fi
-      row=$(grep -E '^(update_state|ping|chat_send_direct|chat_send|chat_delivery|inventory_accept_offer|inventory:) ' "$work/run.out")
+      # A run that printed no row failed: show what it printed rather than stop without a word.
+      row=$(grep -E '^(update_state|ping|chat_send_direct|chat_send|chat_delivery|inventory_accept_offer|inventory:) ' "$work/run.out") ||
+        { echo "ab.sh: the load test printed no figures:" >&2; cat "$work/run.out" >&2; exit 1; }
       requests=$(echo "$row" | awk -v kind="$kind" '$1 == kind {print $2}')
       loadtest_secs=$(awk '{print $1 + $2}' "$work/loadtest-cpu")
       echo "$row"
