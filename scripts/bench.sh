@@ -39,6 +39,18 @@ MIX="ping=1,state=2,chat=1,inventory=1"
 MIX_RATES=(--rate ping=10 --rate state=25 --rate chat=0.5 --rate inventory=5)
 MIX_ROOM=20
 
+# What the runs below need, checked before half an hour of building and running: a missing tool
+# or a taken port would otherwise stop the suite (or, for a port, measure someone else's server)
+# minutes in.
+for tool in redis-server redis-cli curl sqlite3 python3 git; do
+  command -v "$tool" >/dev/null || { echo "bench.sh: $tool is not installed" >&2; exit 1; }
+done
+source scripts/lib/ports.sh
+require_free_port "$REDIS_PORT" "Redis" REDIS_PORT
+require_free_port "$CRASH_REDIS_PORT" "the crash run's Redis" CRASH_REDIS_PORT
+require_free_port "$GAME_PORT" "the gateway's game port" GAME_PORT
+require_free_port "$ADMIN_PORT" "the gateway's admin port" ADMIN_PORT
+
 # The idle run holds 19,000 sockets in each of the gateway and the load generator.
 ulimit -n "$(ulimit -Hn)"
 
@@ -48,7 +60,7 @@ redis_pid=""; crash_redis_pid=""; gateway_pid=""
 cleanup() {
   stop_gateway
   for pid in "$redis_pid" "$crash_redis_pid"; do
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
   done
   rm -rf "$work"
 }
@@ -62,14 +74,20 @@ cargo build --release -q -p player --example flush_bench
 cargo build --release -q -p chat --example history_bench
 
 # Starts a redis-server on port $1 with its files in $2 (loading $2/dump.rdb if there is one);
-# prints its pid.
+# sets $3 (redis_pid or crash_redis_pid) to its pid: set directly, not printed into a command
+# substitution, so that the EXIT trap knows it even when the start fails.
 start_redis() {
+  require_free_port "$1" "Redis" "REDIS_PORT or CRASH_REDIS_PORT"
   redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no --dir "$2" >>"$work/redis.log" 2>&1 &
-  local pid=$!
-  for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && break; sleep 0.1; done
-  echo "$pid"
+  printf -v "$3" '%s' "$!"
+  for _ in $(seq 100); do
+    redis-cli -p "$1" ping >/dev/null 2>&1 && return
+    started "${!3}" redis-server "$work/redis.log" || exit 1
+    sleep 0.1
+  done
+  echo "redis-server did not answer on port $1" >&2; exit 1
 }
-redis_pid=$(start_redis "$REDIS_PORT" "$work")
+start_redis "$REDIS_PORT" "$work" redis_pid
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 ADMIN="http://127.0.0.1:$ADMIN_PORT"
 TARGET="ws://127.0.0.1:$GAME_PORT/"
@@ -87,11 +105,17 @@ gw_data="$work/data"; gw_redis="$REDIS_URL"
 # Starts a fresh gateway process on $gw_data and $gw_redis (both persist between gateways).
 start_gateway() {
   stop_gateway
+  require_free_port "$GAME_PORT" "the gateway's game port" GAME_PORT
+  require_free_port "$ADMIN_PORT" "the gateway's admin port" ADMIN_PORT
   target/release/gateway --config "$work/gateway.toml" --data-dir "$gw_data" --redis-url "$gw_redis" \
     --key-prefix bench: --listen "127.0.0.1:$GAME_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
     --login-failures-per-address 1000000 "$@" >>"$work/gateway.log" 2>&1 &
   gateway_pid=$!
-  for _ in $(seq 100); do curl -sf "$ADMIN/healthz" >/dev/null 2>&1 && return; sleep 0.1; done
+  for _ in $(seq 100); do
+    curl -sf "$ADMIN/healthz" >/dev/null 2>&1 && return
+    started "$gateway_pid" gateway "$work/gateway.log" || exit 1
+    sleep 0.1
+  done
   echo "gateway did not start" >&2; exit 1
 }
 # Stops the gateway with SIGTERM (it drains and flushes), or SIGKILL after 60 s.
@@ -188,9 +212,11 @@ done
 gw_data="$work/data"
 stop_gateway
 
+# Without a PostgreSQL at $POSTGRES_URL the error is recorded in place of the figures and the
+# suite goes on (under set -e a failing record would end it here, half-way, BENCHMARKS.md untouched).
 record "The same workload as plain PostgreSQL upserts (postgres-baseline)" \
   $LT postgres-baseline --postgres-url "$POSTGRES_URL" --concurrency 1,2,4,8,16,32 --duration "$PG_SECS" \
-  --json "$work/pg.json" --no-progress
+  --json "$work/pg.json" --no-progress || true
 if [ -s "$work/pg.json" ]; then
   pg_best=$(json "$work/pg.json" "r['best']['per_sec']")
   echo "gateway (buffered, closed loop) ÷ PostgreSQL best = $(python3 -c "print(round($state_closed / $pg_best, 2))")" | tee -a "$out"
@@ -212,7 +238,7 @@ redis_crash() {
   cp "$work/dump.rdb" "$dir/"
   # A fresh player.db: its rows are then exactly the crash run's players.
   cp "$work/data"/auth.db* "$dir/data/"
-  crash_redis_pid=$(start_redis "$CRASH_REDIS_PORT" "$dir")
+  start_redis "$CRASH_REDIS_PORT" "$dir" crash_redis_pid
   gw_data="$dir/data"; gw_redis="redis://127.0.0.1:$CRASH_REDIS_PORT"
   start_gateway
   echo "\$ $LT --target $TARGET --admin $ADMIN --scenario state --clients $CRASH_CLIENTS --rate state=$PACED_RATE --ramp-up 2 --duration $CRASH_SECS --token-file tokens.txt --json crash.json --no-progress &"
