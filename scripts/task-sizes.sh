@@ -7,7 +7,12 @@
 # stable toolchain (RUSTC_BOOTSTRAP), in its own target directory; a few minutes the first time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/type-sizes cargo rustc -q -p gateway --lib --release -- -Zprint-type-sizes |
+export CARGO_TARGET_DIR=target/type-sizes
+# rustc prints the sizes only when it compiles: a second run with the same code and flags found
+# the crate fresh and printed nothing. Cleaning the gateway package alone forces that one crate
+# to be compiled again (its dependencies stay built).
+cargo clean -q -p gateway --release
+sizes=$(RUSTC_BOOTSTRAP=1 cargo rustc -q -p gateway --lib --release -- -Zprint-type-sizes |
   awk '
     function bytes() { match($0, /`: [0-9]+ bytes/); return substr($0, RSTART + 3, RLENGTH - 9) }
     /^print-type-size type: `tokio::runtime::task::core::Cell</ && /multi_thread/ && !/Pin<std::boxed/ {
@@ -16,4 +21,10 @@ RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/type-sizes cargo rustc -q -p gateway -
     }
     /^print-type-size type: `\{async fn body of connection::serve_in_span\(\)\}`/ {
       print "connection future:", bytes(), "bytes"
-    }'
+    }')
+if [ -z "$sizes" ]; then
+  echo "task-sizes.sh: rustc printed none of the sizes looked for (were the tasks or" \
+    "connection::serve_in_span renamed?)" >&2
+  exit 1
+fi
+echo "$sizes"
