@@ -19,8 +19,9 @@ if ! [[ "$keep" =~ ^[1-9][0-9]*$ ]]; then
   exit 64
 fi
 
+# Found through a symbolic link too (say /usr/local/bin/backup.sh pointing here).
 # shellcheck source=lib/gamectl.sh
-source "$(dirname "$0")/lib/gamectl.sh"
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/gamectl.sh"
 
 mkdir -p "$dir"
 # Two runs (a slow backup and the next cron tick) must not overlap.

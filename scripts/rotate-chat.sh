@@ -7,8 +7,9 @@
 # Exits non-zero when a step fails; the later years are not tried then, and the next run resumes.
 set -euo pipefail
 
+# Found through a symbolic link too (say /usr/local/bin/rotate-chat.sh pointing here).
 # shellcheck source=lib/gamectl.sh
-source "$(dirname "$0")/lib/gamectl.sh"
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/gamectl.sh"
 
 year="$(date -u +%Y)"
 "$gamectl" chat provision "$((year + 1))"
