@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/bench.sh and scripts/ab.sh: the gateway settings beyond its flags that
 # benchmark runs use. Chat sends are not rate limited (the chat runs send far above a player's
 # budget), and the inventory catalogue has the load test's items.

@@ -50,4 +50,4 @@ else
 fi
 
 # `${a[@]+...}`: an empty array under `set -u` is an error in bash before 4.4 (macOS's 3.2).
-cargo run -p gateway -- ${redis_args[@]+"${redis_args[@]}"} "$@"
+cargo run -p gateway --bin gateway -- ${redis_args[@]+"${redis_args[@]}"} "$@"
