@@ -84,12 +84,7 @@ start_redis() {
   redis-server --port "$redis_port" --bind 127.0.0.1 --unixsocket "$work/redis.sock" --save "" --appendonly no --dir "$work" \
     >>"$work/redis.log" 2>&1 &
   redis_pid=$!
-  for _ in $(seq 100); do
-    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && return
-    started "$redis_pid" redis-server "$work/redis.log" || exit 1
-    sleep 0.1
-  done
-  echo "redis-server did not start" >&2; exit 1
+  wait_for_redis "$redis_port" "$redis_pid" "$work/redis.log"
 }
 
 # No chat send limit; the load test's item catalogue (scripts/bench-config.sh).

@@ -80,12 +80,7 @@ start_redis() {
   require_free_port "$1" "Redis" "REDIS_PORT or CRASH_REDIS_PORT"
   redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no --dir "$2" >>"$work/redis.log" 2>&1 &
   printf -v "$3" '%s' "$!"
-  for _ in $(seq 100); do
-    redis-cli -p "$1" ping >/dev/null 2>&1 && return
-    started "${!3}" redis-server "$work/redis.log" || exit 1
-    sleep 0.1
-  done
-  echo "redis-server did not answer on port $1" >&2; exit 1
+  wait_for_redis "$1" "${!3}" "$work/redis.log"
 }
 start_redis "$REDIS_PORT" "$work" redis_pid
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"

@@ -57,11 +57,7 @@ export GAME_SERVICE_TOKEN LOADTEST_SERVICE_TOKEN=$GAME_SERVICE_TOKEN
 
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >>"$work/redis.log" 2>&1 &
 redis_pid=$!
-for _ in $(seq 100); do
-  redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
-  started "$redis_pid" redis-server "$work/redis.log" || exit 1
-  sleep 0.1
-done
+wait_for_redis "$redis_port" "$redis_pid" "$work/redis.log"
 
 # Starts the gateway, under the command given first ("" for none).
 start_gateway() {

@@ -23,3 +23,15 @@ started() {
   tail -n 20 "$3" >&2 || true
   return 1
 }
+
+# wait_for_redis PORT PID LOG: waits (up to 10 s) until the redis-server PID, just started in the
+# background, answers on PORT; exits 1, saying why, when it exits first or never answers.
+wait_for_redis() {
+  for _ in $(seq 100); do
+    redis-cli -p "$1" ping >/dev/null 2>&1 && return 0
+    started "$2" redis-server "$3" || exit 1
+    sleep 0.1
+  done
+  echo "$(basename "$0"): redis-server did not answer on port $1" >&2
+  exit 1
+}
