@@ -300,7 +300,7 @@ pub async fn check_archives(archive_dir: &Path) -> Result<Vec<(PathBuf, Vec<Stri
         let mut reports = Vec::new();
         for year in years_in(&archive_dir)? {
             let path = archive_dir.join(shard_file_name(year));
-            let problems = match integrity_problems(&path) {
+            let problems = match shard::file_integrity_problems(&path) {
                 Ok(problems) => problems,
                 Err(error) => vec![error.to_string()],
             };
@@ -309,11 +309,6 @@ pub async fn check_archives(archive_dir: &Path) -> Result<Vec<(PathBuf, Vec<Stri
         Ok(reports)
     })
     .await
-}
-
-fn integrity_problems(archive: &Path) -> Result<Vec<String>, ChatError> {
-    let conn = open_read_only(archive, true)?;
-    Ok(shard::integrity_problems(&conn).map_err(shard::ShardError::from)?)
 }
 
 /// A read-only connection for inspection. Archives are opened `immutable` (no lock, no log):

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
-    BufferClaim, BufferStats, BufferUpdate, BufferVersion, ClaimedRecord, Field, Forward, KvError,
-    Unsubscribed, forward, millis,
+    BufferClaim, BufferStats, BufferUpdate, BufferVersion, ClaimedRecord, Field, KvError, Unsubscribed,
+    forward, millis,
 };
 
 /// Name of the lock file inside the data directory.
@@ -743,14 +744,14 @@ impl Embedded {
                 .or_insert_with(|| broadcast::channel(BROADCAST_CAPACITY).0)
                 .subscribe()
         };
-        tokio::spawn(forward_broadcast(name, receiver, sender, shutdown, ended));
+        let span = tracing::info_span!("kv_subscription", channel = %name);
+        tokio::spawn(forward_broadcast(receiver, sender, shutdown, ended).instrument(span));
     }
 }
 
 /// Moves messages from one channel's broadcast into one subscription until shutdown or until the
 /// subscription is dropped.
 async fn forward_broadcast(
-    channel: String,
     mut receiver: broadcast::Receiver<Vec<u8>>,
     sender: mpsc::Sender<Vec<u8>>,
     shutdown: CancellationToken,
@@ -765,21 +766,15 @@ async fn forward_broadcast(
                 Ok(payload) => payload,
                 Err(broadcast::error::RecvError::Lagged(n_missed)) => {
                     if let Some(n_dropped) = ended.0.dropped(n_missed) {
-                        tracing::warn!(%channel, n_dropped, "subscription fell behind; messages dropped (count so far)");
+                        tracing::warn!(n_dropped, "subscription fell behind; messages dropped (count so far)");
                     }
                     continue;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
         };
-        match forward(&sender, &ended.0, payload) {
-            Forward::Sent => {}
-            Forward::Dropped => {
-                if let Some(n_dropped) = ended.0.dropped(1) {
-                    tracing::warn!(%channel, n_dropped, "subscription buffer full; messages dropped (count so far)");
-                }
-            }
-            Forward::Closed => return,
+        if !forward(&sender, &ended.0, payload) {
+            return;
         }
     }
 }

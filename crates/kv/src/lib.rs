@@ -422,9 +422,9 @@ impl Kv {
     /// Stores the session under `session:{token_hash}` with TTL `idle_ttl`, and adds `token_hash` to
     /// the sorted set `account-sessions:{account_id}` as its newest member, whose TTL is raised to
     /// at least `index_ttl` (never lowered). First drops from the set sessions that have ended (of
-    /// at most `SESSION_SET_PRUNE_MAX` members, or the cap if larger, looked at), then, if the account would hold more
-    /// than `max_per_account` sessions (at least one) with this one, deletes its oldest sessions
-    /// until it would not. Returns the token hashes of the sessions it so deleted that still
+    /// at most `SESSION_SET_PRUNE_MAX` members, or the cap if larger, looked at), then, if the
+    /// account would hold more than `max_per_account` sessions (at least one) with this one,
+    /// deletes its oldest sessions until it would not. Returns the token hashes of the sessions it so deleted that still
     /// existed, for the caller to announce. One round trip (a Lua script on Redis).
     ///
     /// An account set left as a plain SET by an earlier release is converted first, atomically,
@@ -1005,7 +1005,8 @@ impl Subscribed {
     }
 
     /// Messages dropped so far because the consumer was more than [`SUBSCRIPTION_BUFFER`]
-    /// messages or [`SUBSCRIPTION_BUFFER_BYTES`] bytes behind (not those published while disconnected, which nobody counts).
+    /// messages or [`SUBSCRIPTION_BUFFER_BYTES`] bytes behind (not those published while
+    /// disconnected, which nobody counts).
     pub fn n_dropped(&self) -> u64 {
         self.0.n_dropped.load(Ordering::Relaxed)
     }
@@ -1059,36 +1060,33 @@ impl Subscription {
     }
 }
 
-/// Hands a received payload to the subscription without waiting. A full buffer, in messages or in
-/// bytes, drops the payload (`Forward::Dropped`): a consumer that stopped reading must not make the
-/// forwarding task, and with it the pub/sub connection's unbounded read buffer, grow without limit.
-/// Shared by both backends; each subscription has one forwarding task, so the byte count's check
-/// and increase cannot race another forward.
-fn forward(sender: &mpsc::Sender<Vec<u8>>, subscribed: &Subscribed, payload: Vec<u8>) -> Forward {
+/// Hands a received payload to the subscription without waiting; false once the subscription is
+/// gone (its `Subscription` dropped). A full buffer, in messages or in bytes, drops the payload,
+/// counted and warned about (see [`Subscribed::dropped`]): a consumer that stopped reading must not
+/// make the forwarding task, and with it the pub/sub connection's unbounded read buffer, grow
+/// without limit. Shared by both backends; each subscription has one forwarding task, so the byte
+/// count's check and increase cannot race another forward.
+fn forward(sender: &mpsc::Sender<Vec<u8>>, subscribed: &Subscribed, payload: Vec<u8>) -> bool {
     let queued_bytes = &subscribed.0.queued_bytes;
     let n_bytes = payload.len();
     let queued = queued_bytes.load(Ordering::Relaxed);
-    if queued > 0 && queued.saturating_add(n_bytes) > SUBSCRIPTION_BUFFER_BYTES {
-        return Forward::Dropped;
-    }
-    queued_bytes.fetch_add(n_bytes, Ordering::Relaxed);
-    match sender.try_send(payload) {
-        Ok(()) => Forward::Sent,
-        Err(refused) => {
-            queued_bytes.fetch_sub(n_bytes, Ordering::Relaxed);
-            match refused {
-                mpsc::error::TrySendError::Full(_) => Forward::Dropped,
-                mpsc::error::TrySendError::Closed(_) => Forward::Closed,
+    let refused = if queued > 0 && queued.saturating_add(n_bytes) > SUBSCRIPTION_BUFFER_BYTES {
+        mpsc::error::TrySendError::Full(payload)
+    } else {
+        queued_bytes.fetch_add(n_bytes, Ordering::Relaxed);
+        let Err(refused) = sender.try_send(payload) else { return true };
+        queued_bytes.fetch_sub(n_bytes, Ordering::Relaxed);
+        refused
+    };
+    match refused {
+        mpsc::error::TrySendError::Full(_) => {
+            if let Some(n_dropped) = subscribed.dropped(1) {
+                tracing::warn!(n_dropped, "subscription buffer full; messages dropped (count so far)");
             }
+            true
         }
+        mpsc::error::TrySendError::Closed(_) => false,
     }
-}
-
-/// What [`forward`] did with a payload.
-enum Forward {
-    Sent,
-    Dropped,
-    Closed,
 }
 
 /// Milliseconds for a Redis `PX`/`PEXPIRE` argument: at least 1, since Redis rejects 0.

@@ -41,8 +41,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    BufferClaim, BufferStats, BufferUpdate, BufferVersion, ClaimedRecord, Field, Forward, KvError,
-    PackedFields, RiskySetting, Subscribed, Unsubscribed, forward, millis, put_text, unpack_texts,
+    BufferClaim, BufferStats, BufferUpdate, BufferVersion, ClaimedRecord, Field, KvError, PackedFields,
+    RiskySetting, Subscribed, Unsubscribed, forward, millis, put_text, unpack_texts,
 };
 
 /// How long the first connection (and the first subscription) may take before giving up.
@@ -1524,14 +1524,8 @@ async fn forward_until_disconnected(
                 }
             }
         };
-        match forward(sender, subscribed, message.get_payload_bytes().to_vec()) {
-            Forward::Sent => {}
-            Forward::Dropped => {
-                if let Some(n_dropped) = subscribed.dropped(1) {
-                    tracing::warn!(n_dropped, "subscription buffer full; messages dropped (count so far)");
-                }
-            }
-            Forward::Closed => return Ended::Stop,
+        if !forward(sender, subscribed, message.get_payload_bytes().to_vec()) {
+            return Ended::Stop;
         }
     }
 }

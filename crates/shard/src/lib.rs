@@ -470,11 +470,24 @@ pub fn latest_version(migrations: &[Migration]) -> u32 {
     u32::try_from(migrations.len()).unwrap_or(u32::MAX)
 }
 
+/// What `PRAGMA integrity_check` reports on the file at `path`, empty when sound, for a file
+/// nothing writes (an archived year, a backup's copy): opened read-only and `immutable`, so the
+/// check takes no lock and leaves no log file beside it. Blocking.
+///
+/// # Errors
+/// A file that cannot be opened, or too damaged to read.
+pub fn file_integrity_problems(path: &Path) -> Result<Vec<String>, ShardError> {
+    let flags =
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(file_uri(path, "immutable=1"), flags)?;
+    Ok(integrity_problems(&conn)?)
+}
+
 /// What `PRAGMA integrity_check` reports on `conn`: empty when sound.
 ///
 /// # Errors
 /// A file too damaged to read.
-pub fn integrity_problems(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+fn integrity_problems(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     let mut check = conn.prepare("PRAGMA integrity_check")?;
     let report = check.query_map([], |row| row.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(if report.len() == 1 && report[0] == "ok" { Vec::new() } else { report })

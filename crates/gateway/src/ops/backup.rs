@@ -4,8 +4,8 @@
 //! started is in `player.db`), then copies every live shard with SQLite's online backup API
 //! ([`shard::Shard::backup_to`]: a consistent snapshot per shard, taken while gateways keep
 //! writing), copies the archived chat years as files (they are read-only), checks every copy's
-//! integrity (a damaged shard fails the backup), and writes `manifest.json` last: files, sizes, SHA-256, schema versions, time. A directory without a
-//! manifest is not a backup.
+//! integrity (a damaged shard fails the backup), and writes `manifest.json` last: files, sizes,
+//! SHA-256, schema versions, time. A directory without a manifest is not a backup.
 //!
 //! A restore refuses while any gateway holds the data directory's lock, checks every file
 //! against the manifest, copies the files into a staging directory inside the data directory,
@@ -374,17 +374,11 @@ async fn stage(
 /// (`scripts/backup.sh`) drop the older, sound backups for it. The copy is opened `immutable`,
 /// so checking it leaves no log file in the backup.
 async fn check_copy(path: &Path, name: &str) -> Result<(), OpsError> {
-    let uri = shard::file_uri(path, "immutable=1");
-    let problems = tokio::task::spawn_blocking(move || {
-        use shard::rusqlite::{Connection, OpenFlags};
-        let flags =
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(uri, flags)?;
-        shard::integrity_problems(&conn)
-    })
-    .await
-    .map_err(|e| OpsError::Io(std::io::Error::other(e.to_string())))?
-    .unwrap_or_else(|error| vec![error.to_string()]);
+    let path = path.to_path_buf();
+    let problems = tokio::task::spawn_blocking(move || shard::file_integrity_problems(&path))
+        .await
+        .map_err(|e| OpsError::Io(std::io::Error::other(e.to_string())))?
+        .unwrap_or_else(|error| vec![error.to_string()]);
     if problems.is_empty() {
         return Ok(());
     }
